@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Reproducible load benchmark for the XDMS (issue #2 scope 10). Starts a release xcapd on a
+# temporary data directory (sled, durable writes), seeds documents, drives each scenario with
+# benches/load.rs (xcapd-load), measures nginx serving the same bytes as the ceiling, and the
+# server's RSS after 10,000 users × 3 documents. Loopback only; every run is bounded in time.
+#
+#   scripts/bench.sh [seconds-per-scenario]        (default 10)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-10}
+PORT=${BENCH_PORT:-18080}
+NGINX_PORT=${BENCH_NGINX_PORT:-18081}
+WORK=$(mktemp -d /tmp/xcapd-bench.XXXXXX)
+cargo build --release --bin xcapd --bin xcapd-load >/dev/null
+BIN=target/release/xcapd
+LOAD=target/release/xcapd-load
+X=http://127.0.0.1:$PORT/xcap-root
+
+cleanup() {
+  [ -n "${SRV:-}" ] && kill "$SRV" 2>/dev/null || true
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+XCAPD_LOG=warn $BIN serve --http 127.0.0.1:$PORT --data "$WORK/data" &
+SRV=$!
+for _ in $(seq 1 100); do curl -sf $X/xcap-caps/global/index >/dev/null && break; sleep 0.1; done
+
+list_doc() { # $1 = entries
+  python3 - "$1" <<'PY'
+import sys
+n = int(sys.argv[1])
+print('<?xml version="1.0" encoding="UTF-8"?>')
+print('<resource-lists xmlns="urn:ietf:params:xml:ns:resource-lists">')
+print('  <list name="friends">')
+for i in range(n):
+    print(f'    <entry uri="sip:user{i}@example.com"><display-name>User {i}</display-name></entry>')
+print('  </list>')
+print('</resource-lists>')
+PY
+}
+list_doc 100 > "$WORK/l100.xml"
+list_doc 10000 > "$WORK/l10k.xml"
+RL=application/resource-lists+xml
+curl -sf -X PUT -H "Content-Type: $RL" --data-binary @"$WORK/l100.xml" $X/resource-lists/users/sip:small@example.com/index >/dev/null
+curl -sf -X PUT -H "Content-Type: $RL" --data-binary @"$WORK/l10k.xml" $X/resource-lists/users/sip:big@example.com/index >/dev/null
+
+run() { # name, load args...
+  local name=$1; shift
+  printf '%-58s ' "$name"
+  $LOAD --duration "$SECS" "$@"
+}
+
+SEL='~~/resource-lists/list%5B@name=%22friends%22%5D/entry%5B@uri=%22sip:user50@example.com%22%5D'
+echo "== xcapd $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, ${SECS}s per scenario"
+run "GET document, 100 entries (4 conns)"          --connections 4 --url $X/resource-lists/users/sip:small@example.com/index
+run "GET document, 100 entries (16 conns)"         --connections 16 --url $X/resource-lists/users/sip:small@example.com/index
+run "GET document, 10,000 entries (4 conns)"       --connections 4 --url $X/resource-lists/users/sip:big@example.com/index
+run "GET element by attribute, 100 entries"        --connections 4 --url "$X/resource-lists/users/sip:small@example.com/index/$SEL"
+run "GET element by attribute, 10,000 entries"     --connections 4 --url "$X/resource-lists/users/sip:big@example.com/index/$SEL"
+run "PUT document, 100 entries, durable (4 clients)" --connections 4 --method PUT --content-type $RL --body-file "$WORK/l100.xml" --url "$X/resource-lists/users/sip:writer{c}@example.com/index"
+run "PUT document, 10,000 entries, durable (4 clients)" --connections 4 --method PUT --content-type $RL --body-file "$WORK/l10k.xml" --url "$X/resource-lists/users/sip:bigwriter{c}@example.com/index"
+run "PUT element into 100-entry list (1 client)"   --connections 1 --method PUT --content-type application/xcap-el+xml --body '<entry uri="sip:new{n}@example.com"/>' --url "$X/resource-lists/users/sip:small@example.com/index/~~/resource-lists/list%5B@name=%22friends%22%5D/entry%5B@uri=%22sip:new{n}@example.com%22%5D"
+run "PUT element into 10,000-entry list (1 client)" --connections 1 --method PUT --content-type application/xcap-el+xml --body '<entry uri="sip:new{n}@example.com"/>' --url "$X/resource-lists/users/sip:big@example.com/index/~~/resource-lists/list%5B@name=%22friends%22%5D/entry%5B@uri=%22sip:new{n}@example.com%22%5D"
+
+# Ceiling: nginx serving the same 100-entry bytes as a static file.
+if command -v nginx >/dev/null 2>&1; then
+  mkdir -p "$WORK/www"
+  cp "$WORK/l100.xml" "$WORK/www/l100.xml"
+  cp "$WORK/l10k.xml" "$WORK/www/l10k.xml"
+  cat > "$WORK/nginx.conf" <<NGX
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/tmp; proxy_temp_path $WORK/tmp; fastcgi_temp_path $WORK/tmp; uwsgi_temp_path $WORK/tmp; scgi_temp_path $WORK/tmp;
+  server { listen 127.0.0.1:$NGINX_PORT; root $WORK/www; }
+}
+NGX
+  mkdir -p "$WORK/tmp"
+  nginx -c "$WORK/nginx.conf"
+  sleep 0.3
+  run "CEILING nginx static GET, 100 entries (4 conns)"  --connections 4 --url http://127.0.0.1:$NGINX_PORT/l100.xml
+  run "CEILING nginx static GET, 10,000 entries (4 conns)" --connections 4 --url http://127.0.0.1:$NGINX_PORT/l10k.xml
+else
+  echo "nginx not installed: no ceiling measured (apt-get install nginx-light)"
+fi
+
+# RSS after 10,000 users x 3 documents.
+printf '%-58s ' "seed 10,000 users x 3 documents (4 clients)"
+$LOAD --connections 4 --requests 10000 --method PUT --content-type $RL \
+  --body '<resource-lists xmlns="urn:ietf:params:xml:ns:resource-lists"><list name="l"><entry uri="sip:x{n}@example.com"/></list></resource-lists>' \
+  --url "$X/resource-lists/users/sip:u{n}@example.com/index"
+$LOAD --connections 4 --requests 10000 --method PUT --content-type application/auth-policy+xml \
+  --body '<cr:ruleset xmlns:cr="urn:ietf:params:xml:ns:common-policy"><cr:rule id="r{n}"><cr:conditions/><cr:actions/></cr:rule></cr:ruleset>' \
+  --url "$X/pres-rules/users/sip:u{n}@example.com/index" >/dev/null
+$LOAD --connections 4 --requests 10000 --method PUT --content-type application/pidf+xml \
+  --body '<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:u{n}@example.com"><tuple id="t{n}"><status><basic>open</basic></status></tuple></presence>' \
+  --url "$X/pidf-manipulation/users/sip:u{n}@example.com/index" >/dev/null
+echo "RSS after seeding: $(awk '/VmRSS/{print $2, $3}' /proc/$SRV/status)"

@@ -1,0 +1,191 @@
+//! Composition root (design.md §2, L4): builds the registry, validator, storage backend, XDMS
+//! and HTTP listener from the configuration, and runs them until shutdown. The only module that
+//! names concrete storage backends.
+
+use crate::appusage::{Registry, RegistryError};
+use crate::config::{Config, ConfigError, StorageBackend};
+use crate::event::DocumentChanged;
+use crate::storage::memory::MemoryStore;
+use crate::storage::sled_store::{SledOptions, SledStore};
+use crate::storage::{DocumentStore, StorageError};
+use crate::xdms::http::{router, HttpState};
+use crate::xdms::{Xdms, XdmsSettings};
+use crate::xml::Limits;
+use crate::xsd::{Validator, XsdError};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use thiserror::Error;
+use tokio::sync::{broadcast, oneshot};
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("application usages: {0}")]
+    Registry(#[from] RegistryError),
+    #[error("schemas: {0}")]
+    Schemas(#[from] XsdError),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("cannot listen on {addr}: {message}")]
+    Bind { addr: SocketAddr, message: String },
+    #[error("server failed: {0}")]
+    Serve(String),
+}
+
+/// A started server. Dropping it does not stop it; call [`Running::shutdown`].
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub xdms: Arc<Xdms>,
+    store: Arc<dyn DocumentStore>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), AppError>>,
+    grace: std::time::Duration,
+}
+
+impl Running {
+    pub fn events(&self) -> broadcast::Receiver<DocumentChanged> {
+        self.xdms.subscribe()
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and flushes storage.
+    pub async fn shutdown(mut self) -> Result<(), AppError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        // In-flight requests get `grace` to finish; after that they are cut off.
+        let result = match tokio::time::timeout(self.grace, &mut self.task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(AppError::Serve(e.to_string())),
+            Err(_) => {
+                self.task.abort();
+                tracing::warn!("in-flight requests did not finish within the grace period");
+                Ok(())
+            }
+        };
+        self.store.flush()?;
+        result
+    }
+
+    /// Waits until the server stops by itself (it does not, unless it fails).
+    pub async fn wait(mut self) -> Result<(), AppError> {
+        let result = match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(AppError::Serve(e.to_string())),
+        };
+        self.store.flush()?;
+        result
+    }
+}
+
+/// Loads the registry and compiles the schemas (fails on any mismatch, design.md §5).
+pub fn load_usages(config: &Config) -> Result<(Arc<Registry>, Validator), AppError> {
+    let (registry, schemas) =
+        Registry::load(&config.server.app_usages_dir, &config.server.schemas_dir)?;
+    let validator = Validator::start(
+        schemas,
+        registry.validator_mains(),
+        config.server.validation_workers,
+    )?;
+    Ok((Arc::new(registry), validator))
+}
+
+fn open_store(config: &Config) -> Result<Arc<dyn DocumentStore>, AppError> {
+    Ok(match config.storage.backend {
+        StorageBackend::Memory => Arc::new(MemoryStore::new()),
+        StorageBackend::Sled => {
+            let path = config.server.data_dir.join("sled");
+            std::fs::create_dir_all(&config.server.data_dir).map_err(|e| {
+                StorageError::Backend(format!(
+                    "cannot create {}: {e}",
+                    config.server.data_dir.display()
+                ))
+            })?;
+            Arc::new(SledStore::open(
+                &path,
+                SledOptions {
+                    cache_capacity_bytes: config.storage.cache_capacity_mb * 1024 * 1024,
+                    group_commit: config.storage.group_commit,
+                },
+            )?)
+        }
+    })
+}
+
+/// Builds everything and starts serving; returns once the listener is bound.
+pub async fn start(config: Config) -> Result<Running, AppError> {
+    config.validate()?;
+    if config.server.auth == crate::config::AuthMode::None {
+        tracing::warn!(
+            "DEVELOPMENT MODE: auth = \"none\" trusts the XUI in every request URI; \
+             never expose this server beyond loopback"
+        );
+    }
+    let (registry, validator) = load_usages(&config)?;
+    let store = open_store(&config)?;
+    let listener = tokio::net::TcpListener::bind(config.server.http)
+        .await
+        .map_err(|e| AppError::Bind {
+            addr: config.server.http,
+            message: e.to_string(),
+        })?;
+    let http_addr = listener.local_addr().map_err(|e| AppError::Bind {
+        addr: config.server.http,
+        message: e.to_string(),
+    })?;
+    let settings = XdmsSettings {
+        root_path: config.root_path().to_string(),
+        public_root: config.public_root(http_addr),
+        default_domain: (!config.server.default_domain.is_empty())
+            .then(|| config.server.default_domain.clone()),
+        limits: Limits {
+            max_depth: config.limits.max_depth,
+            max_nodes: config.limits.max_nodes,
+        },
+        allow_foreign_references: config.xcap.allow_foreign_references,
+        oma_compliant: config.xcap.oma_compliant,
+        quote_attribute_values: config.xcap.quote_attribute_values,
+    };
+    let (events, _) = broadcast::channel(4096);
+    let xdms = Arc::new(Xdms::new(
+        settings,
+        registry,
+        store.clone(),
+        validator,
+        events,
+    )?);
+    let app = router(HttpState {
+        xdms: xdms.clone(),
+        max_body_bytes: config.limits.max_body_bytes,
+        request_timeout: std::time::Duration::from_secs(config.limits.request_timeout_secs),
+    });
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let grace = std::time::Duration::from_secs(config.server.shutdown_grace_secs);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            })
+            .await
+            .map_err(|e| AppError::Serve(e.to_string()))
+    });
+    tracing::info!(addr = %http_addr, root = %config.server.xcap_root, "xcapd listening");
+    Ok(Running {
+        http_addr,
+        xdms,
+        store,
+        stop: Some(stop_tx),
+        task,
+        grace,
+    })
+}
+
+/// Runs until `signal` resolves, then shuts down gracefully.
+pub async fn run_until(config: Config, signal: impl Future<Output = ()>) -> Result<(), AppError> {
+    let running = start(config).await?;
+    signal.await;
+    tracing::info!("shutting down: finishing in-flight requests and flushing storage");
+    running.shutdown().await
+}

@@ -1,0 +1,198 @@
+//! Command line (issue #2 scope 1): `xcapd serve`, `xcapd check-config`, `xcapd validate`.
+//! Merges configuration sources in the documented order: defaults < file < env < flags.
+
+use crate::app;
+use crate::config::Config;
+use crate::xml::{self, Limits};
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "xcapd",
+    version,
+    about = "XCAP/XDM server suite (RFC 4825, OMA XDM)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct ConfigArgs {
+    /// TOML configuration file (see config/xcapd.example.toml).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// HTTP listen address, e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// Data directory for the embedded store.
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server until SIGINT or SIGTERM.
+    Serve(ConfigArgs),
+    /// Load the configuration, application usages and schemas, then exit.
+    CheckConfig(ConfigArgs),
+    /// Validate a document offline against an application usage; errors carry line numbers.
+    Validate {
+        auid: String,
+        file: PathBuf,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("xcapd: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_config(args: &ConfigArgs) -> Result<Config, String> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    config
+        .apply_env(|k| std::env::var(k).ok())
+        .map_err(|e| e.to_string())?;
+    if let Some(http) = args.http {
+        config.server.http = http;
+    }
+    if let Some(data) = &args.data {
+        config.server.data_dir = data.clone();
+    }
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start runtime: {e}"))
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = load_config(&args)?;
+            crate::telemetry::init(&config.log.level);
+            runtime()?
+                .block_on(app::run_until(config, shutdown_signal()))
+                .map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig(args) => {
+            let config = load_config(&args)?;
+            let (registry, _validator) = app::load_usages(&config).map_err(|e| e.to_string())?;
+            println!(
+                "configuration OK: {} application usages, XCAP root {}, storage {:?}",
+                registry.iter().count(),
+                config.server.xcap_root,
+                config.storage.backend
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { auid, file, config } => {
+            let config = load_config(&config)?;
+            validate_file(&config, &auid, &file)
+        }
+    }
+}
+
+/// Offline validation: well-formedness, UTF-8, schema and the usage's constraint hooks.
+fn validate_file(config: &Config, auid: &str, file: &PathBuf) -> Result<ExitCode, String> {
+    let (registry, validator) = app::load_usages(config).map_err(|e| e.to_string())?;
+    let usage = registry
+        .get(auid)
+        .ok_or_else(|| format!("unknown application usage {auid}"))?;
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let limits = Limits {
+        max_depth: config.limits.max_depth,
+        max_nodes: config.limits.max_nodes,
+    };
+    let text = match xml::check_document(&bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            println!("{}: {e}", file.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let doc = match xml::parse_document(text, &limits) {
+        Ok(d) => d,
+        Err(e) => {
+            println!("{}: {e}", file.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut ok = true;
+    if usage.descriptor.schema.is_some() {
+        match validator.validate_blocking(auid, Arc::from(text)) {
+            Ok(()) => {}
+            Err(crate::xsd::XsdError::Invalid { all, message, line }) => {
+                ok = false;
+                if all.is_empty() {
+                    println!("{}:{}: {message}", file.display(), line.unwrap_or(0));
+                }
+                for (line, msg) in all {
+                    println!("{}:{}: {msg}", file.display(), line.unwrap_or(0));
+                }
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let ctx = crate::appusage::hooks::HookContext {
+        xcap_root: &config.public_root(config.server.http),
+        auid,
+        xui: None,
+        document_path: "index",
+        allow_foreign_references: true,
+        oma_compliant: config.xcap.oma_compliant,
+    };
+    for (name, hook) in &usage.hooks {
+        if let Err(v) = hook(&doc, &ctx) {
+            ok = false;
+            println!("{}: constraint {name}: {v:?}", file.display());
+        }
+    }
+    if ok {
+        println!("{}: valid {auid} document", file.display());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

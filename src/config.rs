@@ -1,0 +1,284 @@
+//! Configuration (design.md §7): TOML with every key defaulted; precedence defaults < file <
+//! environment (`XCAPD_*`) < command line. Unknown keys are rejected.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {name}: {message}")]
+    Env { name: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMode {
+    /// Development only: the XUI in the request URI is trusted as the principal. Refuses to
+    /// bind a non-loopback address.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StorageBackend {
+    Sled,
+    Memory,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+    pub xcap_root: String,
+    /// Absolute base URL that clients use to reach `xcap_root` (used in `<ancestor>`,
+    /// xcap-directory entries and reference checks). Empty = `http://<http address><xcap_root>`.
+    pub public_url: String,
+    /// Domain given to bare user names in XUIs (IO-01d).
+    pub default_domain: String,
+    pub auth: AuthMode,
+    pub app_usages_dir: PathBuf,
+    pub schemas_dir: PathBuf,
+    pub validation_workers: usize,
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            xcap_root: "/xcap-root".into(),
+            public_url: String::new(),
+            default_domain: String::new(),
+            auth: AuthMode::None,
+            app_usages_dir: PathBuf::from("app-usages"),
+            schemas_dir: PathBuf::from("schemas"),
+            validation_workers: 2,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub backend: StorageBackend,
+    pub cache_capacity_mb: u64,
+    pub group_commit: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: StorageBackend::Sled,
+            cache_capacity_mb: 64,
+            group_commit: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_body_bytes: usize,
+    pub max_depth: usize,
+    pub max_nodes: u32,
+    pub request_timeout_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_depth: 64,
+            max_nodes: 500_000,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct XcapConfig {
+    /// Allow references (entry-ref, external, external-list) to other users' documents (CP-26).
+    pub allow_foreign_references: bool,
+    /// OMA mode: `<list name>` required in resource-lists (SX-01).
+    pub oma_compliant: bool,
+    /// Attribute GET returns a quoted AttValue (RFC 4825 §7.9); false returns the bare value
+    /// as openxcap does (IO-11e).
+    pub quote_attribute_values: bool,
+}
+
+impl Default for XcapConfig {
+    fn default() -> Self {
+        XcapConfig {
+            allow_foreign_references: false,
+            oma_compliant: false,
+            quote_attribute_values: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter, e.g. "info" or "xcapd=debug".
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub limits: LimitsConfig,
+    pub xcap: XcapConfig,
+    pub log: LogConfig,
+}
+
+impl Config {
+    pub fn from_toml(path: &str, text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Config::from_toml(&path.display().to_string(), &text)
+    }
+
+    /// Applies `XCAPD_HTTP`, `XCAPD_DATA_DIR`, `XCAPD_XCAP_ROOT`, `XCAPD_PUBLIC_URL`,
+    /// `XCAPD_DEFAULT_DOMAIN`, `XCAPD_STORAGE`, `XCAPD_LOG`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let env_err = |name: &str, message: String| ConfigError::Env {
+            name: name.to_string(),
+            message,
+        };
+        if let Some(v) = get("XCAPD_HTTP") {
+            self.server.http = v
+                .parse()
+                .map_err(|e| env_err("XCAPD_HTTP", format!("{e}")))?;
+        }
+        if let Some(v) = get("XCAPD_DATA_DIR") {
+            self.server.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("XCAPD_XCAP_ROOT") {
+            self.server.xcap_root = v;
+        }
+        if let Some(v) = get("XCAPD_PUBLIC_URL") {
+            self.server.public_url = v;
+        }
+        if let Some(v) = get("XCAPD_DEFAULT_DOMAIN") {
+            self.server.default_domain = v;
+        }
+        if let Some(v) = get("XCAPD_STORAGE") {
+            self.storage.backend = match v.as_str() {
+                "sled" => StorageBackend::Sled,
+                "memory" => StorageBackend::Memory,
+                other => {
+                    return Err(env_err(
+                        "XCAPD_STORAGE",
+                        format!("unknown backend {other:?}"),
+                    ))
+                }
+            };
+        }
+        if let Some(v) = get("XCAPD_LOG") {
+            self.log.level = v;
+        }
+        Ok(())
+    }
+
+    /// Checks cross-field rules; called after all sources are merged.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let root = &self.server.xcap_root;
+        if !root.starts_with('/') || root.contains(['?', '#']) {
+            return Err(ConfigError::Invalid(format!(
+                "server.xcap_root {root:?} must be an absolute path without query (URI-01)"
+            )));
+        }
+        if self.server.auth == AuthMode::None && !self.server.http.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "auth = \"none\" trusts every client; refusing to listen on non-loopback address {}",
+                self.server.http
+            )));
+        }
+        if self.server.validation_workers == 0 {
+            return Err(ConfigError::Invalid(
+                "server.validation_workers must be at least 1".into(),
+            ));
+        }
+        if self.limits.max_depth < 4 || self.limits.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "limits are too small to store any document".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The XCAP root path without a trailing slash ("" for "/").
+    pub fn root_path(&self) -> &str {
+        self.server.xcap_root.trim_end_matches('/')
+    }
+
+    /// The absolute URL of the XCAP root, without trailing slash.
+    pub fn public_root(&self, bound: SocketAddr) -> String {
+        if self.server.public_url.is_empty() {
+            format!("http://{bound}{}", self.root_path())
+        } else {
+            self.server.public_url.trim_end_matches('/').to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_rejected() {
+        assert!(Config::from_toml("t", "[server]\nbogus = 1\n").is_err());
+        assert!(Config::from_toml("t", "[nope]\n").is_err());
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let mut c = Config::from_toml("t", "[server]\nhttp = \"127.0.0.1:9000\"\n").unwrap();
+        c.apply_env(|k| (k == "XCAPD_HTTP").then(|| "127.0.0.1:9100".to_string()))
+            .unwrap();
+        assert_eq!(c.server.http.port(), 9100);
+    }
+
+    #[test]
+    fn dev_auth_refuses_non_loopback() {
+        let c = Config::from_toml("t", "[server]\nhttp = \"0.0.0.0:8080\"\n").unwrap();
+        assert!(matches!(c.validate(), Err(ConfigError::Invalid(_))));
+    }
+}

@@ -1,0 +1,21 @@
+//! xcapd: an XCAP (RFC 4825) / OMA XDM server suite.
+//!
+//! Layers (design.md §2; imports flow downward only):
+//! - L0 pure core: [`xcap`], [`xml`], [`event`], [`authz`]
+//! - L1 adapters: [`xsd`] (libxml), [`storage`] (sled, memory)
+//! - L2 services: [`appusage`], [`xdms::service`]
+//! - L3 edges: [`xdms::http`]
+//! - L4 composition: [`config`], [`app`], [`cli`], [`telemetry`]
+
+pub mod app;
+pub mod appusage;
+pub mod authz;
+pub mod cli;
+pub mod config;
+pub mod event;
+pub mod storage;
+pub mod telemetry;
+pub mod xcap;
+pub mod xdms;
+pub mod xml;
+pub mod xsd;

@@ -1,0 +1,181 @@
+//! In-memory [`DocumentStore`] backend (RFC 4825 §6 document model) for tests and ephemeral
+//! deployments: same semantics as the sled backend, nothing survives the process.
+//!
+//! One `RwLock` guards the documents, the per-user index and the change sequence, so every
+//! compare-and-swap (§7.10–§7.11) is a single critical section.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use super::{
+    check_expect, directory_prefix, validate_auid, validate_tree, validate_xui, Committed, DocKey,
+    DocMeta, DocumentStore, Expect, StorageError, StoredDocument, TreeKey, WriteOutcome,
+};
+
+/// Documents held in memory.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: RwLock<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Primary map; `DocKey` order (auid, tree, path) makes an AUID or directory a key range.
+    docs: BTreeMap<DocKey, StoredDocument>,
+    /// Secondary index (xui, auid, path) so a user's listing is a range, not a full scan.
+    by_user: BTreeSet<(String, String, String)>,
+    seq: u64,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn meta(key: &DocKey, doc: &StoredDocument) -> DocMeta {
+    DocMeta {
+        key: key.clone(),
+        etag: doc.etag.clone(),
+        modified_ms: doc.modified_ms,
+        size: doc.body.len() as u64,
+    }
+}
+
+/// Smallest key of `auid`/`tree` whose path starts with `prefix`.
+fn range_start(auid: &str, tree: &TreeKey, prefix: &str) -> DocKey {
+    DocKey {
+        auid: auid.to_owned(),
+        tree: tree.clone(),
+        path: prefix.to_owned(),
+    }
+}
+
+impl DocumentStore for MemoryStore {
+    fn get(&self, key: &DocKey) -> Result<Option<StoredDocument>, StorageError> {
+        key.validate()?;
+        Ok(self.state.read().docs.get(key).cloned())
+    }
+
+    fn put(
+        &self,
+        key: &DocKey,
+        expect: &Expect,
+        body: &str,
+        etag: &str,
+        modified_ms: u64,
+    ) -> Result<Committed, StorageError> {
+        key.validate()?;
+        let mut state = self.state.write();
+        let previous_etag = state.docs.get(key).map(|d| d.etag.clone());
+        check_expect(expect, previous_etag.as_deref())?;
+        state.seq += 1;
+        let seq = state.seq;
+        state.docs.insert(
+            key.clone(),
+            StoredDocument {
+                body: Arc::from(body),
+                etag: etag.to_owned(),
+                modified_ms,
+            },
+        );
+        if let TreeKey::User(xui) = &key.tree {
+            state
+                .by_user
+                .insert((xui.clone(), key.auid.clone(), key.path.clone()));
+        }
+        let outcome = if previous_etag.is_some() {
+            WriteOutcome::Replaced
+        } else {
+            WriteOutcome::Created
+        };
+        Ok(Committed {
+            outcome,
+            previous_etag,
+            seq,
+        })
+    }
+
+    fn delete(&self, key: &DocKey, expect: &Expect) -> Result<Option<Committed>, StorageError> {
+        key.validate()?;
+        let mut state = self.state.write();
+        let previous_etag = state.docs.get(key).map(|d| d.etag.clone());
+        check_expect(expect, previous_etag.as_deref())?;
+        if previous_etag.is_none() {
+            return Ok(None);
+        }
+        state.docs.remove(key);
+        if let TreeKey::User(xui) = &key.tree {
+            state
+                .by_user
+                .remove(&(xui.clone(), key.auid.clone(), key.path.clone()));
+        }
+        state.seq += 1;
+        Ok(Some(Committed {
+            outcome: WriteOutcome::Deleted,
+            previous_etag,
+            seq: state.seq,
+        }))
+    }
+
+    fn list_user(&self, xui: &str) -> Result<Vec<DocMeta>, StorageError> {
+        validate_xui(xui)?;
+        let state = self.state.read();
+        let start = (xui.to_owned(), String::new(), String::new());
+        let mut out = Vec::new();
+        for (x, auid, path) in state.by_user.range(start..) {
+            if x != xui {
+                break;
+            }
+            let key = DocKey::new(auid.clone(), TreeKey::User(x.clone()), path.clone());
+            match state.docs.get(&key) {
+                Some(doc) => out.push(meta(&key, doc)),
+                None => {
+                    return Err(StorageError::Corrupt(format!(
+                        "user index entry without document: {key:?}"
+                    )))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn list_auid(&self, auid: &str) -> Result<Vec<DocMeta>, StorageError> {
+        validate_auid(auid)?;
+        let state = self.state.read();
+        Ok(state
+            .docs
+            .range(range_start(auid, &TreeKey::Global, "")..)
+            .take_while(|(k, _)| k.auid == auid)
+            .map(|(k, d)| meta(k, d))
+            .collect())
+    }
+
+    fn directory_exists(
+        &self,
+        auid: &str,
+        tree: &TreeKey,
+        dir: &str,
+    ) -> Result<bool, StorageError> {
+        validate_auid(auid)?;
+        validate_tree(tree)?;
+        let prefix = directory_prefix(dir)?;
+        let state = self.state.read();
+        let first = state
+            .docs
+            .range(range_start(auid, tree, &prefix)..)
+            .next()
+            .map(|(k, _)| k);
+        Ok(first.is_some_and(|k| k.auid == auid && &k.tree == tree && k.path.starts_with(&prefix)))
+    }
+
+    fn last_seq(&self) -> Result<u64, StorageError> {
+        Ok(self.state.read().seq)
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+}

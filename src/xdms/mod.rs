@@ -1,0 +1,13 @@
+//! The XDMS: the XCAP resource engine (RFC 4825 §7, §8) over a `DocumentStore`, and its HTTP
+//! edge. `service` holds the protocol logic and knows nothing of HTTP; `http` and `respond`
+//! are the only places HTTP types appear.
+
+pub mod generated;
+pub mod http;
+pub mod locks;
+pub mod respond;
+pub mod service;
+pub mod target;
+pub mod validate;
+
+pub use service::{Method, XcapRequest, XcapResponse, Xdms, XdmsSettings};

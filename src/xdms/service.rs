@@ -1,0 +1,745 @@
+//! The XCAP operations (RFC 4825 §7, §8): GET, PUT and DELETE of documents, elements,
+//! attributes and namespace bindings, with authorization (§5.7), conditional requests (§7.11,
+//! §8.2.6), the idempotency checks (§8.2.3, §8.2.4, §8.4), validation (§8.2.5) and ETags (§8.5).
+//! No HTTP types here: requests and responses are plain values; `xdms::respond` maps them.
+
+use crate::appusage::{Generated, Registry};
+use crate::authz::{self, Decision, Operation, Principal};
+use crate::event::DocumentChanged;
+use crate::storage::{
+    Committed, DocKey, DocumentStore, Expect, StorageError, StoredDocument, TreeKey,
+};
+use crate::xcap::error::{Conflict, ExistsField, XcapError};
+use crate::xcap::etag::{Etag, PreconditionOutcome, Preconditions};
+use crate::xcap::mime;
+use crate::xdms::generated;
+use crate::xdms::locks::DocLocks;
+use crate::xdms::target::{document_selector, NodeTarget, Target};
+use crate::xdms::validate::{check_document, xml_error, CheckContext};
+use crate::xml::{self, attvalue, Limits, XmlError};
+use crate::xsd::Validator;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::broadcast;
+
+const RLS_AUID: &str = "rls-services";
+/// How often a write is retried when another writer committed between our read and our
+/// compare-and-swap (only possible when several processes share a store).
+const CAS_RETRIES: usize = 5;
+
+/// Settings the XDMS needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct XdmsSettings {
+    /// XCAP root path, e.g. "/xcap-root".
+    pub root_path: String,
+    /// Absolute XCAP root URL, e.g. "http://127.0.0.1:8080/xcap-root".
+    pub public_root: String,
+    pub default_domain: Option<String>,
+    pub limits: Limits,
+    pub allow_foreign_references: bool,
+    pub oma_compliant: bool,
+    pub quote_attribute_values: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Put,
+    Delete,
+}
+
+/// One XCAP request, already authenticated.
+#[derive(Debug, Clone)]
+pub struct XcapRequest {
+    pub method: Method,
+    /// The request target as received (path and query, still percent-encoded).
+    pub path_and_query: String,
+    pub principal: Principal,
+    pub preconditions: Preconditions,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+}
+
+/// A successful XCAP response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XcapResponse {
+    pub status: u16,
+    pub content_type: Option<String>,
+    /// ETag value without quotes.
+    pub etag: Option<String>,
+    pub body: Option<String>,
+}
+
+pub struct Xdms {
+    settings: XdmsSettings,
+    registry: Arc<Registry>,
+    store: Arc<dyn DocumentStore>,
+    validator: Validator,
+    events: broadcast::Sender<DocumentChanged>,
+    locks: DocLocks,
+    caps: StoredDocument,
+    /// RL-12: every service URI in the store and the document that holds it.
+    services: tokio::sync::Mutex<HashMap<String, DocKey>>,
+    /// Source of randomness for ETags (ET-03).
+    rng: Mutex<EtagSource>,
+}
+
+impl Xdms {
+    pub fn new(
+        settings: XdmsSettings,
+        registry: Arc<Registry>,
+        store: Arc<dyn DocumentStore>,
+        validator: Validator,
+        events: broadcast::Sender<DocumentChanged>,
+    ) -> Result<Xdms, StorageError> {
+        let caps = generated::static_document(registry.xcap_caps_document(), "c");
+        let services = build_service_index(store.as_ref())?;
+        Ok(Xdms {
+            settings,
+            registry,
+            store,
+            validator,
+            events,
+            locks: DocLocks::new(1024),
+            caps,
+            services: tokio::sync::Mutex::new(services),
+            rng: Mutex::new(EtagSource::default()),
+        })
+    }
+
+    pub fn settings(&self) -> &XdmsSettings {
+        &self.settings
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<DocumentChanged> {
+        self.events.subscribe()
+    }
+
+    pub fn store(&self) -> &Arc<dyn DocumentStore> {
+        &self.store
+    }
+
+    pub async fn handle(&self, req: XcapRequest) -> Result<XcapResponse, XcapError> {
+        let target = Target::resolve(
+            &self.registry,
+            &req.path_and_query,
+            &self.settings.root_path,
+            self.settings.default_domain.as_deref(),
+        )?;
+        match req.method {
+            Method::Get | Method::Head => self.get(&target, &req).await,
+            Method::Put => self.put(&target, &req).await,
+            Method::Delete => self.delete(&target, &req).await,
+        }
+    }
+
+    fn authorize(
+        &self,
+        target: &Target,
+        principal: &Principal,
+        op: Operation,
+    ) -> Result<(), XcapError> {
+        let auth = &target.usage.descriptor.authorization;
+        let read = match (&target.key.tree, auth.global_read) {
+            (TreeKey::Global, Some(r)) => r,
+            _ => auth.read,
+        };
+        match authz::decide(principal, target.owner.as_deref(), read, auth.write, op) {
+            Decision::Allow => Ok(()),
+            Decision::Deny if *principal == Principal::Anonymous => Err(XcapError::Unauthorized),
+            Decision::Deny => Err(XcapError::Forbidden(
+                "not allowed by the application usage's policy",
+            )),
+        }
+    }
+
+    /// Whether the addressed document is built by the server (read-only).
+    fn generated_kind(&self, target: &Target) -> Option<Generated> {
+        let d = &target.usage.descriptor;
+        match target.key.tree {
+            TreeKey::Global => d.generated_global.or(d.generated),
+            TreeKey::User(_) => d.generated,
+        }
+    }
+
+    /// Loads the addressed document, building generated ones.
+    async fn load(&self, target: &Target) -> Result<Option<StoredDocument>, XcapError> {
+        match self.generated_kind(target) {
+            None => self.read_stored(&target.key).await,
+            Some(Generated::XcapCaps) => Ok((target.key.tree == TreeKey::Global
+                && target.key.path == "index")
+                .then(|| self.caps.clone())),
+            Some(Generated::XcapDirectory) => {
+                let (TreeKey::User(xui), "directory.xml") =
+                    (&target.key.tree, target.key.path.as_str())
+                else {
+                    return Ok(None);
+                };
+                let store = self.store.clone();
+                let xui = xui.clone();
+                let docs = blocking(move || store.list_user(&xui)).await?;
+                let auids: Vec<String> = self
+                    .registry
+                    .iter()
+                    .filter(|u| {
+                        u.descriptor.generated.is_none()
+                            && u.descriptor.allows_tree(crate::appusage::TreeKind::Users)
+                    })
+                    .map(|u| u.auid().to_string())
+                    .collect();
+                Ok(Some(generated::xcap_directory(
+                    &self.settings.public_root,
+                    &auids,
+                    &docs,
+                )))
+            }
+            Some(Generated::RlsServicesGlobal) => {
+                if target.key.path != "index" {
+                    return Ok(None);
+                }
+                let store = self.store.clone();
+                let auid = target.key.auid.clone();
+                let sources = blocking(move || {
+                    let mut out = Vec::new();
+                    for meta in store.list_auid(&auid)? {
+                        if meta.key.path != "index" || meta.key.tree == TreeKey::Global {
+                            continue; // RL-15b
+                        }
+                        if let Some(doc) = store.get(&meta.key)? {
+                            out.push((meta.key.tree.clone(), doc));
+                        }
+                    }
+                    Ok(out)
+                })
+                .await?;
+                Ok(Some(generated::rls_services_global(&sources)))
+            }
+        }
+    }
+
+    async fn read_stored(&self, key: &DocKey) -> Result<Option<StoredDocument>, XcapError> {
+        // A read is a memory lookup in both backends: no need to leave the runtime thread.
+        self.store.get(key).map_err(storage_error)
+    }
+
+    async fn get(&self, target: &Target, req: &XcapRequest) -> Result<XcapResponse, XcapError> {
+        self.authorize(target, &req.principal, Operation::Read)?;
+        let doc = self
+            .load(target)
+            .await?
+            .ok_or(XcapError::NotFound("no such document"))?;
+        match req.preconditions.evaluate(Some(&doc.etag), true) {
+            PreconditionOutcome::Proceed => {}
+            PreconditionOutcome::Failed => return Err(XcapError::PreconditionFailed),
+            PreconditionOutcome::NotModified => {
+                return Err(XcapError::NotModified { etag: doc.etag })
+            }
+        }
+        let limits = &self.settings.limits;
+        let (content_type, body) = match &target.node {
+            None => (
+                target.usage.descriptor.mime_type.clone(),
+                doc.body.to_string(),
+            ),
+            Some(node) => match node.kind {
+                NodeTarget::Element => (
+                    mime::XCAP_EL.to_string(),
+                    xml::get_element(&doc.body, &node.selector, limits).map_err(get_error)?,
+                ),
+                NodeTarget::Attribute => {
+                    let value =
+                        xml::get_attribute(&doc.body, &node.selector, limits).map_err(get_error)?;
+                    let body = if self.settings.quote_attribute_values {
+                        attvalue::quote(&value)
+                    } else {
+                        value
+                    };
+                    (mime::XCAP_ATT.to_string(), body)
+                }
+                NodeTarget::Namespaces => (
+                    mime::XCAP_NS.to_string(),
+                    xml::get_namespace_bindings(&doc.body, &node.selector, limits)
+                        .map_err(get_error)?,
+                ),
+            },
+        };
+        Ok(XcapResponse {
+            status: 200,
+            content_type: Some(content_type),
+            etag: Some(doc.etag),
+            body: Some(body),
+        })
+    }
+
+    /// Refusals that do not depend on the stored state: read-only resources (HT-07) and
+    /// `namespace::*` writes (OP-37).
+    fn refuse_write(&self, target: &Target) -> Result<(), XcapError> {
+        if self.generated_kind(target).is_some() || target.usage.descriptor.read_only() {
+            return Err(XcapError::MethodNotAllowed { allow: "GET, HEAD" });
+        }
+        if matches!(
+            target.node.as_ref().map(|n| &n.kind),
+            Some(NodeTarget::Namespaces)
+        ) {
+            return Err(XcapError::MethodNotAllowed { allow: "GET, HEAD" });
+        }
+        Ok(())
+    }
+
+    async fn put(&self, target: &Target, req: &XcapRequest) -> Result<XcapResponse, XcapError> {
+        self.refuse_write(target)?;
+        self.authorize(target, &req.principal, Operation::Write)?;
+        self.check_document_name(target).await?;
+        let _guard = self.locks.lock(&target.key).await;
+        for _ in 0..CAS_RETRIES {
+            let current = self.read_stored(&target.key).await?;
+            let current_etag = current.as_ref().map(|d| d.etag.clone());
+            // ET-08: preconditions before any body check.
+            if req.preconditions.evaluate(current_etag.as_deref(), false)
+                != PreconditionOutcome::Proceed
+            {
+                return Err(XcapError::PreconditionFailed);
+            }
+            let (new_text, created) = self.apply_put(target, req, current.as_ref())?;
+            let new_text: Arc<str> = Arc::from(new_text);
+            self.validate(target, new_text.clone()).await?;
+            let expect = match &current_etag {
+                Some(e) => Expect::Etag(e.clone()),
+                None => Expect::Absent,
+            };
+            match self.commit(target, expect, new_text).await {
+                Ok((etag, _)) => {
+                    return Ok(XcapResponse {
+                        status: if created { 201 } else { 200 },
+                        content_type: None,
+                        etag: Some(etag),
+                        body: None,
+                    })
+                }
+                Err(CommitError::Lost) => continue,
+                Err(CommitError::Xcap(e)) => return Err(e),
+            }
+        }
+        Err(XcapError::Unavailable)
+    }
+
+    /// Computes the new document text for a PUT; `created` tells 201 from 200 (OP-26).
+    fn apply_put(
+        &self,
+        target: &Target,
+        req: &XcapRequest,
+        current: Option<&StoredDocument>,
+    ) -> Result<(String, bool), XcapError> {
+        let limits = &self.settings.limits;
+        let ct = req.content_type.as_deref();
+        match &target.node {
+            None => {
+                // OP-01c, HT-06.
+                let expected = &target.usage.descriptor.mime_type;
+                if !mime::matches(ct, expected) {
+                    return Err(XcapError::UnsupportedMediaType {
+                        expected: expected.clone(),
+                    });
+                }
+                let text = xml::check_document(&req.body).map_err(xml_error)?;
+                xml::parse_document(text, limits).map_err(xml_error)?;
+                Ok((text.to_string(), current.is_none()))
+            }
+            Some(node) => {
+                let (expected, is_element) = match node.kind {
+                    NodeTarget::Element => (mime::XCAP_EL, true),
+                    NodeTarget::Attribute => (mime::XCAP_ATT, false),
+                    NodeTarget::Namespaces => {
+                        return Err(XcapError::MethodNotAllowed { allow: "GET, HEAD" })
+                    }
+                };
+                if !mime::matches(ct, expected) {
+                    return Err(XcapError::UnsupportedMediaType {
+                        expected: expected.to_string(),
+                    });
+                }
+                let Some(doc) = current else {
+                    // OP-08: the document itself is missing.
+                    return Err(XcapError::conflict(Conflict::NoParent {
+                        ancestor: Some(target.ancestor_uri(&self.settings.public_root, None)),
+                    }));
+                };
+                let body = std::str::from_utf8(&req.body)
+                    .map_err(|_| XcapError::conflict(Conflict::NotUtf8))?;
+                let edit = if is_element {
+                    xml::put_element(&doc.body, &node.selector, body, limits)
+                } else {
+                    xml::put_attribute(&doc.body, &node.selector, body, limits)
+                };
+                match edit {
+                    Ok(edit) => Ok((edit.document, edit.created)),
+                    Err(XmlError::NoParent { matched_steps }) => {
+                        Err(XcapError::conflict(Conflict::NoParent {
+                            ancestor: Some(
+                                target
+                                    .ancestor_uri(&self.settings.public_root, Some(matched_steps)),
+                            ),
+                        }))
+                    }
+                    Err(e) => Err(xml_error(e)),
+                }
+            }
+        }
+    }
+
+    /// Document naming rules (AU-02g, URI-07, OP-03).
+    async fn check_document_name(&self, target: &Target) -> Result<(), XcapError> {
+        let d = &target.usage.descriptor;
+        match target.directory() {
+            None => {
+                if matches!(target.key.tree, TreeKey::User(_))
+                    && !d.document_names.is_empty()
+                    && !d.document_names.iter().any(|n| n == target.file_name())
+                {
+                    return Err(XcapError::conflict_with(
+                        Conflict::Constraint,
+                        format!(
+                            "document name must be one of: {}",
+                            d.document_names.join(", ")
+                        ),
+                    ));
+                }
+            }
+            Some(dir) => {
+                let declared = d.directories.iter().any(|x| x == dir);
+                let exists = declared
+                    || self
+                        .store
+                        .directory_exists(&target.key.auid, &target.key.tree, dir)
+                        .map_err(storage_error)?;
+                if !exists {
+                    // OP-03: the directory does not exist.
+                    return Err(XcapError::conflict(Conflict::NoParent {
+                        ancestor: Some(target.ancestor_uri(&self.settings.public_root, None)),
+                    }));
+                }
+            }
+        }
+        // URI-07: a directory and a document of the same name cannot both exist.
+        if self
+            .store
+            .directory_exists(&target.key.auid, &target.key.tree, &target.key.path)
+            .map_err(storage_error)?
+        {
+            return Err(XcapError::conflict_with(
+                Conflict::Constraint,
+                "a directory of that name exists",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn validate(&self, target: &Target, text: Arc<str>) -> Result<(), XcapError> {
+        let ctx = CheckContext {
+            public_root: &self.settings.public_root,
+            owner: target.owner.as_deref(),
+            document_path: &target.key.path,
+            allow_foreign_references: self.settings.allow_foreign_references,
+            oma_compliant: self.settings.oma_compliant,
+            limits: &self.settings.limits,
+        };
+        check_document(&target.usage, &self.validator, text, &ctx).await
+    }
+
+    async fn delete(&self, target: &Target, req: &XcapRequest) -> Result<XcapResponse, XcapError> {
+        self.refuse_write(target)?;
+        self.authorize(target, &req.principal, Operation::Delete)?;
+        let _guard = self.locks.lock(&target.key).await;
+        for _ in 0..CAS_RETRIES {
+            let current = self
+                .read_stored(&target.key)
+                .await?
+                .ok_or(XcapError::NotFound("no such document"))?;
+            if req.preconditions.evaluate(Some(&current.etag), false)
+                != PreconditionOutcome::Proceed
+            {
+                return Err(XcapError::PreconditionFailed);
+            }
+            let expect = Expect::Etag(current.etag.clone());
+            let result = match &target.node {
+                None => self.commit_delete(target, expect).await.map(|_| None),
+                Some(node) => {
+                    let new_text =
+                        xml::delete_node(&current.body, &node.selector, &self.settings.limits)
+                            .map_err(get_error_for_delete)?;
+                    let new_text: Arc<str> = Arc::from(new_text);
+                    self.validate(target, new_text.clone()).await?;
+                    self.commit(target, expect, new_text)
+                        .await
+                        .map(|(etag, _)| Some(etag))
+                }
+            };
+            match result {
+                // OP-05 / OP-36: no ETag once the document is gone; the new one otherwise.
+                Ok(etag) => {
+                    return Ok(XcapResponse {
+                        status: 200,
+                        content_type: None,
+                        etag,
+                        body: None,
+                    })
+                }
+                Err(CommitError::Lost) => continue,
+                Err(CommitError::Xcap(e)) => return Err(e),
+            }
+        }
+        Err(XcapError::Unavailable)
+    }
+
+    fn next_etag(&self) -> Etag {
+        self.rng.lock().next()
+    }
+
+    /// Durably stores a new version and publishes the change (design.md §3).
+    async fn commit(
+        &self,
+        target: &Target,
+        expect: Expect,
+        text: Arc<str>,
+    ) -> Result<(String, Committed), CommitError> {
+        // RL-12: service URIs are unique across every document of the store; the index lock
+        // is held from the check to the commit so two writers cannot claim one URI.
+        let mut services = if target.key.auid == RLS_AUID {
+            let guard = self.services.lock().await;
+            check_service_uniqueness(&guard, &target.key, &text)?;
+            Some(guard)
+        } else {
+            None
+        };
+        let etag = self.next_etag().0;
+        let store = self.store.clone();
+        let key = target.key.clone();
+        let body = text.clone();
+        let etag2 = etag.clone();
+        let committed =
+            blocking_commit(move || store.put(&key, &expect, &body, &etag2, now_ms())).await?;
+        if let Some(index) = services.as_mut() {
+            index.retain(|_, k| k != &target.key);
+            for uri in service_uris(&text) {
+                index.insert(uri, target.key.clone());
+            }
+        }
+        self.publish(
+            target,
+            committed.previous_etag.clone(),
+            Some(etag.clone()),
+            committed.seq,
+        );
+        Ok((etag, committed))
+    }
+
+    async fn commit_delete(&self, target: &Target, expect: Expect) -> Result<(), CommitError> {
+        let mut services = if target.key.auid == RLS_AUID {
+            Some(self.services.lock().await)
+        } else {
+            None
+        };
+        let store = self.store.clone();
+        let key = target.key.clone();
+        let committed = blocking_commit(move || store.delete(&key, &expect)).await?;
+        let Some(committed) = committed else {
+            return Err(CommitError::Xcap(XcapError::NotFound("no such document")));
+        };
+        if let Some(index) = services.as_mut() {
+            index.retain(|_, k| k != &target.key);
+        }
+        self.publish(target, committed.previous_etag.clone(), None, committed.seq);
+        Ok(())
+    }
+
+    fn publish(
+        &self,
+        target: &Target,
+        previous_etag: Option<String>,
+        new_etag: Option<String>,
+        seq: u64,
+    ) {
+        // No receiver is not an error: nobody listens yet.
+        let _ = self.events.send(DocumentChanged {
+            key: target.key.clone(),
+            document: document_selector(&target.key),
+            previous_etag,
+            new_etag,
+            seq,
+        });
+    }
+}
+
+enum CommitError {
+    /// Another writer committed first; re-read and retry.
+    Lost,
+    Xcap(XcapError),
+}
+
+impl From<XcapError> for CommitError {
+    fn from(e: XcapError) -> Self {
+        CommitError::Xcap(e)
+    }
+}
+
+async fn blocking_commit<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, CommitError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(StorageError::PreconditionFailed)) => Err(CommitError::Lost),
+        Ok(Err(e)) => Err(CommitError::Xcap(storage_error(e))),
+        Err(e) => Err(CommitError::Xcap(XcapError::Internal(format!(
+            "storage task failed: {e}"
+        )))),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, XcapError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(storage_error),
+        Err(e) => Err(XcapError::Internal(format!("storage task failed: {e}"))),
+    }
+}
+
+fn storage_error(e: StorageError) -> XcapError {
+    match e {
+        StorageError::InvalidKey(_) => XcapError::NotFound("no such document"),
+        other => XcapError::Internal(format!("storage: {other}")),
+    }
+}
+
+/// GET and DELETE selector failures are 404 (NS-08, OP-31, OP-33).
+fn get_error(e: XmlError) -> XcapError {
+    match e {
+        XmlError::NoMatch | XmlError::Ambiguous | XmlError::NoParent { .. } => {
+            XcapError::NotFound("node selector selects no single node")
+        }
+        other => xml_error(other),
+    }
+}
+
+fn get_error_for_delete(e: XmlError) -> XcapError {
+    get_error(e)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// RL-12: refuses service URIs that another document already holds.
+fn check_service_uniqueness(
+    index: &HashMap<String, DocKey>,
+    key: &DocKey,
+    text: &str,
+) -> Result<(), XcapError> {
+    let uris = service_uris(text);
+    let mut fields = Vec::new();
+    for (i, uri) in uris.iter().enumerate() {
+        if index.get(uri).is_some_and(|holder| holder != key) {
+            fields.push(ExistsField {
+                field: format!("rls-services/service%5B{}%5D/@uri", i + 1),
+                alt_values: alternative_service_uri(uri, index, &uris)
+                    .into_iter()
+                    .collect(),
+            });
+        }
+    }
+    if fields.is_empty() {
+        Ok(())
+    } else {
+        Err(XcapError::conflict(Conflict::Uniqueness(fields)))
+    }
+}
+
+/// Proposes `user-N@host` forms that nobody holds (RL-12b).
+fn alternative_service_uri(
+    uri: &str,
+    index: &HashMap<String, DocKey>,
+    own: &[String],
+) -> Option<String> {
+    let (user, host) = uri.split_once('@')?;
+    (1..100)
+        .map(|n| format!("{user}-{n}@{host}"))
+        .find(|c| !index.contains_key(c) && !own.contains(c))
+}
+
+fn service_uris(text: &str) -> Vec<String> {
+    let Ok(doc) = roxmltree::Document::parse(text) else {
+        return Vec::new();
+    };
+    doc.root_element()
+        .children()
+        .filter(|n| n.is_element() && n.tag_name().name() == "service")
+        .filter_map(|n| n.attribute("uri").map(str::to_string))
+        .collect()
+}
+
+fn build_service_index(store: &dyn DocumentStore) -> Result<HashMap<String, DocKey>, StorageError> {
+    let mut index = HashMap::new();
+    for meta in store.list_auid(RLS_AUID)? {
+        if meta.key.tree == TreeKey::Global {
+            continue;
+        }
+        if let Some(doc) = store.get(&meta.key)? {
+            for uri in service_uris(&doc.body) {
+                index.insert(uri, meta.key.clone());
+            }
+        }
+    }
+    Ok(index)
+}
+
+/// ETag randomness: seeded from the OS once, then a xorshift stream mixed with a counter, so
+/// tags are unique within the process and unpredictable across restarts (ET-03).
+struct EtagSource {
+    state: u64,
+    salt: u64,
+    counter: u64,
+}
+
+impl Default for EtagSource {
+    fn default() -> Self {
+        let mut seed = [0u8; 16];
+        if getrandom::getrandom(&mut seed).is_err() {
+            let t = now_ms().to_le_bytes();
+            seed[..8].copy_from_slice(&t);
+            seed[8..].copy_from_slice(&(std::process::id() as u64).to_le_bytes());
+        }
+        let state = u64::from_le_bytes(seed[..8].try_into().unwrap_or([1; 8])) | 1;
+        let salt = u64::from_le_bytes(seed[8..].try_into().unwrap_or([2; 8]));
+        EtagSource {
+            state,
+            salt,
+            counter: 0,
+        }
+    }
+}
+
+impl EtagSource {
+    fn next(&mut self) -> Etag {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.counter += 1;
+        let mut bytes = [0u8; 12];
+        bytes[..8].copy_from_slice(&(self.state ^ self.salt).to_be_bytes());
+        // The low 32 bits of the counter make consecutive tags distinct even if the stream
+        // were to repeat.
+        bytes[8..].copy_from_slice(&(self.counter as u32).to_be_bytes());
+        Etag::from_random(bytes)
+    }
+}

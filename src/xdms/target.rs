@@ -1,0 +1,195 @@
+//! Turns a request URI into the resource it names (RFC 4825 §6, §8; URI-01..URI-18): the
+//! application usage, the document key, and the resolved node selector. Pure apart from the
+//! registry lookup.
+
+use crate::appusage::{AppUsage, Registry, TreeKind};
+use crate::storage::{DocKey, TreeKey};
+use crate::xcap::error::XcapError;
+use crate::xcap::pct::{encode_node_selector, encode_path_segment};
+use crate::xcap::selector::{parse_xmlns_query, NodeSelector, ResolvedSelector, ResolvedTerminal};
+use crate::xcap::uri::{self, Tree};
+use crate::xcap::xui::Xui;
+use std::sync::Arc;
+
+/// What part of the document a request addresses.
+#[derive(Debug, Clone)]
+pub enum NodeTarget {
+    Element,
+    Attribute,
+    Namespaces,
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub kind: NodeTarget,
+    pub selector: ResolvedSelector,
+    /// The parsed selector, kept for its raw steps (`<ancestor>` URIs).
+    pub parsed: NodeSelector,
+}
+
+pub struct Target {
+    pub usage: Arc<AppUsage>,
+    pub key: DocKey,
+    /// Canonical XUI of the home directory; None in the global tree.
+    pub owner: Option<String>,
+    /// The document selector exactly as the client sent it (no leading '/').
+    pub raw_document_selector: String,
+    pub node: Option<Node>,
+}
+
+impl Target {
+    /// Resolves `path_and_query` (the request target as received, still percent-encoded).
+    pub fn resolve(
+        registry: &Registry,
+        path_and_query: &str,
+        root: &str,
+        default_domain: Option<&str>,
+    ) -> Result<Target, XcapError> {
+        let parsed = uri::parse(path_and_query, root).map_err(|e| {
+            if e.is_bad_request() {
+                XcapError::BadRequest("malformed XCAP URI".into())
+            } else {
+                XcapError::NotFound("no such XCAP resource")
+            }
+        })?;
+        let usage = registry
+            .get(&parsed.auid)
+            .cloned()
+            .ok_or(XcapError::NotFound("unknown application usage (AUID)"))?;
+        let (tree, owner) = match &parsed.tree {
+            Tree::Users(raw) => {
+                if !usage.descriptor.allows_tree(TreeKind::Users) {
+                    return Err(XcapError::NotFound(
+                        "this application usage has no users tree",
+                    ));
+                }
+                let xui = Xui::parse(raw, default_domain)
+                    .map_err(|_| XcapError::NotFound("unknown or malformed XUI"))?;
+                let s = xui.as_str().to_string();
+                (TreeKey::User(s.clone()), Some(s))
+            }
+            Tree::Global => {
+                if !usage.descriptor.allows_tree(TreeKind::Global) {
+                    return Err(XcapError::NotFound(
+                        "this application usage has no global tree",
+                    ));
+                }
+                (TreeKey::Global, None)
+            }
+        };
+        if parsed.doc_path.is_empty() {
+            // URI-08: a directory is not a document.
+            return Err(XcapError::NotFound("the URI names no document"));
+        }
+        let node = match &parsed.node_selector {
+            None => None,
+            Some(text) => {
+                let ns = NodeSelector::parse(text).map_err(|e| {
+                    if e.is_bad_request() {
+                        XcapError::BadRequest("malformed node selector".into())
+                    } else {
+                        XcapError::NotFound("node selector not understood (NS-14)")
+                    }
+                })?;
+                let bindings = parsed
+                    .query
+                    .as_deref()
+                    .map(parse_xmlns_query)
+                    .unwrap_or_default();
+                let resolved = ns
+                    .resolve(&bindings, usage.descriptor.default_namespace.as_deref())
+                    .map_err(|e| {
+                        if e.is_bad_request() {
+                            // URI-16: prefix not bound by an xmlns() part.
+                            XcapError::BadRequest(
+                                "node selector uses a prefix not bound by the xmlns() query".into(),
+                            )
+                        } else {
+                            XcapError::NotFound("node selector not understood (NS-14)")
+                        }
+                    })?;
+                let kind = match resolved.terminal {
+                    None => NodeTarget::Element,
+                    Some(ResolvedTerminal::Attribute(_)) => NodeTarget::Attribute,
+                    Some(ResolvedTerminal::NamespaceBindings) => NodeTarget::Namespaces,
+                };
+                Some(Node {
+                    kind,
+                    selector: resolved,
+                    parsed: ns,
+                })
+            }
+        };
+        let key = DocKey {
+            auid: parsed.auid.clone(),
+            tree,
+            path: parsed.doc_path.join("/"),
+        };
+        Ok(Target {
+            usage,
+            key,
+            owner,
+            raw_document_selector: parsed.raw_document_selector,
+            node,
+        })
+    }
+
+    /// Directories in the document path (all segments but the file name).
+    pub fn directory(&self) -> Option<&str> {
+        self.key.path.rsplit_once('/').map(|(dir, _)| dir)
+    }
+
+    pub fn file_name(&self) -> &str {
+        self.key.path.rsplit('/').next().unwrap_or(&self.key.path)
+    }
+
+    /// URI of the closest existing ancestor for a `<no-parent>` report (ER-07): the document
+    /// plus the first `matched_steps` steps, or the home/global directory when the document
+    /// itself is missing (`matched_steps` None).
+    pub fn ancestor_uri(&self, public_root: &str, matched_steps: Option<usize>) -> String {
+        match matched_steps {
+            None => format!("{public_root}/{}", directory_selector(&self.key)),
+            Some(0) => format!("{public_root}/{}", self.raw_document_selector),
+            Some(n) => {
+                let steps: Vec<&str> = self
+                    .node
+                    .as_ref()
+                    .map(|node| {
+                        node.parsed
+                            .steps
+                            .iter()
+                            .take(n)
+                            .map(|s| s.raw.as_str())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "{public_root}/{}/~~/{}",
+                    self.raw_document_selector,
+                    encode_node_selector(&steps.join("/"))
+                )
+            }
+        }
+    }
+}
+
+/// The canonical document selector of a key, relative to the XCAP root (XD-04 form).
+pub fn document_selector(key: &DocKey) -> String {
+    let mut s = directory_selector(key);
+    s.push_str(
+        &key.path
+            .split('/')
+            .map(encode_path_segment)
+            .collect::<Vec<_>>()
+            .join("/"),
+    );
+    s
+}
+
+/// `auid/users/<xui>/` or `auid/global/`.
+pub fn directory_selector(key: &DocKey) -> String {
+    match &key.tree {
+        TreeKey::Global => format!("{}/global/", key.auid),
+        TreeKey::User(xui) => format!("{}/users/{}/", key.auid, encode_path_segment(xui)),
+    }
+}

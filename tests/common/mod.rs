@@ -1,0 +1,189 @@
+//! Test harness: starts the real server (HTTP on 127.0.0.1:0, sled in a temporary directory)
+//! and talks to it over loopback sockets.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use xcapd::app::{self, Running};
+use xcapd::config::{Config, StorageBackend};
+
+pub struct TestServer {
+    pub running: Option<Running>,
+    pub root: String,
+    pub client: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+pub fn test_config(dir: &Path) -> Config {
+    let mut c = Config::default();
+    c.server.http = "127.0.0.1:0".parse().unwrap();
+    c.server.data_dir = dir.join("data");
+    c.server.app_usages_dir = repo_path("app-usages");
+    c.server.schemas_dir = repo_path("schemas");
+    c.server.default_domain = "example.com".into();
+    c.server.shutdown_grace_secs = 5;
+    c.storage.backend = StorageBackend::Sled;
+    c.log.level = "warn".into();
+    c
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        adjust(&mut config);
+        let running = app::start(config).await.expect("server starts");
+        let root = format!("http://{}/xcap-root", running.http_addr);
+        TestServer {
+            running: Some(running),
+            root,
+            client: reqwest::Client::builder().build().unwrap(),
+            dir,
+        }
+    }
+
+    pub fn url(&self, rel: &str) -> String {
+        format!("{}/{}", self.root, rel)
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().unwrap()
+    }
+
+    pub async fn put(&self, rel: &str, content_type: &str, body: impl Into<String>) -> Resp {
+        Resp::from(
+            self.client
+                .put(self.url(rel))
+                .header("Content-Type", content_type)
+                .body(body.into())
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn put_with(
+        &self,
+        rel: &str,
+        content_type: &str,
+        body: impl Into<String>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut rb = self
+            .client
+            .put(self.url(rel))
+            .header("Content-Type", content_type)
+            .body(body.into());
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        Resp::from(rb.send().await.unwrap()).await
+    }
+
+    pub async fn get(&self, rel: &str) -> Resp {
+        Resp::from(self.client.get(self.url(rel)).send().await.unwrap()).await
+    }
+
+    pub async fn get_with(&self, rel: &str, headers: &[(&str, &str)]) -> Resp {
+        let mut rb = self.client.get(self.url(rel));
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        Resp::from(rb.send().await.unwrap()).await
+    }
+
+    pub async fn delete(&self, rel: &str) -> Resp {
+        Resp::from(self.client.delete(self.url(rel)).send().await.unwrap()).await
+    }
+
+    pub async fn delete_with(&self, rel: &str, headers: &[(&str, &str)]) -> Resp {
+        let mut rb = self.client.delete(self.url(rel));
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        Resp::from(rb.send().await.unwrap()).await
+    }
+
+    pub async fn request(&self, method: &str, rel: &str) -> Resp {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        Resp::from(self.client.request(m, self.url(rel)).send().await.unwrap()).await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.unwrap();
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Resp {
+    pub async fn from(r: reqwest::Response) -> Resp {
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let body = r.text().await.unwrap();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn etag(&self) -> String {
+        self.header("etag").expect("ETag header").to_string()
+    }
+
+    /// The local name of the single child of `<xcap-error>` (ER-01).
+    pub fn xcap_error(&self) -> String {
+        assert_eq!(self.status, 409, "body: {}", self.body);
+        assert!(
+            self.header("content-type")
+                .unwrap_or("")
+                .starts_with("application/xcap-error+xml"),
+            "409 without xcap-error content type"
+        );
+        let doc = roxmltree::Document::parse(&self.body).expect("xcap-error body is XML");
+        let root = doc.root_element();
+        assert_eq!(
+            root.tag_name().namespace(),
+            Some("urn:ietf:params:xml:ns:xcap-error")
+        );
+        let children: Vec<_> = root.children().filter(|n| n.is_element()).collect();
+        assert_eq!(children.len(), 1, "exactly one error element");
+        children[0].tag_name().name().to_string()
+    }
+}
+
+pub const RL: &str = "application/resource-lists+xml";
+pub const EL: &str = "application/xcap-el+xml";
+pub const ATT: &str = "application/xcap-att+xml";
+pub const ALICE_LISTS: &str = "resource-lists/users/sip:alice@example.com/index";
+
+pub fn buddy_list(entries: &[&str]) -> String {
+    let mut s = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<resource-lists xmlns=\"urn:ietf:params:xml:ns:resource-lists\">\n  <list name=\"friends\">\n",
+    );
+    for e in entries {
+        s.push_str(&format!("    <entry uri=\"{e}\"/>\n"));
+    }
+    s.push_str("  </list>\n</resource-lists>\n");
+    s
+}

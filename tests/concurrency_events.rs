@@ -1,0 +1,92 @@
+//! Concurrent writers and change events over real HTTP (OP-39, ET-03, XE-24; issue #2 scope 7).
+
+mod common;
+use common::*;
+use std::collections::HashSet;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn op39_eight_clients_fifteen_inserts_each_none_lost() {
+    let s = TestServer::start().await;
+    assert_eq!(s.put(ALICE_LISTS, RL, buddy_list(&[])).await.status, 201);
+    let mut tasks = Vec::new();
+    for c in 0..8 {
+        let client = reqwest::Client::new();
+        let root = s.root.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for i in 0..15 {
+                let uri = format!("sip:c{c}-{i}@example.com");
+                let url = format!(
+                    "{root}/{ALICE_LISTS}/~~/resource-lists/list%5B@name=%22friends%22%5D/entry%5B@uri=%22{uri}%22%5D"
+                );
+                let r = client
+                    .put(url)
+                    .header("Content-Type", EL)
+                    .body(format!("<entry uri=\"{uri}\"/>"))
+                    .send()
+                    .await
+                    .unwrap();
+                statuses.push(r.status().as_u16());
+            }
+            statuses
+        }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        for st in t.await.unwrap() {
+            assert_eq!(st, 201);
+            created += 1;
+        }
+    }
+    assert_eq!(created, 120);
+    let body = s.get(ALICE_LISTS).await.body;
+    let doc = roxmltree::Document::parse(&body).unwrap();
+    let uris: HashSet<&str> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("entry"))
+        .filter_map(|n| n.attribute("uri"))
+        .collect();
+    assert_eq!(uris.len(), 120, "every acknowledged insert is present");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn xe24_document_changed_events_in_commit_order() {
+    let s = TestServer::start().await;
+    let mut events = s.running().events();
+    let e1 = s.put(ALICE_LISTS, RL, buddy_list(&[])).await.etag();
+    let e2 = s
+        .put(
+            &format!("{ALICE_LISTS}/~~/resource-lists/list%5B1%5D/entry%5B@uri=%22sip:b@example.com%22%5D"),
+            EL,
+            "<entry uri=\"sip:b@example.com\"/>",
+        )
+        .await
+        .etag();
+    assert_eq!(s.delete(ALICE_LISTS).await.status, 200);
+    let unq = |e: &str| e.trim_matches('"').to_string();
+    let a = events.recv().await.unwrap();
+    let b = events.recv().await.unwrap();
+    let c = events.recv().await.unwrap();
+    assert_eq!(
+        a.document,
+        "resource-lists/users/sip:alice@example.com/index"
+    );
+    assert_eq!(
+        (a.previous_etag.clone(), a.new_etag.clone()),
+        (None, Some(unq(&e1)))
+    );
+    assert_eq!(
+        (b.previous_etag.clone(), b.new_etag.clone()),
+        (Some(unq(&e1)), Some(unq(&e2)))
+    );
+    assert_eq!(
+        (c.previous_etag.clone(), c.new_etag.clone()),
+        (Some(unq(&e2)), None)
+    );
+    assert!(a.seq < b.seq && b.seq < c.seq);
+    // Failed writes publish nothing.
+    let _ = s.put(ALICE_LISTS, RL, "<broken").await;
+    assert!(events.try_recv().is_err());
+    s.stop().await;
+}

@@ -1,0 +1,77 @@
+//! Keeps the layer table of design.md §2 true: the pure core does no I/O and names no
+//! framework, and only the composition root names concrete storage backends.
+
+use std::path::Path;
+
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+fn check(dir: &str, forbidden: &[&str]) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(dir);
+    let mut files = Vec::new();
+    if root.is_dir() {
+        rust_files(&root, &mut files);
+    } else {
+        files.push(root.with_extension("rs"));
+    }
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for word in forbidden {
+            assert!(
+                !text
+                    .lines()
+                    .any(|l| !l.trim_start().starts_with("//") && l.contains(word)),
+                "{} mentions {word}: layer violation (design.md §2)",
+                f.display()
+            );
+        }
+    }
+}
+
+const IO: &[&str] = &[
+    "tokio",
+    "axum",
+    "hyper",
+    "sled",
+    "libxml",
+    "std::fs",
+    "std::net",
+    "crate::config",
+    "crate::storage::sled",
+    "reqwest",
+];
+
+#[test]
+fn l0_core_has_no_io() {
+    check("xcap", IO);
+    check("xml", IO);
+    check("authz", IO);
+    check("appusage/hooks", IO);
+}
+
+#[test]
+fn only_the_composition_root_names_backends() {
+    for dir in ["xcap", "xml", "xdms", "appusage", "xsd"] {
+        check(dir, &["SledStore", "MemoryStore"]);
+    }
+}
+
+#[test]
+fn service_layer_has_no_http_types() {
+    for f in [
+        "xdms/service",
+        "xdms/target",
+        "xdms/validate",
+        "xdms/generated",
+    ] {
+        check(f, &["axum", "hyper", "http::"]);
+    }
+}
