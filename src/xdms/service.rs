@@ -3,6 +3,7 @@
 //! §8.2.6), the idempotency checks (§8.2.3, §8.2.4, §8.4), validation (§8.2.5) and ETags (§8.5).
 //! No HTTP types here: requests and responses are plain values; `xdms::respond` maps them.
 
+use crate::appusage::hooks;
 use crate::appusage::{Generated, Registry};
 use crate::authz::{self, Decision, Operation, Principal};
 use crate::event::DocumentChanged;
@@ -647,17 +648,17 @@ fn check_service_uniqueness(
     text: &str,
 ) -> Result<(), XcapError> {
     let uris = service_uris(text);
-    let mut fields = Vec::new();
-    for (i, uri) in uris.iter().enumerate() {
-        if index.get(uri).is_some_and(|holder| holder != key) {
-            fields.push(ExistsField {
-                field: format!("rls-services/service%5B{}%5D/@uri", i + 1),
-                alt_values: alternative_service_uri(uri, index, &uris)
-                    .into_iter()
-                    .collect(),
-            });
-        }
-    }
+    let taken =
+        |c: &str| index.get(c).is_some_and(|holder| holder != key) || uris.iter().any(|u| u == c);
+    let fields: Vec<ExistsField> = uris
+        .iter()
+        .enumerate()
+        .filter(|(_, uri)| index.get(uri.as_str()).is_some_and(|holder| holder != key))
+        .map(|(i, uri)| ExistsField {
+            field: hooks::service_uri_field(i + 1),
+            alt_values: hooks::alt_service_uri(uri, taken).into_iter().collect(),
+        })
+        .collect();
     if fields.is_empty() {
         Ok(())
     } else {
@@ -665,27 +666,10 @@ fn check_service_uniqueness(
     }
 }
 
-/// Proposes `user-N@host` forms that nobody holds (RL-12b).
-fn alternative_service_uri(
-    uri: &str,
-    index: &HashMap<String, DocKey>,
-    own: &[String],
-) -> Option<String> {
-    let (user, host) = uri.split_once('@')?;
-    (1..100)
-        .map(|n| format!("{user}-{n}@{host}"))
-        .find(|c| !index.contains_key(c) && !own.contains(c))
-}
-
 fn service_uris(text: &str) -> Vec<String> {
-    let Ok(doc) = roxmltree::Document::parse(text) else {
-        return Vec::new();
-    };
-    doc.root_element()
-        .children()
-        .filter(|n| n.is_element() && n.tag_name().name() == "service")
-        .filter_map(|n| n.attribute("uri").map(str::to_string))
-        .collect()
+    roxmltree::Document::parse(text)
+        .map(|doc| hooks::service_uris(&doc))
+        .unwrap_or_default()
 }
 
 fn build_service_index(store: &dyn DocumentStore) -> Result<HashMap<String, DocKey>, StorageError> {
