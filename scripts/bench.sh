@@ -11,6 +11,7 @@ SECS=${1:-10}
 PORT=${BENCH_PORT:-18080}
 NGINX_PORT=${BENCH_NGINX_PORT:-18081}
 WORK=$(mktemp -d /tmp/xcapd-bench.XXXXXX)
+chmod 755 "$WORK"   # nginx workers (www-data) read the ceiling files from here
 cargo build --release --bin xcapd --bin xcapd-load >/dev/null
 BIN=target/release/xcapd
 LOAD=target/release/xcapd-load

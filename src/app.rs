@@ -147,6 +147,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         allow_foreign_references: config.xcap.allow_foreign_references,
         oma_compliant: config.xcap.oma_compliant,
         quote_attribute_values: config.xcap.quote_attribute_values,
+        cache_bytes: config.storage.document_cache_mb as usize * 1024 * 1024,
     };
     let (events, _) = broadcast::channel(4096);
     let xdms = Arc::new(Xdms::new(

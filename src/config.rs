@@ -74,6 +74,8 @@ pub struct StorageConfig {
     pub backend: StorageBackend,
     pub cache_capacity_mb: u64,
     pub group_commit: bool,
+    /// Parsed-document cache: element and attribute requests reuse the parse of a version.
+    pub document_cache_mb: u64,
 }
 
 impl Default for StorageConfig {
@@ -82,6 +84,7 @@ impl Default for StorageConfig {
             backend: StorageBackend::Sled,
             cache_capacity_mb: 64,
             group_commit: true,
+            document_cache_mb: 32,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! edge. `service` holds the protocol logic and knows nothing of HTTP; `http` and `respond`
 //! are the only places HTTP types appear.
 
+pub mod cache;
 pub mod generated;
 pub mod http;
 pub mod locks;

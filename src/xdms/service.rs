@@ -13,11 +13,12 @@ use crate::storage::{
 use crate::xcap::error::{Conflict, ExistsField, XcapError};
 use crate::xcap::etag::{Etag, PreconditionOutcome, Preconditions};
 use crate::xcap::mime;
+use crate::xdms::cache::DocCache;
 use crate::xdms::generated;
 use crate::xdms::locks::DocLocks;
 use crate::xdms::target::{document_selector, NodeTarget, Target};
 use crate::xdms::validate::{check_document, xml_error, CheckContext};
-use crate::xml::{self, attvalue, Limits, XmlError};
+use crate::xml::{self, attvalue, Limits, ParsedDoc, XmlError};
 use crate::xsd::Validator;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -43,6 +44,8 @@ pub struct XdmsSettings {
     pub allow_foreign_references: bool,
     pub oma_compliant: bool,
     pub quote_attribute_values: bool,
+    /// Budget of the parsed-document cache, in approximate bytes.
+    pub cache_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +85,7 @@ pub struct Xdms {
     validator: Validator,
     events: broadcast::Sender<DocumentChanged>,
     locks: DocLocks,
+    cache: DocCache,
     caps: StoredDocument,
     /// RL-12: every service URI in the store and the document that holds it.
     services: tokio::sync::Mutex<HashMap<String, DocKey>>,
@@ -100,15 +104,16 @@ impl Xdms {
         let caps = generated::static_document(registry.xcap_caps_document(), "c");
         let services = build_service_index(store.as_ref())?;
         Ok(Xdms {
-            settings,
             registry,
             store,
             validator,
             events,
             locks: DocLocks::new(1024),
+            cache: DocCache::new(settings.cache_bytes),
             caps,
             services: tokio::sync::Mutex::new(services),
             rng: Mutex::new(EtagSource::default()),
+            settings,
         })
     }
 
@@ -231,6 +236,20 @@ impl Xdms {
         self.store.get(key).map_err(storage_error)
     }
 
+    /// The parsed tree of a loaded document version, from the cache when possible.
+    fn parsed(&self, key: &DocKey, doc: &StoredDocument) -> Result<Arc<ParsedDoc>, XcapError> {
+        if let Some(p) = self.cache.get(key, &doc.etag) {
+            return Ok(p);
+        }
+        let parsed = Arc::new(
+            ParsedDoc::parse(doc.body.clone(), &self.settings.limits)
+                .map_err(|e| XcapError::Internal(format!("stored document does not parse: {e}")))?,
+        );
+        self.cache
+            .insert(key.clone(), doc.etag.clone(), parsed.clone());
+        Ok(parsed)
+    }
+
     async fn get(&self, target: &Target, req: &XcapRequest) -> Result<XcapResponse, XcapError> {
         self.authorize(target, &req.principal, Operation::Read)?;
         let doc = self
@@ -244,33 +263,36 @@ impl Xdms {
                 return Err(XcapError::NotModified { etag: doc.etag })
             }
         }
-        let limits = &self.settings.limits;
         let (content_type, body) = match &target.node {
             None => (
                 target.usage.descriptor.mime_type.clone(),
                 doc.body.to_string(),
             ),
-            Some(node) => match node.kind {
-                NodeTarget::Element => (
-                    mime::XCAP_EL.to_string(),
-                    xml::get_element(&doc.body, &node.selector, limits).map_err(get_error)?,
-                ),
-                NodeTarget::Attribute => {
-                    let value =
-                        xml::get_attribute(&doc.body, &node.selector, limits).map_err(get_error)?;
-                    let body = if self.settings.quote_attribute_values {
-                        attvalue::quote(&value)
-                    } else {
-                        value
-                    };
-                    (mime::XCAP_ATT.to_string(), body)
+            Some(node) => {
+                let parsed = self.parsed(&target.key, &doc)?;
+                let (text, tree) = (parsed.text(), parsed.doc());
+                match node.kind {
+                    NodeTarget::Element => (
+                        mime::XCAP_EL.to_string(),
+                        xml::get_element_in(text, tree, &node.selector).map_err(get_error)?,
+                    ),
+                    NodeTarget::Attribute => {
+                        let value =
+                            xml::get_attribute_in(tree, &node.selector).map_err(get_error)?;
+                        let body = if self.settings.quote_attribute_values {
+                            attvalue::quote(&value)
+                        } else {
+                            value
+                        };
+                        (mime::XCAP_ATT.to_string(), body)
+                    }
+                    NodeTarget::Namespaces => (
+                        mime::XCAP_NS.to_string(),
+                        xml::get_namespace_bindings_in(text, tree, &node.selector)
+                            .map_err(get_error)?,
+                    ),
                 }
-                NodeTarget::Namespaces => (
-                    mime::XCAP_NS.to_string(),
-                    xml::get_namespace_bindings(&doc.body, &node.selector, limits)
-                        .map_err(get_error)?,
-                ),
-            },
+            }
         };
         Ok(XcapResponse {
             status: 200,
@@ -309,14 +331,14 @@ impl Xdms {
             {
                 return Err(XcapError::PreconditionFailed);
             }
-            let (new_text, created) = self.apply_put(target, req, current.as_ref())?;
-            let new_text: Arc<str> = Arc::from(new_text);
-            self.validate(target, new_text.clone()).await?;
+            let (new_doc, created) = self.apply_put(target, req, current.as_ref())?;
+            let new_doc = Arc::new(new_doc);
+            self.validate(target, &new_doc).await?;
             let expect = match &current_etag {
                 Some(e) => Expect::Etag(e.clone()),
                 None => Expect::Absent,
             };
-            match self.commit(target, expect, new_text).await {
+            match self.commit(target, expect, new_doc).await {
                 Ok((etag, _)) => {
                     return Ok(XcapResponse {
                         status: if created { 201 } else { 200 },
@@ -338,7 +360,7 @@ impl Xdms {
         target: &Target,
         req: &XcapRequest,
         current: Option<&StoredDocument>,
-    ) -> Result<(String, bool), XcapError> {
+    ) -> Result<(ParsedDoc, bool), XcapError> {
         let limits = &self.settings.limits;
         let ct = req.content_type.as_deref();
         match &target.node {
@@ -351,8 +373,8 @@ impl Xdms {
                     });
                 }
                 let text = xml::check_document(&req.body).map_err(xml_error)?;
-                xml::parse_document(text, limits).map_err(xml_error)?;
-                Ok((text.to_string(), current.is_none()))
+                let parsed = ParsedDoc::parse(Arc::from(text), limits).map_err(xml_error)?;
+                Ok((parsed, current.is_none()))
             }
             Some(node) => {
                 let (expected, is_element) = match node.kind {
@@ -375,13 +397,14 @@ impl Xdms {
                 };
                 let body = std::str::from_utf8(&req.body)
                     .map_err(|_| XcapError::conflict(Conflict::NotUtf8))?;
+                let parsed = self.parsed(&target.key, doc)?;
                 let edit = if is_element {
-                    xml::put_element(&doc.body, &node.selector, body, limits)
+                    xml::put_element_in(parsed.text(), parsed.doc(), &node.selector, body, limits)
                 } else {
-                    xml::put_attribute(&doc.body, &node.selector, body, limits)
+                    xml::put_attribute_in(parsed.text(), parsed.doc(), &node.selector, body, limits)
                 };
                 match edit {
-                    Ok(edit) => Ok((edit.document, edit.created)),
+                    Ok(edit) => Ok(edit),
                     Err(XmlError::NoParent { matched_steps }) => {
                         Err(XcapError::conflict(Conflict::NoParent {
                             ancestor: Some(
@@ -443,16 +466,15 @@ impl Xdms {
         Ok(())
     }
 
-    async fn validate(&self, target: &Target, text: Arc<str>) -> Result<(), XcapError> {
+    async fn validate(&self, target: &Target, doc: &ParsedDoc) -> Result<(), XcapError> {
         let ctx = CheckContext {
             public_root: &self.settings.public_root,
             owner: target.owner.as_deref(),
             document_path: &target.key.path,
             allow_foreign_references: self.settings.allow_foreign_references,
             oma_compliant: self.settings.oma_compliant,
-            limits: &self.settings.limits,
         };
-        check_document(&target.usage, &self.validator, text, &ctx).await
+        check_document(&target.usage, &self.validator, doc, &ctx).await
     }
 
     async fn delete(&self, target: &Target, req: &XcapRequest) -> Result<XcapResponse, XcapError> {
@@ -473,12 +495,18 @@ impl Xdms {
             let result = match &target.node {
                 None => self.commit_delete(target, expect).await.map(|_| None),
                 Some(node) => {
-                    let new_text =
-                        xml::delete_node(&current.body, &node.selector, &self.settings.limits)
-                            .map_err(get_error_for_delete)?;
-                    let new_text: Arc<str> = Arc::from(new_text);
-                    self.validate(target, new_text.clone()).await?;
-                    self.commit(target, expect, new_text)
+                    let parsed = self.parsed(&target.key, &current)?;
+                    let new_doc = Arc::new(
+                        xml::delete_node_in(
+                            parsed.text(),
+                            parsed.doc(),
+                            &node.selector,
+                            &self.settings.limits,
+                        )
+                        .map_err(get_error)?,
+                    );
+                    self.validate(target, &new_doc).await?;
+                    self.commit(target, expect, new_doc)
                         .await
                         .map(|(etag, _)| Some(etag))
                 }
@@ -509,13 +537,13 @@ impl Xdms {
         &self,
         target: &Target,
         expect: Expect,
-        text: Arc<str>,
+        doc: Arc<ParsedDoc>,
     ) -> Result<(String, Committed), CommitError> {
         // RL-12: service URIs are unique across every document of the store; the index lock
         // is held from the check to the commit so two writers cannot claim one URI.
         let mut services = if target.key.auid == RLS_AUID {
             let guard = self.services.lock().await;
-            check_service_uniqueness(&guard, &target.key, &text)?;
+            check_service_uniqueness(&guard, &target.key, &doc)?;
             Some(guard)
         } else {
             None
@@ -523,16 +551,17 @@ impl Xdms {
         let etag = self.next_etag().0;
         let store = self.store.clone();
         let key = target.key.clone();
-        let body = text.clone();
+        let body = doc.shared_text().clone();
         let etag2 = etag.clone();
         let committed =
             blocking_commit(move || store.put(&key, &expect, &body, &etag2, now_ms())).await?;
         if let Some(index) = services.as_mut() {
             index.retain(|_, k| k != &target.key);
-            for uri in service_uris(&text) {
+            for uri in hooks::service_uris(doc.doc()) {
                 index.insert(uri, target.key.clone());
             }
         }
+        self.cache.insert(target.key.clone(), etag.clone(), doc);
         self.publish(
             target,
             committed.previous_etag.clone(),
@@ -557,6 +586,7 @@ impl Xdms {
         if let Some(index) = services.as_mut() {
             index.retain(|_, k| k != &target.key);
         }
+        self.cache.remove(&target.key);
         self.publish(target, committed.previous_etag.clone(), None, committed.seq);
         Ok(())
     }
@@ -630,10 +660,6 @@ fn get_error(e: XmlError) -> XcapError {
     }
 }
 
-fn get_error_for_delete(e: XmlError) -> XcapError {
-    get_error(e)
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -645,9 +671,9 @@ fn now_ms() -> u64 {
 fn check_service_uniqueness(
     index: &HashMap<String, DocKey>,
     key: &DocKey,
-    text: &str,
+    doc: &ParsedDoc,
 ) -> Result<(), XcapError> {
-    let uris = service_uris(text);
+    let uris = hooks::service_uris(doc.doc());
     let taken =
         |c: &str| index.get(c).is_some_and(|holder| holder != key) || uris.iter().any(|u| u == c);
     let fields: Vec<ExistsField> = uris

@@ -5,9 +5,8 @@
 use crate::appusage::hooks::{ConstraintViolation, HookContext};
 use crate::appusage::AppUsage;
 use crate::xcap::error::{Conflict, ExistsField, XcapError};
-use crate::xml::{self, Limits, XmlError};
+use crate::xml::{ParsedDoc, XmlError};
 use crate::xsd::{Validator, XsdError};
-use std::sync::Arc;
 
 pub struct CheckContext<'a> {
     pub public_root: &'a str,
@@ -15,50 +14,56 @@ pub struct CheckContext<'a> {
     pub document_path: &'a str,
     pub allow_foreign_references: bool,
     pub oma_compliant: bool,
-    pub limits: &'a Limits,
 }
 
-/// Validates `text` as the new content of a document of `usage`.
+/// Validates a tentative document of `usage`. The schema runs on a validation worker while the
+/// hooks run here on the already parsed tree; the schema verdict still wins (OP-23a first).
 pub async fn check_document(
     usage: &AppUsage,
     validator: &Validator,
-    text: Arc<str>,
+    parsed: &ParsedDoc,
     ctx: &CheckContext<'_>,
 ) -> Result<(), XcapError> {
-    if usage.descriptor.schema.is_some() {
-        match validator.validate(usage.auid(), text.clone()).await {
-            Ok(()) => {}
-            Err(XsdError::Invalid { message, line, .. }) => {
-                let phrase = match line {
-                    Some(l) => format!("line {l}: {message}"),
-                    None => message,
-                };
-                return Err(XcapError::conflict_with(Conflict::SchemaValidation, phrase));
-            }
-            Err(e) => {
-                return Err(XcapError::Internal(format!(
-                    "schema validation failed: {e}"
-                )))
-            }
+    let schema = async {
+        if usage.descriptor.schema.is_some() {
+            validator
+                .validate(usage.auid(), parsed.shared_text().clone())
+                .await
+        } else {
+            Ok(())
+        }
+    };
+    let hooks = async {
+        let hook_ctx = HookContext {
+            xcap_root: ctx.public_root,
+            auid: usage.auid(),
+            xui: ctx.owner,
+            document_path: ctx.document_path,
+            allow_foreign_references: ctx.allow_foreign_references,
+            oma_compliant: ctx.oma_compliant,
+        };
+        usage
+            .hooks
+            .iter()
+            .try_for_each(|(_, hook)| hook(parsed.doc(), &hook_ctx))
+    };
+    let (schema, hooks) = tokio::join!(schema, hooks);
+    match schema {
+        Ok(()) => {}
+        Err(XsdError::Invalid { message, line, .. }) => {
+            let phrase = match line {
+                Some(l) => format!("line {l}: {message}"),
+                None => message,
+            };
+            return Err(XcapError::conflict_with(Conflict::SchemaValidation, phrase));
+        }
+        Err(e) => {
+            return Err(XcapError::Internal(format!(
+                "schema validation failed: {e}"
+            )))
         }
     }
-    if usage.hooks.is_empty() {
-        return Ok(());
-    }
-    // Well-formedness and limits were checked on the way in; this parse feeds the hooks.
-    let doc = xml::parse_document(&text, ctx.limits).map_err(xml_error)?;
-    let hook_ctx = HookContext {
-        xcap_root: ctx.public_root,
-        auid: usage.auid(),
-        xui: ctx.owner,
-        document_path: ctx.document_path,
-        allow_foreign_references: ctx.allow_foreign_references,
-        oma_compliant: ctx.oma_compliant,
-    };
-    for (_, hook) in &usage.hooks {
-        hook(&doc, &hook_ctx).map_err(violation)?;
-    }
-    Ok(())
+    hooks.map_err(violation)
 }
 
 /// Maps a hook's verdict to its 409 (OP-23b, OP-23c).

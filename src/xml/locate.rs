@@ -152,11 +152,19 @@ pub(crate) fn locate_element<'a, 'i>(
 /// Element GET (OP-28): the stored bytes from `<` of the start tag to `>` of the end tag, with
 /// no declarations inherited from ancestors added. A selector with a terminal selects no element.
 pub fn get_element(doc: &str, sel: &ResolvedSelector, limits: &Limits) -> Result<String, XmlError> {
+    get_element_in(doc, &parse_document(doc, limits)?, sel)
+}
+
+/// [`get_element`] on an already parsed document.
+pub fn get_element_in(
+    doc: &str,
+    parsed: &Document<'_>,
+    sel: &ResolvedSelector,
+) -> Result<String, XmlError> {
     if sel.terminal.is_some() {
         return Err(XmlError::NoMatch);
     }
-    let parsed = parse_document(doc, limits)?;
-    let node = locate_element(&parsed, &sel.steps)?;
+    let node = locate_element(parsed, &sel.steps)?;
     Ok(doc[node.range()].to_string())
 }
 
@@ -166,11 +174,15 @@ pub fn get_attribute(
     sel: &ResolvedSelector,
     limits: &Limits,
 ) -> Result<String, XmlError> {
+    get_attribute_in(&parse_document(doc, limits)?, sel)
+}
+
+/// [`get_attribute`] on an already parsed document.
+pub fn get_attribute_in(parsed: &Document<'_>, sel: &ResolvedSelector) -> Result<String, XmlError> {
     let Some(ResolvedTerminal::Attribute(name)) = &sel.terminal else {
         return Err(XmlError::NoMatch);
     };
-    let parsed = parse_document(doc, limits)?;
-    let node = locate_element(&parsed, &sel.steps)?;
+    let node = locate_element(parsed, &sel.steps)?;
     find_attribute(node, name)
         .map(|a| a.value().to_string())
         .ok_or(XmlError::NoMatch)

@@ -9,12 +9,16 @@ pub mod fragment;
 pub mod locate;
 pub mod nsbind;
 pub mod parse;
+pub mod parsed;
 pub mod splice;
 
-pub use locate::{get_attribute, get_element};
-pub use nsbind::get_namespace_bindings;
+pub use locate::{get_attribute, get_attribute_in, get_element, get_element_in};
+pub use nsbind::{get_namespace_bindings, get_namespace_bindings_in};
 pub use parse::{check_document, parse_document, Limits};
-pub use splice::{delete_node, put_attribute, put_element, Edit};
+pub use parsed::ParsedDoc;
+pub use splice::{
+    delete_node, delete_node_in, put_attribute, put_attribute_in, put_element, put_element_in, Edit,
+};
 
 use thiserror::Error;
 

@@ -69,11 +69,19 @@ pub fn get_namespace_bindings(
     sel: &ResolvedSelector,
     limits: &Limits,
 ) -> Result<String, XmlError> {
+    get_namespace_bindings_in(doc, &parse_document(doc, limits)?, sel)
+}
+
+/// [`get_namespace_bindings`] on an already parsed document.
+pub fn get_namespace_bindings_in(
+    doc: &str,
+    parsed: &roxmltree::Document<'_>,
+    sel: &ResolvedSelector,
+) -> Result<String, XmlError> {
     if sel.terminal != Some(ResolvedTerminal::NamespaceBindings) {
         return Err(XmlError::NoMatch);
     }
-    let parsed = parse_document(doc, limits)?;
-    let node = locate_element(&parsed, &sel.steps)?;
+    let node = locate_element(parsed, &sel.steps)?;
     Ok(format!(
         "<{}{}/>",
         written_qname(doc, node),

@@ -9,12 +9,14 @@ use super::fragment::parse_fragment;
 use super::locate::{find_attribute, locate, locate_element, name_matches, select_children, Miss};
 use super::nsbind::{in_scope, written_qname};
 use super::parse::{is_xml_space, parse_document, Limits};
+use super::parsed::ParsedDoc;
 use super::XmlError;
 use crate::xcap::selector::{
     ExpandedName, ResolvedNameTest, ResolvedSelector, ResolvedStep, ResolvedTerminal,
 };
-use roxmltree::Node;
+use roxmltree::{Document, Node};
 use std::ops::Range;
+use std::sync::Arc;
 
 /// The document after a successful PUT; `created` tells 201 from 200 (OP-26).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +63,23 @@ pub fn put_element(
     body: &str,
     limits: &Limits,
 ) -> Result<Edit, XmlError> {
+    let parsed = parse_document(doc, limits)?;
+    let (new, created) = put_element_in(doc, &parsed, sel, body, limits)?;
+    Ok(Edit {
+        document: new.text().to_string(),
+        created,
+    })
+}
+
+/// [`put_element`] on an already parsed document; returns the new document parsed, so the
+/// caller can reuse that parse (hooks, cache).
+pub fn put_element_in(
+    doc: &str,
+    parsed: &Document<'_>,
+    sel: &ResolvedSelector,
+    body: &str,
+    limits: &Limits,
+) -> Result<(ParsedDoc, bool), XmlError> {
     // A terminal selector here is a caller bug: attributes go through put_attribute and
     // namespace::* is answered 405 (OP-37).
     let Some((target, parent_steps)) = sel.steps.split_last() else {
@@ -69,10 +88,9 @@ pub fn put_element(
     if sel.terminal.is_some() {
         return Err(XmlError::CannotInsert);
     }
-    let parsed = parse_document(doc, limits)?;
     // OP-08: the parent is what all steps but the last select; with a single step it is the
     // document node and the target is the root element.
-    let parent = locate(&parsed, parent_steps).map_err(Miss::into_no_parent)?;
+    let parent = locate(parsed, parent_steps).map_err(Miss::into_no_parent)?;
     let fragment = parse_fragment(body, &in_scope(parent), limits)?;
 
     let mut matches = select_children(parent, target);
@@ -98,10 +116,13 @@ pub fn put_element(
     let document = splice.apply(doc);
     let inserted = splice.content_start()..splice.content_start() + fragment.text.len();
     // OP-12, ER-08: the URI must now select exactly the inserted element.
-    let reparsed = reparse(&document, limits, XmlError::CannotInsert)?;
-    match locate(&reparsed, &sel.steps) {
-        Ok(node) if node.range() == inserted => Ok(Edit { document, created }),
-        _ => Err(XmlError::CannotInsert),
+    let reparsed = reparse(document, limits, XmlError::CannotInsert)?;
+    let selects_inserted =
+        matches!(locate(reparsed.doc(), &sel.steps), Ok(node) if node.range() == inserted);
+    if selects_inserted {
+        Ok((reparsed, created))
+    } else {
+        Err(XmlError::CannotInsert)
     }
 }
 
@@ -184,6 +205,22 @@ pub fn put_attribute(
     body: &str,
     limits: &Limits,
 ) -> Result<Edit, XmlError> {
+    let parsed = parse_document(doc, limits)?;
+    let (new, created) = put_attribute_in(doc, &parsed, sel, body, limits)?;
+    Ok(Edit {
+        document: new.text().to_string(),
+        created,
+    })
+}
+
+/// [`put_attribute`] on an already parsed document; returns the new document parsed.
+pub fn put_attribute_in(
+    doc: &str,
+    parsed: &Document<'_>,
+    sel: &ResolvedSelector,
+    body: &str,
+    limits: &Limits,
+) -> Result<(ParsedDoc, bool), XmlError> {
     let Some(ResolvedTerminal::Attribute(name)) = &sel.terminal else {
         return Err(XmlError::CannotInsert);
     };
@@ -195,8 +232,7 @@ pub fn put_attribute(
         return Err(XmlError::CannotInsert);
     }
     let value = attribute_body_value(body)?;
-    let parsed = parse_document(doc, limits)?;
-    let element = locate(&parsed, &sel.steps).map_err(Miss::into_no_parent)?;
+    let element = locate(parsed, &sel.steps).map_err(Miss::into_no_parent)?;
     let element_start = element.range().start;
 
     let (splice, created) = match find_attribute(element, name) {
@@ -248,15 +284,16 @@ pub fn put_attribute(
 
     let document = splice.apply(doc);
     // OP-22, ER-08: the URI must still select this element's attribute, now with the new value.
-    let reparsed = reparse(&document, limits, XmlError::CannotInsert)?;
-    match locate(&reparsed, &sel.steps) {
-        Ok(node)
-            if node.range().start == element_start
-                && find_attribute(node, name).is_some_and(|a| a.value() == value) =>
-        {
-            Ok(Edit { document, created })
-        }
-        _ => Err(XmlError::CannotInsert),
+    let reparsed = reparse(document, limits, XmlError::CannotInsert)?;
+    let selects_new_value = matches!(
+        locate(reparsed.doc(), &sel.steps),
+        Ok(node) if node.range().start == element_start
+            && find_attribute(node, name).is_some_and(|a| a.value() == value)
+    );
+    if selects_new_value {
+        Ok((reparsed, created))
+    } else {
+        Err(XmlError::CannotInsert)
     }
 }
 
@@ -343,7 +380,17 @@ fn start_tag_last_token_end(doc: &str, start: usize) -> Option<usize> {
 /// intact, then checks that the URI selects nothing any more.
 pub fn delete_node(doc: &str, sel: &ResolvedSelector, limits: &Limits) -> Result<String, XmlError> {
     let parsed = parse_document(doc, limits)?;
-    let element = locate_element(&parsed, &sel.steps)?;
+    delete_node_in(doc, &parsed, sel, limits).map(|new| new.text().to_string())
+}
+
+/// [`delete_node`] on an already parsed document; returns the new document parsed.
+pub fn delete_node_in(
+    doc: &str,
+    parsed: &Document<'_>,
+    sel: &ResolvedSelector,
+    limits: &Limits,
+) -> Result<ParsedDoc, XmlError> {
+    let element = locate_element(parsed, &sel.steps)?;
     let range = match &sel.terminal {
         // OP-37: the caller answers 405 before getting here.
         Some(ResolvedTerminal::NamespaceBindings) => return Err(XmlError::CannotDelete),
@@ -366,8 +413,8 @@ pub fn delete_node(doc: &str, sel: &ResolvedSelector, limits: &Limits) -> Result
     document.push_str(&doc[..range.start]);
     document.push_str(&doc[range.end..]);
     // OP-34, ER-09: afterwards the same URI must select nothing.
-    let reparsed = reparse(&document, limits, XmlError::CannotDelete)?;
-    let still_selected = match locate(&reparsed, &sel.steps) {
+    let reparsed = reparse(document, limits, XmlError::CannotDelete)?;
+    let still_selected = match locate(reparsed.doc(), &sel.steps) {
         Err(_) => false,
         Ok(node) => match &sel.terminal {
             Some(ResolvedTerminal::Attribute(name)) => find_attribute(node, name).is_some(),
@@ -377,18 +424,14 @@ pub fn delete_node(doc: &str, sel: &ResolvedSelector, limits: &Limits) -> Result
     if still_selected {
         Err(XmlError::CannotDelete)
     } else {
-        Ok(document)
+        Ok(reparsed)
     }
 }
 
 /// Re-parses an edited document. Caps still apply as such; any other failure means the edit
 /// cannot be made (`otherwise`).
-fn reparse<'a>(
-    text: &'a str,
-    limits: &Limits,
-    otherwise: XmlError,
-) -> Result<roxmltree::Document<'a>, XmlError> {
-    parse_document(text, limits).map_err(|e| match e {
+fn reparse(text: String, limits: &Limits, otherwise: XmlError) -> Result<ParsedDoc, XmlError> {
+    ParsedDoc::parse(Arc::from(text), limits).map_err(|e| match e {
         XmlError::TooDeep | XmlError::TooManyNodes => e,
         _ => otherwise,
     })
