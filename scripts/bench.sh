@@ -24,7 +24,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-XCAPD_LOG=warn $BIN serve --http 127.0.0.1:$PORT --data "$WORK/data" &
+XCAPD_AUTH=none XCAPD_LOG=warn $BIN serve --http 127.0.0.1:$PORT --data "$WORK/data" &
 SRV=$!
 for _ in $(seq 1 100); do curl -sf $X/xcap-caps/global/index >/dev/null && break; sleep 0.1; done
 

@@ -5,7 +5,10 @@
 use crate::appusage::{Registry, RegistryError};
 use crate::config::{Config, ConfigError, StorageBackend};
 use crate::event::DocumentChanged;
+use crate::proxy::front::{Front, FrontError};
+use crate::storage::credentials::{CredentialStore, MemoryCredentials};
 use crate::storage::memory::MemoryStore;
+use crate::storage::sled_credentials::SledCredentials;
 use crate::storage::sled_store::{SledOptions, SledStore};
 use crate::storage::{DocumentStore, StorageError};
 use crate::xdms::http::{router, HttpState};
@@ -29,6 +32,8 @@ pub enum AppError {
     Schemas(#[from] XsdError),
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Auth(#[from] FrontError),
     #[error("cannot listen on {addr}: {message}")]
     Bind { addr: SocketAddr, message: String },
     #[error("server failed: {0}")]
@@ -39,6 +44,7 @@ pub enum AppError {
 pub struct Running {
     pub http_addr: SocketAddr,
     pub xdms: Arc<Xdms>,
+    pub credentials: Arc<dyn CredentialStore>,
     store: Arc<dyn DocumentStore>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), AppError>>,
@@ -92,9 +98,15 @@ pub fn load_usages(config: &Config) -> Result<(Arc<Registry>, Validator), AppErr
     Ok((Arc::new(registry), validator))
 }
 
-fn open_store(config: &Config) -> Result<Arc<dyn DocumentStore>, AppError> {
+type Stores = (Arc<dyn DocumentStore>, Arc<dyn CredentialStore>);
+
+/// Opens the document and credential stores; with sled both live in one database.
+fn open_store(config: &Config) -> Result<Stores, AppError> {
     Ok(match config.storage.backend {
-        StorageBackend::Memory => Arc::new(MemoryStore::new()),
+        StorageBackend::Memory => (
+            Arc::new(MemoryStore::new()),
+            Arc::new(MemoryCredentials::new()),
+        ),
         StorageBackend::Sled => {
             let path = config.server.data_dir.join("sled");
             std::fs::create_dir_all(&config.server.data_dir).map_err(|e| {
@@ -103,15 +115,21 @@ fn open_store(config: &Config) -> Result<Arc<dyn DocumentStore>, AppError> {
                     config.server.data_dir.display()
                 ))
             })?;
-            Arc::new(SledStore::open(
+            let store = SledStore::open(
                 &path,
                 SledOptions {
                     cache_capacity_bytes: config.storage.cache_capacity_mb * 1024 * 1024,
                     group_commit: config.storage.group_commit,
                 },
-            )?)
+            )?;
+            let creds = SledCredentials::new(store.db())?;
+            (Arc::new(store), Arc::new(creds))
         }
     })
+}
+
+fn settings_default_domain(config: &Config) -> Option<String> {
+    (!config.server.default_domain.is_empty()).then(|| config.server.default_domain.clone())
 }
 
 /// Builds everything and starts serving; returns once the listener is bound.
@@ -124,7 +142,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         );
     }
     let (registry, validator) = load_usages(&config)?;
-    let store = open_store(&config)?;
+    let (store, creds) = open_store(&config)?;
     let listener = tokio::net::TcpListener::bind(config.server.http)
         .await
         .map_err(|e| AppError::Bind {
@@ -157,25 +175,43 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         validator,
         events,
     )?);
-    let app = router(HttpState {
+    let dev_mode = config.server.auth == crate::config::AuthMode::None;
+    let mut app = router(HttpState {
         xdms: xdms.clone(),
         max_body_bytes: config.limits.max_body_bytes,
         request_timeout: std::time::Duration::from_secs(config.limits.request_timeout_secs),
+        dev_mode,
     });
+    if !dev_mode {
+        let front = Arc::new(Front::new(
+            &config.auth,
+            creds.clone(),
+            settings_default_domain(&config),
+            config.root_path(),
+        )?);
+        app = app.layer(axum::middleware::from_fn_with_state(
+            front,
+            crate::proxy::http::authenticate,
+        ));
+    }
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let grace = std::time::Duration::from_secs(config.server.shutdown_grace_secs);
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            })
-            .await
-            .map_err(|e| AppError::Serve(e.to_string()))
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.await;
+        })
+        .await
+        .map_err(|e| AppError::Serve(e.to_string()))
     });
     tracing::info!(addr = %http_addr, root = %config.server.xcap_root, "xcapd listening");
     Ok(Running {
         http_addr,
         xdms,
+        credentials: creds,
         store,
         stop: Some(stop_tx),
         task,

@@ -40,12 +40,46 @@ enum Command {
     Serve(ConfigArgs),
     /// Load the configuration, application usages and schemas, then exit.
     CheckConfig(ConfigArgs),
+    /// Manage users in the data directory (the server must be stopped).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Validate a document offline against an application usage; errors carry line numbers.
     Validate {
         auid: String,
         file: PathBuf,
         #[command(flatten)]
         config: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserAction {
+    /// Add a user: `xcapd user add sip:alice@example.com --password secret [--role admin]`.
+    Add {
+        xui: String,
+        /// Password; read from the XCAPD_PASSWORD environment variable when absent.
+        #[arg(long)]
+        password: Option<String>,
+        /// Digest realm; default: the XUI's domain.
+        #[arg(long)]
+        realm: Option<String>,
+        /// user (default), admin or service; repeatable.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// Delete a user.
+    Del { xui: String },
+    /// List users (no secrets).
+    List,
+    /// Change a user's password.
+    Passwd {
+        xui: String,
+        #[arg(long)]
+        password: Option<String>,
     },
 }
 
@@ -106,11 +140,53 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::User { action, config } => {
+            let config = load_config(&config)?;
+            user_command(&config, action)
+        }
         Command::Validate { auid, file, config } => {
             let config = load_config(&config)?;
             validate_file(&config, &auid, &file)
         }
     }
+}
+
+fn password(given: Option<String>) -> Result<String, String> {
+    given
+        .or_else(|| std::env::var("XCAPD_PASSWORD").ok())
+        .ok_or_else(|| "give --password or set XCAPD_PASSWORD".to_string())
+}
+
+fn user_command(config: &Config, action: UserAction) -> Result<ExitCode, String> {
+    use crate::cli_user;
+    let dir = &config.server.data_dir;
+    let out = match action {
+        UserAction::Add {
+            xui,
+            password: pw,
+            realm,
+            roles,
+        } => {
+            let roles = roles
+                .iter()
+                .map(|r| {
+                    r.parse()
+                        .map_err(|_| format!("unknown role {r:?} (user, admin, service)"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            cli_user::user_add(dir, &xui, realm.as_deref(), &password(pw)?, &roles)
+        }
+        UserAction::Del { xui } => cli_user::user_del(dir, &xui),
+        UserAction::List => cli_user::user_list(dir).map(|lines| lines.join("\n")),
+        UserAction::Passwd { xui, password: pw } => {
+            cli_user::user_passwd(dir, &xui, &password(pw)?)
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    if !out.is_empty() {
+        println!("{out}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Offline validation: well-formedness, UTF-8, schema and the usage's constraint hooks.

@@ -21,6 +21,8 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuthMode {
+    /// Every request is authenticated by the Aggregation Proxy front (the `[auth]` section).
+    Required,
     /// Development only: the XUI in the request URI is trusted as the principal. Refuses to
     /// bind a non-loopback address.
     None,
@@ -59,7 +61,7 @@ impl Default for ServerConfig {
             xcap_root: "/xcap-root".into(),
             public_url: String::new(),
             default_domain: String::new(),
-            auth: AuthMode::None,
+            auth: AuthMode::Required,
             app_usages_dir: PathBuf::from("app-usages"),
             schemas_dir: PathBuf::from("schemas"),
             validation_workers: 2,
@@ -146,10 +148,77 @@ impl Default for LogConfig {
     }
 }
 
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Realm for challenges when the request URI names no user; users' own requests are
+    /// challenged in their domain's realm. Empty: `server.default_domain`, else "xcapd".
+    pub realm: String,
+    /// HTTP Digest (RFC 7616) with qop=auth.
+    pub digest: bool,
+    /// Offered algorithms, in challenge order: "SHA-256", "MD5".
+    pub digest_algorithms: Vec<String>,
+    pub nonce_lifetime_secs: u64,
+    /// HTTP Basic (RFC 7617); refused on plain HTTP unless `basic_without_tls` (HT-02).
+    pub basic: bool,
+    pub basic_without_tls: bool,
+    /// Bearer JWT keys (files); any that is set enables JWT.
+    pub jwt_hs256_secret_file: String,
+    pub jwt_rs256_public_key_file: String,
+    pub jwt_eddsa_public_key_file: String,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    /// Peers (CIDR) whose X-XCAP-Asserted-Identity / X-3GPP-Asserted-Identity is honoured.
+    pub trusted_peers: Vec<String>,
+    /// Peers (CIDR) whose X-Forwarded-For is honoured when finding the client address.
+    pub trusted_proxies: Vec<String>,
+    /// Failed attempts per address or user within the window before a lockout (0 = off).
+    pub throttle_max_failures: u32,
+    pub throttle_window_secs: u64,
+    pub throttle_lockout_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            realm: String::new(),
+            digest: true,
+            digest_algorithms: vec!["SHA-256".into(), "MD5".into()],
+            nonce_lifetime_secs: 300,
+            basic: false,
+            basic_without_tls: false,
+            jwt_hs256_secret_file: String::new(),
+            jwt_rs256_public_key_file: String::new(),
+            jwt_eddsa_public_key_file: String::new(),
+            jwt_issuer: String::new(),
+            jwt_audience: String::new(),
+            trusted_peers: Vec::new(),
+            trusted_proxies: Vec::new(),
+            throttle_max_failures: 5,
+            throttle_window_secs: 60,
+            throttle_lockout_secs: 30,
+        }
+    }
+}
+
+impl std::fmt::Debug for AuthConfig {
+    // Key file paths are not secret, but keep the habit: nothing key-like in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("realm", &self.realm)
+            .field("digest", &self.digest)
+            .field("basic", &self.basic)
+            .field("jwt", &!self.jwt_hs256_secret_file.is_empty())
+            .field("trusted_peers", &self.trusted_peers)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
+    pub auth: AuthConfig,
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
     pub xcap: XcapConfig,
@@ -173,7 +242,7 @@ impl Config {
     }
 
     /// Applies `XCAPD_HTTP`, `XCAPD_DATA_DIR`, `XCAPD_XCAP_ROOT`, `XCAPD_PUBLIC_URL`,
-    /// `XCAPD_DEFAULT_DOMAIN`, `XCAPD_STORAGE`, `XCAPD_LOG`.
+    /// `XCAPD_DEFAULT_DOMAIN`, `XCAPD_STORAGE`, `XCAPD_AUTH`, `XCAPD_LOG`.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let env_err = |name: &str, message: String| ConfigError::Env {
             name: name.to_string(),
@@ -206,6 +275,13 @@ impl Config {
                         format!("unknown backend {other:?}"),
                     ))
                 }
+            };
+        }
+        if let Some(v) = get("XCAPD_AUTH") {
+            self.server.auth = match v.as_str() {
+                "required" => AuthMode::Required,
+                "none" => AuthMode::None,
+                other => return Err(env_err("XCAPD_AUTH", format!("unknown mode {other:?}"))),
             };
         }
         if let Some(v) = get("XCAPD_LOG") {
@@ -261,8 +337,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_are_valid() {
-        Config::default().validate().unwrap();
+    fn defaults_are_valid_and_require_authentication() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.server.auth, AuthMode::Required);
     }
 
     #[test]
@@ -281,7 +359,8 @@ mod tests {
 
     #[test]
     fn dev_auth_refuses_non_loopback() {
-        let c = Config::from_toml("t", "[server]\nhttp = \"0.0.0.0:8080\"\n").unwrap();
+        let c =
+            Config::from_toml("t", "[server]\nhttp = \"0.0.0.0:8080\"\nauth = \"none\"\n").unwrap();
         assert!(matches!(c.validate(), Err(ConfigError::Invalid(_))));
     }
 }

@@ -22,6 +22,7 @@ fn spawn(port: u16, data: &std::path::Path) -> Child {
         .args(["serve", "--http", &format!("127.0.0.1:{port}"), "--data"])
         .arg(data)
         .env("XCAPD_LOG", "warn")
+        .env("XCAPD_AUTH", "none")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -7,7 +7,9 @@
 //! Every backend passes the one behaviour suite in `suite.rs`. Keys are never file paths: each
 //! backend encodes [`DocKey`] itself after [`DocKey::validate`] has checked it.
 
+pub mod credentials;
 pub mod memory;
+pub mod sled_credentials;
 pub mod sled_store;
 #[cfg(test)]
 mod suite;

@@ -179,6 +179,11 @@ impl SledStore {
         Ok(())
     }
 
+    /// The underlying sled database, for other stores sharing it (e.g. `SledCredentials`).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     /// Number of group-commit flushes run so far (0 without group commit).
     pub fn group_flush_count(&self) -> u64 {
         self.group.as_ref().map_or(0, |g| g.state.lock().flushes)

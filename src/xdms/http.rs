@@ -22,6 +22,8 @@ pub struct HttpState {
     pub xdms: Arc<Xdms>,
     pub max_body_bytes: usize,
     pub request_timeout: std::time::Duration,
+    /// Development mode (`auth = "none"`): trust the URI's XUI when no principal is attached.
+    pub dev_mode: bool,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -74,7 +76,13 @@ async fn serve(state: &HttpState, req: Request) -> Result<Response<Body>, XcapEr
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
     let headers = req.headers().clone();
-    let principal = dev_principal(&state.xdms, &path_and_query);
+    // The proxy front attaches the authenticated principal; without one the request is
+    // anonymous, except in development mode.
+    let principal = match req.extensions().get::<Principal>() {
+        Some(p) => p.clone(),
+        None if state.dev_mode => dev_principal(&state.xdms, &path_and_query),
+        None => Principal::Anonymous,
+    };
     let body = if matches!(method, Method::Put) {
         read_body(req.into_body(), &headers, state.max_body_bytes).await?
     } else {

@@ -25,6 +25,8 @@ pub fn test_config(dir: &Path) -> Config {
     c.server.schemas_dir = repo_path("schemas");
     c.server.default_domain = "example.com".into();
     c.server.shutdown_grace_secs = 5;
+    // Protocol tests run in development mode; tests/proxy_auth.rs covers authentication.
+    c.server.auth = xcapd::config::AuthMode::None;
     c.storage.backend = StorageBackend::Sled;
     c.log.level = "warn".into();
     c
