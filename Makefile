@@ -6,7 +6,7 @@
 APT_PACKAGES := libxml2-dev libclang-dev pkg-config libxml2-utils
 CARGO ?= cargo
 
-.PHONY: run test deps lint fmt bench check-schemas clean
+.PHONY: run dev user test deps lint fmt bench check-schemas clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -23,6 +23,14 @@ deps:
 
 run: deps
 	$(CARGO) run --release --bin xcapd -- serve $(ARGS)
+
+# Development mode: no authentication, the XUI in the URI is trusted (loopback only).
+dev: deps
+	XCAPD_AUTH=none $(CARGO) run --release --bin xcapd -- serve $(ARGS)
+
+# Add a user while the server is stopped: make user XUI=sip:alice@example.com PASSWORD=secret [ROLE=admin]
+user: deps
+	XCAPD_PASSWORD='$(PASSWORD)' $(CARGO) run --release --bin xcapd -- user add '$(XUI)' $(if $(ROLE),--role $(ROLE),)
 
 test: deps
 	$(CARGO) test --all-targets

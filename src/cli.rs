@@ -24,13 +24,13 @@ struct Cli {
 #[derive(clap::Args, Debug, Clone)]
 struct ConfigArgs {
     /// TOML configuration file (see config/xcapd.example.toml).
-    #[arg(long, short)]
+    #[arg(long, short, global = true)]
     config: Option<PathBuf>,
     /// HTTP listen address, e.g. 127.0.0.1:8080.
-    #[arg(long)]
+    #[arg(long, global = true)]
     http: Option<SocketAddr>,
     /// Data directory for the embedded store.
-    #[arg(long)]
+    #[arg(long, global = true)]
     data: Option<PathBuf>,
 }
 

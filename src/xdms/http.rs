@@ -15,7 +15,6 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Response};
 use axum::Router;
 use std::sync::Arc;
-use std::time::Instant;
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -31,29 +30,19 @@ pub fn router(state: HttpState) -> Router {
 }
 
 async fn handle(State(state): State<HttpState>, req: Request) -> Response<Body> {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+    let principal = req.extensions().get::<Principal>().cloned();
     let result = match tokio::time::timeout(state.request_timeout, serve(&state, req)).await {
         Ok(r) => r,
         Err(_) => Err(XcapError::Unavailable),
     };
-    let response = match result {
+    let mut response = match result {
         Ok(r) => r,
         Err(e) => respond::failure(e),
     };
-    tracing::info!(
-        target: "xcapd::access",
-        method = %method,
-        uri = %path_and_query,
-        status = response.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
-        "request"
-    );
+    // For the access log.
+    if let Some(p) = principal {
+        response.extensions_mut().insert(p);
+    }
     response
 }
 
