@@ -7,7 +7,8 @@
 //!              [--content-type T] [--header 'K: V']... [--connections N]
 //!              [--duration SECS | --requests N] [--expect 200,201]
 //! `{n}` in the URL or body is replaced by a request counter unique across connections;
-//! `{c}` by the connection number.
+//! `{c}` by the connection number. `--digest user:password` answers Digest challenges
+//! (SHA-256, qop=auth) and then reuses the nonce with increasing nc, as real clients do.
 
 use std::io::{Error, ErrorKind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,6 +19,7 @@ use tokio::net::TcpStream;
 
 #[derive(Clone)]
 struct Spec {
+    digest: Option<(String, String)>,
     host_port: String,
     path: String,
     method: String,
@@ -47,6 +49,7 @@ fn parse_args() -> (Spec, usize, Option<f64>, Option<u64>) {
     let mut duration = None;
     let mut requests = None;
     let mut expect = vec![200, 201, 304];
+    let mut digest = None;
     while let Some(a) = args.next() {
         let mut val = || args.next().unwrap_or_else(|| usage());
         match a.as_str() {
@@ -64,6 +67,11 @@ fn parse_args() -> (Spec, usize, Option<f64>, Option<u64>) {
             "--connections" => connections = val().parse().unwrap_or_else(|_| usage()),
             "--duration" => duration = Some(val().parse().unwrap_or_else(|_| usage())),
             "--requests" => requests = Some(val().parse().unwrap_or_else(|_| usage())),
+            "--digest" => {
+                let v = val();
+                let (u, p) = v.split_once(':').unwrap_or_else(|| usage());
+                digest = Some((u.to_string(), p.to_string()));
+            }
             "--expect" => {
                 expect = val()
                     .split(',')
@@ -84,6 +92,7 @@ fn parse_args() -> (Spec, usize, Option<f64>, Option<u64>) {
     }
     (
         Spec {
+            digest,
             host_port,
             path,
             method,
@@ -103,11 +112,18 @@ async fn exchange(
     spec: &Spec,
     path: &str,
     body: Option<&str>,
+    auth: Option<&str>,
+    challenge: &mut Option<String>,
 ) -> std::io::Result<u16> {
     let mut req = format!(
         "{} {} HTTP/1.1\r\nHost: {}\r\n",
         spec.method, path, spec.host_port
     );
+    if let Some(a) = auth {
+        req.push_str("Authorization: ");
+        req.push_str(a);
+        req.push_str("\r\n");
+    }
     for h in &spec.headers {
         req.push_str(h);
         req.push_str("\r\n");
@@ -142,6 +158,8 @@ async fn exchange(
                 && v.to_ascii_lowercase().contains("chunked")
             {
                 chunked = true;
+            } else if k.eq_ignore_ascii_case("www-authenticate") && v.contains("SHA-256") {
+                *challenge = Some(v.trim().to_string());
             }
         }
     }
@@ -171,6 +189,15 @@ async fn connection(c: usize, spec: Spec, shared: Arc<Shared>) -> std::io::Resul
     stream.get_ref().set_nodelay(true)?;
     let mut latencies = Vec::with_capacity(1 << 16);
     let mut unexpected = 0u64;
+    let mut challenges = 0u64;
+    let mut digest = spec.digest.clone().map(|(user, password)| DigestState {
+        user,
+        password,
+        realm: String::new(),
+        nonce: String::new(),
+        opaque: String::new(),
+        nc: 0,
+    });
     while !shared.stop.load(Ordering::Relaxed) {
         let n = shared.counter.fetch_add(1, Ordering::Relaxed);
         if shared.limit.is_some_and(|l| n >= l) {
@@ -183,14 +210,45 @@ async fn connection(c: usize, spec: Spec, shared: Arc<Shared>) -> std::io::Resul
         let path = subst(&spec.path);
         let body = spec.body.as_deref().map(subst);
         let t = Instant::now();
-        let status = match exchange(&mut stream, &spec, &path, body.as_deref()).await {
-            Ok(s) => s,
-            Err(_) => {
-                // Reconnect once after a dropped keep-alive connection.
-                stream = BufReader::new(TcpStream::connect(&spec.host_port).await?);
-                exchange(&mut stream, &spec, &path, body.as_deref()).await?
+        let mut status = 0;
+        for _ in 0..2 {
+            let auth = digest
+                .as_mut()
+                .and_then(|d| d.authorization(&spec.method, &path));
+            let mut challenge = None;
+            status = match exchange(
+                &mut stream,
+                &spec,
+                &path,
+                body.as_deref(),
+                auth.as_deref(),
+                &mut challenge,
+            )
+            .await
+            {
+                Ok(s) => s,
+                Err(_) => {
+                    // Reconnect once after a dropped keep-alive connection.
+                    stream = BufReader::new(TcpStream::connect(&spec.host_port).await?);
+                    exchange(
+                        &mut stream,
+                        &spec,
+                        &path,
+                        body.as_deref(),
+                        auth.as_deref(),
+                        &mut challenge,
+                    )
+                    .await?
+                }
+            };
+            match (status, challenge, digest.as_mut()) {
+                (401, Some(c), Some(d)) => {
+                    challenges += 1;
+                    d.learn(&c);
+                }
+                _ => break,
             }
-        };
+        }
         latencies.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
         if !spec.expect.contains(&status) {
             unexpected += 1;
@@ -199,7 +257,60 @@ async fn connection(c: usize, spec: Spec, shared: Arc<Shared>) -> std::io::Resul
             }
         }
     }
+    if challenges > 1 {
+        eprintln!("connection {c}: {challenges} digest challenges");
+    }
     Ok((latencies, unexpected))
+}
+
+/// Client side of RFC 7616 (SHA-256, qop=auth) with nonce reuse.
+struct DigestState {
+    user: String,
+    password: String,
+    realm: String,
+    nonce: String,
+    opaque: String,
+    nc: u32,
+}
+
+impl DigestState {
+    fn learn(&mut self, challenge: &str) {
+        let param = |name: &str| -> String {
+            challenge
+                .find(&format!("{name}=\""))
+                .map(|i| &challenge[i + name.len() + 2..])
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or("")
+                .to_string()
+        };
+        self.realm = param("realm");
+        self.nonce = param("nonce");
+        self.opaque = param("opaque");
+        self.nc = 0;
+    }
+
+    fn authorization(&mut self, method: &str, uri: &str) -> Option<String> {
+        if self.nonce.is_empty() {
+            return None;
+        }
+        self.nc += 1;
+        let h = |s: String| -> String {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(s.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        };
+        let nc = format!("{:08x}", self.nc);
+        let cnonce = format!("{:x}", self.nc.wrapping_mul(2_654_435_761));
+        let ha1 = h(format!("{}:{}:{}", self.user, self.realm, self.password));
+        let ha2 = h(format!("{method}:{uri}"));
+        let response = h(format!("{ha1}:{}:{nc}:{cnonce}:auth:{ha2}", self.nonce));
+        Some(format!(
+            "Digest username=\"{}\", realm=\"{}\", nonce=\"{}\", uri=\"{uri}\", algorithm=SHA-256, qop=auth, nc={nc}, cnonce=\"{cnonce}\", response=\"{response}\", opaque=\"{}\"",
+            self.user, self.realm, self.nonce, self.opaque
+        ))
+    }
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {

@@ -65,6 +65,34 @@ run "PUT document, 10,000 entries, durable (4 clients)" --connections 4 --method
 run "PUT element into 100-entry list (1 client)"   --connections 1 --method PUT --content-type application/xcap-el+xml --body '<entry uri="sip:new{n}@example.com"/>' --url "$X/resource-lists/users/sip:small@example.com/index/~~/resource-lists/list%5B@name=%22friends%22%5D/entry%5B@uri=%22sip:new{n}@example.com%22%5D"
 run "PUT element into 10,000-entry list (1 client)" --connections 1 --method PUT --content-type application/xcap-el+xml --body '<entry uri="sip:new{n}@example.com"/>' --url "$X/resource-lists/users/sip:big@example.com/index/~~/resource-lists/list%5B@name=%22friends%22%5D/entry%5B@uri=%22sip:new{n}@example.com%22%5D"
 
+# Authenticated GET (issue #3): the same document through the authenticating front, with
+# Digest nonce reuse and with a JWT, compared with the unauthenticated rate in this run.
+AUTH_PORT=$((PORT + 2))
+XA=http://127.0.0.1:$AUTH_PORT/xcap-root
+head -c 48 /dev/urandom | base64 | tr -d '\n=+/' > "$WORK/jwt.key"
+cat > "$WORK/auth.toml" <<TOML
+[server]
+auth = "required"
+[auth]
+jwt_hs256_secret_file = "$WORK/jwt.key"
+throttle_max_failures = 0
+TOML
+XCAPD_PASSWORD=secret $BIN user add sip:small@example.com --data "$WORK/auth-data" >/dev/null
+XCAPD_LOG=warn $BIN serve --config "$WORK/auth.toml" --http 127.0.0.1:$AUTH_PORT --data "$WORK/auth-data" &
+AUTH_SRV=$!
+for _ in $(seq 1 100); do curl -s -o /dev/null $XA/xcap-caps/global/index && break; sleep 0.1; done
+curl -sf --digest -u small@example.com:secret -X PUT -H "Content-Type: $RL" --data-binary @"$WORK/l100.xml" $XA/resource-lists/users/sip:small@example.com/index >/dev/null
+b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
+NOW=$(date +%s)
+JH=$(printf '{"alg":"HS256","typ":"JWT"}' | b64url)
+JP=$(printf '{"sub":"sip:small@example.com","exp":%d}' $((NOW + 3600)) | b64url)
+JS=$(printf '%s.%s' "$JH" "$JP" | openssl dgst -sha256 -hmac "$(cat "$WORK/jwt.key")" -binary | b64url)
+JWT="$JH.$JP.$JS"
+run "GET document, 100 entries, no auth (4 conns)"      --connections 4 --url $X/resource-lists/users/sip:small@example.com/index
+run "GET document, 100 entries, Digest reuse (4 conns)" --connections 4 --digest small@example.com:secret --url $XA/resource-lists/users/sip:small@example.com/index
+run "GET document, 100 entries, JWT bearer (4 conns)"   --connections 4 --header "Authorization: Bearer $JWT" --url $XA/resource-lists/users/sip:small@example.com/index
+kill $AUTH_SRV
+
 # Ceiling: nginx serving the same 100-entry bytes as a static file.
 if command -v nginx >/dev/null 2>&1; then
   mkdir -p "$WORK/www"
