@@ -30,7 +30,7 @@ mains=(
   "org.openmobilealliance.groups=groups-app.xsd"
   "org.openmobilealliance.conv-history=history-list.xsd"
   "org.openmobilealliance.deferred-list=history-list.xsd"
-  "org.xcapd.im-rules=im-rules-app.xsd"
+  "im-rules=im-rules-app.xsd"
   "formats/xcap-error=xcap-error.xsd"
   "formats/xcap-diff=xcap-diff.xsd"
 )

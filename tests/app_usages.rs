@@ -241,3 +241,173 @@ fn cli_validate_reports_line_numbers_and_exit_codes() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+#[tokio::test]
+async fn sx07_user_profile_only_named_document_and_owner_uri() {
+    let s = TestServer::start().await;
+    let ct = "application/vnd.oma.user-profile+xml";
+    let body = std::fs::read_to_string(repo_path(
+        "tests/fixtures/org.openmobilealliance.user-profile/valid-full-profile.xml",
+    ))
+    .or_else(|_| {
+        std::fs::read_to_string(repo_path(
+            "tests/fixtures/org.openmobilealliance.user-profile/valid-minimal.xml",
+        ))
+    })
+    .unwrap();
+    let uri_in_doc = if body.contains("sip:alice@example.com") {
+        "sip:alice@example.com"
+    } else {
+        "tel:+15551230001"
+    };
+    let home = format!("org.openmobilealliance.user-profile/users/{uri_in_doc}");
+    let r = s
+        .put(&format!("{home}/user-profile"), ct, body.clone())
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // SX-07a: only that document name.
+    assert_eq!(
+        s.put(&format!("{home}/other"), ct, body.clone())
+            .await
+            .xcap_error(),
+        "constraint-failure"
+    );
+    // SX-07c: the profile URI must be the owner's.
+    let r = s
+        .put(
+            "org.openmobilealliance.user-profile/users/sip:mallory@example.com/user-profile",
+            ct,
+            body,
+        )
+        .await;
+    assert_eq!(r.xcap_error(), "constraint-failure");
+    assert!(r.body.contains("Wrong User Profile URI"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn sx05_group_uri_unique_across_users() {
+    let s = TestServer::start().await;
+    let ct = "application/vnd.oma.poc.groups+xml";
+    let group = |uri: &str| {
+        format!("<group xmlns=\"urn:oma:xml:poc:list-service\"><list-service uri=\"{uri}\"><display-name>G</display-name></list-service></group>")
+    };
+    let r = s
+        .put(
+            "org.openmobilealliance.groups/users/sip:alice@example.com/friends",
+            ct,
+            group("sip:friends@conf.example.com"),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = s
+        .put(
+            "org.openmobilealliance.groups/users/sip:bob@example.com/mine",
+            ct,
+            group("sip:friends@conf.example.com"),
+        )
+        .await;
+    assert_eq!(r.xcap_error(), "uniqueness-failure");
+    assert!(
+        r.body
+            .contains("<alt-value>sip:friends-1@conf.example.com</alt-value>"),
+        "{}",
+        r.body
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn sx09_pres_content_in_status_icon_directory_and_constraints() {
+    let s = TestServer::start().await;
+    let ct = "application/vnd.oma.pres-content+xml";
+    let icon = std::fs::read_to_string(repo_path(
+        "tests/fixtures/org.openmobilealliance.pres-content/valid-status-icon.xml",
+    ))
+    .unwrap();
+    // SX-09c: the declared directory exists without any document in it (OP-03).
+    let r = s.put("org.openmobilealliance.pres-content/users/sip:alice@example.com/oma_status-icon/rcs_status_icon", ct, icon.clone()).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let bad = icon.replace("image/png", "text/html");
+    let r = s.put("org.openmobilealliance.pres-content/users/sip:alice@example.com/oma_status-icon/rcs_status_icon", ct, bad).await;
+    assert_eq!(r.xcap_error(), "constraint-failure");
+    s.stop().await;
+}
+
+/// IX-04 and issue #4 acceptance: server-written usages refuse the owner's PUT (403) and accept
+/// the owner's GET and DELETE; the IM Server (a service principal) writes them.
+#[tokio::test]
+async fn ix04_server_written_usages() {
+    use xcapd::storage::credentials::{make_credential, Role};
+    let s = TestServer::start_with(|c| {
+        c.server.auth = xcapd::config::AuthMode::Required;
+        c.auth.trusted_peers = vec!["127.0.0.1/32".into()];
+    })
+    .await;
+    s.running()
+        .credentials
+        .put_user(&make_credential(
+            "sip:im-server@example.com",
+            "example.com",
+            "x",
+            vec![Role::Service],
+            0,
+        ))
+        .unwrap();
+    let client = reqwest::Client::new();
+    for (auid, name, ct) in [
+        (
+            "org.openmobilealliance.conv-history",
+            "conv-history",
+            "application/vnd.oma.im.history-list+xml",
+        ),
+        (
+            "org.openmobilealliance.deferred-list",
+            "deferred-list",
+            "application/vnd.oma.im.deferred-list+xml",
+        ),
+    ] {
+        let fixture = std::fs::read_dir(repo_path(&format!("tests/fixtures/{auid}")))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with("valid-")
+            })
+            .unwrap();
+        let body = std::fs::read_to_string(fixture).unwrap();
+        let url = s.url(&format!("{auid}/users/sip:alice@example.com/{name}"));
+        let as_ = |who: &str| ("X-XCAP-Asserted-Identity", format!("<{who}>"));
+        let (h, alice) = as_("sip:alice@example.com");
+        let r = client
+            .put(&url)
+            .header(h, &alice)
+            .header("Content-Type", ct)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403, "{auid}: the owner may not create");
+        let (h, im) = as_("sip:im-server@example.com");
+        let r = client
+            .put(&url)
+            .header(h, &im)
+            .header("Content-Type", ct)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201, "{auid}: the IM Server writes");
+        let r = client.get(&url).header(h, &alice).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{auid}: the owner reads");
+        let (h2, bob) = as_("sip:bob@example.com");
+        let r = client.get(&url).header(h2, &bob).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 403, "{auid}: others do not");
+        let r = client.delete(&url).header(h, &alice).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{auid}: the owner deletes");
+    }
+    s.stop().await;
+}

@@ -9,6 +9,7 @@ pub mod locks;
 pub mod respond;
 pub mod service;
 pub mod target;
+pub mod unique;
 pub mod validate;
 
 pub use service::{Method, XcapRequest, XcapResponse, Xdms, XdmsSettings};

@@ -3,31 +3,29 @@
 //! §8.2.6), the idempotency checks (§8.2.3, §8.2.4, §8.4), validation (§8.2.5) and ETags (§8.5).
 //! No HTTP types here: requests and responses are plain values; `xdms::respond` maps them.
 
-use crate::appusage::hooks;
 use crate::appusage::{Generated, Registry};
 use crate::authz::{self, Decision, Operation, Principal};
 use crate::event::DocumentChanged;
 use crate::storage::{
     Committed, DocKey, DocumentStore, Expect, StorageError, StoredDocument, TreeKey,
 };
-use crate::xcap::error::{Conflict, ExistsField, XcapError};
+use crate::xcap::error::{Conflict, XcapError};
 use crate::xcap::etag::{Etag, PreconditionOutcome, Preconditions};
 use crate::xcap::mime;
 use crate::xdms::cache::DocCache;
 use crate::xdms::generated;
 use crate::xdms::locks::DocLocks;
 use crate::xdms::target::{document_selector, NodeTarget, Target};
+use crate::xdms::unique::UniqueUris;
 use crate::xdms::validate::{check_document, xml_error, CheckContext};
 use crate::xml::{self, attvalue, Limits, ParsedDoc, XmlError};
 use crate::xsd::Validator;
 use bytes::Bytes;
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;
 
-const RLS_AUID: &str = "rls-services";
 /// How often a write is retried when another writer committed between our read and our
 /// compare-and-swap (only possible when several processes share a store).
 const CAS_RETRIES: usize = 5;
@@ -88,7 +86,7 @@ pub struct Xdms {
     cache: DocCache,
     caps: StoredDocument,
     /// RL-12: every service URI in the store and the document that holds it.
-    services: tokio::sync::Mutex<HashMap<String, DocKey>>,
+    unique: UniqueUris,
     /// Source of randomness for ETags (ET-03).
     rng: Mutex<EtagSource>,
 }
@@ -102,7 +100,7 @@ impl Xdms {
         events: broadcast::Sender<DocumentChanged>,
     ) -> Result<Xdms, StorageError> {
         let caps = generated::static_document(registry.xcap_caps_document(), "c");
-        let services = build_service_index(store.as_ref())?;
+        let unique = UniqueUris::build(store.as_ref())?;
         Ok(Xdms {
             registry,
             store,
@@ -111,7 +109,7 @@ impl Xdms {
             locks: DocLocks::new(1024),
             cache: DocCache::new(settings.cache_bytes),
             caps,
-            services: tokio::sync::Mutex::new(services),
+            unique,
             rng: Mutex::new(EtagSource::default()),
             settings,
         })
@@ -541,13 +539,11 @@ impl Xdms {
     ) -> Result<(String, Committed), CommitError> {
         // RL-12: service URIs are unique across every document of the store; the index lock
         // is held from the check to the commit so two writers cannot claim one URI.
-        let mut services = if target.key.auid == RLS_AUID {
-            let guard = self.services.lock().await;
-            check_service_uniqueness(&guard, &target.key, &doc)?;
-            Some(guard)
-        } else {
-            None
-        };
+        // RL-12, SX-05: the index lock is held from the check to the commit.
+        let mut unique = self.unique.lock_for(&target.key.auid).await;
+        if let Some(g) = &unique {
+            g.check(&target.key, &doc)?;
+        }
         let etag = self.next_etag().0;
         let store = self.store.clone();
         let key = target.key.clone();
@@ -555,11 +551,8 @@ impl Xdms {
         let etag2 = etag.clone();
         let committed =
             blocking_commit(move || store.put(&key, &expect, &body, &etag2, now_ms())).await?;
-        if let Some(index) = services.as_mut() {
-            index.retain(|_, k| k != &target.key);
-            for uri in hooks::service_uris(doc.doc()) {
-                index.insert(uri, target.key.clone());
-            }
+        if let Some(g) = unique.as_mut() {
+            g.record(&target.key, Some(&doc));
         }
         self.cache.insert(target.key.clone(), etag.clone(), doc);
         self.publish(
@@ -572,19 +565,15 @@ impl Xdms {
     }
 
     async fn commit_delete(&self, target: &Target, expect: Expect) -> Result<(), CommitError> {
-        let mut services = if target.key.auid == RLS_AUID {
-            Some(self.services.lock().await)
-        } else {
-            None
-        };
+        let mut unique = self.unique.lock_for(&target.key.auid).await;
         let store = self.store.clone();
         let key = target.key.clone();
         let committed = blocking_commit(move || store.delete(&key, &expect)).await?;
         let Some(committed) = committed else {
             return Err(CommitError::Xcap(XcapError::NotFound("no such document")));
         };
-        if let Some(index) = services.as_mut() {
-            index.retain(|_, k| k != &target.key);
+        if let Some(g) = unique.as_mut() {
+            g.record(&target.key, None);
         }
         self.cache.remove(&target.key);
         self.publish(target, committed.previous_etag.clone(), None, committed.seq);
@@ -665,52 +654,6 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// RL-12: refuses service URIs that another document already holds.
-fn check_service_uniqueness(
-    index: &HashMap<String, DocKey>,
-    key: &DocKey,
-    doc: &ParsedDoc,
-) -> Result<(), XcapError> {
-    let uris = hooks::service_uris(doc.doc());
-    let taken =
-        |c: &str| index.get(c).is_some_and(|holder| holder != key) || uris.iter().any(|u| u == c);
-    let fields: Vec<ExistsField> = uris
-        .iter()
-        .enumerate()
-        .filter(|(_, uri)| index.get(uri.as_str()).is_some_and(|holder| holder != key))
-        .map(|(i, uri)| ExistsField {
-            field: hooks::service_uri_field(i + 1),
-            alt_values: hooks::alt_service_uri(uri, taken).into_iter().collect(),
-        })
-        .collect();
-    if fields.is_empty() {
-        Ok(())
-    } else {
-        Err(XcapError::conflict(Conflict::Uniqueness(fields)))
-    }
-}
-
-fn service_uris(text: &str) -> Vec<String> {
-    roxmltree::Document::parse(text)
-        .map(|doc| hooks::service_uris(&doc))
-        .unwrap_or_default()
-}
-
-fn build_service_index(store: &dyn DocumentStore) -> Result<HashMap<String, DocKey>, StorageError> {
-    let mut index = HashMap::new();
-    for meta in store.list_auid(RLS_AUID)? {
-        if meta.key.tree == TreeKey::Global {
-            continue;
-        }
-        if let Some(doc) = store.get(&meta.key)? {
-            for uri in service_uris(&doc.body) {
-                index.insert(uri, meta.key.clone());
-            }
-        }
-    }
-    Ok(index)
 }
 
 /// ETag randomness: seeded from the OS once, then a xorshift stream mixed with a counter, so

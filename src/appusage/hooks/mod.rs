@@ -14,6 +14,7 @@
 pub mod policy;
 pub mod resource_lists;
 pub mod rls_services;
+pub mod shared;
 
 pub use rls_services::{alt_service_uri, service_uri_field, service_uris};
 
@@ -81,6 +82,9 @@ const HOOKS: &[(&str, Hook)] = &[
     ("pres-rules", policy::pres_rules),
     ("oma-pres-rules", policy::oma_pres_rules),
     ("im-rules", policy::im_rules),
+    ("user-profile", shared::user_profile),
+    ("pres-content", shared::pres_content),
+    ("groups", shared::groups),
 ];
 
 const HOOK_NAMES: &[&str] = &[
@@ -90,6 +94,9 @@ const HOOK_NAMES: &[&str] = &[
     "pres-rules",
     "oma-pres-rules",
     "im-rules",
+    "user-profile",
+    "pres-content",
+    "groups",
 ];
 
 /// Looks a hook up by the name an app-usage descriptor gives (AU-11d).
