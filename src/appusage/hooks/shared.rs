@@ -79,7 +79,7 @@ pub fn pres_content(doc: &Document, _ctx: &HookContext) -> Result<(), Constraint
     if !data
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
-        || data.len() % 4 != 0
+        || !data.len().is_multiple_of(4)
     {
         return Err(constraint("Data is not base64"));
     }
@@ -236,7 +236,8 @@ mod tests {
         };
         assert!(run(groups, &doc("sip:lobby@conf.example.com"), None).is_ok());
         assert!(run(groups, &doc("http://x"), None).is_err());
-        let d = Document::parse(&doc("sip:g@x")).unwrap();
+        let text = doc("sip:g@x");
+        let d = Document::parse(&text).unwrap();
         assert_eq!(group_uris(&d), vec!["sip:g@x".to_string()]);
     }
 }
