@@ -6,6 +6,8 @@ use crate::appusage::{Registry, RegistryError};
 use crate::config::{Config, ConfigError, StorageBackend};
 use crate::event::DocumentChanged;
 use crate::proxy::front::{Front, FrontError};
+use crate::proxy::route::{Routes, Target};
+use crate::proxy::upstream::Upstream;
 use crate::storage::credentials::{CredentialStore, MemoryCredentials};
 use crate::storage::memory::MemoryStore;
 use crate::storage::sled_credentials::SledCredentials;
@@ -176,12 +178,36 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         events,
     )?);
     let dev_mode = config.server.auth == crate::config::AuthMode::None;
+    let mut targets = Vec::new();
+    for t in &config.routing.targets {
+        let upstream = Upstream::new(Routes::target_config(
+            &t.url,
+            std::time::Duration::from_secs(t.timeout_secs),
+        ))
+        .map_err(|e| {
+            AppError::Config(ConfigError::Invalid(format!(
+                "routing target {}: {e}",
+                t.name
+            )))
+        })?;
+        targets.push(Target {
+            name: t.name.clone(),
+            upstream,
+            auids: t.auids.clone(),
+            trusted_hop: t.trusted_hop,
+        });
+    }
+    let routes = Arc::new(Routes::new(config.root_path(), targets, xdms.clone()));
     let mut app = router(HttpState {
         xdms: xdms.clone(),
         max_body_bytes: config.limits.max_body_bytes,
         request_timeout: std::time::Duration::from_secs(config.limits.request_timeout_secs),
         dev_mode,
-    });
+    })
+    .layer(axum::middleware::from_fn_with_state(
+        routes,
+        crate::proxy::route::route,
+    ));
     if !dev_mode {
         let front = Arc::new(Front::new(
             &config.auth,

@@ -214,11 +214,39 @@ impl std::fmt::Debug for AuthConfig {
     }
 }
 
+/// A remote XDMS the proxy forwards some AUIDs to (issue #3 scope 4).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTarget {
+    pub name: String,
+    /// Base URL of the remote XCAP root, e.g. "http://10.0.0.5:8080/xcap-root" (http only).
+    pub url: String,
+    pub auids: Vec<String>,
+    /// Assert the authenticated identity to this hop (X-XCAP-Asserted-Identity). Only for
+    /// XDMS nodes that trust this proxy's address (AP-04).
+    #[serde(default)]
+    pub trusted_hop: bool,
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_upstream_timeout() -> u64 {
+    10
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// AUIDs not listed in any target are served by the in-process XDMS.
+    pub targets: Vec<RouteTarget>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
     pub auth: AuthConfig,
+    pub routing: RoutingConfig,
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
     pub xcap: XcapConfig,

@@ -3,7 +3,6 @@
 
 mod common;
 use common::*;
-use sha2::{Digest as _, Sha256};
 use xcapd::config::AuthMode;
 use xcapd::storage::credentials::{make_credential, Role};
 
@@ -46,91 +45,6 @@ async fn auth_server(adjust: impl FnOnce(&mut xcapd::config::Config)) -> TestSer
         ))
         .unwrap();
     s
-}
-
-fn hex_sha256(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn param(challenge: &str, name: &str) -> Option<String> {
-    let i = challenge.find(&format!("{name}="))? + name.len() + 1;
-    let rest = &challenge[i..];
-    if let Some(stripped) = rest.strip_prefix('"') {
-        stripped.split('"').next().map(str::to_string)
-    } else {
-        rest.split([',', ' ']).next().map(str::to_string)
-    }
-}
-
-/// A minimal RFC 7616 client (SHA-256, qop=auth) that, like common clients, reuses the nonce
-/// and counts nc up; written independently of the server code.
-struct DigestClient {
-    user: String,
-    password: String,
-    challenge: Option<(String, String, String)>, // realm, nonce, opaque
-    nc: u32,
-}
-
-impl DigestClient {
-    fn header(&mut self, method: &str, uri: &str) -> Option<String> {
-        let (realm, nonce, opaque) = self.challenge.clone()?;
-        self.nc += 1;
-        let nc = format!("{:08x}", self.nc);
-        let cnonce = format!("c{}", self.nc);
-        let ha1 = hex_sha256(&format!("{}:{realm}:{}", self.user, self.password));
-        let ha2 = hex_sha256(&format!("{method}:{uri}"));
-        let response = hex_sha256(&format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"));
-        Some(format!(
-            "Digest username=\"{}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", algorithm=SHA-256, qop=auth, nc={nc}, cnonce=\"{cnonce}\", response=\"{response}\", opaque=\"{opaque}\"",
-            self.user
-        ))
-    }
-
-    fn learn(&mut self, resp: &reqwest::Response) {
-        for v in resp.headers().get_all("www-authenticate") {
-            let v = v.to_str().unwrap();
-            if v.starts_with("Digest") && v.contains("SHA-256") {
-                self.challenge = Some((
-                    param(v, "realm").unwrap(),
-                    param(v, "nonce").unwrap(),
-                    param(v, "opaque").unwrap_or_default(),
-                ));
-                self.nc = 0;
-            }
-        }
-    }
-
-    async fn send(
-        &mut self,
-        client: &reqwest::Client,
-        method: &str,
-        url: &str,
-        body: Option<&str>,
-    ) -> (u16, u32) {
-        let path = url.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap();
-        let mut unauthorized = 0;
-        for _ in 0..2 {
-            let mut rb =
-                client.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url);
-            if let Some(h) = self.header(method, &path) {
-                rb = rb.header("Authorization", h);
-            }
-            if let Some(b) = body {
-                rb = rb.header("Content-Type", RL).body(b.to_string());
-            }
-            let resp = rb.send().await.unwrap();
-            if resp.status().as_u16() == 401 {
-                unauthorized += 1;
-                self.learn(&resp);
-                continue;
-            }
-            return (resp.status().as_u16(), unauthorized);
-        }
-        (401, unauthorized)
-    }
 }
 
 #[tokio::test]

@@ -10,5 +10,7 @@ pub mod digest;
 pub mod front;
 pub mod http;
 pub mod jwt;
+pub mod route;
 pub mod throttle;
 pub mod trust;
+pub mod upstream;
