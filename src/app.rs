@@ -4,6 +4,7 @@
 
 use crate::appusage::{Registry, RegistryError};
 use crate::config::{Config, ConfigError, StorageBackend};
+use crate::decision::DecisionService;
 use crate::event::DocumentChanged;
 use crate::proxy::front::{Front, FrontError};
 use crate::proxy::route::{Routes, Target};
@@ -45,6 +46,7 @@ pub enum AppError {
 /// A started server. Dropping it does not stop it; call [`Running::shutdown`].
 pub struct Running {
     pub http_addr: SocketAddr,
+    pub decisions: Arc<DecisionService>,
     pub xdms: Arc<Xdms>,
     pub credentials: Arc<dyn CredentialStore>,
     store: Arc<dyn DocumentStore>,
@@ -198,16 +200,27 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         });
     }
     let routes = Arc::new(Routes::new(config.root_path(), targets, xdms.clone()));
-    let mut app = router(HttpState {
-        xdms: xdms.clone(),
-        max_body_bytes: config.limits.max_body_bytes,
-        request_timeout: std::time::Duration::from_secs(config.limits.request_timeout_secs),
-        dev_mode,
-    })
-    .layer(axum::middleware::from_fn_with_state(
-        routes,
-        crate::proxy::route::route,
-    ));
+    let im_default = match config.policy.im_default.as_str() {
+        "allow" => crate::policy::ImAction::Allow,
+        "polite-block" => crate::policy::ImAction::PoliteBlock,
+        _ => crate::policy::ImAction::Block,
+    };
+    let decisions = Arc::new(DecisionService::new(xdms.clone(), im_default));
+    let mut app = axum::Router::new()
+        .route(
+            crate::decision::http::PATH,
+            axum::routing::post(crate::decision::http::decide).with_state(decisions.clone()),
+        )
+        .merge(router(HttpState {
+            xdms: xdms.clone(),
+            max_body_bytes: config.limits.max_body_bytes,
+            request_timeout: std::time::Duration::from_secs(config.limits.request_timeout_secs),
+            dev_mode,
+        }))
+        .layer(axum::middleware::from_fn_with_state(
+            routes,
+            crate::proxy::route::route,
+        ));
     if !dev_mode {
         let front = Arc::new(Front::new(
             &config.auth,
@@ -236,6 +249,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     tracing::info!(addr = %http_addr, root = %config.server.xcap_root, "xcapd listening");
     Ok(Running {
         http_addr,
+        decisions,
         xdms,
         credentials: creds,
         store,

@@ -241,10 +241,28 @@ pub struct RoutingConfig {
     pub targets: Vec<RouteTarget>,
 }
 
+/// IM policy decisions (issue #4).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Action when no rule of the recipient matches, or a broken reference decided the
+    /// outcome: "block" (recommended, IM-25), "polite-block" or "allow".
+    pub im_default: String,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            im_default: "block".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
+    pub policy: PolicyConfig,
     pub auth: AuthConfig,
     pub routing: RoutingConfig,
     pub storage: StorageConfig,
@@ -330,6 +348,12 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "auth = \"none\" trusts every client; refusing to listen on non-loopback address {}",
                 self.server.http
+            )));
+        }
+        if !["block", "polite-block", "allow"].contains(&self.policy.im_default.as_str()) {
+            return Err(ConfigError::Invalid(format!(
+                "policy.im_default {:?} must be block, polite-block or allow",
+                self.policy.im_default
             )));
         }
         if self.server.validation_workers == 0 {

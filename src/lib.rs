@@ -13,6 +13,7 @@ pub mod authz;
 pub mod cli;
 pub mod cli_user;
 pub mod config;
+pub mod decision;
 pub mod event;
 pub mod policy;
 pub mod proxy;

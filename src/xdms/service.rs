@@ -234,6 +234,20 @@ impl Xdms {
         self.store.get(key).map_err(storage_error)
     }
 
+    /// The current version of a stored document with its parsed tree (read-your-writes: the
+    /// store is consulted on every call, the parse is reused while the ETag is unchanged).
+    /// For in-process consumers such as the policy decision service.
+    pub fn current_document(
+        &self,
+        key: &DocKey,
+    ) -> Result<Option<(String, Arc<ParsedDoc>)>, XcapError> {
+        let Some(doc) = self.store.get(key).map_err(storage_error)? else {
+            return Ok(None);
+        };
+        let parsed = self.parsed(key, &doc)?;
+        Ok(Some((doc.etag, parsed)))
+    }
+
     /// The parsed tree of a loaded document version, from the cache when possible.
     fn parsed(&self, key: &DocKey, doc: &StoredDocument) -> Result<Arc<ParsedDoc>, XcapError> {
         if let Some(p) = self.cache.get(key, &doc.etag) {

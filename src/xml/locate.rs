@@ -149,6 +149,17 @@ pub(crate) fn locate_element<'a, 'i>(
     locate(doc, steps).map_err(Miss::into_error)
 }
 
+/// The element a terminal-free selector selects, for in-process readers of the tree.
+pub fn select_element<'a, 'i>(
+    doc: &'a Document<'i>,
+    sel: &'a ResolvedSelector,
+) -> Result<Node<'a, 'i>, XmlError> {
+    if sel.terminal.is_some() {
+        return Err(XmlError::NoMatch);
+    }
+    locate_element(doc, &sel.steps)
+}
+
 /// Element GET (OP-28): the stored bytes from `<` of the start tag to `>` of the end tag, with
 /// no declarations inherited from ancestors added. A selector with a terminal selects no element.
 pub fn get_element(doc: &str, sel: &ResolvedSelector, limits: &Limits) -> Result<String, XmlError> {

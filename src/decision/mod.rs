@@ -1,0 +1,326 @@
+//! The IM policy decision service (issue #4 scope 5-6; standards.md IM-24..IM-28, CP-21,
+//! IX-07..IX-09): "may X send an IM to Y?". It reads the recipient's `im-rules` documents and
+//! the resource lists their `ocp:external-list` anchors name, evaluates them with the
+//! common-policy engine and combines by maximum, falling back to the configured default when no
+//! rule matched or a broken reference decided the outcome.
+//!
+//! Freshness: every decision asks the store for the current ETag of each document it uses and
+//! reuses parses only for that exact ETag, so a write is visible to the very next decision
+//! (read-your-writes) without waiting for an invalidation event.
+
+pub mod http;
+
+use crate::policy::{
+    self, evaluate_all, im_action, ImAction, ListLookup, ListResolver, Media, Ruleset,
+};
+use crate::storage::{DocKey, TreeKey};
+use crate::xcap::error::XcapError;
+use crate::xcap::xui::Xui;
+use crate::xdms::target::{document_selector, Target};
+use crate::xdms::Xdms;
+use crate::xml;
+use parking_lot::Mutex;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use thiserror::Error;
+
+const IM_RULES: &str = "im-rules";
+/// Nested `<external>` and `<entry-ref>` hops followed before a reference counts as broken.
+const MAX_LIST_DEPTH: usize = 8;
+
+#[derive(Debug, Error)]
+pub enum DecisionError {
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Xcap(#[from] XcapError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecideRequest {
+    pub recipient: String,
+    /// The sender's authenticated identity (P-Asserted-Identity), None when unauthenticated.
+    pub sender: Option<String>,
+    /// "pager", "session", "file-transfer" (CP-27a); None = unspecified.
+    pub media: Option<String>,
+    /// Identity privacy requested (CP-22).
+    pub anonymous: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentVersion {
+    pub uri: String,
+    pub etag: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecideResponse {
+    pub action: ImAction,
+    pub matched_rules: Vec<String>,
+    pub documents: Vec<DocumentVersion>,
+    /// References that could not be resolved (the default applied if they mattered).
+    pub unresolved: Vec<String>,
+    pub default_applied: bool,
+    pub allow_offline_storage: Option<bool>,
+}
+
+pub struct DecisionService {
+    xdms: Arc<Xdms>,
+    default_action: ImAction,
+    /// Ruleset models by document, valid for one ETag.
+    rulesets: Mutex<HashMap<DocKey, (String, Arc<Ruleset>)>>,
+}
+
+impl DecisionService {
+    pub fn new(xdms: Arc<Xdms>, default_action: ImAction) -> DecisionService {
+        DecisionService {
+            xdms,
+            default_action,
+            rulesets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn decide(&self, req: &DecideRequest, now: i64) -> Result<DecideResponse, DecisionError> {
+        let domain = self.xdms.settings().default_domain.clone();
+        let recipient = Xui::parse(&req.recipient, domain.as_deref())
+            .map_err(|_| DecisionError::BadRequest("recipient is not a SIP or tel URI".into()))?;
+        let sender = match &req.sender {
+            Some(s) if !s.is_empty() => Some(
+                Xui::parse(s, domain.as_deref())
+                    .map_err(|_| {
+                        DecisionError::BadRequest("sender is not a SIP or tel URI".into())
+                    })?
+                    .as_str()
+                    .to_string(),
+            ),
+            _ => None,
+        };
+        let media = match req.media.as_deref() {
+            None | Some("") => None,
+            Some("pager") | Some("pager-mode-message") => Some(Media::PagerModeMessage),
+            Some("session") | Some("message-session") => Some(Media::MessageSession),
+            Some("file-transfer") => Some(Media::FileTransfer),
+            Some(other) => {
+                return Err(DecisionError::BadRequest(format!(
+                    "unknown media {other:?}"
+                )))
+            }
+        };
+        let mut documents = Vec::new();
+        let mut rulesets = Vec::new();
+        for meta in self
+            .xdms
+            .store()
+            .list_user(recipient.as_str())
+            .map_err(|e| XcapError::Internal(e.to_string()))?
+        {
+            if meta.key.auid != IM_RULES {
+                continue;
+            }
+            if let Some((etag, ruleset)) = self.ruleset(&meta.key)? {
+                documents.push(DocumentVersion {
+                    uri: format!(
+                        "{}/{}",
+                        self.xdms.settings().public_root,
+                        document_selector(&meta.key)
+                    ),
+                    etag,
+                });
+                rulesets.push(ruleset);
+            }
+        }
+        let identities: Vec<String> = sender.into_iter().collect();
+        let resolver = XdmsLists {
+            xdms: &self.xdms,
+            memo: RefCell::new(HashMap::new()),
+            used: RefCell::new(Vec::new()),
+        };
+        let refs: Vec<&Ruleset> = rulesets.iter().map(|r| r.as_ref()).collect();
+        let decision = evaluate_all(
+            &refs,
+            &policy::Request {
+                identities: &identities,
+                anonymous: req.anonymous || identities.is_empty(),
+                media,
+                service: None,
+                sphere: None,
+                now,
+            },
+            &resolver,
+        );
+        let action = im_action(&decision, self.default_action);
+        let default_applied = decision.matched_rules.is_empty() || decision.unresolved_decisive;
+        for used in resolver.used.into_inner() {
+            if !documents.contains(&used) {
+                documents.push(used);
+            }
+        }
+        Ok(DecideResponse {
+            action,
+            matched_rules: decision.matched_rules,
+            documents,
+            unresolved: decision.unresolved,
+            default_applied,
+            allow_offline_storage: decision.allow_offline_storage,
+        })
+    }
+
+    fn ruleset(&self, key: &DocKey) -> Result<Option<(String, Arc<Ruleset>)>, DecisionError> {
+        let Some((etag, parsed)) = self.xdms.current_document(key)? else {
+            return Ok(None);
+        };
+        if let Some((cached_etag, rs)) = self.rulesets.lock().get(key) {
+            if *cached_etag == etag {
+                return Ok(Some((etag, rs.clone())));
+            }
+        }
+        let rs =
+            Arc::new(Ruleset::from_document(parsed.doc()).map_err(|e| {
+                XcapError::Internal(format!("stored im-rules does not parse: {e}"))
+            })?);
+        self.rulesets
+            .lock()
+            .insert(key.clone(), (etag.clone(), rs.clone()));
+        Ok(Some((etag, rs)))
+    }
+}
+
+/// Resolves `ocp:external-list` anchors against the in-process XDMS (CP-21): members are the
+/// `<entry uri>` of the list, of nested lists, of `<entry-ref>` targets and of `<external>`
+/// lists, with loop protection. Any failure makes the whole anchor unresolved.
+struct XdmsLists<'a> {
+    xdms: &'a Xdms,
+    memo: RefCell<HashMap<String, Result<Vec<String>, String>>>,
+    used: RefCell<Vec<DocumentVersion>>,
+}
+
+impl ListResolver for XdmsLists<'_> {
+    fn contains(&self, anchor: &str, identity: &str) -> ListLookup {
+        let members = {
+            let memo = self.memo.borrow();
+            memo.get(anchor).cloned()
+        };
+        let members = match members {
+            Some(m) => m,
+            None => {
+                let mut visited = HashSet::new();
+                let m = self.members(anchor, &mut visited, 0);
+                self.memo.borrow_mut().insert(anchor.to_string(), m.clone());
+                m
+            }
+        };
+        match members {
+            Ok(list)
+                if list
+                    .iter()
+                    .any(|m| policy::identity::uri_equal(m, identity)) =>
+            {
+                ListLookup::Member
+            }
+            Ok(_) => ListLookup::NotMember,
+            Err(reason) => ListLookup::Unresolved(reason),
+        }
+    }
+}
+
+impl XdmsLists<'_> {
+    /// The element an absolute XCAP URI (or one relative to the XCAP root) names.
+    fn with_element<T>(
+        &self,
+        uri: &str,
+        f: impl FnOnce(roxmltree::Node) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let settings = self.xdms.settings();
+        let rel = uri
+            .strip_prefix(&settings.public_root)
+            .map(|r| r.trim_start_matches('/'))
+            .or_else(|| (!uri.contains("://")).then_some(uri.trim_start_matches('/')))
+            .ok_or_else(|| format!("{uri}: not under this XCAP root"))?;
+        let path = format!("{}/{rel}", settings.root_path);
+        let target = Target::resolve(
+            self.xdms.registry(),
+            &path,
+            &settings.root_path,
+            settings.default_domain.as_deref(),
+        )
+        .map_err(|_| format!("{uri}: not an XCAP resource"))?;
+        let node = target
+            .node
+            .ok_or_else(|| format!("{uri}: no node selector"))?;
+        let (etag, parsed) = self
+            .xdms
+            .current_document(&target.key)
+            .map_err(|_| format!("{uri}: unreadable"))?
+            .ok_or_else(|| format!("{uri}: no such document"))?;
+        let version = DocumentVersion {
+            uri: format!(
+                "{}/{}",
+                settings.public_root,
+                document_selector(&target.key)
+            ),
+            etag,
+        };
+        if !self.used.borrow().contains(&version) {
+            self.used.borrow_mut().push(version);
+        }
+        let element = xml::select_element(parsed.doc(), &node.selector)
+            .map_err(|_| format!("{uri}: selects no element"))?;
+        f(element)
+    }
+
+    fn members(
+        &self,
+        anchor: &str,
+        visited: &mut HashSet<String>,
+        depth: usize,
+    ) -> Result<Vec<String>, String> {
+        if depth > MAX_LIST_DEPTH || !visited.insert(anchor.to_string()) {
+            return Err(format!("{anchor}: reference loop or too deep"));
+        }
+        let mut out = Vec::new();
+        let mut follow: Vec<(bool, String)> = Vec::new(); // (is external anchor, reference)
+        self.with_element(anchor, |list| {
+            let mut stack = vec![list];
+            while let Some(n) = stack.pop() {
+                for c in n.children().filter(|c| c.is_element()) {
+                    match c.tag_name().name() {
+                        "entry" => out.extend(c.attribute("uri").map(str::to_string)),
+                        "list" => stack.push(c),
+                        "entry-ref" => {
+                            follow.extend(c.attribute("ref").map(|r| (false, r.to_string())))
+                        }
+                        "external" => {
+                            follow.extend(c.attribute("anchor").map(|a| (true, a.to_string())))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        for (external, reference) in follow {
+            if external {
+                out.extend(self.members(&reference, visited, depth + 1)?);
+            } else {
+                let uri = self.with_element(&reference, |entry| {
+                    entry
+                        .attribute("uri")
+                        .map(str::to_string)
+                        .ok_or_else(|| format!("{reference}: entry without uri"))
+                })?;
+                out.push(uri);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The key of a user's im-rules document, for callers that write one.
+pub fn im_rules_key(xui: &str, path: &str) -> DocKey {
+    DocKey {
+        auid: IM_RULES.to_string(),
+        tree: TreeKey::User(xui.to_string()),
+        path: path.to_string(),
+    }
+}
