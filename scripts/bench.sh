@@ -12,7 +12,7 @@ PORT=${BENCH_PORT:-18080}
 NGINX_PORT=${BENCH_NGINX_PORT:-18081}
 WORK=$(mktemp -d /tmp/xcapd-bench.XXXXXX)
 chmod 755 "$WORK"   # nginx workers (www-data) read the ceiling files from here
-cargo build --release --bin xcapd --bin xcapd-load >/dev/null
+cargo build --release --bin xcapd --bin xcapd-load --bin xcapd-bench-decide >/dev/null
 BIN=target/release/xcapd
 LOAD=target/release/xcapd-load
 X=http://127.0.0.1:$PORT/xcap-root
@@ -92,6 +92,17 @@ run "GET document, 100 entries, no auth (4 conns)"      --connections 4 --url $X
 run "GET document, 100 entries, Digest reuse (4 conns)" --connections 4 --digest small@example.com:secret --url $XA/resource-lists/users/sip:small@example.com/index
 run "GET document, 100 entries, JWT bearer (4 conns)"   --connections 4 --header "Authorization: Bearer $JWT" --url $XA/resource-lists/users/sip:small@example.com/index
 kill $AUTH_SRV
+
+# IM policy decisions (issue #4): 50 rules, two 1,000-entry external lists.
+target/release/xcapd-bench-decide $((SECS + 5)) > "$WORK/decide.out" &
+DEC=$!
+for _ in $(seq 1 200); do grep -q READY "$WORK/decide.out" 2>/dev/null && break; sleep 0.1; done
+grep "in-process" "$WORK/decide.out"
+DURL=$(awk '/READY/{print $2}' "$WORK/decide.out")
+run "HTTP decide, 50 rules + 2x1,000-entry lists (4 conns)" --connections 4 --method POST \
+  --header "X-XCAP-Asserted-Identity: <sip:im@example.com>" --content-type application/json \
+  --body '{"recipient":"sip:bob@example.com","sender":"sip:granted{n}@example.com","media":"pager"}' --url "$DURL"
+wait $DEC || true
 
 # Ceiling: nginx serving the same 100-entry bytes as a static file.
 if command -v nginx >/dev/null 2>&1; then

@@ -16,9 +16,10 @@ use crate::policy::{
 use crate::storage::{DocKey, TreeKey};
 use crate::xcap::error::XcapError;
 use crate::xcap::xui::Xui;
+use crate::xdms::target::Node;
 use crate::xdms::target::{document_selector, Target};
 use crate::xdms::Xdms;
-use crate::xml;
+use crate::xml::{self, ParsedDoc};
 use parking_lot::Mutex;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -70,6 +71,8 @@ pub struct DecisionService {
     default_action: ImAction,
     /// Ruleset models by document, valid for one ETag.
     rulesets: Mutex<HashMap<DocKey, (String, Arc<Ruleset>)>>,
+    /// Member indexes of self-contained lists, valid for one ETag.
+    lists: ListCache,
 }
 
 impl DecisionService {
@@ -78,6 +81,7 @@ impl DecisionService {
             xdms,
             default_action,
             rulesets: Mutex::new(HashMap::new()),
+            lists: Mutex::new(HashMap::new()),
         }
     }
 
@@ -133,6 +137,7 @@ impl DecisionService {
         let identities: Vec<String> = sender.into_iter().collect();
         let resolver = XdmsLists {
             xdms: &self.xdms,
+            cache: &self.lists,
             memo: RefCell::new(HashMap::new()),
             used: RefCell::new(Vec::new()),
         };
@@ -186,22 +191,66 @@ impl DecisionService {
     }
 }
 
+/// The members of one list version, indexed by a coarse key (lowercase, parameters cut,
+/// tel separators dropped); candidates are confirmed with the exact CP-06 comparison.
+#[derive(Debug, Default)]
+pub struct ListIndex {
+    by_key: HashMap<String, Vec<String>>,
+}
+
+impl ListIndex {
+    fn insert(&mut self, uri: String) {
+        self.by_key.entry(coarse_key(&uri)).or_default().push(uri);
+    }
+
+    fn extend(&mut self, other: &ListIndex) {
+        for v in other.by_key.values() {
+            for u in v {
+                self.insert(u.clone());
+            }
+        }
+    }
+
+    fn contains(&self, identity: &str) -> bool {
+        self.by_key
+            .get(&coarse_key(identity))
+            .is_some_and(|c| c.iter().any(|m| policy::identity::uri_equal(m, identity)))
+    }
+}
+
+fn coarse_key(uri: &str) -> String {
+    let base = uri
+        .trim()
+        .split([';', '?'])
+        .next()
+        .unwrap_or("")
+        .to_lowercase();
+    if base.starts_with("tel:") {
+        base.chars()
+            .filter(|c| !matches!(c, '-' | '.' | '(' | ')'))
+            .collect()
+    } else {
+        base
+    }
+}
+
+type ListCache = Mutex<HashMap<(DocKey, String), (String, Arc<ListIndex>)>>;
+
 /// Resolves `ocp:external-list` anchors against the in-process XDMS (CP-21): members are the
 /// `<entry uri>` of the list, of nested lists, of `<entry-ref>` targets and of `<external>`
-/// lists, with loop protection. Any failure makes the whole anchor unresolved.
+/// lists, with loop protection. Any failure makes the whole anchor unresolved. Self-contained
+/// lists are indexed once per document version.
 struct XdmsLists<'a> {
     xdms: &'a Xdms,
-    memo: RefCell<HashMap<String, Result<Vec<String>, String>>>,
+    cache: &'a ListCache,
+    memo: RefCell<HashMap<String, Result<Arc<ListIndex>, String>>>,
     used: RefCell<Vec<DocumentVersion>>,
 }
 
 impl ListResolver for XdmsLists<'_> {
     fn contains(&self, anchor: &str, identity: &str) -> ListLookup {
-        let members = {
-            let memo = self.memo.borrow();
-            memo.get(anchor).cloned()
-        };
-        let members = match members {
+        let known = self.memo.borrow().get(anchor).cloned();
+        let members = match known {
             Some(m) => m,
             None => {
                 let mut visited = HashSet::new();
@@ -211,13 +260,7 @@ impl ListResolver for XdmsLists<'_> {
             }
         };
         match members {
-            Ok(list)
-                if list
-                    .iter()
-                    .any(|m| policy::identity::uri_equal(m, identity)) =>
-            {
-                ListLookup::Member
-            }
+            Ok(list) if list.contains(identity) => ListLookup::Member,
             Ok(_) => ListLookup::NotMember,
             Err(reason) => ListLookup::Unresolved(reason),
         }
@@ -225,12 +268,9 @@ impl ListResolver for XdmsLists<'_> {
 }
 
 impl XdmsLists<'_> {
-    /// The element an absolute XCAP URI (or one relative to the XCAP root) names.
-    fn with_element<T>(
-        &self,
-        uri: &str,
-        f: impl FnOnce(roxmltree::Node) -> Result<T, String>,
-    ) -> Result<T, String> {
+    /// Resolves an absolute XCAP URI (or one relative to the XCAP root) to its document
+    /// version, parse and node selector.
+    fn resolve(&self, uri: &str) -> Result<(DocKey, String, Arc<ParsedDoc>, Node), String> {
         let settings = self.xdms.settings();
         let rel = uri
             .strip_prefix(&settings.public_root)
@@ -259,14 +299,12 @@ impl XdmsLists<'_> {
                 settings.public_root,
                 document_selector(&target.key)
             ),
-            etag,
+            etag: etag.clone(),
         };
         if !self.used.borrow().contains(&version) {
             self.used.borrow_mut().push(version);
         }
-        let element = xml::select_element(parsed.doc(), &node.selector)
-            .map_err(|_| format!("{uri}: selects no element"))?;
-        f(element)
+        Ok((target.key, etag, parsed, node))
     }
 
     fn members(
@@ -274,45 +312,60 @@ impl XdmsLists<'_> {
         anchor: &str,
         visited: &mut HashSet<String>,
         depth: usize,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Arc<ListIndex>, String> {
         if depth > MAX_LIST_DEPTH || !visited.insert(anchor.to_string()) {
             return Err(format!("{anchor}: reference loop or too deep"));
         }
-        let mut out = Vec::new();
-        let mut follow: Vec<(bool, String)> = Vec::new(); // (is external anchor, reference)
-        self.with_element(anchor, |list| {
-            let mut stack = vec![list];
-            while let Some(n) = stack.pop() {
-                for c in n.children().filter(|c| c.is_element()) {
-                    match c.tag_name().name() {
-                        "entry" => out.extend(c.attribute("uri").map(str::to_string)),
-                        "list" => stack.push(c),
-                        "entry-ref" => {
-                            follow.extend(c.attribute("ref").map(|r| (false, r.to_string())))
-                        }
-                        "external" => {
-                            follow.extend(c.attribute("anchor").map(|a| (true, a.to_string())))
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            Ok(())
-        })?;
-        for (external, reference) in follow {
-            if external {
-                out.extend(self.members(&reference, visited, depth + 1)?);
-            } else {
-                let uri = self.with_element(&reference, |entry| {
-                    entry
-                        .attribute("uri")
-                        .map(str::to_string)
-                        .ok_or_else(|| format!("{reference}: entry without uri"))
-                })?;
-                out.push(uri);
+        let (key, etag, parsed, node) = self.resolve(anchor)?;
+        let cache_key = (key, node.parsed.to_string());
+        if let Some((e, idx)) = self.cache.lock().get(&cache_key) {
+            if *e == etag {
+                return Ok(idx.clone());
             }
         }
-        Ok(out)
+        let list = xml::select_element(parsed.doc(), &node.selector)
+            .map_err(|_| format!("{anchor}: selects no element"))?;
+        let mut index = ListIndex::default();
+        let mut follow: Vec<(bool, String)> = Vec::new(); // (is external anchor, reference)
+        let mut stack = vec![list];
+        while let Some(n) = stack.pop() {
+            for c in n.children().filter(|c| c.is_element()) {
+                match c.tag_name().name() {
+                    "entry" => {
+                        if let Some(u) = c.attribute("uri") {
+                            index.insert(u.to_string());
+                        }
+                    }
+                    "list" => stack.push(c),
+                    "entry-ref" => {
+                        follow.extend(c.attribute("ref").map(|r| (false, r.to_string())))
+                    }
+                    "external" => {
+                        follow.extend(c.attribute("anchor").map(|a| (true, a.to_string())))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let self_contained = follow.is_empty();
+        for (external, reference) in follow {
+            if external {
+                let nested = self.members(&reference, visited, depth + 1)?;
+                index.extend(&nested);
+            } else {
+                let (_, _, doc, entry) = self.resolve(&reference)?;
+                let uri = xml::select_element(doc.doc(), &entry.selector)
+                    .ok()
+                    .and_then(|e| e.attribute("uri").map(str::to_string))
+                    .ok_or_else(|| format!("{reference}: no entry with a uri"))?;
+                index.insert(uri);
+            }
+        }
+        let index = Arc::new(index);
+        if self_contained {
+            self.cache.lock().insert(cache_key, (etag, index.clone()));
+        }
+        Ok(index)
     }
 }
 
