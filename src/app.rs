@@ -233,6 +233,11 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             crate::proxy::http::authenticate,
         ));
     }
+    // AP-14: gzip responses for clients that ask (Accept-Encoding). Request bodies are not
+    // decoded: Jitsi sends "Content-Encoding: UTF-8", which must be ignored (IO-09c).
+    let app = app
+        .layer(tower_http::compression::CompressionLayer::new().gzip(true))
+        .layer(axum::middleware::from_fn(crate::telemetry::access_log));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let grace = std::time::Duration::from_secs(config.server.shutdown_grace_secs);
     let task = tokio::spawn(async move {

@@ -442,3 +442,45 @@ async fn safety_depth_limit() {
     assert_eq!(s.get(ALICE_LISTS).await.status, 404);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn ap14_gzip_when_asked_and_io09c_bogus_content_encoding_ignored() {
+    let s = TestServer::start().await;
+    let many: Vec<String> = (0..50).map(|i| format!("sip:u{i}@example.com")).collect();
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    let body = buddy_list(&refs);
+    // IO-09c: Jitsi's "Content-Encoding: UTF-8" is not a content-coding; ignore it.
+    let r = s
+        .put_with(
+            ALICE_LISTS,
+            RL,
+            body.clone(),
+            &[("Content-Encoding", "UTF-8")],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // reqwest (gzip feature) asks for gzip and decodes transparently; check the header raw.
+    let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+    let r = raw
+        .get(s.url(ALICE_LISTS))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap()),
+        Some("gzip")
+    );
+    let compressed = r.bytes().await.unwrap();
+    assert!(compressed.len() < body.len() / 2);
+    let plain = raw.get(s.url(ALICE_LISTS)).send().await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    assert!(
+        plain.headers().get("x-request-id").is_some(),
+        "per-request ID (access log)"
+    );
+    assert_eq!(plain.text().await.unwrap(), body);
+    s.stop().await;
+}
