@@ -37,6 +37,8 @@ pub enum AppError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Auth(#[from] FrontError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr}: {message}")]
     Bind { addr: SocketAddr, message: String },
     #[error("server failed: {0}")]
@@ -227,6 +229,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             creds.clone(),
             settings_default_domain(&config),
             config.root_path(),
+            config.tls(),
         )?);
         app = app.layer(axum::middleware::from_fn_with_state(
             front,
@@ -240,17 +243,38 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         .layer(axum::middleware::from_fn(crate::telemetry::access_log));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let grace = std::time::Duration::from_secs(config.server.shutdown_grace_secs);
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
+    let shutdown = async move {
+        let _ = stop_rx.await;
+    };
+    let task = if config.tls() {
+        let tls = crate::tls::server_config(
+            std::path::Path::new(&config.server.tls_cert_file),
+            std::path::Path::new(&config.server.tls_key_file),
+        )?;
+        let listener = crate::tls::TlsListener::new(listener, tls).map_err(|e| AppError::Bind {
+            addr: config.server.http,
+            message: e.to_string(),
+        })?;
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<crate::tls::PeerAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| AppError::Serve(e.to_string()))
         })
-        .await
-        .map_err(|e| AppError::Serve(e.to_string()))
-    });
+    } else {
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<crate::tls::PeerAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| AppError::Serve(e.to_string()))
+        })
+    };
     tracing::info!(addr = %http_addr, root = %config.server.xcap_root, "xcapd listening");
     Ok(Running {
         http_addr,

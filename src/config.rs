@@ -51,6 +51,9 @@ pub struct ServerConfig {
     pub schemas_dir: PathBuf,
     pub validation_workers: usize,
     pub shutdown_grace_secs: u64,
+    /// TLS (HT-02): PEM certificate chain and private key; both empty = plain HTTP.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +69,8 @@ impl Default for ServerConfig {
             schemas_dir: PathBuf::from("schemas"),
             validation_workers: 2,
             shutdown_grace_secs: 10,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
@@ -356,6 +361,11 @@ impl Config {
                 self.policy.im_default
             )));
         }
+        if self.server.tls_cert_file.is_empty() != self.server.tls_key_file.is_empty() {
+            return Err(ConfigError::Invalid(
+                "server.tls_cert_file and server.tls_key_file go together".into(),
+            ));
+        }
         if self.server.validation_workers == 0 {
             return Err(ConfigError::Invalid(
                 "server.validation_workers must be at least 1".into(),
@@ -374,10 +384,15 @@ impl Config {
         self.server.xcap_root.trim_end_matches('/')
     }
 
+    pub fn tls(&self) -> bool {
+        !self.server.tls_cert_file.is_empty()
+    }
+
     /// The absolute URL of the XCAP root, without trailing slash.
     pub fn public_root(&self, bound: SocketAddr) -> String {
         if self.server.public_url.is_empty() {
-            format!("http://{bound}{}", self.root_path())
+            let scheme = if self.tls() { "https" } else { "http" };
+            format!("{scheme}://{bound}{}", self.root_path())
         } else {
             self.server.public_url.trim_end_matches('/').to_string()
         }

@@ -19,6 +19,7 @@ pub mod policy;
 pub mod proxy;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;
 pub mod xcap;
 pub mod xdms;
 pub mod xml;

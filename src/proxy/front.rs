@@ -60,6 +60,8 @@ pub struct Front {
     default_realm: String,
     default_domain: Option<String>,
     root_path: String,
+    /// The listener is TLS: Basic may be offered (HT-02).
+    tls: bool,
 }
 
 impl Front {
@@ -68,6 +70,7 @@ impl Front {
         creds: Arc<dyn CredentialStore>,
         default_domain: Option<String>,
         root_path: &str,
+        tls: bool,
     ) -> Result<Front, FrontError> {
         let digest = if cfg.digest {
             let mut algorithms = Vec::new();
@@ -122,6 +125,7 @@ impl Front {
             default_realm,
             default_domain,
             root_path: root_path.to_string(),
+            tls,
         })
     }
 
@@ -167,7 +171,7 @@ impl Front {
             .to_ascii_lowercase();
         let result = match scheme.as_str() {
             "digest" if self.digest.is_some() => self.digest(req, &authorization, now),
-            "basic" if self.basic && (req.tls || self.basic_without_tls) => {
+            "basic" if self.basic && (req.tls || self.tls || self.basic_without_tls) => {
                 self.basic(req, &authorization, now)
             }
             "bearer" if self.jwt.is_some() => self.bearer(&authorization),
@@ -197,7 +201,7 @@ impl Front {
         if let Some(d) = &self.digest {
             out.extend(d.challenges(&realm, stale, now));
         }
-        if self.basic && (req.tls || self.basic_without_tls) {
+        if self.basic && (req.tls || self.tls || self.basic_without_tls) {
             out.push(basic_challenge(&realm));
         }
         if self.jwt.is_some() {

@@ -7,17 +7,17 @@ use crate::proxy::front::{AuthOutcome, Front, RequestInfo};
 use crate::proxy::trust::{
     X_3GPP_ASSERTED_IDENTITY, X_3GPP_INTENDED_IDENTITY, X_XCAP_ASSERTED_IDENTITY,
 };
+use crate::tls::PeerAddr;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, Response, StatusCode};
 use axum::middleware::Next;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub async fn authenticate(
     State(front): State<Arc<Front>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
     mut req: Request,
     next: Next,
 ) -> Response<Body> {
