@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use xcapd::config::AuthMode;
 use xcapd::storage::credentials::{make_credential, Role};
@@ -92,7 +92,7 @@ async fn https_get(
     let pem = std::fs::read(cert).unwrap();
     let mut roots = RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots.add(CertificateDer::from(c.unwrap())).unwrap();
+        roots.add(c.unwrap()).unwrap();
     }
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let cfg = ClientConfig::builder_with_provider(provider)
