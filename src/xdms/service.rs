@@ -17,7 +17,7 @@ use crate::xdms::generated;
 use crate::xdms::locks::DocLocks;
 use crate::xdms::target::{document_selector, NodeTarget, Target};
 use crate::xdms::unique::UniqueUris;
-use crate::xdms::validate::{check_document, xml_error, CheckContext};
+use crate::xdms::validate::{check_document, check_hooks, check_schema, xml_error, CheckContext};
 use crate::xml::{self, attvalue, Limits, ParsedDoc, XmlError};
 use crate::xsd::Validator;
 use bytes::Bytes;
@@ -343,9 +343,8 @@ impl Xdms {
             {
                 return Err(XcapError::PreconditionFailed);
             }
-            let (new_doc, created) = self.apply_put(target, req, current.as_ref())?;
-            let new_doc = Arc::new(new_doc);
-            self.validate(target, &new_doc).await?;
+            let tentative = self.apply_put(target, req, current.as_ref())?;
+            let (new_doc, created) = self.finish(target, tentative).await?;
             let expect = match &current_etag {
                 Some(e) => Expect::Etag(e.clone()),
                 None => Expect::Absent,
@@ -372,7 +371,7 @@ impl Xdms {
         target: &Target,
         req: &XcapRequest,
         current: Option<&StoredDocument>,
-    ) -> Result<(ParsedDoc, bool), XcapError> {
+    ) -> Result<Tentative, XcapError> {
         let limits = &self.settings.limits;
         let ct = req.content_type.as_deref();
         match &target.node {
@@ -386,7 +385,7 @@ impl Xdms {
                 }
                 let text = xml::check_document(&req.body).map_err(xml_error)?;
                 let parsed = ParsedDoc::parse(Arc::from(text), limits).map_err(xml_error)?;
-                Ok((parsed, current.is_none()))
+                Ok(Tentative::Parsed(parsed, current.is_none()))
             }
             Some(node) => {
                 let (expected, is_element) = match node.kind {
@@ -411,12 +410,18 @@ impl Xdms {
                     .map_err(|_| XcapError::conflict(Conflict::NotUtf8))?;
                 let parsed = self.parsed(&target.key, doc)?;
                 let edit = if is_element {
-                    xml::put_element_in(parsed.text(), parsed.doc(), &node.selector, body, limits)
+                    xml::put_element_pending(
+                        parsed.text(),
+                        parsed.doc(),
+                        &node.selector,
+                        body,
+                        limits,
+                    )
                 } else {
-                    xml::put_attribute_in(parsed.text(), parsed.doc(), &node.selector, body, limits)
+                    xml::put_attribute_pending(parsed.text(), parsed.doc(), &node.selector, body)
                 };
                 match edit {
-                    Ok(edit) => Ok(edit),
+                    Ok(edit) => Ok(Tentative::Pending(edit)),
                     Err(XmlError::NoParent { matched_steps }) => {
                         Err(XcapError::conflict(Conflict::NoParent {
                             ancestor: Some(
@@ -478,7 +483,14 @@ impl Xdms {
         Ok(())
     }
 
-    async fn validate(&self, target: &Target, doc: &ParsedDoc) -> Result<(), XcapError> {
+    /// Checks a tentative version (OP-23): for an edit, the re-parse with its idempotency
+    /// check runs here while the schema validates the new text on a worker; the idempotency
+    /// verdict comes first, then the schema, then the hooks.
+    async fn finish(
+        &self,
+        target: &Target,
+        tentative: Tentative,
+    ) -> Result<(Arc<ParsedDoc>, bool), XcapError> {
         let ctx = CheckContext {
             public_root: &self.settings.public_root,
             owner: target.owner.as_deref(),
@@ -486,7 +498,27 @@ impl Xdms {
             allow_foreign_references: self.settings.allow_foreign_references,
             oma_compliant: self.settings.oma_compliant,
         };
-        check_document(&target.usage, &self.validator, doc, &ctx).await
+        match tentative {
+            Tentative::Parsed(doc, created) => {
+                check_document(&target.usage, &self.validator, &doc, &ctx).await?;
+                Ok((Arc::new(doc), created))
+            }
+            Tentative::Pending(edit) => {
+                let Some(node) = &target.node else {
+                    return Err(XcapError::Internal("edit without node selector".into()));
+                };
+                let text = edit.text.clone();
+                let limits = &self.settings.limits;
+                let (schema, verified) =
+                    tokio::join!(check_schema(&target.usage, &self.validator, text), async {
+                        edit.verify(&node.selector, limits)
+                    });
+                let (doc, created) = verified.map_err(xml_error)?;
+                schema?;
+                check_hooks(&target.usage, &doc, &ctx)?;
+                Ok((Arc::new(doc), created))
+            }
+        }
     }
 
     async fn delete(&self, target: &Target, req: &XcapRequest) -> Result<XcapResponse, XcapError> {
@@ -508,16 +540,10 @@ impl Xdms {
                 None => self.commit_delete(target, expect).await.map(|_| None),
                 Some(node) => {
                     let parsed = self.parsed(&target.key, &current)?;
-                    let new_doc = Arc::new(
-                        xml::delete_node_in(
-                            parsed.text(),
-                            parsed.doc(),
-                            &node.selector,
-                            &self.settings.limits,
-                        )
-                        .map_err(get_error)?,
-                    );
-                    self.validate(target, &new_doc).await?;
+                    let pending =
+                        xml::delete_node_pending(parsed.text(), parsed.doc(), &node.selector)
+                            .map_err(get_error)?;
+                    let (new_doc, _) = self.finish(target, Tentative::Pending(pending)).await?;
                     self.commit(target, expect, new_doc)
                         .await
                         .map(|(etag, _)| Some(etag))
@@ -610,6 +636,14 @@ impl Xdms {
             seq,
         });
     }
+}
+
+/// A new document version before its checks.
+enum Tentative {
+    /// A whole document PUT, already parsed.
+    Parsed(ParsedDoc, bool),
+    /// An element or attribute edit, not yet re-parsed.
+    Pending(xml::PendingEdit),
 }
 
 enum CommitError {

@@ -7,6 +7,7 @@ use crate::appusage::AppUsage;
 use crate::xcap::error::{Conflict, ExistsField, XcapError};
 use crate::xml::{ParsedDoc, XmlError};
 use crate::xsd::{Validator, XsdError};
+use std::sync::Arc;
 
 pub struct CheckContext<'a> {
     pub public_root: &'a str,
@@ -24,46 +25,57 @@ pub async fn check_document(
     parsed: &ParsedDoc,
     ctx: &CheckContext<'_>,
 ) -> Result<(), XcapError> {
-    let schema = async {
-        if usage.descriptor.schema.is_some() {
-            validator
-                .validate(usage.auid(), parsed.shared_text().clone())
-                .await
-        } else {
-            Ok(())
-        }
-    };
-    let hooks = async {
-        let hook_ctx = HookContext {
-            xcap_root: ctx.public_root,
-            auid: usage.auid(),
-            xui: ctx.owner,
-            document_path: ctx.document_path,
-            allow_foreign_references: ctx.allow_foreign_references,
-            oma_compliant: ctx.oma_compliant,
-        };
-        usage
-            .hooks
-            .iter()
-            .try_for_each(|(_, hook)| hook(parsed.doc(), &hook_ctx))
-    };
-    let (schema, hooks) = tokio::join!(schema, hooks);
-    match schema {
-        Ok(()) => {}
+    let (schema, hooks) = tokio::join!(
+        check_schema(usage, validator, parsed.shared_text().clone()),
+        async { check_hooks(usage, parsed, ctx) }
+    );
+    schema?;
+    hooks
+}
+
+/// OP-23a: the schema of the usage (409 `<schema-validation-error>` with the first message).
+pub async fn check_schema(
+    usage: &AppUsage,
+    validator: &Validator,
+    text: Arc<str>,
+) -> Result<(), XcapError> {
+    if usage.descriptor.schema.is_none() {
+        return Ok(());
+    }
+    match validator.validate(usage.auid(), text).await {
+        Ok(()) => Ok(()),
         Err(XsdError::Invalid { message, line, .. }) => {
             let phrase = match line {
                 Some(l) => format!("line {l}: {message}"),
                 None => message,
             };
-            return Err(XcapError::conflict_with(Conflict::SchemaValidation, phrase));
+            Err(XcapError::conflict_with(Conflict::SchemaValidation, phrase))
         }
-        Err(e) => {
-            return Err(XcapError::Internal(format!(
-                "schema validation failed: {e}"
-            )))
-        }
+        Err(e) => Err(XcapError::Internal(format!(
+            "schema validation failed: {e}"
+        ))),
     }
-    hooks.map_err(violation)
+}
+
+/// OP-23b/c: the usage's uniqueness and other constraints, on the parsed tree.
+pub fn check_hooks(
+    usage: &AppUsage,
+    parsed: &ParsedDoc,
+    ctx: &CheckContext<'_>,
+) -> Result<(), XcapError> {
+    let hook_ctx = HookContext {
+        xcap_root: ctx.public_root,
+        auid: usage.auid(),
+        xui: ctx.owner,
+        document_path: ctx.document_path,
+        allow_foreign_references: ctx.allow_foreign_references,
+        oma_compliant: ctx.oma_compliant,
+    };
+    usage
+        .hooks
+        .iter()
+        .try_for_each(|(_, hook)| hook(parsed.doc(), &hook_ctx))
+        .map_err(violation)
 }
 
 /// Maps a hook's verdict to its 409 (OP-23b, OP-23c).

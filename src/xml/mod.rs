@@ -17,7 +17,8 @@ pub use nsbind::{get_namespace_bindings, get_namespace_bindings_in};
 pub use parse::{check_document, parse_document, Limits};
 pub use parsed::ParsedDoc;
 pub use splice::{
-    delete_node, delete_node_in, put_attribute, put_attribute_in, put_element, put_element_in, Edit,
+    delete_node, delete_node_in, delete_node_pending, put_attribute, put_attribute_in,
+    put_attribute_pending, put_element, put_element_in, put_element_pending, Edit, PendingEdit,
 };
 
 use thiserror::Error;

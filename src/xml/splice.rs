@@ -80,6 +80,18 @@ pub fn put_element_in(
     body: &str,
     limits: &Limits,
 ) -> Result<(ParsedDoc, bool), XmlError> {
+    put_element_pending(doc, parsed, sel, body, limits)?.verify(sel, limits)
+}
+
+/// The splice of [`put_element_in`] without its verification, so that the caller can start
+/// validating the new text while [`PendingEdit::verify`] re-parses it.
+pub fn put_element_pending(
+    doc: &str,
+    parsed: &Document<'_>,
+    sel: &ResolvedSelector,
+    body: &str,
+    limits: &Limits,
+) -> Result<PendingEdit, XmlError> {
     // A terminal selector here is a caller bug: attributes go through put_attribute and
     // namespace::* is answered 405 (OP-37).
     let Some((target, parent_steps)) = sel.steps.split_last() else {
@@ -115,15 +127,11 @@ pub fn put_element_in(
 
     let document = splice.apply(doc);
     let inserted = splice.content_start()..splice.content_start() + fragment.text.len();
-    // OP-12, ER-08: the URI must now select exactly the inserted element.
-    let reparsed = reparse(document, limits, XmlError::CannotInsert)?;
-    let selects_inserted =
-        matches!(locate(reparsed.doc(), &sel.steps), Ok(node) if node.range() == inserted);
-    if selects_inserted {
-        Ok((reparsed, created))
-    } else {
-        Err(XmlError::CannotInsert)
-    }
+    Ok(PendingEdit {
+        text: Arc::from(document),
+        created,
+        check: Check::Inserted(inserted),
+    })
 }
 
 /// Finds where a new element goes (RFC 4825 §8.2.3; OP-13..OP-17).
@@ -221,6 +229,16 @@ pub fn put_attribute_in(
     body: &str,
     limits: &Limits,
 ) -> Result<(ParsedDoc, bool), XmlError> {
+    put_attribute_pending(doc, parsed, sel, body)?.verify(sel, limits)
+}
+
+/// The splice of [`put_attribute_in`] without its verification.
+pub fn put_attribute_pending(
+    doc: &str,
+    parsed: &Document<'_>,
+    sel: &ResolvedSelector,
+    body: &str,
+) -> Result<PendingEdit, XmlError> {
     let Some(ResolvedTerminal::Attribute(name)) = &sel.terminal else {
         return Err(XmlError::CannotInsert);
     };
@@ -283,18 +301,15 @@ pub fn put_attribute_in(
     };
 
     let document = splice.apply(doc);
-    // OP-22, ER-08: the URI must still select this element's attribute, now with the new value.
-    let reparsed = reparse(document, limits, XmlError::CannotInsert)?;
-    let selects_new_value = matches!(
-        locate(reparsed.doc(), &sel.steps),
-        Ok(node) if node.range().start == element_start
-            && find_attribute(node, name).is_some_and(|a| a.value() == value)
-    );
-    if selects_new_value {
-        Ok((reparsed, created))
-    } else {
-        Err(XmlError::CannotInsert)
-    }
+    Ok(PendingEdit {
+        text: Arc::from(document),
+        created,
+        check: Check::Attribute {
+            element_start,
+            name: name.clone(),
+            value,
+        },
+    })
 }
 
 /// Decodes an attribute PUT body (OP-20, IO-11e). A quoted AttValue may be surrounded by
@@ -390,6 +405,17 @@ pub fn delete_node_in(
     sel: &ResolvedSelector,
     limits: &Limits,
 ) -> Result<ParsedDoc, XmlError> {
+    delete_node_pending(doc, parsed, sel)?
+        .verify(sel, limits)
+        .map(|(p, _)| p)
+}
+
+/// The removal of [`delete_node_in`] without its verification.
+pub fn delete_node_pending(
+    doc: &str,
+    parsed: &Document<'_>,
+    sel: &ResolvedSelector,
+) -> Result<PendingEdit, XmlError> {
     let element = locate_element(parsed, &sel.steps)?;
     let range = match &sel.terminal {
         // OP-37: the caller answers 405 before getting here.
@@ -412,26 +438,81 @@ pub fn delete_node_in(
     let mut document = String::with_capacity(doc.len() - range.len());
     document.push_str(&doc[..range.start]);
     document.push_str(&doc[range.end..]);
-    // OP-34, ER-09: afterwards the same URI must select nothing.
-    let reparsed = reparse(document, limits, XmlError::CannotDelete)?;
-    let still_selected = match locate(reparsed.doc(), &sel.steps) {
-        Err(_) => false,
-        Ok(node) => match &sel.terminal {
-            Some(ResolvedTerminal::Attribute(name)) => find_attribute(node, name).is_some(),
-            _ => true,
-        },
-    };
-    if still_selected {
-        Err(XmlError::CannotDelete)
-    } else {
-        Ok(reparsed)
+    Ok(PendingEdit {
+        text: Arc::from(document),
+        created: false,
+        check: Check::Deleted,
+    })
+}
+
+/// What must hold once an edited text is re-parsed (GET(PUT(x)) == x, idempotent DELETE).
+#[derive(Debug)]
+enum Check {
+    /// OP-12, ER-08: the URI selects exactly the inserted element.
+    Inserted(Range<usize>),
+    /// OP-22, ER-08: the URI still selects this element's attribute, with the new value.
+    Attribute {
+        element_start: usize,
+        name: ExpandedName,
+        value: String,
+    },
+    /// OP-34, ER-09: the URI selects nothing any more.
+    Deleted,
+}
+
+/// An edited document text, not yet re-parsed and verified.
+#[derive(Debug)]
+pub struct PendingEdit {
+    pub text: Arc<str>,
+    pub created: bool,
+    check: Check,
+}
+
+impl PendingEdit {
+    /// Re-parses the new text and checks the RFC 4825 idempotency rule for the edit.
+    pub fn verify(
+        self,
+        sel: &ResolvedSelector,
+        limits: &Limits,
+    ) -> Result<(ParsedDoc, bool), XmlError> {
+        let failure = match self.check {
+            Check::Deleted => XmlError::CannotDelete,
+            _ => XmlError::CannotInsert,
+        };
+        let reparsed = reparse(self.text, limits, failure.clone())?;
+        let located = locate(reparsed.doc(), &sel.steps);
+        let holds = match (&self.check, located) {
+            (Check::Inserted(range), Ok(node)) => node.range() == *range,
+            (
+                Check::Attribute {
+                    element_start,
+                    name,
+                    value,
+                },
+                Ok(node),
+            ) => {
+                node.range().start == *element_start
+                    && find_attribute(node, name).is_some_and(|a| a.value() == value)
+            }
+            (Check::Deleted, Err(_)) => true,
+            (Check::Deleted, Ok(node)) => match &sel.terminal {
+                Some(ResolvedTerminal::Attribute(name)) => find_attribute(node, name).is_none(),
+                _ => false,
+            },
+            _ => false,
+        };
+        if holds {
+            Ok((reparsed, self.created))
+        } else {
+            Err(failure)
+        }
     }
 }
 
 /// Re-parses an edited document. Caps still apply as such; any other failure means the edit
 /// cannot be made (`otherwise`).
-fn reparse(text: String, limits: &Limits, otherwise: XmlError) -> Result<ParsedDoc, XmlError> {
-    ParsedDoc::parse(Arc::from(text), limits).map_err(|e| match e {
+fn reparse(text: Arc<str>, limits: &Limits, otherwise: XmlError) -> Result<ParsedDoc, XmlError> {
+    ParsedDoc::parse(text, limits).map_err(|e| match e {
         XmlError::TooDeep | XmlError::TooManyNodes => e,
         _ => otherwise,
     })
