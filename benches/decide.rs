@@ -64,6 +64,7 @@ async fn main() {
     c.server.auth = AuthMode::Required;
     c.auth.trusted_peers = vec!["127.0.0.1/32".into()];
     c.log.level = "warn".into();
+    c.admin.listen = "127.0.0.1:0".into();
     let running = xcapd::app::start(c).await.unwrap_or_else(|e| {
         eprintln!("start: {e}");
         std::process::exit(1)

@@ -16,6 +16,7 @@ cargo build --release --bin xcapd --bin xcapd-load --bin xcapd-bench-decide >/de
 BIN=target/release/xcapd
 LOAD=target/release/xcapd-load
 X=http://127.0.0.1:$PORT/xcap-root
+export XCAPD_ADMIN_LISTEN=127.0.0.1:0   # several servers run at once
 
 cleanup() {
   [ -n "${SRV:-}" ] && kill "$SRV" 2>/dev/null || true

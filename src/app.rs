@@ -1,11 +1,13 @@
-//! Composition root (design.md §2, L4): builds the registry, validator, storage backend, XDMS
-//! and HTTP listener from the configuration, and runs them until shutdown. The only module that
-//! names concrete storage backends.
+//! Composition root (design.md §2, L4): builds the registry, validator, storage backend, XDMS,
+//! metrics, the XCAP HTTP listener and the admin listener from the configuration, and runs them
+//! until shutdown. The only module that names concrete storage backends.
 
+use crate::admin::{AdminError, AdminState};
 use crate::appusage::{Registry, RegistryError};
 use crate::config::{Config, ConfigError, StorageBackend};
 use crate::decision::DecisionService;
 use crate::event::DocumentChanged;
+use crate::metrics::{count_documents, track_requests, InstrumentedStore, Metrics, RequestTracker};
 use crate::proxy::front::{Front, FrontError};
 use crate::proxy::route::{Routes, Target};
 use crate::proxy::upstream::Upstream;
@@ -22,7 +24,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use thiserror::Error;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
 #[derive(Debug, Error)]
@@ -38,6 +40,8 @@ pub enum AppError {
     #[error(transparent)]
     Auth(#[from] FrontError),
     #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr}: {message}")]
     Bind { addr: SocketAddr, message: String },
@@ -48,6 +52,9 @@ pub enum AppError {
 /// A started server. Dropping it does not stop it; call [`Running::shutdown`].
 pub struct Running {
     pub http_addr: SocketAddr,
+    /// The admin API listener; None when `admin.listen` is empty.
+    pub admin_addr: Option<SocketAddr>,
+    pub metrics: Arc<Metrics>,
     pub decisions: Arc<DecisionService>,
     pub xdms: Arc<Xdms>,
     pub credentials: Arc<dyn CredentialStore>,
@@ -149,6 +156,13 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     }
     let (registry, validator) = load_usages(&config)?;
     let (store, creds) = open_store(&config)?;
+    let metrics = Arc::new(Metrics::new(registry.iter().map(|u| u.auid().to_string())));
+    // Counted before serving, so no write races with the count.
+    metrics.set_documents(count_documents(
+        store.as_ref(),
+        registry.iter().map(|u| u.auid()),
+    )?);
+    let store: Arc<dyn DocumentStore> = Arc::new(InstrumentedStore::new(store, metrics.clone()));
     let listener = tokio::net::TcpListener::bind(config.server.http)
         .await
         .map_err(|e| AppError::Bind {
@@ -241,11 +255,50 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let app = app
         .layer(tower_http::compression::CompressionLayer::new().gzip(true))
         .layer(axum::middleware::from_fn(crate::telemetry::access_log));
+    // Outermost, so refused requests are counted too.
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        RequestTracker::new(metrics.clone(), config.root_path()),
+        track_requests,
+    ));
+    let admin = match config.admin.listen_addr()? {
+        None => None,
+        Some(addr) => {
+            let token = crate::admin::resolve_token(
+                &config.admin.token,
+                &config.admin.token_file,
+                &config.server.data_dir,
+            )?;
+            let issuer = crate::admin::hs256_issuer(
+                &config.auth.jwt_hs256_secret_file,
+                &config.auth.jwt_issuer,
+                &config.auth.jwt_audience,
+            )?
+            .map(Arc::new);
+            let (admin_listener, admin_addr) = bind(addr).await?;
+            let admin_app = crate::admin::router(AdminState {
+                xdms: xdms.clone(),
+                store: store.clone(),
+                creds: creds.clone(),
+                metrics: metrics.clone(),
+                token,
+                issuer,
+                root_path: config.root_path().to_string(),
+                default_domain: settings_default_domain(&config),
+                max_import_bytes: config.admin.max_import_bytes,
+            });
+            Some((admin_listener, admin_addr, admin_app))
+        }
+    };
+    let admin_addr = admin.as_ref().map(|(_, addr, _)| *addr);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let grace = std::time::Duration::from_secs(config.server.shutdown_grace_secs);
-    let shutdown = async move {
+    // One stop signal for both listeners.
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
         let _ = stop_rx.await;
-    };
+        let _ = shutdown_tx.send(true);
+    });
+    let shutdown = stopped(shutdown_rx.clone());
     let task = if config.tls() {
         let tls = crate::tls::server_config(
             std::path::Path::new(&config.server.tls_cert_file),
@@ -275,9 +328,24 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             .map_err(|e| AppError::Serve(e.to_string()))
         })
     };
+    let task = match admin {
+        None => task,
+        Some((listener, addr, app)) => {
+            let admin_task = tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped(shutdown_rx))
+                    .await
+                    .map_err(|e| AppError::Serve(e.to_string()))
+            });
+            tracing::info!(addr = %addr, "admin API listening");
+            join_servers(task, admin_task)
+        }
+    };
     tracing::info!(addr = %http_addr, root = %config.server.xcap_root, "xcapd listening");
     Ok(Running {
         http_addr,
+        admin_addr,
+        metrics,
         decisions,
         xdms,
         credentials: creds,
@@ -285,6 +353,50 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         stop: Some(stop_tx),
         task,
         grace,
+    })
+}
+
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), AppError> {
+    let bind_error = |e: std::io::Error| AppError::Bind {
+        addr,
+        message: e.to_string(),
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, bound))
+}
+
+/// Resolves once shutdown is signalled (or the signal can no longer come).
+async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Aborts the tasks it holds when dropped (after they finished, that does nothing).
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// One task for both servers: it ends when both have stopped, with the first failure, and
+/// aborting it (the shutdown grace ran out) aborts both.
+fn join_servers(
+    xcap: JoinHandle<Result<(), AppError>>,
+    admin: JoinHandle<Result<(), AppError>>,
+) -> JoinHandle<Result<(), AppError>> {
+    tokio::spawn(async move {
+        let _abort = AbortOnDrop(vec![xcap.abort_handle(), admin.abort_handle()]);
+        let (xcap, admin) = tokio::join!(xcap, admin);
+        for result in [xcap, admin] {
+            result.map_err(|e| AppError::Serve(e.to_string()))??;
+        }
+        Ok(())
     })
 }
 

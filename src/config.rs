@@ -89,9 +89,9 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             backend: StorageBackend::Sled,
-            cache_capacity_mb: 64,
+            cache_capacity_mb: 32,
             group_commit: true,
-            document_cache_mb: 32,
+            document_cache_mb: 16,
         }
     }
 }
@@ -263,12 +263,64 @@ impl Default for PolicyConfig {
     }
 }
 
+/// The admin API listener (issue #3 scope 6; README "Admin API").
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Admin API listener (users, backup/restore, tokens, health, metrics). Empty: disabled.
+    pub listen: String,
+    /// Admin bearer token. Empty: read from `token_file`; both empty: a random token kept in
+    /// `<data_dir>/admin-token` (created on first start). At least 16 characters.
+    pub token: String,
+    pub token_file: String,
+    /// Largest body of `POST /users/{xui}/import`.
+    pub max_import_bytes: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "127.0.0.1:8081".into(),
+            token: String::new(),
+            token_file: String::new(),
+            max_import_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl std::fmt::Debug for AdminConfig {
+    // The token is a secret (design.md §7).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &(!self.token.is_empty()).then_some("<redacted>"))
+            .field("token_file", &self.token_file)
+            .field("max_import_bytes", &self.max_import_bytes)
+            .finish()
+    }
+}
+
+impl AdminConfig {
+    /// The admin listener address; None when the admin API is disabled.
+    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.listen.trim().is_empty() {
+            return Ok(None);
+        }
+        self.listen
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid(format!("admin.listen {:?}: {e}", self.listen)))
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
     pub policy: PolicyConfig,
     pub auth: AuthConfig,
+    pub admin: AdminConfig,
     pub routing: RoutingConfig,
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
@@ -338,6 +390,12 @@ impl Config {
         if let Some(v) = get("XCAPD_LOG") {
             self.log.level = v;
         }
+        if let Some(v) = get("XCAPD_ADMIN_LISTEN") {
+            self.admin.listen = v;
+        }
+        if let Some(v) = get("XCAPD_ADMIN_TOKEN_FILE") {
+            self.admin.token_file = v;
+        }
         Ok(())
     }
 
@@ -364,6 +422,18 @@ impl Config {
         if self.server.tls_cert_file.is_empty() != self.server.tls_key_file.is_empty() {
             return Err(ConfigError::Invalid(
                 "server.tls_cert_file and server.tls_key_file go together".into(),
+            ));
+        }
+        if let Some(admin) = self.admin.listen_addr()? {
+            if admin == self.server.http && admin.port() != 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "admin.listen {admin} is the XCAP listener's address"
+                )));
+            }
+        }
+        if !self.admin.token.is_empty() && !self.admin.token_file.is_empty() {
+            return Err(ConfigError::Invalid(
+                "set either admin.token or admin.token_file, not both".into(),
             ));
         }
         if self.server.validation_workers == 0 {
@@ -422,6 +492,34 @@ mod tests {
         c.apply_env(|k| (k == "XCAPD_HTTP").then(|| "127.0.0.1:9100".to_string()))
             .unwrap();
         assert_eq!(c.server.http.port(), 9100);
+    }
+
+    #[test]
+    fn admin_listener_defaults_to_loopback_and_can_be_disabled() {
+        let c = Config::default();
+        assert_eq!(
+            c.admin.listen_addr().unwrap(),
+            Some("127.0.0.1:8081".parse().unwrap())
+        );
+        let c = Config::from_toml("t", "[admin]\nlisten = \"\"\n").unwrap();
+        assert_eq!(c.admin.listen_addr().unwrap(), None);
+        c.validate().unwrap();
+        let c = Config::from_toml("t", "[admin]\nlisten = \"nope\"\n").unwrap();
+        assert!(c.validate().is_err());
+        let c = Config::from_toml("t", "[admin]\ntoken = \"a\"\ntoken_file = \"b\"\n").unwrap();
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.apply_env(|k| (k == "XCAPD_ADMIN_LISTEN").then(String::new))
+            .unwrap();
+        assert_eq!(c.admin.listen_addr().unwrap(), None);
+    }
+
+    #[test]
+    fn admin_token_is_redacted_in_debug() {
+        let c = Config::from_toml("t", "[admin]\ntoken = \"s3cret-admin-token\"\n").unwrap();
+        let text = format!("{c:?}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("<redacted>"));
     }
 
     #[test]

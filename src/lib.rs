@@ -4,9 +4,10 @@
 //! - L0 pure core: [`xcap`], [`xml`], [`event`], [`authz`]
 //! - L1 adapters: [`xsd`] (libxml), [`storage`] (sled, memory)
 //! - L2 services: [`appusage`], [`xdms::service`]
-//! - L3 edges: [`xdms::http`]
-//! - L4 composition: [`config`], [`app`], [`cli`], [`telemetry`]
+//! - L3 edges: [`xdms::http`], [`admin`]
+//! - L4 composition: [`config`], [`app`], [`cli`], [`telemetry`], [`metrics`]
 
+pub mod admin;
 pub mod app;
 pub mod appusage;
 pub mod authz;
@@ -15,6 +16,7 @@ pub mod cli_user;
 pub mod config;
 pub mod decision;
 pub mod event;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod storage;

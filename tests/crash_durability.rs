@@ -23,6 +23,8 @@ fn spawn(port: u16, data: &std::path::Path) -> Child {
         .arg(data)
         .env("XCAPD_LOG", "warn")
         .env("XCAPD_AUTH", "none")
+        // Not the default 127.0.0.1:8081: a server already running there must not fail the test.
+        .env("XCAPD_ADMIN_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

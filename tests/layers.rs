@@ -59,7 +59,7 @@ fn l0_core_has_no_io() {
 
 #[test]
 fn only_the_composition_root_names_backends() {
-    for dir in ["xcap", "xml", "xdms", "appusage", "xsd"] {
+    for dir in ["xcap", "xml", "xdms", "appusage", "xsd", "admin"] {
         check(dir, &["SledStore", "MemoryStore"]);
     }
 }

@@ -36,6 +36,7 @@ async fn proxy_routes_to_remote_xdms_and_reports_its_failure() {
         .args(["--http", &format!("127.0.0.1:{port}"), "--data"])
         .arg(dir.path().join("data"))
         .env("XCAPD_LOG", "warn")
+        .env("XCAPD_ADMIN_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -7,9 +7,14 @@ use std::path::{Path, PathBuf};
 use xcapd::app::{self, Running};
 use xcapd::config::{Config, StorageBackend};
 
+/// The admin token every test server uses.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
 pub struct TestServer {
     pub running: Option<Running>,
     pub root: String,
+    /// Base URL of the admin API, e.g. `http://127.0.0.1:41234` (None when disabled).
+    pub admin: Option<String>,
     pub client: reqwest::Client,
     pub dir: tempfile::TempDir,
 }
@@ -30,6 +35,8 @@ pub fn test_config(dir: &Path) -> Config {
     c.server.auth = xcapd::config::AuthMode::None;
     c.storage.backend = StorageBackend::Sled;
     c.log.level = "warn".into();
+    c.admin.listen = "127.0.0.1:0".into();
+    c.admin.token = ADMIN_TOKEN.into();
     c
 }
 
@@ -44,9 +51,11 @@ impl TestServer {
         adjust(&mut config);
         let running = app::start(config).await.expect("server starts");
         let root = format!("http://{}/xcap-root", running.http_addr);
+        let admin = running.admin_addr.map(|a| format!("http://{a}"));
         TestServer {
             running: Some(running),
             root,
+            admin,
             client: reqwest::Client::builder().build().unwrap(),
             dir,
         }
