@@ -94,6 +94,33 @@ run "GET document, 100 entries, Digest reuse (4 conns)" --connections 4 --digest
 run "GET document, 100 entries, JWT bearer (4 conns)"   --connections 4 --header "Authorization: Bearer $JWT" --url $XA/resource-lists/users/sip:small@example.com/index
 kill $AUTH_SRV
 
+# Proxy -> remote XDMS (issue #3): the same GET sent directly to a remote XDMS (identity
+# asserted from a trusted peer) and through a proxy that authenticates a JWT and forwards.
+RPORT=$((PORT + 4)); PPORT=$((PORT + 5))
+printf '[server]\nauth = "required"\n[auth]\ntrusted_peers = ["127.0.0.1/32"]\n' > "$WORK/remote.toml"
+cat > "$WORK/proxy.toml" <<TOML
+[server]
+auth = "required"
+[auth]
+jwt_hs256_secret_file = "$WORK/jwt.key"
+[[routing.targets]]
+name = "shared"
+url = "http://127.0.0.1:$RPORT/xcap-root"
+auids = ["resource-lists"]
+trusted_hop = true
+TOML
+XCAPD_LOG=warn $BIN serve --config "$WORK/remote.toml" --http 127.0.0.1:$RPORT --data "$WORK/remote-data" &
+REMOTE=$!
+XCAPD_LOG=warn $BIN serve --config "$WORK/proxy.toml" --http 127.0.0.1:$PPORT --data "$WORK/proxy-data" &
+PROXY=$!
+for _ in $(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:$RPORT/xcap-root/ && curl -s -o /dev/null http://127.0.0.1:$PPORT/xcap-root/ && break; sleep 0.1; done
+curl -sf -X PUT -H "X-XCAP-Asserted-Identity: <sip:small@example.com>" -H "Content-Type: $RL" --data-binary @"$WORK/l100.xml" http://127.0.0.1:$RPORT/xcap-root/resource-lists/users/sip:small@example.com/index >/dev/null
+run "GET document, 100 entries, remote XDMS direct (4 conns)" --connections 4 --header "X-XCAP-Asserted-Identity: <sip:small@example.com>" --url http://127.0.0.1:$RPORT/xcap-root/resource-lists/users/sip:small@example.com/index
+run "GET document, 100 entries, via proxy -> remote (4 conns)" --connections 4 --header "Authorization: Bearer $JWT" --url http://127.0.0.1:$PPORT/xcap-root/resource-lists/users/sip:small@example.com/index
+run "same, 1 conn: remote direct"                              --connections 1 --header "X-XCAP-Asserted-Identity: <sip:small@example.com>" --url http://127.0.0.1:$RPORT/xcap-root/resource-lists/users/sip:small@example.com/index
+run "same, 1 conn: via proxy -> remote"                        --connections 1 --header "Authorization: Bearer $JWT" --url http://127.0.0.1:$PPORT/xcap-root/resource-lists/users/sip:small@example.com/index
+kill $REMOTE $PROXY
+
 # IM policy decisions (issue #4): 50 rules, two 1,000-entry external lists.
 target/release/xcapd-bench-decide $((SECS + 5)) > "$WORK/decide.out" &
 DEC=$!
@@ -130,7 +157,12 @@ else
   echo "nginx not installed: no ceiling measured (apt-get install nginx-light)"
 fi
 
-# RSS after 10,000 users x 3 documents.
+# RSS after 10,000 users x 3 documents, on a fresh server (the target's scenario).
+kill "$SRV"; wait "$SRV" 2>/dev/null || true
+XCAPD_AUTH=none XCAPD_LOG=warn $BIN serve --http 127.0.0.1:$PORT --data "$WORK/rss-data" &
+SRV=$!
+for _ in $(seq 1 100); do curl -sf $X/xcap-caps/global/index >/dev/null && break; sleep 0.1; done
+echo "RSS of a fresh server: $(awk '/VmRSS/{print $2, $3}' /proc/$SRV/status)"
 printf '%-58s ' "seed 10,000 users x 3 documents (4 clients)"
 $LOAD --connections 4 --requests 10000 --method PUT --content-type $RL \
   --body '<resource-lists xmlns="urn:ietf:params:xml:ns:resource-lists"><list name="l"><entry uri="sip:x{n}@example.com"/></list></resource-lists>' \

@@ -91,7 +91,7 @@ impl Default for StorageConfig {
             backend: StorageBackend::Sled,
             cache_capacity_mb: 32,
             group_commit: true,
-            document_cache_mb: 16,
+            document_cache_mb: 32,
         }
     }
 }

@@ -47,10 +47,9 @@ pub async fn decide(State(service): State<Arc<DecisionService>>, req: Request) -
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let service2 = service.clone();
-    let result = tokio::task::spawn_blocking(move || service2.decide(&request, now)).await;
-    match result {
-        Ok(Ok(d)) => {
+    // A decision is ~0.1 ms of CPU on cached parses: cheaper inline than a thread hand-off.
+    match service.decide(&request, now) {
+        Ok(d) => {
             let body = serde_json::json!({
                 "action": action_name(d.action),
                 "matched_rules": d.matched_rules,
@@ -61,12 +60,11 @@ pub async fn decide(State(service): State<Arc<DecisionService>>, req: Request) -
             });
             json(StatusCode::OK, body.to_string())
         }
-        Ok(Err(DecisionError::BadRequest(m))) => json_error(StatusCode::BAD_REQUEST, &m),
-        Ok(Err(DecisionError::Xcap(e))) => {
+        Err(DecisionError::BadRequest(m)) => json_error(StatusCode::BAD_REQUEST, &m),
+        Err(DecisionError::Xcap(e)) => {
             tracing::error!(error = %e, "decision failed");
             json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
         }
-        Err(_) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
     }
 }
 

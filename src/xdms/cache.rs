@@ -51,7 +51,7 @@ impl DocCache {
 
     pub fn insert(&self, key: DocKey, etag: String, doc: Arc<ParsedDoc>) {
         let bytes = doc.approx_bytes();
-        if bytes > self.max_bytes / 4 {
+        if bytes > self.max_bytes / 2 {
             // One huge document would flush everything else out.
             self.remove(&key);
             return;

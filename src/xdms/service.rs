@@ -594,7 +594,13 @@ impl Xdms {
         if let Some(g) = unique.as_mut() {
             g.record(&target.key, Some(&doc));
         }
-        self.cache.insert(target.key.clone(), etag.clone(), doc);
+        // Keep the parse of element and attribute edits for the next request on this document;
+        // a whole-document PUT says nothing about what comes next, so it only drops the old one.
+        if target.node.is_some() {
+            self.cache.insert(target.key.clone(), etag.clone(), doc);
+        } else {
+            self.cache.remove(&target.key);
+        }
         self.publish(
             target,
             committed.previous_etag.clone(),
