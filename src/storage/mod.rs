@@ -9,6 +9,7 @@
 
 pub mod credentials;
 pub mod memory;
+mod record;
 pub mod sled_credentials;
 pub mod sled_store;
 #[cfg(test)]

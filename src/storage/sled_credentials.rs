@@ -18,6 +18,7 @@ use sled::Transactional;
 use super::credentials::{
     lookup_key, validate_credential, Credential, CredentialStore, Ha1Entry, Role,
 };
+use super::record::{utf8, Reader};
 use super::StorageError;
 
 const SEP: u8 = 0;
@@ -83,40 +84,13 @@ fn index_key(username: &str, realm: &str, algorithm: &str) -> Vec<u8> {
     out
 }
 
-fn utf8(bytes: &[u8], what: &str) -> Result<String, StorageError> {
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| StorageError::Corrupt(format!("{what}: bad UTF-8")))
+/// Record checks specific to credential records.
+trait CredentialReader {
+    fn version(&mut self, what: &str) -> Result<(), StorageError>;
+    fn end(&self) -> Result<(), StorageError>;
 }
 
-/// Cursor over a stored record; every short read is corruption.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], StorageError> {
-        if self.0.len() < n {
-            return Err(StorageError::Corrupt("truncated credential record".into()));
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-    fn u8(&mut self) -> Result<u8, StorageError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> Result<u32, StorageError> {
-        let mut b = [0u8; 4];
-        b.copy_from_slice(self.take(4)?);
-        Ok(u32::from_be_bytes(b))
-    }
-    fn u64(&mut self) -> Result<u64, StorageError> {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(self.take(8)?);
-        Ok(u64::from_be_bytes(b))
-    }
-    fn string(&mut self, what: &str) -> Result<String, StorageError> {
-        let len = self.u32()? as usize;
-        utf8(self.take(len)?, what)
-    }
+impl CredentialReader for Reader<'_> {
     fn version(&mut self, what: &str) -> Result<(), StorageError> {
         match self.u8()? {
             RECORD_VERSION => Ok(()),
@@ -374,7 +348,20 @@ mod tests {
     const REALM: &str = "example.com";
 
     fn open(path: &std::path::Path) -> (sled::Db, SledCredentials) {
-        let db = sled::Config::new().path(path).open().unwrap();
+        // sled releases its file lock from a background thread after the last handle drops;
+        // a reopen right after a drop may have to wait for it on a loaded machine.
+        let mut attempt = 0;
+        let db = loop {
+            match sled::Config::new().path(path).open() {
+                Ok(db) => break db,
+                Err(e) if attempt < 100 => {
+                    attempt += 1;
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        };
         let creds = SledCredentials::new(&db).unwrap();
         (db, creds)
     }

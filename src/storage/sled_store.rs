@@ -29,6 +29,7 @@ use parking_lot::{Condvar, Mutex};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
+use super::record::{utf8, Reader};
 use super::{
     check_expect, directory_prefix, validate_auid, validate_tree, validate_xui, Committed, DocKey,
     DocMeta, DocumentStore, Expect, StorageError, StoredDocument, TreeKey, WriteOutcome,
@@ -99,11 +100,24 @@ fn abort<T>(e: StorageError) -> TxResult<T> {
 impl SledStore {
     /// Opens (creating if needed) the database in directory `path`.
     pub fn open(path: &Path, opts: SledOptions) -> Result<SledStore, StorageError> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(opts.cache_capacity_bytes)
-            .open()
-            .map_err(from_sled)?;
+        // Within one process sled releases the file lock of a dropped database from a
+        // background thread; a reopen right after a close waits briefly for it. Another
+        // process holding the lock still fails after the wait.
+        let mut waited = 0;
+        let db = loop {
+            match sled::Config::new()
+                .path(path)
+                .cache_capacity(opts.cache_capacity_bytes)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(e) if waited < 40 && e.to_string().contains("could not acquire lock") => {
+                    waited += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(from_sled(e)),
+            }
+        };
         Self::from_db(db, &opts)
     }
 
@@ -326,11 +340,6 @@ fn user_index_key(xui: &str, auid: &str, path: &str) -> Vec<u8> {
     out
 }
 
-fn utf8(bytes: &[u8], what: &str) -> Result<String, StorageError> {
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| StorageError::Corrupt(format!("{what}: bad UTF-8")))
-}
-
 /// The three NUL-separated components of an encoded key.
 type KeyParts<'a> = (&'a [u8], &'a [u8], &'a [u8]);
 
@@ -365,34 +374,6 @@ fn decode_user_index_key(bytes: &[u8]) -> Result<DocKey, StorageError> {
     })
 }
 
-/// Little cursor over a stored record; every short read is corruption.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], StorageError> {
-        if self.0.len() < n {
-            return Err(StorageError::Corrupt("truncated record".into()));
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-    fn u8(&mut self) -> Result<u8, StorageError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u64(&mut self) -> Result<u64, StorageError> {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(self.take(8)?);
-        Ok(u64::from_be_bytes(b))
-    }
-    fn string(&mut self) -> Result<String, StorageError> {
-        let mut b = [0u8; 4];
-        b.copy_from_slice(self.take(4)?);
-        let len = u32::from_be_bytes(b) as usize;
-        utf8(self.take(len)?, "etag")
-    }
-}
-
 fn push_string(out: &mut Vec<u8>, s: &str) -> Result<(), StorageError> {
     let len = u32::try_from(s.len())
         .map_err(|_| StorageError::InvalidKey("etag longer than 4 GiB".into()))?;
@@ -420,7 +401,7 @@ fn decode_doc(bytes: &[u8]) -> Result<(String, u64, &[u8]), StorageError> {
         ));
     }
     let modified_ms = r.u64()?;
-    let etag = r.string()?;
+    let etag = r.string("etag")?;
     Ok((etag, modified_ms, r.0))
 }
 
@@ -441,7 +422,7 @@ fn decode_index(key: DocKey, bytes: &[u8]) -> Result<DocMeta, StorageError> {
     }
     let modified_ms = r.u64()?;
     let size = r.u64()?;
-    let etag = r.string()?;
+    let etag = r.string("etag")?;
     Ok(DocMeta {
         key,
         etag,

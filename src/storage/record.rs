@@ -1,0 +1,45 @@
+//! Binary record reading shared by the sled backends: a cursor over a stored value in which
+//! every short read or bad string is reported as corruption, never a panic.
+
+use super::StorageError;
+
+pub(crate) fn utf8(bytes: &[u8], what: &str) -> Result<String, StorageError> {
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| StorageError::Corrupt(format!("{what}: bad UTF-8")))
+}
+
+/// Cursor over a stored record.
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
+
+impl<'a> Reader<'a> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], StorageError> {
+        if self.0.len() < n {
+            return Err(StorageError::Corrupt("truncated record".into()));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8, StorageError> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub(crate) fn u32(&mut self) -> Result<u32, StorageError> {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(self.take(4)?);
+        Ok(u32::from_be_bytes(b))
+    }
+
+    pub(crate) fn u64(&mut self) -> Result<u64, StorageError> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8)?);
+        Ok(u64::from_be_bytes(b))
+    }
+
+    /// A u32 length followed by that many bytes of UTF-8.
+    pub(crate) fn string(&mut self, what: &str) -> Result<String, StorageError> {
+        let len = self.u32()? as usize;
+        utf8(self.take(len)?, what)
+    }
+}
