@@ -101,8 +101,9 @@ impl Running {
 
 /// Loads the registry and compiles the schemas (fails on any mismatch, design.md §5).
 pub fn load_usages(config: &Config) -> Result<(Arc<Registry>, Validator), AppError> {
-    let (registry, schemas) =
+    let (mut registry, schemas) =
         Registry::load(&config.server.app_usages_dir, &config.server.schemas_dir)?;
+    registry.retain_roles(&config.server.roles);
     let validator = Validator::start(
         schemas,
         registry.validator_mains(),

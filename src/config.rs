@@ -51,6 +51,11 @@ pub struct ServerConfig {
     pub schemas_dir: PathBuf,
     pub validation_workers: usize,
     pub shutdown_grace_secs: u64,
+    /// XDMS roles served by this process (issue #4): "shared" (Shared XDMS usages) and "im"
+    /// (IM XDMS usages); core usages (xcap-caps, xcap-directory) are always served. Run an
+    /// IM XDMS and a Shared XDMS as separate processes by giving each one role and routing
+    /// the AUIDs from the proxy.
+    pub roles: Vec<String>,
     /// TLS (HT-02): PEM certificate chain and private key; both empty = plain HTTP.
     pub tls_cert_file: String,
     pub tls_key_file: String,
@@ -69,6 +74,7 @@ impl Default for ServerConfig {
             schemas_dir: PathBuf::from("schemas"),
             validation_workers: 2,
             shutdown_grace_secs: 10,
+            roles: vec!["shared".into(), "im".into()],
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
         }

@@ -41,29 +41,122 @@ fn fixtures(auid: &str, prefix: &str) -> Vec<(String, String)> {
     out
 }
 
+/// Server-written usages: their fixtures are written by the IM Server's service principal.
+const SERVER_WRITTEN: &[(&str, &str, &str)] = &[
+    (
+        "org.openmobilealliance.conv-history",
+        "application/vnd.oma.im.history-list+xml",
+        "conv-history",
+    ),
+    (
+        "org.openmobilealliance.deferred-list",
+        "application/vnd.oma.im.deferred-list+xml",
+        "deferred-list",
+    ),
+];
+
+/// Every usage's fixtures through the proxy front (authentication required): the owner, or
+/// the IM Server for server-written usages, is asserted by a trusted peer (AP-04).
 #[tokio::test]
-async fn op23a_fixtures_valid_accepted_invalid_refused() {
+async fn op23a_fixtures_valid_accepted_invalid_refused_through_the_proxy() {
+    use xcapd::storage::credentials::{make_credential, Role};
     // Fixtures reference hosts of their own; reference checks are not under test here.
-    let s = TestServer::start_with(|c| c.xcap.allow_foreign_references = true).await;
-    for (i, (auid, mime, name)) in USAGES.iter().enumerate() {
+    let s = TestServer::start_with(|c| {
+        c.xcap.allow_foreign_references = true;
+        c.server.auth = xcapd::config::AuthMode::Required;
+        c.auth.trusted_peers = vec!["127.0.0.1/32".into()];
+    })
+    .await;
+    s.running()
+        .credentials
+        .put_user(&make_credential(
+            "sip:im-server@example.com",
+            "example.com",
+            "x",
+            vec![Role::Service],
+            0,
+        ))
+        .unwrap();
+    let client = reqwest::Client::new();
+    let put = |uri: String, who: String, mime: &'static str, body: String| {
+        let client = client.clone();
+        async move {
+            Resp::from(
+                client
+                    .put(uri)
+                    .header("X-XCAP-Asserted-Identity", format!("<{who}>"))
+                    .header("Content-Type", mime)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let get = |uri: String, who: String| {
+        let client = client.clone();
+        async move {
+            Resp::from(
+                client
+                    .get(uri)
+                    .header("X-XCAP-Asserted-Identity", format!("<{who}>"))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let all = USAGES
+        .iter()
+        .map(|u| (u, false))
+        .chain(SERVER_WRITTEN.iter().map(|u| (u, true)));
+    for (i, ((auid, mime, name), server_written)) in all.enumerate() {
         for (j, (file, body)) in fixtures(auid, "valid-").into_iter().enumerate() {
-            let uri = format!("{auid}/users/sip:v{i}x{j}@example.com/{name}");
-            let r = s.put(&uri, mime, body.clone()).await;
+            let owner = format!("sip:v{i}x{j}@example.com");
+            let writer = if server_written {
+                "sip:im-server@example.com".to_string()
+            } else {
+                owner.clone()
+            };
+            let uri = s.url(&format!("{auid}/users/{owner}/{name}"));
+            let r = put(uri.clone(), writer, mime, body.clone()).await;
             assert_eq!(r.status, 201, "{auid}/{file}: {}", r.body);
-            let got = s.get(&uri).await;
+            let got = get(uri, owner).await;
             assert_eq!(got.body, body, "{auid}/{file}: stored byte for byte");
         }
         for (j, (file, body)) in fixtures(auid, "invalid-").into_iter().enumerate() {
-            let uri = format!("{auid}/users/sip:i{i}x{j}@example.com/{name}");
-            let r = s.put(&uri, mime, body).await;
+            let owner = format!("sip:i{i}x{j}@example.com");
+            let writer = if server_written {
+                "sip:im-server@example.com".to_string()
+            } else {
+                owner.clone()
+            };
+            let uri = s.url(&format!("{auid}/users/{owner}/{name}"));
+            let r = put(uri.clone(), writer, mime, body).await;
             assert_eq!(r.xcap_error(), "schema-validation-error", "{auid}/{file}");
             assert_eq!(
-                s.get(&uri).await.status,
+                get(uri, owner).await.status,
                 404,
                 "{auid}/{file}: nothing stored"
             );
         }
     }
+    // Every usage is advertised (AU-08a).
+    let caps = get(
+        s.url("xcap-caps/global/index"),
+        "sip:v0x0@example.com".into(),
+    )
+    .await
+    .body;
+    for (auid, _, _) in USAGES.iter().chain(SERVER_WRITTEN) {
+        assert!(
+            caps.contains(&format!("<auid>{auid}</auid>")),
+            "xcap-caps lists {auid}"
+        );
+    }
+    assert!(caps.contains("<auid>org.openmobilealliance.user-profile</auid>"));
     s.stop().await;
 }
 
@@ -409,5 +502,26 @@ async fn ix04_server_written_usages() {
         let r = client.delete(&url).header(h, &alice).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 200, "{auid}: the owner deletes");
     }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn xdms_roles_select_the_usages_a_process_serves() {
+    let s = TestServer::start_with(|c| c.server.roles = vec!["im".into()]).await;
+    let caps = s.get("xcap-caps/global/index").await.body;
+    assert!(caps.contains("<auid>im-rules</auid>"));
+    assert!(
+        caps.contains("<auid>org.openmobilealliance.xcap-directory</auid>"),
+        "core usages stay"
+    );
+    assert!(
+        !caps.contains("<auid>resource-lists</auid>"),
+        "Shared XDMS usages are not served"
+    );
+    assert_eq!(
+        s.get(ALICE_LISTS).await.status,
+        404,
+        "unknown AUID here (URI-03)"
+    );
     s.stop().await;
 }

@@ -109,6 +109,16 @@ impl Registry {
         Ok(Registry { usages })
     }
 
+    /// Keeps only the usages of the given XDMS roles ("shared", "im", ...); usages of the
+    /// "core" role (xcap-caps, xcap-directory) and usages without a role always stay.
+    pub fn retain_roles(&mut self, roles: &[String]) {
+        self.usages
+            .retain(|_, u| match u.descriptor.role.as_deref() {
+                None | Some("core") => true,
+                Some(r) => roles.iter().any(|x| x == r),
+            });
+    }
+
     pub fn get(&self, auid: &str) -> Option<&Arc<AppUsage>> {
         self.usages.get(auid)
     }
