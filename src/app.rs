@@ -216,13 +216,39 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             trusted_hop: t.trusted_hop,
         });
     }
+    let targets_for_lists = targets.clone();
     let routes = Arc::new(Routes::new(config.root_path(), targets, xdms.clone()));
     let im_default = match config.policy.im_default.as_str() {
         "allow" => crate::policy::ImAction::Allow,
         "polite-block" => crate::policy::ImAction::PoliteBlock,
         _ => crate::policy::ImAction::Block,
     };
-    let decisions = Arc::new(DecisionService::new(xdms.clone(), im_default));
+    // External lists on remote Shared XDMS nodes: the routed list AUIDs, fetched as the
+    // configured service identity.
+    let remote_lists = (!config.policy.service_identity.is_empty())
+        .then(|| {
+            let targets: std::collections::HashMap<String, Upstream> = targets_for_lists
+                .iter()
+                .flat_map(|t| {
+                    t.auids
+                        .iter()
+                        .filter(|a| {
+                            *a == "resource-lists"
+                                || *a == "org.openmobilealliance.group-usage-list"
+                        })
+                        .map(move |a| (a.clone(), t.upstream.clone()))
+                })
+                .collect();
+            (!targets.is_empty()).then(|| {
+                crate::decision::remote::RemoteLists::new(
+                    targets,
+                    config.policy.service_identity.clone(),
+                    xdms.settings().limits.clone(),
+                )
+            })
+        })
+        .flatten();
+    let decisions = Arc::new(DecisionService::new(xdms.clone(), im_default, remote_lists));
     let mut app = axum::Router::new()
         .route(
             crate::decision::http::PATH,

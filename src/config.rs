@@ -259,12 +259,16 @@ pub struct PolicyConfig {
     /// Action when no rule of the recipient matches, or a broken reference decided the
     /// outcome: "block" (recommended, IM-25), "polite-block" or "allow".
     pub im_default: String,
+    /// Identity asserted to a remote Shared XDMS when fetching external lists for decisions
+    /// (a user with the service role there). Empty: lists on remote nodes count as unresolved.
+    pub service_identity: String,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
             im_default: "block".into(),
+            service_identity: String::new(),
         }
     }
 }

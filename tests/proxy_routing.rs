@@ -163,3 +163,130 @@ async fn proxy_routes_to_remote_xdms_and_reports_its_failure() {
     );
     proxy.stop().await;
 }
+
+/// Issue #4 scope 5: an IM XDMS process (roles = ["im"]) decides with external lists kept by a
+/// separate Shared XDMS process, fetched fresh for every decision as the IM Server's service
+/// identity; a list change on the Shared XDMS is visible to the very next decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn im_xdms_decides_with_lists_of_a_remote_shared_xdms() {
+    use xcapd::decision::DecideRequest;
+    use xcapd::policy::ImAction;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let bin = env!("CARGO_BIN_EXE_xcapd");
+    let add = Command::new(bin)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "user",
+            "add",
+            "sip:im-server@example.com",
+            "--password",
+            "x",
+            "--role",
+            "service",
+            "--data",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    let port = free_port();
+    let cfg = dir.path().join("shared.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nauth = \"required\"\nroles = [\"shared\"]\n[auth]\ntrusted_peers = [\"127.0.0.1/32\"]\n",
+    )
+    .unwrap();
+    let mut shared = Command::new(bin)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .args(["--http", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(&data)
+        .env("XCAPD_LOG", "warn")
+        .env("XCAPD_ADMIN_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let shared_root = format!("http://127.0.0.1:{port}/xcap-root");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client
+        .get(format!("{shared_root}/xcap-caps/global/index"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "shared XDMS did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sr = shared_root.clone();
+    let im = TestServer::start_with(move |c| {
+        c.server.roles = vec!["im".into()];
+        c.policy.service_identity = "sip:im-server@example.com".into();
+        c.routing.targets = vec![RouteTarget {
+            name: "shared".into(),
+            url: sr,
+            auids: vec!["resource-lists".into()],
+            trusted_hop: true,
+            timeout_secs: 5,
+        }];
+    })
+    .await;
+    let bob = "sip:bob@example.com";
+    let as_bob =
+        |rb: reqwest::RequestBuilder| rb.header("X-XCAP-Asserted-Identity", format!("<{bob}>"));
+    let lists = "<resource-lists xmlns=\"urn:ietf:params:xml:ns:resource-lists\"><list name=\"oma_blockedcontacts\"><entry uri=\"sip:alice@example.com\"/></list></resource-lists>";
+    let r = as_bob(client.put(format!("{shared_root}/resource-lists/users/{bob}/index")))
+        .header("Content-Type", RL)
+        .body(lists)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    // The anchor names the IM XDMS's own XCAP root: clients see one root (the proxy's).
+    let anchor = format!("{}/resource-lists/users/{bob}/index/~~/resource-lists/list%5B@name=%22oma_blockedcontacts%22%5D", im.root);
+    let rules = format!(
+        r#"<cp:ruleset xmlns:cp="urn:ietf:params:xml:ns:common-policy" xmlns:ocp="urn:oma:xml:xdm:common-policy" xmlns:im="urn:xcapd:xml:ns:im-rules"><cp:rule id="blocked"><cp:conditions><ocp:external-list><ocp:entry anc="{anchor}"/></ocp:external-list></cp:conditions><cp:actions><im:im-handling>block</im:im-handling></cp:actions></cp:rule><cp:rule id="rest"><cp:conditions><ocp:other-identity/></cp:conditions><cp:actions><im:im-handling>allow</im:im-handling></cp:actions></cp:rule></cp:ruleset>"#
+    );
+    let r = im
+        .put(
+            &format!("im-rules/users/{bob}/index"),
+            "application/auth-policy+xml",
+            rules,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let ask = DecideRequest {
+        recipient: bob.into(),
+        sender: Some("sip:alice@example.com".into()),
+        media: Some("pager".into()),
+        anonymous: false,
+    };
+    let d = im.running().decisions.decide_async(&ask, 0).await.unwrap();
+    assert_eq!(d.action, ImAction::Block, "{d:?}");
+    // Bob unblocks alice on the Shared XDMS; the IM XDMS sees it at once.
+    let r = as_bob(client.delete(format!(
+        "{shared_root}/resource-lists/users/{bob}/index/~~/resource-lists/list%5B@name=%22oma_blockedcontacts%22%5D/entry%5B@uri=%22sip:alice@example.com%22%5D"
+    )))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let d = im.running().decisions.decide_async(&ask, 0).await.unwrap();
+    assert_eq!(d.action, ImAction::Allow, "{d:?}");
+    // With the Shared XDMS gone the reference is unresolved and the default (block) applies.
+    shared.kill().unwrap();
+    shared.wait().unwrap();
+    let d = im.running().decisions.decide_async(&ask, 0).await.unwrap();
+    assert!(
+        !d.unresolved.is_empty() && d.default_applied && d.action == ImAction::Block,
+        "{d:?}"
+    );
+    im.stop().await;
+}

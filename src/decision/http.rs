@@ -48,7 +48,7 @@ pub async fn decide(State(service): State<Arc<DecisionService>>, req: Request) -
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     // A decision is ~0.1 ms of CPU on cached parses: cheaper inline than a thread hand-off.
-    match service.decide(&request, now) {
+    match service.decide_async(&request, now).await {
         Ok(d) => {
             let body = serde_json::json!({
                 "action": action_name(d.action),

@@ -9,6 +9,7 @@
 //! (read-your-writes) without waiting for an invalidation event.
 
 pub mod http;
+pub mod remote;
 
 use crate::policy::{
     self, evaluate_all, im_action, ImAction, ListLookup, ListResolver, Media, Ruleset,
@@ -16,8 +17,8 @@ use crate::policy::{
 use crate::storage::{DocKey, TreeKey};
 use crate::xcap::error::XcapError;
 use crate::xcap::xui::Xui;
+use crate::xdms::target::document_selector;
 use crate::xdms::target::Node;
-use crate::xdms::target::{document_selector, Target};
 use crate::xdms::Xdms;
 use crate::xml::{self, ParsedDoc};
 use parking_lot::Mutex;
@@ -73,22 +74,94 @@ pub struct DecisionService {
     rulesets: Mutex<HashMap<DocKey, (String, Arc<Ruleset>)>>,
     /// Member indexes of self-contained lists, valid for one ETag.
     lists: ListCache,
+    /// Lists kept by a remote Shared XDMS (issue #4 scope 5).
+    remote: Option<remote::RemoteLists>,
 }
 
+/// Documents fetched from a remote Shared XDMS for one decision.
+type Prefetched = HashMap<DocKey, (String, Arc<ParsedDoc>)>;
+
 impl DecisionService {
-    pub fn new(xdms: Arc<Xdms>, default_action: ImAction) -> DecisionService {
+    pub fn new(
+        xdms: Arc<Xdms>,
+        default_action: ImAction,
+        remote: Option<remote::RemoteLists>,
+    ) -> DecisionService {
         DecisionService {
             xdms,
             default_action,
             rulesets: Mutex::new(HashMap::new()),
             lists: Mutex::new(HashMap::new()),
+            remote,
         }
     }
 
+    /// Decides with lists from the in-process XDMS only.
     pub fn decide(&self, req: &DecideRequest, now: i64) -> Result<DecideResponse, DecisionError> {
+        self.decide_with(req, now, &Prefetched::new())
+    }
+
+    /// Decides, first fetching the current version of every referenced list that a remote
+    /// Shared XDMS keeps (each decision fetches again: read-your-writes across processes).
+    pub async fn decide_async(
+        &self,
+        req: &DecideRequest,
+        now: i64,
+    ) -> Result<DecideResponse, DecisionError> {
+        let Some(remote) = &self.remote else {
+            return self.decide(req, now);
+        };
+        let recipient = self.recipient(req)?;
+        let mut anchors = Vec::new();
+        for (_, (_, rs)) in self.recipient_rulesets(&recipient)? {
+            for rule in &rs.rules {
+                for c in &rule.conditions {
+                    if let policy::Condition::ExternalList(list) = c {
+                        anchors.extend(list.iter().cloned());
+                    }
+                }
+            }
+        }
+        let prefetched = remote.prefetch(&self.xdms, anchors).await;
+        self.decide_with(req, now, &prefetched)
+    }
+
+    fn recipient(&self, req: &DecideRequest) -> Result<Xui, DecisionError> {
         let domain = self.xdms.settings().default_domain.clone();
-        let recipient = Xui::parse(&req.recipient, domain.as_deref())
-            .map_err(|_| DecisionError::BadRequest("recipient is not a SIP or tel URI".into()))?;
+        Xui::parse(&req.recipient, domain.as_deref())
+            .map_err(|_| DecisionError::BadRequest("recipient is not a SIP or tel URI".into()))
+    }
+
+    /// Every im-rules document of the recipient (all of them apply), with its key.
+    fn recipient_rulesets(
+        &self,
+        recipient: &Xui,
+    ) -> Result<Vec<(DocKey, (String, Arc<Ruleset>))>, DecisionError> {
+        let mut out = Vec::new();
+        for meta in self
+            .xdms
+            .store()
+            .list_user(recipient.as_str())
+            .map_err(|e| XcapError::Internal(e.to_string()))?
+        {
+            if meta.key.auid != IM_RULES {
+                continue;
+            }
+            if let Some(v) = self.ruleset(&meta.key)? {
+                out.push((meta.key, v));
+            }
+        }
+        Ok(out)
+    }
+
+    fn decide_with(
+        &self,
+        req: &DecideRequest,
+        now: i64,
+        prefetched: &Prefetched,
+    ) -> Result<DecideResponse, DecisionError> {
+        let domain = self.xdms.settings().default_domain.clone();
+        let recipient = self.recipient(req)?;
         let sender = match &req.sender {
             Some(s) if !s.is_empty() => Some(
                 Xui::parse(s, domain.as_deref())
@@ -113,30 +186,21 @@ impl DecisionService {
         };
         let mut documents = Vec::new();
         let mut rulesets = Vec::new();
-        for meta in self
-            .xdms
-            .store()
-            .list_user(recipient.as_str())
-            .map_err(|e| XcapError::Internal(e.to_string()))?
-        {
-            if meta.key.auid != IM_RULES {
-                continue;
-            }
-            if let Some((etag, ruleset)) = self.ruleset(&meta.key)? {
-                documents.push(DocumentVersion {
-                    uri: format!(
-                        "{}/{}",
-                        self.xdms.settings().public_root,
-                        document_selector(&meta.key)
-                    ),
-                    etag,
-                });
-                rulesets.push(ruleset);
-            }
+        for (key, (etag, ruleset)) in self.recipient_rulesets(&recipient)? {
+            documents.push(DocumentVersion {
+                uri: format!(
+                    "{}/{}",
+                    self.xdms.settings().public_root,
+                    document_selector(&key)
+                ),
+                etag,
+            });
+            rulesets.push(ruleset);
         }
         let identities: Vec<String> = sender.into_iter().collect();
         let resolver = XdmsLists {
             xdms: &self.xdms,
+            prefetched,
             cache: &self.lists,
             memo: RefCell::new(HashMap::new()),
             used: RefCell::new(Vec::new()),
@@ -242,6 +306,7 @@ type ListCache = Mutex<HashMap<(DocKey, String), (String, Arc<ListIndex>)>>;
 /// lists are indexed once per document version.
 struct XdmsLists<'a> {
     xdms: &'a Xdms,
+    prefetched: &'a Prefetched,
     cache: &'a ListCache,
     memo: RefCell<HashMap<String, Result<Arc<ListIndex>, String>>>,
     used: RefCell<Vec<DocumentVersion>>,
@@ -272,39 +337,28 @@ impl XdmsLists<'_> {
     /// version, parse and node selector.
     fn resolve(&self, uri: &str) -> Result<(DocKey, String, Arc<ParsedDoc>, Node), String> {
         let settings = self.xdms.settings();
-        let rel = uri
-            .strip_prefix(&settings.public_root)
-            .map(|r| r.trim_start_matches('/'))
-            .or_else(|| (!uri.contains("://")).then_some(uri.trim_start_matches('/')))
-            .ok_or_else(|| format!("{uri}: not under this XCAP root"))?;
-        let path = format!("{}/{rel}", settings.root_path);
-        let target = Target::resolve(
-            self.xdms.registry(),
-            &path,
-            &settings.root_path,
-            settings.default_domain.as_deref(),
-        )
-        .map_err(|_| format!("{uri}: not an XCAP resource"))?;
-        let node = target
-            .node
-            .ok_or_else(|| format!("{uri}: no node selector"))?;
-        let (etag, parsed) = self
-            .xdms
-            .current_document(&target.key)
-            .map_err(|_| format!("{uri}: unreadable"))?
-            .ok_or_else(|| format!("{uri}: no such document"))?;
+        let (key, node) = locate_reference(&self.xdms, uri)?;
+        let (etag, parsed) = match self.prefetched.get(&key) {
+            Some((etag, doc)) => (etag.clone(), doc.clone()),
+            None => self
+                .xdms
+                .current_document(&key)
+                .map_err(|_| format!("{uri}: unreadable"))?
+                .ok_or_else(|| format!("{uri}: no such document"))?,
+        };
+        let target_key = key.clone();
         let version = DocumentVersion {
             uri: format!(
                 "{}/{}",
                 settings.public_root,
-                document_selector(&target.key)
+                document_selector(&target_key)
             ),
             etag: etag.clone(),
         };
         if !self.used.borrow().contains(&version) {
             self.used.borrow_mut().push(version);
         }
-        Ok((target.key, etag, parsed, node))
+        Ok((target_key, etag, parsed, node))
     }
 
     fn members(
@@ -376,4 +430,69 @@ pub fn im_rules_key(xui: &str, path: &str) -> DocKey {
         tree: TreeKey::User(xui.to_string()),
         path: path.to_string(),
     }
+}
+
+/// Default document namespaces of the list usages, for references to usages this process does
+/// not serve itself (its registry then does not know them).
+fn list_namespace(auid: &str) -> Option<&'static str> {
+    match auid {
+        "resource-lists" | "org.openmobilealliance.group-usage-list" => {
+            Some("urn:ietf:params:xml:ns:resource-lists")
+        }
+        _ => None,
+    }
+}
+
+/// The document and node an XCAP reference names (absolute, or relative to the XCAP root).
+pub(crate) fn locate_reference(xdms: &Xdms, uri: &str) -> Result<(DocKey, Node), String> {
+    use crate::xcap::selector::{parse_xmlns_query, NodeSelector, ResolvedTerminal};
+    let settings = xdms.settings();
+    let rel = uri
+        .strip_prefix(&settings.public_root)
+        .map(|r| r.trim_start_matches('/'))
+        .or_else(|| (!uri.contains("://")).then_some(uri.trim_start_matches('/')))
+        .ok_or_else(|| format!("{uri}: not under this XCAP root"))?;
+    let path = format!("{}/{rel}", settings.root_path);
+    let parsed = crate::xcap::uri::parse(&path, &settings.root_path)
+        .map_err(|_| format!("{uri}: not an XCAP URI"))?;
+    let crate::xcap::uri::Tree::Users(raw) = &parsed.tree else {
+        return Err(format!("{uri}: not in a users tree"));
+    };
+    let xui = Xui::parse(raw, settings.default_domain.as_deref())
+        .map_err(|_| format!("{uri}: bad XUI"))?;
+    let default_ns = match xdms.registry().get(&parsed.auid) {
+        Some(u) => u.descriptor.default_namespace.clone(),
+        None => list_namespace(&parsed.auid).map(str::to_string),
+    };
+    let text = parsed
+        .node_selector
+        .as_deref()
+        .ok_or_else(|| format!("{uri}: no node selector"))?;
+    let selector = NodeSelector::parse(text).map_err(|_| format!("{uri}: bad node selector"))?;
+    let bindings = parsed
+        .query
+        .as_deref()
+        .map(parse_xmlns_query)
+        .unwrap_or_default();
+    let resolved = selector
+        .resolve(&bindings, default_ns.as_deref())
+        .map_err(|_| format!("{uri}: unbound prefix"))?;
+    let kind = match resolved.terminal {
+        Some(ResolvedTerminal::Attribute(_)) => crate::xdms::target::NodeTarget::Attribute,
+        Some(ResolvedTerminal::NamespaceBindings) => crate::xdms::target::NodeTarget::Namespaces,
+        None => crate::xdms::target::NodeTarget::Element,
+    };
+    let key = DocKey {
+        auid: parsed.auid.clone(),
+        tree: TreeKey::User(xui.as_str().to_string()),
+        path: parsed.doc_path.join("/"),
+    };
+    Ok((
+        key,
+        Node {
+            kind,
+            selector: resolved,
+            parsed: selector,
+        },
+    ))
 }
