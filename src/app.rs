@@ -243,7 +243,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
                 crate::decision::remote::RemoteLists::new(
                     targets,
                     config.policy.service_identity.clone(),
-                    xdms.settings().limits.clone(),
+                    xdms.settings().limits,
                 )
             })
         })

@@ -78,6 +78,9 @@ pub struct DecisionService {
     remote: Option<remote::RemoteLists>,
 }
 
+/// A ruleset model with the ETag of the document it came from.
+type VersionedRuleset = (String, Arc<Ruleset>);
+
 /// Documents fetched from a remote Shared XDMS for one decision.
 type Prefetched = HashMap<DocKey, (String, Arc<ParsedDoc>)>;
 
@@ -136,7 +139,7 @@ impl DecisionService {
     fn recipient_rulesets(
         &self,
         recipient: &Xui,
-    ) -> Result<Vec<(DocKey, (String, Arc<Ruleset>))>, DecisionError> {
+    ) -> Result<Vec<(DocKey, VersionedRuleset)>, DecisionError> {
         let mut out = Vec::new();
         for meta in self
             .xdms
@@ -337,7 +340,7 @@ impl XdmsLists<'_> {
     /// version, parse and node selector.
     fn resolve(&self, uri: &str) -> Result<(DocKey, String, Arc<ParsedDoc>, Node), String> {
         let settings = self.xdms.settings();
-        let (key, node) = locate_reference(&self.xdms, uri)?;
+        let (key, node) = locate_reference(self.xdms, uri)?;
         let (etag, parsed) = match self.prefetched.get(&key) {
             Some((etag, doc)) => (etag.clone(), doc.clone()),
             None => self
