@@ -197,3 +197,48 @@ async fn decide_over_http_is_for_service_principals_only() {
     assert_eq!(r.status().as_u16(), 401);
     s.stop().await;
 }
+
+/// IX-07c: an iptel/SER-style im-rules document (iptel namespace, block/allow, RFC 4745
+/// identity syntax) is stored and drives decisions.
+#[tokio::test]
+async fn ix07c_iptel_style_im_rules_document() {
+    let s = TestServer::start().await;
+    let doc = r#"<?xml version="1.0" encoding="UTF-8"?>
+<cr:ruleset xmlns:cr="urn:ietf:params:xml:ns:common-policy" xmlns:im="urn:iptel:xml:ns:im-rules">
+  <cr:rule id="friends">
+    <cr:conditions><cr:identity><cr:one id="sip:carol@example.com"/></cr:identity></cr:conditions>
+    <cr:actions><im:im-handling>allow</im:im-handling></cr:actions>
+  </cr:rule>
+</cr:ruleset>
+"#;
+    let r = s
+        .put(
+            &format!("im-rules/users/{BOB}/index"),
+            "application/auth-policy+xml",
+            doc,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let ask = |sender: &str| DecideRequest {
+        recipient: BOB.into(),
+        sender: Some(sender.into()),
+        media: None,
+        anonymous: false,
+    };
+    let decisions = &s.running().decisions;
+    assert_eq!(
+        decisions
+            .decide(&ask("sip:carol@example.com"), 0)
+            .unwrap()
+            .action,
+        ImAction::Allow
+    );
+    assert_eq!(
+        decisions
+            .decide(&ask("sip:mallory@example.com"), 0)
+            .unwrap()
+            .action,
+        ImAction::Block
+    );
+    s.stop().await;
+}

@@ -31,6 +31,8 @@ pub const NS_OMA_COMMON_POLICY: &str = "urn:oma:xml:xdm:common-policy";
 pub const NS_OMA_XDM_EXTENSIONS: &str = "urn:oma:xml:xdm:extensions";
 /// `urn:xcapd:xml:ns:im-rules`: this suite's IM access-policy action (IX-07b).
 pub const NS_IM_RULES: &str = "urn:xcapd:xml:ns:im-rules";
+/// The iptel/SER im-rules namespace (IX-07c): `<im-handling>` block (0) or allow (1).
+pub const NS_IPTEL_IM_RULES: &str = "urn:iptel:xml:ns:im-rules";
 
 /// Nesting kept for generic extension elements (transformations, unknown actions).
 pub const MAX_EXTENSION_DEPTH: usize = 32;
@@ -245,9 +247,10 @@ impl ImHandling {
 
     pub fn from_token(token: &str) -> Option<ImHandling> {
         Some(match token.trim_matches(is_xml_space) {
-            "block" => ImHandling::Block,
+            // The numbers are the iptel/SER encoding (IX-07c): block = 0, allow = 1.
+            "block" | "0" => ImHandling::Block,
             "polite-block" => ImHandling::PoliteBlock,
-            "allow" => ImHandling::Allow,
+            "allow" | "1" => ImHandling::Allow,
             _ => return None,
         })
     }
@@ -611,10 +614,12 @@ impl Parser {
                 Some(v) => actions.sub_handling = actions.sub_handling.max(Some(v)),
                 None => self.warn(Some(rule), "invalid <sub-handling> value ignored".into()),
             },
-            (Some(NS_IM_RULES), "im-handling") => match ImHandling::from_token(&own_text(node)) {
-                Some(v) => actions.im_handling = actions.im_handling.max(Some(v)),
-                None => self.warn(Some(rule), "invalid <im-handling> value ignored".into()),
-            },
+            (Some(NS_IM_RULES | NS_IPTEL_IM_RULES), "im-handling") => {
+                match ImHandling::from_token(&own_text(node)) {
+                    Some(v) => actions.im_handling = actions.im_handling.max(Some(v)),
+                    None => self.warn(Some(rule), "invalid <im-handling> value ignored".into()),
+                }
+            }
             (Some(NS_OMA_XDM_EXTENSIONS), "allow-offline-storage") => {
                 // The OMA schema declares `allow` globally, so valid documents qualify it;
                 // the unqualified spelling is accepted too.
@@ -696,6 +701,24 @@ fn own_text(node: Node<'_, '_>) -> String {
 
 fn is_xml_space(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\r' | '\n')
+}
+
+#[cfg(test)]
+mod iptel_tests {
+    use super::*;
+
+    /// IX-07c: iptel/SER im-rules documents (their namespace, numeric or named values) are
+    /// understood by the engine.
+    #[test]
+    fn ix07c_iptel_im_handling_is_understood() {
+        let doc = r#"<cr:ruleset xmlns:cr="urn:ietf:params:xml:ns:common-policy" xmlns:im="urn:iptel:xml:ns:im-rules">
+  <cr:rule id="a"><cr:conditions/><cr:actions><im:im-handling>1</im:im-handling></cr:actions></cr:rule>
+  <cr:rule id="b"><cr:conditions/><cr:actions><im:im-handling>block</im:im-handling></cr:actions></cr:rule>
+</cr:ruleset>"#;
+        let rs = Ruleset::from_xml(doc).unwrap();
+        assert_eq!(rs.rules[0].actions.im_handling, Some(ImHandling::Allow));
+        assert_eq!(rs.rules[1].actions.im_handling, Some(ImHandling::Block));
+    }
 }
 
 #[cfg(test)]
