@@ -33,8 +33,7 @@ user: deps
 	XCAPD_PASSWORD='$(PASSWORD)' $(CARGO) run --release --bin xcapd -- user add '$(XUI)' $(if $(ROLE),--role $(ROLE),)
 
 test: deps
-	$(CARGO) test --all-targets
-	$(CARGO) test --doc
+	bash scripts/test.sh
 
 lint: deps
 	$(CARGO) fmt --check
