@@ -55,6 +55,8 @@ fn l0_core_has_no_io() {
     check("xml", IO);
     check("authz", IO);
     check("appusage/hooks", IO);
+    check("policy", IO);
+    check("event", IO);
 }
 
 #[test]
