@@ -168,3 +168,43 @@ async fn kill_dash_nine_loses_no_acknowledged_write() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Issue #2 scope 1: SIGTERM stops the server gracefully (exit status 0, storage flushed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_gracefully() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}/xcap-root");
+    let client = reqwest::Client::new();
+    let mut child = spawn(port, data.path());
+    wait_ready(&client, &base).await;
+    let url = format!("{base}/resource-lists/users/sip:t@example.com/index");
+    let r = client
+        .put(&url)
+        .header("Content-Type", RL)
+        .body(doc(7))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "graceful exit: {status:?}");
+    let mut child = spawn(port, data.path());
+    wait_ready(&client, &base).await;
+    let body = client.get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(body.contains("name=\"v7\""));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
