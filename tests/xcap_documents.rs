@@ -484,3 +484,50 @@ async fn ap14_gzip_when_asked_and_io09c_bogus_content_encoding_ignored() {
     assert_eq!(plain.text().await.unwrap(), body);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn uri01_configurable_xcap_root() {
+    // Doubango's root (IO-04d).
+    let s = TestServer::start_with(|c| c.server.xcap_root = "/services".into()).await;
+    let base = s.root.replace("/xcap-root", "/services");
+    let r = s
+        .client
+        .put(format!("{base}/{ALICE_LISTS}"))
+        .header("Content-Type", RL)
+        .body(buddy_list(&[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    assert_eq!(
+        s.get(ALICE_LISTS).await.status,
+        404,
+        "the old root serves nothing"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn cp24a_oma_complex_rules_refused_over_http() {
+    let s = TestServer::start().await;
+    let doc = r#"<cp:ruleset xmlns:cp="urn:ietf:params:xml:ns:common-policy" xmlns:ocp="urn:oma:xml:xdm:common-policy" xmlns:pr="urn:ietf:params:xml:ns:pres-rules">
+  <cp:rule id="r1">
+    <cp:conditions><ocp:other-identity/><ocp:anonymous-request/><ocp:other-identity/></cp:conditions>
+    <cp:actions><pr:sub-handling>allow</pr:sub-handling></cp:actions>
+  </cp:rule>
+</cp:ruleset>"#;
+    let r = s
+        .put(
+            "org.openmobilealliance.pres-rules/users/sip:alice@example.com/pres-rules",
+            "application/auth-policy+xml",
+            doc,
+        )
+        .await;
+    assert_eq!(r.xcap_error(), "constraint-failure", "{}", r.body);
+    assert!(
+        r.body.contains("Complex rules are not allowed"),
+        "{}",
+        r.body
+    );
+    s.stop().await;
+}
