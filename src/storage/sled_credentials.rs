@@ -12,13 +12,13 @@
 //! Each put/delete is one sled transaction over both trees (the old user's index entries are
 //! removed and the new ones written together), followed by a `flush` before returning.
 
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::transaction::TransactionalTree;
 use sled::Transactional;
 
 use super::credentials::{
     lookup_key, validate_credential, Credential, CredentialStore, Ha1Entry, Role,
 };
-use super::record::{utf8, Reader};
+use super::sled_common::{abort, from_sled, from_tx, utf8, Reader, TxResult};
 use super::StorageError;
 
 const SEP: u8 = 0;
@@ -37,26 +37,6 @@ impl std::fmt::Debug for SledCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SledCredentials").finish_non_exhaustive()
     }
-}
-
-fn from_sled(e: sled::Error) -> StorageError {
-    match e {
-        sled::Error::Corruption { .. } => StorageError::Corrupt(e.to_string()),
-        other => StorageError::Backend(other.to_string()),
-    }
-}
-
-fn from_tx(e: TransactionError<StorageError>) -> StorageError {
-    match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => from_sled(e),
-    }
-}
-
-type TxResult<T> = Result<T, ConflictableTransactionError<StorageError>>;
-
-fn abort<T>(e: StorageError) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(e))
 }
 
 impl SledCredentials {

@@ -26,10 +26,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex};
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::transaction::TransactionalTree;
 use sled::Transactional;
 
-use super::record::{utf8, Reader};
+use super::sled_common::{abort, from_sled, from_tx, utf8, Reader, TxResult};
 use super::{
     check_expect, directory_prefix, validate_auid, validate_tree, validate_xui, Committed, DocKey,
     DocMeta, DocumentStore, Expect, StorageError, StoredDocument, TreeKey, WriteOutcome,
@@ -75,26 +75,6 @@ impl std::fmt::Debug for SledStore {
             .field("group_commit", &self.group.is_some())
             .finish_non_exhaustive()
     }
-}
-
-fn from_sled(e: sled::Error) -> StorageError {
-    match e {
-        sled::Error::Corruption { .. } => StorageError::Corrupt(e.to_string()),
-        other => StorageError::Backend(other.to_string()),
-    }
-}
-
-fn from_tx(e: TransactionError<StorageError>) -> StorageError {
-    match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => from_sled(e),
-    }
-}
-
-type TxResult<T> = Result<T, ConflictableTransactionError<StorageError>>;
-
-fn abort<T>(e: StorageError) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(e))
 }
 
 impl SledStore {

@@ -1,7 +1,29 @@
-//! Binary record reading shared by the sled backends: a cursor over a stored value in which
-//! every short read or bad string is reported as corruption, never a panic.
+//! What the two sled backends (documents, credentials) share: sled error mapping, the
+//! transaction result type, and a cursor over stored records in which every short read or bad
+//! string is reported as corruption, never a panic.
 
 use super::StorageError;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+pub(crate) fn from_sled(e: sled::Error) -> StorageError {
+    match e {
+        sled::Error::Corruption { .. } => StorageError::Corrupt(e.to_string()),
+        other => StorageError::Backend(other.to_string()),
+    }
+}
+
+pub(crate) fn from_tx(e: TransactionError<StorageError>) -> StorageError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => from_sled(e),
+    }
+}
+
+pub(crate) type TxResult<T> = Result<T, ConflictableTransactionError<StorageError>>;
+
+pub(crate) fn abort<T>(e: StorageError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(e))
+}
 
 pub(crate) fn utf8(bytes: &[u8], what: &str) -> Result<String, StorageError> {
     String::from_utf8(bytes.to_vec())
