@@ -1,7 +1,8 @@
-//! Two processes: this test's proxy (in-process server) routes `resource-lists` to a remote
-//! `xcapd` XDMS (the real binary), asserting the authenticated identity over a trusted hop;
-//! xcap-caps and xcap-directory are aggregated; a stopped XDMS gives 502/503 with a reason
-//! (issue #3 scope 4; AP-01, AP-04, AP-06, AP-08, AP-13, AU-10).
+//! Proxy and remote XDMS in separate processes: routing of `resource-lists` to a remote `xcapd`
+//! XDMS (the real binary) with the authenticated identity asserted over a trusted hop;
+//! xcap-caps and xcap-directory aggregated; a stopped XDMS gives 502/503 with a reason (issue #3
+//! scope 4; AP-01, AP-04, AP-06, AP-08, AP-13, AU-10). One test runs the proxy in the test
+//! process (to look at its store), one runs both as `xcapd` processes.
 
 mod common;
 use common::*;
@@ -289,4 +290,125 @@ async fn im_xdms_decides_with_lists_of_a_remote_shared_xdms() {
         "{d:?}"
     );
     im.stop().await;
+}
+
+fn spawn_xcapd(dir: &std::path::Path, name: &str, port: u16, config: &str) -> std::process::Child {
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(&cfg, config).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_xcapd"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .args(["--http", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(dir.join(format!("{name}-data")))
+        .env("XCAPD_LOG", "warn")
+        .env("XCAPD_ADMIN_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_up(client: &reqwest::Client, root: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client
+        .get(format!("{root}/xcap-caps/global/index"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "{root} did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue #3 scope 4 as written: two `xcapd` processes, a proxy and a remote XDMS, and a client
+/// that only talks to the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_xcapd_processes_proxy_and_remote_xdms() {
+    let dir = tempfile::tempdir().unwrap();
+    let (xdms_port, proxy_port) = (free_port(), free_port());
+    let add = Command::new(env!("CARGO_BIN_EXE_xcapd"))
+        .args([
+            "user",
+            "add",
+            "sip:alice@example.com",
+            "--password",
+            "pw",
+            "--data",
+        ])
+        .arg(dir.path().join("proxy-data"))
+        .output()
+        .unwrap();
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    let mut xdms = spawn_xcapd(
+        dir.path(),
+        "xdms",
+        xdms_port,
+        "[server]\nauth = \"required\"\n[auth]\ntrusted_peers = [\"127.0.0.1/32\"]\n",
+    );
+    let mut proxy = spawn_xcapd(
+        dir.path(),
+        "proxy",
+        proxy_port,
+        &format!(
+            "[server]\nauth = \"required\"\n[[routing.targets]]\nname = \"shared\"\nurl = \"http://127.0.0.1:{xdms_port}/xcap-root\"\nauids = [\"resource-lists\", \"rls-services\"]\ntrusted_hop = true\ntimeout_secs = 5\n"
+        ),
+    );
+    let client = reqwest::Client::new();
+    let proxy_root = format!("http://127.0.0.1:{proxy_port}/xcap-root");
+    wait_up(&client, &format!("http://127.0.0.1:{xdms_port}/xcap-root")).await;
+    wait_up(&client, &proxy_root).await;
+    let url = format!("{proxy_root}/{ALICE_LISTS}");
+    let mut alice = digest_client("alice@example.com", "pw");
+    let body = buddy_list(&["sip:bob@example.com"]);
+    assert_eq!(alice.send(&client, "PUT", &url, Some(&body)).await.0, 201);
+    assert_eq!(alice.send(&client, "GET", &url, None).await.0, 200);
+    // A 409 from the XDMS passes through the proxy unchanged (AP-13).
+    let bad = format!("{url}/~~/resource-lists/list%5B@name=%22nosuch%22%5D/entry");
+    let h = alice
+        .header(
+            "PUT",
+            &format!(
+                "/xcap-root/{ALICE_LISTS}/~~/resource-lists/list%5B@name=%22nosuch%22%5D/entry"
+            ),
+        )
+        .unwrap();
+    let r = client
+        .put(&bad)
+        .header("Authorization", h)
+        .header("Content-Type", EL)
+        .body("<entry uri=\"sip:x@example.com\"/>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 409);
+    assert!(r.text().await.unwrap().contains("<no-parent>"));
+    // The proxy's xcap-caps lists what it routes.
+    let h = alice
+        .header("GET", "/xcap-root/xcap-caps/global/index")
+        .unwrap();
+    let caps = client
+        .get(format!("{proxy_root}/xcap-caps/global/index"))
+        .header("Authorization", h)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(caps.contains("<auid>rls-services</auid>"));
+    // The XDMS goes away: a reason, quickly.
+    xdms.kill().unwrap();
+    xdms.wait().unwrap();
+    let started = Instant::now();
+    let (st, _) = alice.send(&client, "GET", &url, None).await;
+    assert!(st == 502 || st == 503, "status {st}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    proxy.kill().unwrap();
+    proxy.wait().unwrap();
 }
