@@ -24,36 +24,15 @@ async fn proxy_routes_to_remote_xdms_and_reports_its_failure() {
     // The remote XDMS trusts identities asserted by 127.0.0.1 (the proxy).
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = dir.path().join("xdms.toml");
-    std::fs::write(
-        &cfg,
+    let mut remote = spawn_xcapd(
+        dir.path(),
+        "xdms",
+        port,
         "[server]\nauth = \"required\"\n[auth]\ntrusted_peers = [\"127.0.0.1/32\"]\n",
-    )
-    .unwrap();
-    let mut remote = Command::new(env!("CARGO_BIN_EXE_xcapd"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .args(["--http", &format!("127.0.0.1:{port}"), "--data"])
-        .arg(dir.path().join("data"))
-        .env("XCAPD_LOG", "warn")
-        .env("XCAPD_ADMIN_LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    );
     let remote_root = format!("http://127.0.0.1:{port}/xcap-root");
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while client
-        .get(format!("{remote_root}/xcap-caps/global/index"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "remote XDMS did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_up(&client, &remote_root).await;
 
     let rr = remote_root.clone();
     let proxy = TestServer::start_with(move |c| {
@@ -173,10 +152,8 @@ async fn im_xdms_decides_with_lists_of_a_remote_shared_xdms() {
     use xcapd::decision::DecideRequest;
     use xcapd::policy::ImAction;
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let bin = env!("CARGO_BIN_EXE_xcapd");
-    let add = Command::new(bin)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+    let data = dir.path().join("shared-data");
+    let add = Command::new(env!("CARGO_BIN_EXE_xcapd"))
         .args([
             "user",
             "add",
@@ -196,36 +173,15 @@ async fn im_xdms_decides_with_lists_of_a_remote_shared_xdms() {
         String::from_utf8_lossy(&add.stderr)
     );
     let port = free_port();
-    let cfg = dir.path().join("shared.toml");
-    std::fs::write(
-        &cfg,
+    let mut shared = spawn_xcapd(
+        dir.path(),
+        "shared",
+        port,
         "[server]\nauth = \"required\"\nroles = [\"shared\"]\n[auth]\ntrusted_peers = [\"127.0.0.1/32\"]\n",
-    )
-    .unwrap();
-    let mut shared = Command::new(bin)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .args(["--http", &format!("127.0.0.1:{port}"), "--data"])
-        .arg(&data)
-        .env("XCAPD_LOG", "warn")
-        .env("XCAPD_ADMIN_LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    );
     let shared_root = format!("http://127.0.0.1:{port}/xcap-root");
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while client
-        .get(format!("{shared_root}/xcap-caps/global/index"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "shared XDMS did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_up(&client, &shared_root).await;
     let sr = shared_root.clone();
     let im = TestServer::start_with(move |c| {
         c.server.roles = vec!["im".into()];
