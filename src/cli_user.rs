@@ -184,10 +184,10 @@ fn open_db(data_dir: &Path, create: bool) -> Result<Option<sled::Db>, CliUserErr
     if !create && !path.exists() {
         return Ok(None);
     }
-    let opened = sled::Config::new()
+    let config = sled::Config::new()
         .path(&path)
-        .cache_capacity(CACHE_CAPACITY_BYTES)
-        .open();
+        .cache_capacity(CACHE_CAPACITY_BYTES);
+    let opened = crate::storage::sled_common::open_waiting(&config);
     match opened {
         Ok(db) => Ok(Some(db)),
         Err(sled::Error::Io(e)) if e.to_string().contains(SLED_LOCK_MESSAGE) => {

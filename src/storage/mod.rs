@@ -9,7 +9,7 @@
 
 pub mod credentials;
 pub mod memory;
-mod sled_common;
+pub(crate) mod sled_common;
 pub mod sled_credentials;
 pub mod sled_store;
 #[cfg(test)]

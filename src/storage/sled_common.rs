@@ -5,6 +5,23 @@
 use super::StorageError;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
+/// Opens a sled database, waiting up to 2 s while the directory lock is held. Within one process
+/// sled releases the lock of a dropped database from a background thread, so a reopen right
+/// after a close can find it still taken; another process holding it still fails after the
+/// wait.
+pub(crate) fn open_waiting(config: &sled::Config) -> sled::Result<sled::Db> {
+    let mut waited = 0;
+    loop {
+        match config.open() {
+            Err(e) if waited < 40 && e.to_string().contains("could not acquire lock") => {
+                waited += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 pub(crate) fn from_sled(e: sled::Error) -> StorageError {
     match e {
         sled::Error::Corruption { .. } => StorageError::Corrupt(e.to_string()),

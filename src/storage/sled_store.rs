@@ -29,7 +29,7 @@ use parking_lot::{Condvar, Mutex};
 use sled::transaction::TransactionalTree;
 use sled::Transactional;
 
-use super::sled_common::{abort, from_sled, from_tx, utf8, Reader, TxResult};
+use super::sled_common::{abort, from_sled, from_tx, open_waiting, utf8, Reader, TxResult};
 use super::{
     check_expect, directory_prefix, validate_auid, validate_tree, validate_xui, Committed, DocKey,
     DocMeta, DocumentStore, Expect, StorageError, StoredDocument, TreeKey, WriteOutcome,
@@ -80,24 +80,10 @@ impl std::fmt::Debug for SledStore {
 impl SledStore {
     /// Opens (creating if needed) the database in directory `path`.
     pub fn open(path: &Path, opts: SledOptions) -> Result<SledStore, StorageError> {
-        // Within one process sled releases the file lock of a dropped database from a
-        // background thread; a reopen right after a close waits briefly for it. Another
-        // process holding the lock still fails after the wait.
-        let mut waited = 0;
-        let db = loop {
-            match sled::Config::new()
-                .path(path)
-                .cache_capacity(opts.cache_capacity_bytes)
-                .open()
-            {
-                Ok(db) => break db,
-                Err(e) if waited < 40 && e.to_string().contains("could not acquire lock") => {
-                    waited += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                Err(e) => return Err(from_sled(e)),
-            }
-        };
+        let config = sled::Config::new()
+            .path(path)
+            .cache_capacity(opts.cache_capacity_bytes);
+        let db = open_waiting(&config).map_err(from_sled)?;
         Self::from_db(db, &opts)
     }
 
