@@ -133,7 +133,7 @@ fn open_store(config: &Config) -> Result<Stores, AppError> {
                 &path,
                 SledOptions {
                     cache_capacity_bytes: config.storage.cache_capacity_mb * 1024 * 1024,
-                    group_commit: config.storage.group_commit,
+                    journal_segment_bytes: config.storage.journal_segment_mb * 1024 * 1024,
                 },
             )?;
             let creds = SledCredentials::new(store.db())?;

@@ -86,7 +86,8 @@ impl Default for ServerConfig {
 pub struct StorageConfig {
     pub backend: StorageBackend,
     pub cache_capacity_mb: u64,
-    pub group_commit: bool,
+    /// Write-ahead journal segment size (sled backend), see `SledOptions`.
+    pub journal_segment_mb: u64,
     /// Parsed-document cache: element and attribute requests reuse the parse of a version.
     pub document_cache_mb: u64,
 }
@@ -96,7 +97,7 @@ impl Default for StorageConfig {
         StorageConfig {
             backend: StorageBackend::Sled,
             cache_capacity_mb: 32,
-            group_commit: true,
+            journal_segment_mb: 64,
             document_cache_mb: 32,
         }
     }
@@ -449,6 +450,11 @@ impl Config {
         if self.server.validation_workers == 0 {
             return Err(ConfigError::Invalid(
                 "server.validation_workers must be at least 1".into(),
+            ));
+        }
+        if self.storage.journal_segment_mb == 0 {
+            return Err(ConfigError::Invalid(
+                "storage.journal_segment_mb must be at least 1".into(),
             ));
         }
         if self.limits.max_depth < 4 || self.limits.max_body_bytes < 1024 {

@@ -12,8 +12,8 @@
 //! middleware that records each XCAP request.
 
 use crate::storage::{
-    Committed, DocKey, DocMeta, DocumentStore, Expect, StorageError, StoredDocument, TreeKey,
-    WriteOutcome,
+    Committed, DocKey, DocMeta, DocumentStore, Durability, Expect, StorageError, StoredDocument,
+    TreeKey, WriteOutcome,
 };
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -48,11 +48,13 @@ const OTHER_METHOD: &str = "OTHER";
 /// RFC 7235 §2.1). `admin` is the admin API's own bearer token.
 pub const AUTH_SCHEMES: [&str; 5] = ["digest", "basic", "bearer", "admin", OTHER];
 
-/// Storage operations, one per [`DocumentStore`] method.
-pub const STORAGE_OPS: [&str; 9] = [
+/// Storage operations, one per [`DocumentStore`] method, plus `sync`: the wait from an applied
+/// write until it is durable.
+pub const STORAGE_OPS: [&str; 10] = [
     "get",
     "put",
     "delete",
+    "sync",
     "list_user",
     "list_auid",
     "directory_exists",
@@ -389,6 +391,12 @@ impl InstrumentedStore {
             .observe_storage(op, started.elapsed().as_micros() as u64);
         result
     }
+
+    /// Times the wait for durability of an applied write as the `sync` storage operation.
+    fn observe_sync(&self, durable: Durability) -> Durability {
+        let metrics = Arc::clone(&self.metrics);
+        durable.observed(move |d| metrics.observe_storage("sync", d.as_micros() as u64))
+    }
 }
 
 impl DocumentStore for InstrumentedStore {
@@ -396,27 +404,34 @@ impl DocumentStore for InstrumentedStore {
         self.timed("get", |s| s.get(key))
     }
 
-    fn put(
+    fn put_nowait(
         &self,
         key: &DocKey,
         expect: &Expect,
         body: &str,
         etag: &str,
         modified_ms: u64,
-    ) -> Result<Committed, StorageError> {
-        let committed = self.timed("put", |s| s.put(key, expect, body, etag, modified_ms))?;
+    ) -> Result<(Committed, Durability), StorageError> {
+        let (committed, durable) = self.timed("put", |s| {
+            s.put_nowait(key, expect, body, etag, modified_ms)
+        })?;
         if committed.outcome == WriteOutcome::Created {
             self.metrics.add_documents(1);
         }
-        Ok(committed)
+        Ok((committed, self.observe_sync(durable)))
     }
 
-    fn delete(&self, key: &DocKey, expect: &Expect) -> Result<Option<Committed>, StorageError> {
-        let committed = self.timed("delete", |s| s.delete(key, expect))?;
-        if committed.is_some() {
-            self.metrics.add_documents(-1);
-        }
-        Ok(committed)
+    fn delete_nowait(
+        &self,
+        key: &DocKey,
+        expect: &Expect,
+    ) -> Result<Option<(Committed, Durability)>, StorageError> {
+        let Some((committed, durable)) = self.timed("delete", |s| s.delete_nowait(key, expect))?
+        else {
+            return Ok(None);
+        };
+        self.metrics.add_documents(-1);
+        Ok(Some((committed, self.observe_sync(durable))))
     }
 
     fn list_user(&self, xui: &str) -> Result<Vec<DocMeta>, StorageError> {

@@ -11,7 +11,8 @@ use parking_lot::RwLock;
 
 use super::{
     check_expect, directory_prefix, validate_auid, validate_tree, validate_xui, Committed, DocKey,
-    DocMeta, DocumentStore, Expect, StorageError, StoredDocument, TreeKey, WriteOutcome,
+    DocMeta, DocumentStore, Durability, Expect, StorageError, StoredDocument, TreeKey,
+    WriteOutcome,
 };
 
 /// Documents held in memory.
@@ -59,14 +60,14 @@ impl DocumentStore for MemoryStore {
         Ok(self.state.read().docs.get(key).cloned())
     }
 
-    fn put(
+    fn put_nowait(
         &self,
         key: &DocKey,
         expect: &Expect,
         body: &str,
         etag: &str,
         modified_ms: u64,
-    ) -> Result<Committed, StorageError> {
+    ) -> Result<(Committed, Durability), StorageError> {
         key.validate()?;
         let mut state = self.state.write();
         let previous_etag = state.docs.get(key).map(|d| d.etag.clone());
@@ -91,14 +92,19 @@ impl DocumentStore for MemoryStore {
         } else {
             WriteOutcome::Created
         };
-        Ok(Committed {
+        let committed = Committed {
             outcome,
             previous_etag,
             seq,
-        })
+        };
+        Ok((committed, Durability::done()))
     }
 
-    fn delete(&self, key: &DocKey, expect: &Expect) -> Result<Option<Committed>, StorageError> {
+    fn delete_nowait(
+        &self,
+        key: &DocKey,
+        expect: &Expect,
+    ) -> Result<Option<(Committed, Durability)>, StorageError> {
         key.validate()?;
         let mut state = self.state.write();
         let previous_etag = state.docs.get(key).map(|d| d.etag.clone());
@@ -113,11 +119,12 @@ impl DocumentStore for MemoryStore {
                 .remove(&(xui.clone(), key.auid.clone(), key.path.clone()));
         }
         state.seq += 1;
-        Ok(Some(Committed {
+        let committed = Committed {
             outcome: WriteOutcome::Deleted,
             previous_etag,
             seq: state.seq,
-        }))
+        };
+        Ok(Some((committed, Durability::done())))
     }
 
     fn list_user(&self, xui: &str) -> Result<Vec<DocMeta>, StorageError> {

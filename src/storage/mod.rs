@@ -8,6 +8,8 @@
 //! backend encodes [`DocKey`] itself after [`DocKey::validate`] has checked it.
 
 pub mod credentials;
+mod durability;
+pub(crate) mod journal;
 pub mod memory;
 pub(crate) mod sled_common;
 pub mod sled_credentials;
@@ -15,6 +17,7 @@ pub mod sled_store;
 #[cfg(test)]
 mod suite;
 
+pub use durability::Durability;
 pub use memory::MemoryStore;
 pub use sled_store::{SledOptions, SledStore};
 
@@ -93,7 +96,7 @@ pub enum WriteOutcome {
     Deleted,
 }
 
-/// Result of a committed (and durable) change.
+/// Result of a committed change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
     pub outcome: WriteOutcome,
@@ -105,12 +108,30 @@ pub struct Committed {
 
 /// Domain-level document storage. Listings are sorted by [`DocKey`] order.
 ///
-/// A `Backend` error from `put`/`delete` can come after the change was applied but before it
-/// was known to be durable: the outcome is then unknown (like a lost HTTP response).
+/// A write is applied (visible to readers) when `put_nowait`/`delete_nowait` return and durable
+/// when the returned [`Durability`] resolves; the server acknowledges only after that. A
+/// `Backend` error from the durability wait leaves the outcome unknown (like a lost HTTP
+/// response).
 pub trait DocumentStore: Send + Sync + 'static {
     fn get(&self, key: &DocKey) -> Result<Option<StoredDocument>, StorageError>;
     /// Atomic: fails with [`StorageError::PreconditionFailed`] (storing nothing) when `expect`
-    /// does not hold. Durable when it returns Ok.
+    /// does not hold. Cheap enough to call on a runtime thread: it never waits for the disk.
+    fn put_nowait(
+        &self,
+        key: &DocKey,
+        expect: &Expect,
+        body: &str,
+        etag: &str,
+        modified_ms: u64,
+    ) -> Result<(Committed, Durability), StorageError>;
+    /// `Ok(None)` when the document did not exist and `expect` allowed that (`Any` or `Absent`);
+    /// `PreconditionFailed` when `expect` fails.
+    fn delete_nowait(
+        &self,
+        key: &DocKey,
+        expect: &Expect,
+    ) -> Result<Option<(Committed, Durability)>, StorageError>;
+    /// [`DocumentStore::put_nowait`], returning once durable. Blocks: not for runtime threads.
     fn put(
         &self,
         key: &DocKey,
@@ -118,10 +139,21 @@ pub trait DocumentStore: Send + Sync + 'static {
         body: &str,
         etag: &str,
         modified_ms: u64,
-    ) -> Result<Committed, StorageError>;
-    /// `Ok(None)` when the document did not exist and `expect` allowed that (`Any` or `Absent`);
-    /// `PreconditionFailed` when `expect` fails. Durable when it returns.
-    fn delete(&self, key: &DocKey, expect: &Expect) -> Result<Option<Committed>, StorageError>;
+    ) -> Result<Committed, StorageError> {
+        let (committed, durable) = self.put_nowait(key, expect, body, etag, modified_ms)?;
+        durable.wait_blocking()?;
+        Ok(committed)
+    }
+    /// [`DocumentStore::delete_nowait`], returning once durable. Blocks: not for runtime threads.
+    fn delete(&self, key: &DocKey, expect: &Expect) -> Result<Option<Committed>, StorageError> {
+        match self.delete_nowait(key, expect)? {
+            Some((committed, durable)) => {
+                durable.wait_blocking()?;
+                Ok(Some(committed))
+            }
+            None => Ok(None),
+        }
+    }
     /// Every document of one user (all AUIDs).
     fn list_user(&self, xui: &str) -> Result<Vec<DocMeta>, StorageError>;
     /// Every document of one AUID (all users and the global tree).
@@ -278,9 +310,9 @@ mod backend_suites {
     document_store_suite!(memory_suite, MemoryStore::new);
     document_store_suite!(sled_suite, || SledStore::open_temporary()
         .expect("temporary sled store"));
-    document_store_suite!(sled_no_group_commit_suite, || {
+    document_store_suite!(sled_small_segments_suite, || {
         SledStore::open_temporary_with(SledOptions {
-            group_commit: false,
+            journal_segment_bytes: 4096,
             ..SledOptions::default()
         })
         .expect("temporary sled store")

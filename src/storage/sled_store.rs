@@ -16,45 +16,58 @@
 //! serializable (0.34.7 runs each one under a process-wide write lock), which is what makes the
 //! ETag check-then-write atomic and makes `seq` order equal commit order.
 //!
-//! Durability (design §10: without `flush` a kill -9 lost acknowledged writes): after its
-//! transaction a writer waits until a flush that *started after* its commit has finished. With
-//! group commit one background thread runs those flushes, and every writer that committed
-//! before a flush began is released by it, so N concurrent writers share one fsync.
+//! Durability (design §4, §10): a commit runs its transaction and appends a redo record to the
+//! write-ahead journal (`journal.rs`) in one step; the write is acknowledged once the journal
+//! thread has synced the batch holding it, so concurrent writers share one `fdatasync`. sled
+//! itself is flushed at journal checkpoints, on close, and by its own background timer. At open
+//! the journal left by a crash is replayed before anything is served. (design §10 asked for a
+//! sled `flush()` per write; it cost ~0.4 ms and a chain of thread hand-offs per group on this
+//! machine against 0.17 ms for the journal's append + sync, and kill -9 loses nothing with
+//! either.)
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
-use parking_lot::{Condvar, Mutex};
-use sled::transaction::TransactionalTree;
-use sled::Transactional;
-
-use super::sled_common::{abort, from_sled, from_tx, open_waiting, utf8, Reader, TxResult};
+use super::journal::{self, encode_frame, Journal, Logged, TreeId};
+use super::sled_common::{from_sled, open_waiting, utf8, Reader};
 use super::{
     check_expect, directory_prefix, validate_auid, validate_tree, validate_xui, Committed, DocKey,
-    DocMeta, DocumentStore, Expect, StorageError, StoredDocument, TreeKey, WriteOutcome,
+    DocMeta, DocumentStore, Durability, Expect, StorageError, StoredDocument, TreeKey,
+    WriteOutcome,
 };
 
 const SEP: u8 = 0;
 const RECORD_VERSION: u8 = 1;
 const FORMAT_KEY: &[u8] = b"format";
-const FORMAT_VERSION: &[u8] = b"xcapd-docs-1";
+/// `-2`: writes go through the journal, so a binary that does not replay it must not open the
+/// database (it would miss acknowledged writes). `-1` (no journal) is upgraded on open.
+const FORMAT_VERSION: &[u8] = b"xcapd-docs-2";
+const FORMAT_VERSION_1: &[u8] = b"xcapd-docs-1";
+/// The journal's directory inside the sled directory (sled only reads its own file names there).
+const JOURNAL_DIR: &str = "xcapd-journal";
 const SEQ_KEY: &[u8] = b"seq";
+/// `closed` after a clean [`SledStore::close`], `open` while in use: an open found in state
+/// `open` follows a crash and repairs the per-user index.
+const STATE_KEY: &[u8] = b"state";
+const STATE_OPEN: &[u8] = b"open";
+const STATE_CLOSED: &[u8] = b"closed";
 
 /// Tuning of the sled backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SledOptions {
     /// sled page cache size; small by default to keep RSS low (sled's own default is 1 GiB).
     pub cache_capacity_bytes: u64,
-    /// Share one background flush among concurrent writers instead of one flush per write.
-    pub group_commit: bool,
+    /// Journal segment size after which sled is flushed and the older segments are removed:
+    /// bounds both the journal on disk and the replay after a crash.
+    pub journal_segment_bytes: u64,
 }
 
 impl Default for SledOptions {
     fn default() -> Self {
         Self {
             cache_capacity_bytes: 64 * 1024 * 1024,
-            group_commit: true,
+            journal_segment_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -65,26 +78,31 @@ pub struct SledStore {
     docs: sled::Tree,
     by_user: sled::Tree,
     meta: sled::Tree,
-    group: Option<Arc<GroupCommit>>,
-    flusher: Mutex<Option<JoinHandle<()>>>,
+    journal: Journal,
+    journal_dir: PathBuf,
+    /// A write failed between its sled inserts: refuse writes until a reopen repairs.
+    damaged: AtomicBool,
+    /// Removed when the store is dropped (temporary stores).
+    temporary: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for SledStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SledStore")
-            .field("group_commit", &self.group.is_some())
+            .field("journal", &self.journal_dir)
             .finish_non_exhaustive()
     }
 }
 
 impl SledStore {
-    /// Opens (creating if needed) the database in directory `path`.
+    /// Opens (creating if needed) the database in directory `path`, replaying the journal a
+    /// crash left there.
     pub fn open(path: &Path, opts: SledOptions) -> Result<SledStore, StorageError> {
         let config = sled::Config::new()
             .path(path)
             .cache_capacity(opts.cache_capacity_bytes);
         let db = open_waiting(&config).map_err(from_sled)?;
-        Self::from_db(db, &opts)
+        Self::from_db(db, path, &opts, None)
     }
 
     /// A database in a fresh temporary location, removed on drop (tests).
@@ -94,68 +112,93 @@ impl SledStore {
 
     /// Like [`SledStore::open_temporary`] with explicit options.
     pub fn open_temporary_with(opts: SledOptions) -> Result<SledStore, StorageError> {
+        use std::sync::atomic::AtomicU64;
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "xcapd-sled-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
         let db = sled::Config::new()
-            .temporary(true)
+            .path(&path)
             .cache_capacity(opts.cache_capacity_bytes)
             .open()
             .map_err(from_sled)?;
-        Self::from_db(db, &opts)
+        Self::from_db(db, &path, &opts, Some(path.clone()))
     }
 
-    fn from_db(db: sled::Db, opts: &SledOptions) -> Result<SledStore, StorageError> {
+    fn from_db(
+        db: sled::Db,
+        path: &Path,
+        opts: &SledOptions,
+        temporary: Option<PathBuf>,
+    ) -> Result<SledStore, StorageError> {
         let docs = db.open_tree("docs").map_err(from_sled)?;
         let by_user = db.open_tree("docs_by_user").map_err(from_sled)?;
         let meta = db.open_tree("meta").map_err(from_sled)?;
         match meta.get(FORMAT_KEY).map_err(from_sled)? {
             Some(v) if v.as_ref() == FORMAT_VERSION => {}
+            None => {
+                meta.insert(FORMAT_KEY, FORMAT_VERSION).map_err(from_sled)?;
+                db.flush().map_err(from_sled)?;
+            }
+            Some(v) if v.as_ref() == FORMAT_VERSION_1 => {
+                meta.insert(FORMAT_KEY, FORMAT_VERSION).map_err(from_sled)?;
+                db.flush().map_err(from_sled)?;
+            }
             Some(v) => {
                 return Err(StorageError::Corrupt(format!(
                     "unsupported storage format {:?}",
                     String::from_utf8_lossy(&v)
                 )))
             }
-            None => {
-                meta.insert(FORMAT_KEY, FORMAT_VERSION).map_err(from_sled)?;
-                db.flush().map_err(from_sled)?;
+        }
+        let journal_dir = path.join(JOURNAL_DIR);
+        let records = journal::recover(&journal_dir)?;
+        let clean = meta.get(STATE_KEY).map_err(from_sled)?.as_deref() == Some(STATE_CLOSED);
+        if !records.is_empty() {
+            replay(&docs, &by_user, &meta, &records).map_err(from_sled)?;
+            tracing::info!(target: "xcapd::storage", records = records.len(), "replayed the write-ahead journal");
+        }
+        if !clean {
+            let mended = repair_user_index(&docs, &by_user)?;
+            if mended > 0 {
+                tracing::warn!(target: "xcapd::storage", entries = mended, "repaired the per-user index after an unclean shutdown");
             }
         }
-        let (group, flusher) = if opts.group_commit {
-            let group = Arc::new(GroupCommit::default());
-            let handle = {
-                let group = Arc::clone(&group);
-                let db = db.clone();
-                std::thread::Builder::new()
-                    .name("xcapd-sled-flush".into())
-                    .spawn(move || group.run_flusher(&db))
-                    .map_err(|e| StorageError::Backend(format!("spawn flusher: {e}")))?
-            };
-            (Some(group), Some(handle))
-        } else {
-            (None, None)
-        };
+        meta.insert(STATE_KEY, STATE_OPEN).map_err(from_sled)?;
+        db.flush().map_err(from_sled)?;
+        let checkpoint_db = db.clone();
+        let journal = Journal::start(
+            &journal_dir,
+            opts.journal_segment_bytes,
+            Box::new(move || checkpoint_db.flush().map(drop).map_err(|e| e.to_string())),
+        )?;
         Ok(SledStore {
             db,
             docs,
             by_user,
             meta,
-            group,
-            flusher: Mutex::new(flusher),
+            journal,
+            journal_dir,
+            damaged: AtomicBool::new(false),
+            temporary,
         })
     }
 
-    /// Stops the group-commit flusher (after it has flushed what writers wait for) and flushes.
-    /// Idempotent; later writes still work and flush synchronously. Also run by `Drop`.
+    /// Syncs the journal, stops its threads, flushes sled and removes the journal, now
+    /// redundant. Idempotent; later writes still work and flush sled synchronously. Also run
+    /// by `Drop`.
     pub fn close(&self) -> Result<(), StorageError> {
-        if let Some(group) = &self.group {
-            group.state.lock().shutdown = true;
-            group.flusher_wake.notify_one();
-        }
-        if let Some(handle) = self.flusher.lock().take() {
-            handle
-                .join()
-                .map_err(|_| StorageError::Backend("flusher thread panicked".into()))?;
-        }
+        self.journal.close()?;
         self.db.flush().map_err(from_sled)?;
+        journal::clear(&self.journal_dir)?;
+        if !self.damaged.load(Ordering::Acquire) {
+            self.meta
+                .insert(STATE_KEY, STATE_CLOSED)
+                .map_err(from_sled)?;
+            self.db.flush().map_err(from_sled)?;
+        }
         Ok(())
     }
 
@@ -164,113 +207,194 @@ impl SledStore {
         &self.db
     }
 
-    /// Number of group-commit flushes run so far (0 without group commit).
-    pub fn group_flush_count(&self) -> u64 {
-        self.group.as_ref().map_or(0, |g| g.state.lock().flushes)
+    /// Journal batches written and synced so far: how many writes shared each `fdatasync`.
+    pub fn journal_sync_count(&self) -> u64 {
+        self.journal.sync_count()
     }
 
-    /// Returns once everything committed before this call is on disk.
-    fn make_durable(&self) -> Result<(), StorageError> {
-        match &self.group {
-            Some(group) => match group.wait_durable()? {
-                Durable::Flushed => Ok(()),
-                Durable::FlusherStopped => self.db.flush().map(drop).map_err(from_sled),
-            },
-            None => self.db.flush().map(drop).map_err(from_sled),
+    /// Applies one change if `expect` holds and journals it. `None`: a delete of an absent
+    /// document, nothing changed.
+    fn commit_change(
+        &self,
+        expect: &Expect,
+        change: &Change<'_>,
+    ) -> Result<(Option<Committed>, Durability), StorageError> {
+        let logged = self.journal.commit(|journal| {
+            let previous_etag = self.current_etag(change.pkey)?;
+            check_expect(expect, previous_etag.as_deref())?;
+            let outcome = match (change.record, &previous_etag) {
+                (None, None) => return Ok(None),
+                (None, Some(_)) => WriteOutcome::Deleted,
+                (Some(_), Some(_)) => WriteOutcome::Replaced,
+                (Some(_), None) => WriteOutcome::Created,
+            };
+            let seq = self.next_seq()?;
+            self.apply(journal.is_none(), || {
+                set(&self.docs, change.pkey, change.record)?;
+                if let Some((ikey, ivalue)) = change.index {
+                    set(&self.by_user, ikey, ivalue)?;
+                }
+                self.meta.insert(SEQ_KEY, &seq.to_be_bytes()[..]).map(drop)
+            })?;
+            if let Some(journal) = journal {
+                let primary = (TreeId::Docs, change.pkey, change.record);
+                match change.index {
+                    Some((ikey, ivalue)) => {
+                        encode_frame(journal, seq, &[primary, (TreeId::ByUser, ikey, ivalue)])
+                    }
+                    None => encode_frame(journal, seq, &[primary]),
+                }
+            }
+            Ok(Some(Committed {
+                outcome,
+                previous_etag,
+                seq,
+            }))
+        })?;
+        self.durability(logged)
+    }
+
+    /// Inside a commit: the ETag of the current record, if any.
+    fn current_etag(&self, pkey: &[u8]) -> Result<Option<String>, StorageError> {
+        match self.docs.get(pkey).map_err(from_sled)? {
+            None => Ok(None),
+            Some(v) => decode_doc(&v).map(|(etag, _, _)| Some(etag)),
+        }
+    }
+
+    /// Inside a commit: the next change sequence number.
+    fn next_seq(&self) -> Result<u64, StorageError> {
+        Ok(decode_seq(self.meta.get(SEQ_KEY).map_err(from_sled)?.as_deref())? + 1)
+    }
+
+    /// Inside a commit: runs the sled inserts of one change. They are single-key operations,
+    /// not a sled transaction: sled 0.34 makes every transaction and batch write and
+    /// `sync_file_range` its log twice (`pin_log`), the cost this journal exists to avoid.
+    /// Commits are serialized by the journal, the journal record makes the change atomic
+    /// across a crash, and [`repair_user_index`] mends what an unjournaled one left. A sled
+    /// error between the inserts leaves the trees out of step: writes are refused from then on
+    /// and the next open repairs.
+    /// Without a journal (after close) the store is first marked open, so that a crash before
+    /// the caller's flush is repaired like any other.
+    fn apply(
+        &self,
+        unjournaled: bool,
+        inserts: impl FnOnce() -> sled::Result<()>,
+    ) -> Result<(), StorageError> {
+        if self.damaged.load(Ordering::Acquire) {
+            return Err(StorageError::Backend(
+                "an earlier write failed half-way; restart to repair".into(),
+            ));
+        }
+        let marked = if unjournaled {
+            self.meta.insert(STATE_KEY, STATE_OPEN).map(drop)
+        } else {
+            Ok(())
+        };
+        marked.and_then(|()| inserts()).map_err(|e| {
+            self.damaged.store(true, Ordering::Release);
+            from_sled(e)
+        })
+    }
+
+    /// Completes a journaled commit: pending durability, or a synchronous sled flush for a
+    /// write that arrived after [`SledStore::close`].
+    fn durability<T>(&self, logged: Logged<T>) -> Result<(T, Durability), StorageError> {
+        match logged {
+            Logged::Pending(value, durable) => Ok((value, durable)),
+            Logged::Closed(value) => {
+                self.db.flush().map_err(from_sled)?;
+                Ok((value, Durability::done()))
+            }
         }
     }
 }
 
 impl Drop for SledStore {
     fn drop(&mut self) {
-        // Nothing to report to: a failure here is as if the process had died before the last
-        // flush, which every acknowledged write has already survived.
+        // Nothing to report to: a failure here is as if the process had died after the last
+        // journal sync, which every acknowledged write has already survived.
         let _ = self.close();
+        if let Some(path) = &self.temporary {
+            let _ = std::fs::remove_dir_all(path);
+        }
+    }
+}
+
+/// The sled entries one write changes: the primary record and the user index entry (`None`
+/// values remove).
+struct Change<'a> {
+    pkey: &'a [u8],
+    record: Option<&'a [u8]>,
+    index: Option<(&'a [u8], Option<&'a [u8]>)>,
+}
+
+fn set(tree: &sled::Tree, key: &[u8], value: Option<&[u8]>) -> sled::Result<()> {
+    match value {
+        Some(v) => tree.insert(key, v).map(drop),
+        None => tree.remove(key).map(drop),
     }
 }
 
-/// State shared between writers and the group-commit flusher thread.
-#[derive(Default)]
-struct GroupCommit {
-    state: Mutex<FlushState>,
-    flusher_wake: Condvar,
-    writers_wake: Condvar,
-}
-
-#[derive(Default)]
-struct FlushState {
-    /// Tickets handed out: writer n committed its transaction before taking ticket n.
-    requested: u64,
-    /// Every ticket up to this one is covered by a finished flush.
-    completed: u64,
-    /// A failed flush leaves the durability of later writes unknown: refuse them from then on.
-    failure: Option<String>,
-    shutdown: bool,
-    /// Flushes run by the flusher thread (observability of the batching).
-    flushes: u64,
-}
-
-enum Durable {
-    Flushed,
-    FlusherStopped,
-}
-
-impl GroupCommit {
-    fn wait_durable(&self) -> Result<Durable, StorageError> {
-        let mut st = self.state.lock();
-        if let Some(e) = &st.failure {
-            return Err(StorageError::Backend(format!("earlier flush failed: {e}")));
-        }
-        if st.shutdown {
-            return Ok(Durable::FlusherStopped);
-        }
-        st.requested += 1;
-        let ticket = st.requested;
-        self.flusher_wake.notify_one();
-        while st.completed < ticket && st.failure.is_none() {
-            self.writers_wake.wait(&mut st);
-        }
-        if st.completed >= ticket {
-            Ok(Durable::Flushed)
-        } else {
-            let e = st.failure.as_deref().unwrap_or_default();
-            Err(StorageError::Backend(format!("flush failed: {e}")))
-        }
-    }
-
-    fn run_flusher(&self, db: &sled::Db) {
-        loop {
-            let target = {
-                let mut st = self.state.lock();
-                while st.requested == st.completed && !st.shutdown {
-                    self.flusher_wake.wait(&mut st);
-                }
-                if st.requested == st.completed {
-                    return; // shutdown with nobody waiting
-                }
-                st.requested
+/// Re-applies journal records in commit order. Each record holds the after-images of the
+/// entries its commit changed, so applying the tail of the history again is harmless, and the
+/// change sequence ends at least at the newest record.
+fn replay(
+    docs: &sled::Tree,
+    by_user: &sled::Tree,
+    meta: &sled::Tree,
+    records: &[journal::Record],
+) -> sled::Result<()> {
+    let mut newest = 0;
+    for record in records {
+        for op in &record.ops {
+            let tree = match op.tree {
+                TreeId::Docs => docs,
+                TreeId::ByUser => by_user,
             };
-            // Every ticket <= target was taken after its writer's commit, and this flush starts
-            // after target was read, so it covers all of them.
-            // A panic inside sled must not leave writers waiting forever: treat it as failure.
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.flush()));
-            let mut st = self.state.lock();
-            match result {
-                Ok(Ok(_)) => {
-                    st.completed = target;
-                    st.flushes += 1;
-                }
-                Ok(Err(e)) => st.failure = Some(e.to_string()),
-                Err(_) => st.failure = Some("flush panicked".into()),
-            }
-            let failed = st.failure.is_some();
-            drop(st);
-            self.writers_wake.notify_all();
-            if failed {
-                return;
-            }
+            set(tree, &op.key, op.value.as_deref())?;
+        }
+        newest = newest.max(record.seq);
+    }
+    let current = meta
+        .get(SEQ_KEY)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes);
+    if newest > current {
+        meta.insert(SEQ_KEY, &newest.to_be_bytes()[..])?;
+    }
+    Ok(())
+}
+
+/// After a crash sled may hold a document change whose index change it lost, or the
+/// reverse, from a commit that never reached the journal (so was never acknowledged). Makes
+/// `docs_by_user` exactly the index of the user documents in `docs`; returns the entries fixed.
+fn repair_user_index(docs: &sled::Tree, by_user: &sled::Tree) -> Result<u64, StorageError> {
+    let mut fixed = 0;
+    for item in docs.iter() {
+        let (k, v) = item.map_err(from_sled)?;
+        let key = decode_doc_key(&k)?;
+        let TreeKey::User(xui) = &key.tree else {
+            continue;
+        };
+        let (etag, modified_ms, body) = decode_doc(&v)?;
+        let ikey = user_index_key(xui, &key.auid, &key.path);
+        let want = encode_index(&etag, modified_ms, body.len() as u64)?;
+        if by_user.get(&ikey).map_err(from_sled)?.as_deref() != Some(want.as_slice()) {
+            by_user.insert(ikey, want).map_err(from_sled)?;
+            fixed += 1;
         }
     }
+    for item in by_user.iter() {
+        let (k, _) = item.map_err(from_sled)?;
+        let key = decode_user_index_key(&k)?;
+        let pkey = doc_key_bytes(&key.auid, &key.tree, &key.path);
+        if !docs.contains_key(pkey).map_err(from_sled)? {
+            by_user.remove(k).map_err(from_sled)?;
+            fixed += 1;
+        }
+    }
+    Ok(fixed)
 }
 
 // ---- key and record encoding ----
@@ -406,28 +530,6 @@ fn decode_seq(bytes: Option<&[u8]>) -> Result<u64, StorageError> {
     }
 }
 
-/// Inside a transaction: the ETag of the current record, if any.
-fn current_etag(docs: &TransactionalTree, key: &[u8]) -> TxResult<Option<String>> {
-    match docs.get(key)? {
-        None => Ok(None),
-        Some(v) => match decode_doc(&v) {
-            Ok((etag, _, _)) => Ok(Some(etag)),
-            Err(e) => abort(e),
-        },
-    }
-}
-
-/// Inside a transaction: allocates the next change sequence number.
-fn next_seq(meta: &TransactionalTree) -> TxResult<u64> {
-    let current = match decode_seq(meta.get(SEQ_KEY)?.as_deref()) {
-        Ok(s) => s,
-        Err(e) => return abort(e),
-    };
-    let next = current + 1;
-    meta.insert(SEQ_KEY, &next.to_be_bytes()[..])?;
-    Ok(next)
-}
-
 impl DocumentStore for SledStore {
     fn get(&self, key: &DocKey) -> Result<Option<StoredDocument>, StorageError> {
         key.validate()?;
@@ -446,14 +548,14 @@ impl DocumentStore for SledStore {
         }))
     }
 
-    fn put(
+    fn put_nowait(
         &self,
         key: &DocKey,
         expect: &Expect,
         body: &str,
         etag: &str,
         modified_ms: u64,
-    ) -> Result<Committed, StorageError> {
+    ) -> Result<(Committed, Durability), StorageError> {
         key.validate()?;
         let pkey = doc_key_bytes(&key.auid, &key.tree, &key.path);
         let record = encode_doc(body, etag, modified_ms)?;
@@ -464,65 +566,39 @@ impl DocumentStore for SledStore {
             )),
             TreeKey::Global => None,
         };
-        let committed = (&self.docs, &self.by_user, &self.meta)
-            .transaction(|(docs, by_user, meta)| {
-                let previous_etag = current_etag(docs, &pkey)?;
-                if let Err(e) = check_expect(expect, previous_etag.as_deref()) {
-                    return abort(e);
-                }
-                let seq = next_seq(meta)?;
-                docs.insert(pkey.as_slice(), record.as_slice())?;
-                if let Some((ikey, ivalue)) = &index {
-                    by_user.insert(ikey.as_slice(), ivalue.as_slice())?;
-                }
-                let outcome = if previous_etag.is_some() {
-                    WriteOutcome::Replaced
-                } else {
-                    WriteOutcome::Created
-                };
-                Ok(Committed {
-                    outcome,
-                    previous_etag,
-                    seq,
-                })
-            })
-            .map_err(from_tx)?;
-        self.make_durable()?;
-        Ok(committed)
+        let change = Change {
+            pkey: &pkey,
+            record: Some(&record),
+            index: index
+                .as_ref()
+                .map(|(k, v)| (k.as_slice(), Some(v.as_slice()))),
+        };
+        match self.commit_change(expect, &change)? {
+            (Some(committed), durable) => Ok((committed, durable)),
+            (None, _) => Err(StorageError::Backend("put committed nothing".into())),
+        }
     }
 
-    fn delete(&self, key: &DocKey, expect: &Expect) -> Result<Option<Committed>, StorageError> {
+    fn delete_nowait(
+        &self,
+        key: &DocKey,
+        expect: &Expect,
+    ) -> Result<Option<(Committed, Durability)>, StorageError> {
         key.validate()?;
         let pkey = doc_key_bytes(&key.auid, &key.tree, &key.path);
         let ikey = match &key.tree {
             TreeKey::User(xui) => Some(user_index_key(xui, &key.auid, &key.path)),
             TreeKey::Global => None,
         };
-        let committed = (&self.docs, &self.by_user, &self.meta)
-            .transaction(|(docs, by_user, meta)| {
-                let previous_etag = current_etag(docs, &pkey)?;
-                if let Err(e) = check_expect(expect, previous_etag.as_deref()) {
-                    return abort(e);
-                }
-                if previous_etag.is_none() {
-                    return Ok(None);
-                }
-                let seq = next_seq(meta)?;
-                docs.remove(pkey.as_slice())?;
-                if let Some(ikey) = &ikey {
-                    by_user.remove(ikey.as_slice())?;
-                }
-                Ok(Some(Committed {
-                    outcome: WriteOutcome::Deleted,
-                    previous_etag,
-                    seq,
-                }))
-            })
-            .map_err(from_tx)?;
-        if committed.is_some() {
-            self.make_durable()?;
+        let change = Change {
+            pkey: &pkey,
+            record: None,
+            index: ikey.as_deref().map(|k| (k, None)),
+        };
+        match self.commit_change(expect, &change)? {
+            (Some(committed), durable) => Ok(Some((committed, durable))),
+            (None, _) => Ok(None),
         }
-        Ok(committed)
     }
 
     fn list_user(&self, xui: &str) -> Result<Vec<DocMeta>, StorageError> {
@@ -577,6 +653,7 @@ impl DocumentStore for SledStore {
         decode_seq(self.meta.get(SEQ_KEY).map_err(from_sled)?.as_deref())
     }
 
+    /// Every acknowledged write is already in the journal; this makes sled hold them too.
     fn flush(&self) -> Result<(), StorageError> {
         self.db.flush().map(drop).map_err(from_sled)
     }
@@ -697,19 +774,24 @@ mod tests {
         assert!(next.seq > seq);
     }
 
-    /// Writes after close() still succeed (synchronous flush) and persist.
+    /// Writes after close() still succeed (synchronous flush) and persist; the journal of the
+    /// writes before close is not replayed over them.
     #[test]
     fn writes_after_close_flush_synchronously() {
         let dir = tempfile::tempdir().unwrap();
         let key = DocKey::new("a", TreeKey::Global, "d");
         {
             let store = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+            store.put(&key, &Expect::Absent, "old", "e0", 0).unwrap();
             store.close().unwrap();
             store.close().unwrap();
-            store.put(&key, &Expect::Absent, "x", "e", 0).unwrap();
+            store
+                .put(&key, &Expect::Etag("e0".into()), "x", "e", 0)
+                .unwrap();
         }
         let store = SledStore::open(dir.path(), SledOptions::default()).unwrap();
-        assert_eq!(store.get(&key).unwrap().unwrap().etag, "e");
+        let doc = store.get(&key).unwrap().unwrap();
+        assert_eq!((&*doc.body, doc.etag.as_str()), ("x", "e"));
     }
 }
 
@@ -722,6 +804,7 @@ mod durability_tests {
     use std::time::Instant;
 
     const CHILD_DIR_VAR: &str = "XCAPD_STORAGE_ABORT_CHILD_DIR";
+    const CHILD_SEGMENT_VAR: &str = "XCAPD_STORAGE_ABORT_CHILD_SEGMENT";
 
     fn key(t: usize, i: usize) -> DocKey {
         DocKey::new(
@@ -734,7 +817,15 @@ mod durability_tests {
     /// Child half: writes from 4 threads, reports each acknowledged key on stdout, and aborts
     /// (no Drop, no final flush: what kill -9 leaves) while writers are still running.
     fn abort_child(dir: &str) -> ! {
-        let store = Arc::new(SledStore::open(Path::new(dir), SledOptions::default()).unwrap());
+        let segment: u64 = std::env::var(CHILD_SEGMENT_VAR)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(SledOptions::default().journal_segment_bytes);
+        let opts = SledOptions {
+            journal_segment_bytes: segment,
+            ..SledOptions::default()
+        };
+        let store = Arc::new(SledStore::open(Path::new(dir), opts).unwrap());
         let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for t in 0..4 {
             let store = Arc::clone(&store);
@@ -758,23 +849,44 @@ mod durability_tests {
     }
 
     /// design §10: every write acknowledged before an abrupt process death is there after
-    /// reopening. The child is this test binary re-run in child mode.
+    /// reopening (the journal replays what sled had not flushed), and the per-user index
+    /// matches the documents. The child is this test binary re-run in child mode.
     #[test]
     fn acknowledged_writes_survive_abort() {
         if let Ok(dir) = std::env::var(CHILD_DIR_VAR) {
             abort_child(&dir);
         }
+        abort_and_check("acknowledged_writes_survive_abort", None);
+    }
+
+    /// The same with 16 KiB journal segments: checkpoints (sled flush, old segments removed)
+    /// run all through the write load, and the replay spans several segments.
+    #[test]
+    fn acknowledged_writes_survive_abort_across_checkpoints() {
+        if let Ok(dir) = std::env::var(CHILD_DIR_VAR) {
+            abort_child(&dir);
+        }
+        abort_and_check(
+            "acknowledged_writes_survive_abort_across_checkpoints",
+            Some(16 * 1024),
+        );
+    }
+
+    fn abort_and_check(test: &str, segment: Option<u64>) {
         let dir = tempfile::tempdir().unwrap();
         // libtest names tests by module path without the crate name.
         let module = module_path!().split_once("::").unwrap().1;
-        let child_test = format!("{module}::acknowledged_writes_survive_abort");
-        let out = Command::new(std::env::current_exe().unwrap())
+        let child_test = format!("{module}::{test}");
+        let mut child = Command::new(std::env::current_exe().unwrap());
+        child
             .args([&child_test, "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_DIR_VAR, dir.path())
             .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .unwrap();
+            .stderr(Stdio::null());
+        if let Some(bytes) = segment {
+            child.env(CHILD_SEGMENT_VAR, bytes.to_string());
+        }
+        let out = child.output().unwrap();
         assert!(!out.status.success(), "child must die by abort");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let acked: Vec<(usize, usize)> = stdout
@@ -802,19 +914,80 @@ mod durability_tests {
             lost.len(),
             acked.len()
         );
-        let listed: usize = (0..4)
-            .map(|t| {
-                store
-                    .list_user(&format!("sip:user{t}@example.com"))
-                    .unwrap()
-                    .len()
-            })
-            .sum();
-        assert!(listed >= acked.len());
+        // The index lists exactly the stored documents, and seq covers every write.
+        let mut listed = 0;
+        for t in 0..4 {
+            let metas = store
+                .list_user(&format!("sip:user{t}@example.com"))
+                .unwrap();
+            for m in &metas {
+                let doc = store.get(&m.key).unwrap().expect("indexed document exists");
+                assert_eq!(doc.etag, m.etag);
+            }
+            listed += metas.len();
+        }
+        let stored = store.list_auid("resource-lists").unwrap().len();
+        assert_eq!(listed, stored, "per-user index out of step with documents");
+        assert!(stored >= acked.len());
+        assert!(store.last_seq().unwrap() >= stored as u64);
         println!(
             "abort test: {} acknowledged, all present after reopen",
             acked.len()
         );
+    }
+
+    /// An unclean shutdown that left a document without its index entry, and an index entry
+    /// without its document (a commit sled half-flushed before it reached the journal), is
+    /// mended on open.
+    #[test]
+    fn unclean_open_repairs_the_user_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = DocKey::new("resource-lists", TreeKey::User("sip:a@x".into()), "index");
+        {
+            let store = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+            store.put(&kept, &Expect::Absent, "<a/>", "e1", 1).unwrap();
+            // Damage as a crash could leave it, behind the store's back.
+            store
+                .by_user
+                .remove(user_index_key("sip:a@x", "resource-lists", "index"))
+                .unwrap();
+            store
+                .by_user
+                .insert(
+                    user_index_key("sip:ghost@x", "resource-lists", "index"),
+                    encode_index("e9", 9, 3).unwrap(),
+                )
+                .unwrap();
+            store.journal.close().unwrap();
+            store.db.flush().unwrap();
+            // No close(): the state stays "open", as after kill -9.
+            std::mem::forget(store);
+        }
+        // sled releases its lock only when the forgotten Db would drop: reopen from a copy.
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), copy.path());
+        let store = SledStore::open(copy.path(), SledOptions::default()).unwrap();
+        let listed: Vec<DocKey> = store
+            .list_user("sip:a@x")
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        assert_eq!(listed, vec![kept]);
+        assert!(store.list_user("sip:ghost@x").unwrap().is_empty());
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                std::fs::create_dir_all(&target).unwrap();
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
     }
 
     fn timed_puts(
@@ -846,26 +1019,24 @@ mod durability_tests {
         (
             elapsed,
             store.last_seq().unwrap(),
-            store.group_flush_count(),
+            store.journal_sync_count(),
         )
     }
 
-    /// Measures durable puts on the real disk (tempdir, not /dev/shm). Prints only: timing on
-    /// a shared 2-core machine is no pass/fail criterion.
+    /// Group commit: concurrent writers share journal syncs, one writer gets one sync per
+    /// write. Figures are printed for the record; timing is no pass/fail criterion here.
     #[test]
-    fn measure_durable_put_throughput() {
-        for group_commit in [true, false] {
-            for threads in [1, 4] {
-                let opts = SledOptions {
-                    group_commit,
-                    ..SledOptions::default()
-                };
-                let (elapsed, n, flushes) = timed_puts(opts, threads, 1000);
-                println!(
-                    "sled durable puts: group_commit={group_commit} threads={threads} n={n} \
-                     total={elapsed:?} per_put={:?} group_flushes={flushes}",
-                    elapsed / n as u32
-                );
+    fn concurrent_writers_share_journal_syncs() {
+        for threads in [1, 4] {
+            let (elapsed, n, syncs) = timed_puts(SledOptions::default(), threads, 1000);
+            println!(
+                "durable puts: threads={threads} n={n} total={elapsed:?} per_put={:?} syncs={syncs}",
+                elapsed / n as u32
+            );
+            if threads == 1 {
+                assert_eq!(syncs, n, "one writer: one sync per acknowledged write");
+            } else {
+                assert!(syncs < n, "4 writers never shared a sync ({syncs} for {n})");
             }
         }
     }

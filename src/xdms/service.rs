@@ -585,12 +585,13 @@ impl Xdms {
             g.check(&target.key, &doc)?;
         }
         let etag = self.next_etag().0;
-        let store = self.store.clone();
-        let key = target.key.clone();
-        let body = doc.shared_text().clone();
-        let etag2 = etag.clone();
-        let committed =
-            blocking_commit(move || store.put(&key, &expect, &body, &etag2, now_ms())).await?;
+        // Applying is a short in-memory transaction; only the durability wait is long, and it
+        // holds no thread.
+        let (committed, durable) = self
+            .store
+            .put_nowait(&target.key, &expect, doc.shared_text(), &etag, now_ms())
+            .map_err(commit_error)?;
+        durable.wait().await.map_err(commit_error)?;
         if let Some(g) = unique.as_mut() {
             g.record(&target.key, Some(&doc));
         }
@@ -612,12 +613,14 @@ impl Xdms {
 
     async fn commit_delete(&self, target: &Target, expect: Expect) -> Result<(), CommitError> {
         let mut unique = self.unique.lock_for(&target.key.auid).await;
-        let store = self.store.clone();
-        let key = target.key.clone();
-        let committed = blocking_commit(move || store.delete(&key, &expect)).await?;
-        let Some(committed) = committed else {
+        let Some((committed, durable)) = self
+            .store
+            .delete_nowait(&target.key, &expect)
+            .map_err(commit_error)?
+        else {
             return Err(CommitError::Xcap(XcapError::NotFound("no such document")));
         };
+        durable.wait().await.map_err(commit_error)?;
         if let Some(g) = unique.as_mut() {
             g.record(&target.key, None);
         }
@@ -664,16 +667,10 @@ impl From<XcapError> for CommitError {
     }
 }
 
-async fn blocking_commit<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
-) -> Result<T, CommitError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(StorageError::PreconditionFailed)) => Err(CommitError::Lost),
-        Ok(Err(e)) => Err(CommitError::Xcap(storage_error(e))),
-        Err(e) => Err(CommitError::Xcap(XcapError::Internal(format!(
-            "storage task failed: {e}"
-        )))),
+fn commit_error(e: StorageError) -> CommitError {
+    match e {
+        StorageError::PreconditionFailed => CommitError::Lost,
+        e => CommitError::Xcap(storage_error(e)),
     }
 }
 
