@@ -133,6 +133,75 @@ fn perform(schemas: &[Rc<Schema>], task: Task) -> Result<(), XsdError> {
     }
 }
 
+/// Inline validation: each thread compiles a schema the first time it validates against it
+/// and keeps it in thread-local storage, keyed by the `Inline` it belongs to (tests run several
+/// validators with different schema sets on one thread).
+pub(super) struct Inline {
+    id: u64,
+    files: FileMap,
+    mains: Arc<Vec<String>>,
+}
+
+thread_local! {
+    /// Inline id -> schema per key index, compiled on first use on this thread.
+    static LOCAL: std::cell::RefCell<HashMap<u64, Vec<Option<Schema>>>> =
+        std::cell::RefCell::new(HashMap::new());
+    static THREAD_READY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl Inline {
+    pub(super) fn new(files: FileMap, mains: Arc<Vec<String>>) -> Inline {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Inline {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            files,
+            mains,
+        }
+    }
+
+    /// Validates on this thread, compiling the schema here first if needed.
+    pub(super) fn validate(&self, key_index: usize, document: &str) -> Result<(), XsdError> {
+        if !THREAD_READY.get() {
+            loader::init_thread();
+            THREAD_READY.set(true);
+        }
+        let result = LOCAL.with(|local| {
+            let mut local = local.borrow_mut();
+            let schemas = local
+                .entry(self.id)
+                .or_insert_with(|| (0..self.mains.len()).map(|_| None).collect());
+            let slot = schemas
+                .get_mut(key_index)
+                .ok_or_else(|| XsdError::UnknownKey(key_index.to_string()))?;
+            catch_unwind(AssertUnwindSafe(|| {
+                if slot.is_none() {
+                    *slot = Some(Schema::compile(&self.files, &self.mains[key_index])?);
+                }
+                match slot {
+                    Some(schema) => schema.validate(document),
+                    None => Err(XsdError::Panicked),
+                }
+            }))
+            .unwrap_or(Err(XsdError::Panicked))
+        });
+        // Whatever a panicking job left behind must not leak into the next one.
+        loader::take_diagnostics();
+        result
+    }
+}
+
+impl Drop for Inline {
+    fn drop(&mut self) {
+        // This thread's copies go now; other threads' copies go when those threads end.
+        let _ = LOCAL.try_with(|local| {
+            if let Ok(mut local) = local.try_borrow_mut() {
+                local.remove(&self.id);
+            }
+        });
+    }
+}
+
 /// Compiles each distinct main schema once; returns one handle per key index.
 fn compile_all(files: &FileMap, mains: &[String]) -> Result<Vec<Rc<Schema>>, XsdError> {
     let mut by_file: HashMap<&str, Rc<Schema>> = HashMap::new();
