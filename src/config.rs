@@ -97,7 +97,7 @@ impl Default for StorageConfig {
         StorageConfig {
             backend: StorageBackend::Sled,
             cache_capacity_mb: 32,
-            journal_segment_mb: 64,
+            journal_segment_mb: 16,
             document_cache_mb: 32,
         }
     }

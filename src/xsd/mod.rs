@@ -766,6 +766,25 @@ mod tests {
         }
     }
 
+    /// Both paths of `validate`, the calling thread (up to INLINE_MAX_BYTES) and a worker
+    /// (above), give the same verdicts and lines (RFC 4825 §8.2.5, ER-10).
+    #[tokio::test]
+    async fn inline_and_worker_paths_agree() {
+        let v = rl_validator(1);
+        let padding = format!("<!--{}-->\n", "x".repeat(INLINE_MAX_BYTES));
+        for prefix in ["", padding.as_str()] {
+            let valid = VALID_RL.replacen("\n", &format!("\n{prefix}"), 1);
+            let invalid = INVALID_RL.replacen("\n", &format!("\n{prefix}"), 1);
+            let big = !prefix.is_empty();
+            assert_eq!(valid.len() > INLINE_MAX_BYTES, big);
+            v.validate("resource-lists", doc(&valid)).await.unwrap();
+            let (message, line, _) =
+                expect_invalid(v.validate("resource-lists", doc(&invalid)).await);
+            assert!(message.contains("buddy"), "{message}");
+            assert_eq!(line, Some(if big { 5 } else { 4 }));
+        }
+    }
+
     /// `validate_blocking` must also work when called from inside an async context.
     #[tokio::test]
     async fn blocking_call_inside_runtime_does_not_panic() {
