@@ -47,6 +47,7 @@ const MAX_PAYLOAD: usize = 1 << 30;
 pub(crate) enum TreeId {
     Docs = 0,
     ByUser = 1,
+    Bodies = 2,
 }
 
 impl TreeId {
@@ -54,6 +55,7 @@ impl TreeId {
         match b {
             0 => Some(TreeId::Docs),
             1 => Some(TreeId::ByUser),
+            2 => Some(TreeId::Bodies),
             _ => None,
         }
     }
