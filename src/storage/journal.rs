@@ -485,10 +485,16 @@ impl SegmentWriter {
             }
             None => false,
         };
-        self.file = if spare_ready {
-            activate_spare(&self.dir, next)?
-        } else {
-            create_segment(&self.dir, next)?
+        // A spare that cannot be activated (say, removed by hand) only costs the speed-up.
+        let activated = spare_ready
+            .then(|| activate_spare(&self.dir, next))
+            .and_then(|r| {
+                r.map_err(|e| tracing::warn!(target: "xcapd::storage", error = %e, "cannot use the prepared journal segment"))
+                    .ok()
+            });
+        self.file = match activated {
+            Some(file) => file,
+            None => create_segment(&self.dir, next)?,
         };
         self.written = SEGMENT_MAGIC.len() as u64;
         self.spare_requested = false;
@@ -776,6 +782,34 @@ mod tests {
         assert_eq!(seqs, vec![9, 10]);
         clear(dir.path()).unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// A spare announced as ready but gone from the disk is no failure: rotation creates the
+    /// next segment instead.
+    #[test]
+    fn rotation_survives_a_missing_spare() {
+        let dir = tempfile::tempdir().unwrap();
+        let (to_background, _background) = mpsc::channel();
+        let mut writer = SegmentWriter {
+            dir: dir.path().to_path_buf(),
+            number: 1,
+            file: create_segment(dir.path(), 1).unwrap(),
+            written: SEGMENT_MAGIC.len() as u64,
+            checkpoint_bytes: 16,
+            to_background,
+            spare: Arc::new(Mutex::new(Some(2))),
+            spare_requested: true,
+        };
+        writer
+            .append(&frame(1, &[(TreeId::Docs, b"k", Some(b"v"))]))
+            .unwrap();
+        writer.maybe_rotate().unwrap();
+        assert_eq!(writer.number, 2);
+        writer
+            .append(&frame(2, &[(TreeId::Docs, b"k", None)]))
+            .unwrap();
+        let seqs: Vec<u64> = recover(dir.path()).unwrap().iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![1, 2]);
     }
 
     #[test]
