@@ -577,10 +577,14 @@ impl Shared {
                 std::mem::swap(&mut st.pending, &mut batch);
                 std::mem::take(&mut st.waiters)
             };
-            let result = writer
-                .append(&batch)
-                .map_err(|e| format!("write segment {}: {e}", writer.number))
-                .and_then(|()| writer.maybe_rotate().map_err(|e| e.to_string()));
+            // A panic must not leave this and every later writer waiting: it is a failure.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                writer
+                    .append(&batch)
+                    .map_err(|e| format!("write segment {}: {e}", writer.number))
+                    .and_then(|()| writer.maybe_rotate().map_err(|e| e.to_string()))
+            }))
+            .unwrap_or_else(|_| Err("journal write panicked".into()));
             batch.clear();
             let failed = {
                 let mut st = self.state.lock();

@@ -585,7 +585,7 @@ impl Xdms {
             g.check(&target.key, &doc)?;
         }
         let etag = self.next_etag().0;
-        // Applying is a short in-memory transaction; only the durability wait is long, and it
+        // Applying is a few in-memory sled inserts; only the durability wait is long, and it
         // holds no thread.
         let (committed, durable) = self
             .store
