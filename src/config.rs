@@ -168,7 +168,8 @@ pub struct AuthConfig {
     pub realm: String,
     /// HTTP Digest (RFC 7616) with qop=auth.
     pub digest: bool,
-    /// Offered algorithms, in challenge order: "SHA-256", "MD5".
+    /// Offered algorithms, in challenge order ("MD5", "SHA-256"). MD5 first by default: clients
+    /// that read only the first challenge (Python's urllib, many SIP/XCAP UAs) lack SHA-256.
     pub digest_algorithms: Vec<String>,
     pub nonce_lifetime_secs: u64,
     /// HTTP Basic (RFC 7617); refused on plain HTTP unless `basic_without_tls` (HT-02).
@@ -195,7 +196,7 @@ impl Default for AuthConfig {
         AuthConfig {
             realm: String::new(),
             digest: true,
-            digest_algorithms: vec!["SHA-256".into(), "MD5".into()],
+            digest_algorithms: vec!["MD5".into(), "SHA-256".into()],
             nonce_lifetime_secs: 300,
             basic: false,
             basic_without_tls: false,

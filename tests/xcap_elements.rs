@@ -175,6 +175,33 @@ async fn op12_er08_cannot_insert_when_selector_would_not_select() {
     s.stop().await;
 }
 
+/// NS-04 / RFC 4825 §6.3 `position = 1*DIGIT`: a `[0]` step is a valid selector that selects
+/// nothing (issue #10 item 4): GET 404, PUT 409 cannot-insert (§8.2.3), never "not understood".
+#[tokio::test]
+async fn ns04_position_zero_selects_nothing() {
+    let (s, etag) = seeded().await;
+    let zero = "resource-lists/users/sip:alice@example.com/index/~~/resource-lists/list%5B0%5D%5B@name=%22friends%22%5D";
+    let r = s.get(zero).await;
+    assert_eq!(r.status, 404);
+    assert!(!r.body.contains("not understood"), "{}", r.body);
+    let r = s.get(&format!("{LIST}/entry%5B0%5D")).await;
+    assert_eq!(r.status, 404);
+    let r = s
+        .put(
+            &format!("{LIST}/entry%5B0%5D"),
+            EL,
+            "<entry uri=\"sip:zed@example.com\"/>",
+        )
+        .await;
+    assert_eq!(r.status, 409);
+    assert_eq!(r.xcap_error(), "cannot-insert");
+    let r = s.put(zero, EL, "<list name=\"friends\"/>").await;
+    assert_eq!(r.xcap_error(), "cannot-insert");
+    assert_eq!(s.delete(&format!("{LIST}/entry%5B0%5D")).await.status, 404);
+    assert_eq!(s.get(ALICE_LISTS).await.etag(), etag, "nothing changed");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn op21_attribute_create_and_replace() {
     let (s, _) = seeded().await;

@@ -164,7 +164,9 @@ impl Default for DigestConfig {
     fn default() -> Self {
         DigestConfig {
             nonce_lifetime_secs: 300,
-            algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+            // MD5 first: clients that read only the first challenge (Python's urllib, many
+            // SIP/XCAP UAs) know MD5 but not SHA-256; clients that know both pick SHA-256.
+            algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
             max_tracked_nonces: 65_536,
         }
     }
@@ -326,7 +328,11 @@ pub(crate) fn parse_auth_params(input: &str) -> Option<Vec<(String, String)>> {
             let mut chars = input[i..].char_indices();
             while let Some((off, c)) = chars.next() {
                 match c {
-                    '"' => {
+                    // A quote ends the value only where the list can go on (OWS, then `,` or
+                    // the end); elsewhere it is taken literally, since clients such as
+                    // Python's urllib copy XCAP node selectors (`[@name="x"]`) unescaped
+                    // into `uri=`.
+                    '"' if closes_quoted_string(&bytes[i + off + 1..]) => {
                         i += off + 1;
                         closed = true;
                         break;
@@ -365,6 +371,13 @@ pub(crate) fn parse_auth_params(input: &str) -> Option<Vec<(String, String)>> {
         }
     }
     Some(out)
+}
+
+/// Whether a `"` followed by `rest` can close a quoted-string: only OWS, then `,` or the end.
+fn closes_quoted_string(rest: &[u8]) -> bool {
+    rest.iter()
+        .find(|b| !matches!(b, b' ' | b'\t'))
+        .is_none_or(|b| *b == b',')
 }
 
 fn is_tchar(b: u8) -> bool {
@@ -471,7 +484,10 @@ fn split_target(target: &str) -> (Option<&str>, &str, &str) {
 }
 
 /// Whether the Digest `uri` designates the request-target (§3.4.6): equal, or equal after reducing
-/// an absolute-form to origin-form; two absolute forms must also agree on the authority.
+/// an absolute-form to origin-form and percent-decoding both (clients such as Python's urllib
+/// hash `[`, `]` and `"` raw while the request line carries them encoded, or the reverse); two
+/// absolute forms must also agree on the authority. Octets that change how an XCAP URI splits
+/// (`/`, `?`, `%`) stay encoded, so the two can never name different resources (URI-05, IO-03).
 fn uri_matches(request_target: &str, digest_uri: &str) -> bool {
     let (ra, rp, rq) = split_target(request_target);
     let (da, dp, dq) = split_target(digest_uri);
@@ -480,7 +496,38 @@ fn uri_matches(request_target: &str, digest_uri: &str) -> bool {
             return false;
         }
     }
-    rp == dp && rq == dq
+    (rp == dp && rq == dq)
+        || (decode_for_comparison(rp) == decode_for_comparison(dp)
+            && decode_for_comparison(rq) == decode_for_comparison(dq))
+}
+
+/// Percent-decodes `s` for [`uri_matches`], except the escapes of `/`, `?` and `%`, which are kept
+/// (with uppercase hex); malformed escapes are kept as they are.
+fn decode_for_comparison(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex_value),
+                b.get(i + 2).copied().and_then(hex_value),
+            ) {
+                let octet = (h << 4) | l;
+                if matches!(octet, b'/' | b'?' | b'%') {
+                    out.push(b'%');
+                    out.extend_from_slice(format!("{octet:02X}").as_bytes());
+                } else {
+                    out.push(octet);
+                }
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
 }
 
 /// Escapes a value for use inside a quoted-string.
@@ -908,9 +955,7 @@ mod tests {
         let a = authenticator(DigestConfig::default());
         let challenges = a.challenges(REALM, false, T0);
         assert_eq!(challenges.len(), 2);
-        // §3.7: preference order, SHA-256 first by default.
-        assert!(challenges[0].contains("algorithm=SHA-256"));
-        assert!(challenges[1].contains("algorithm=MD5"));
+        // §3.7: preference order (see s3_7_md5_challenge_first_by_default).
         for (i, c) in challenges.iter().enumerate() {
             assert!(c.starts_with("Digest realm=\"example.com\", qop=\"auth\""));
             assert!(!c.contains("stale"));
@@ -1172,6 +1217,58 @@ mod tests {
         assert!(a
             .verify("PUT", "http://xcap.example.com/r/x", &hdr, T0, store)
             .is_ok());
+    }
+
+    /// RFC 7616 §3.4.6: the server checks that `uri` and the request-target identify the same
+    /// resource. Percent-encoding differences (issue #10 item 5) are the same resource; a
+    /// decoded `/`, `?` or `%` changes how an XCAP URI splits (URI-05, IO-03), so it is not.
+    #[test]
+    fn s3_4_6_percent_encoding_names_the_same_resource() {
+        let enc = "/xcap-root/resource-lists/users/sip:a@b/index/~~/resource-lists/list%5B@name=%22f%22%5D";
+        let raw =
+            r#"/xcap-root/resource-lists/users/sip:a@b/index/~~/resource-lists/list[@name="f"]"#;
+        assert!(uri_matches(enc, raw));
+        assert!(uri_matches(raw, enc));
+        assert!(uri_matches("/a%5b1%5D", "/a[1]"));
+        assert!(uri_matches("/users/sip%3Aa%40b/x", "/users/sip:a@b/x"));
+        assert!(uri_matches("/a?xmlns(p=urn:x)", "/a?xmlns%28p=urn:x%29"));
+        assert!(uri_matches("/a%2fb", "/a%2Fb"));
+        // Never a different resource.
+        assert!(!uri_matches("/a%2Fb", "/a/b"));
+        assert!(!uri_matches("/a%3Fb", "/a?b"));
+        assert!(!uri_matches("/a%25%35%42", "/a%5B"));
+        assert!(!uri_matches("/a%5B1%5D", "/a[2]"));
+        assert!(!uri_matches("/a%5B", "/a%5"));
+        assert!(!uri_matches("/a?b%3Dc", "/a?b=d"));
+    }
+
+    /// What Python's urllib sends for a URL with an unencoded node selector: the raw `"` of the
+    /// selector inside the quoted `uri=` value (issue #10 items 1 and 5).
+    #[test]
+    fn s3_4_6_raw_quotes_inside_uri_value_from_urllib() {
+        let a = authenticator(DigestConfig::default());
+        let c = md5_challenge(&a, T0);
+        let raw = r#"/x/index/~~/l/list[@name="f"]/entry[@uri="sip:b@c"]"#;
+        let hdr = client_header(&c, USER, PASS, "GET", raw, 1, "x");
+        assert_eq!(parse_authorization(&hdr).unwrap().uri, raw);
+        let encoded = "/x/index/~~/l/list%5B@name=%22f%22%5D/entry%5B@uri=%22sip:b@c%22%5D";
+        assert!(a.verify("GET", encoded, &hdr, T0, store).is_ok());
+        let hdr = client_header(&c, USER, PASS, "GET", raw, 2, "x");
+        assert!(a.verify("GET", raw, &hdr, T0, store).is_ok());
+        // An escaped quote still ends nothing, and a well-formed list still splits as before.
+        let p = parse_auth_params(r#"a="x\"y", b="z""#).unwrap();
+        assert_eq!(
+            p,
+            vec![("a".into(), "x\"y".into()), ("b".into(), "z".into())]
+        );
+    }
+
+    #[test]
+    fn s3_7_md5_challenge_first_by_default() {
+        let a = authenticator(DigestConfig::default());
+        let c = a.challenges(REALM, false, T0);
+        assert!(c[0].contains("algorithm=MD5"), "{c:?}");
+        assert!(c[1].contains("algorithm=SHA-256"), "{c:?}");
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub struct AttrTest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
     pub name: NameTest,
-    /// 1-based position predicate `[n]` (NS-04).
+    /// Position predicate `[n]` (NS-04), 1-based; `[0]` is grammatical and selects nothing.
     pub position: Option<usize>,
     pub attr: Option<AttrTest>,
     pub raw: String,
@@ -298,9 +298,8 @@ fn parse_step(token: &str) -> Result<Step, SelectorError> {
             let n: usize = inner
                 .parse()
                 .map_err(|_| syntax("position predicate out of range"))?;
-            if n == 0 {
-                return Err(syntax("positions start at 1"));
-            }
+            // RFC 4825 §6.3: `position = 1*DIGIT`, so `[0]` is valid and selects nothing
+            // (XPath positions start at 1): GET 404, PUT 409 cannot-insert.
             position = Some(n);
         } else {
             return Err(syntax("unrecognized predicate"));
@@ -651,19 +650,26 @@ mod tests {
             NodeSelector::parse("a[01]").unwrap().steps[0].position,
             Some(1)
         );
-        for bad in [
-            "a[0]",
-            "a[]",
-            "a[-1]",
-            "a[1",
-            "a[1]x",
-            "a[99999999999999999999999]",
-        ] {
+        for bad in ["a[]", "a[-1]", "a[1", "a[1]x", "a[99999999999999999999999]"] {
             assert!(
                 matches!(NodeSelector::parse(bad), Err(SelectorError::Syntax(_))),
                 "{bad}"
             );
         }
+    }
+
+    /// RFC 4825 §6.3 `position = 1*DIGIT`: `[0]` parses (issue #10 item 4) and keeps its
+    /// attribute test; it is `locate`/`splice` that make it select nothing.
+    #[test]
+    fn ns04_position_zero_is_grammatical() {
+        let sel = NodeSelector::parse(r#"resource-lists/list[0][@name="x"]"#).unwrap();
+        assert_eq!(sel.steps[1].position, Some(0));
+        assert_eq!(sel.steps[1].attr.as_ref().unwrap().value, "x");
+        assert_eq!(
+            NodeSelector::parse("a[00]").unwrap().steps[0].position,
+            Some(0)
+        );
+        assert_eq!(sel.to_string(), r#"resource-lists/list[0][@name="x"]"#);
     }
 
     #[test]
