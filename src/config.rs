@@ -47,6 +47,9 @@ pub struct ServerConfig {
     /// Domain given to bare user names in XUIs (IO-01d).
     pub default_domain: String,
     pub auth: AuthMode,
+    /// Extra application-usage descriptors (`*.toml`) and schemas (`*.xsd`); the shipped ones
+    /// are built into the binary, and a file here replaces the built-in one of the same name.
+    /// Empty: only the built-in set.
     pub app_usages_dir: PathBuf,
     pub schemas_dir: PathBuf,
     pub validation_workers: usize,
@@ -70,8 +73,8 @@ impl Default for ServerConfig {
             public_url: String::new(),
             default_domain: String::new(),
             auth: AuthMode::Required,
-            app_usages_dir: PathBuf::from("app-usages"),
-            schemas_dir: PathBuf::from("schemas"),
+            app_usages_dir: PathBuf::new(),
+            schemas_dir: PathBuf::new(),
             validation_workers: 2,
             shutdown_grace_secs: 10,
             roles: vec!["shared".into(), "im".into()],
@@ -163,8 +166,10 @@ impl Default for LogConfig {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// Realm for challenges when the request URI names no user; users' own requests are
-    /// challenged in their domain's realm. Empty: `server.default_domain`, else "xcapd".
+    /// Realm for challenges when the request URI names no user (global documents); users' own
+    /// requests are challenged in their domain's realm. Empty: `server.default_domain`, else a
+    /// challenge for each realm that has users (most users first), so everyone reads xcap-caps
+    /// with the credentials of their own documents.
     pub realm: String,
     /// HTTP Digest (RFC 7616) with qop=auth.
     pub digest: bool,
@@ -185,8 +190,15 @@ pub struct AuthConfig {
     pub trusted_peers: Vec<String>,
     /// Peers (CIDR) whose X-Forwarded-For is honoured when finding the client address.
     pub trusted_proxies: Vec<String>,
-    /// Failed attempts per address or user within the window before a lockout (0 = off).
+    /// Failed attempts for one user from one address within the window before that pair is
+    /// locked out (0 = off). Never holds another user (issue #10 item 3).
     pub throttle_max_failures: u32,
+    /// Failed attempts for one user from any address (0 = off). Users who authenticated from an
+    /// address within the last week are not held by this one.
+    pub throttle_user_max_failures: u32,
+    /// Failed attempts from one address over every user name (password spraying; 0 = off).
+    /// Users who authenticated from that address within the last week are not held by it.
+    pub throttle_address_max_failures: u32,
     pub throttle_window_secs: u64,
     pub throttle_lockout_secs: u64,
 }
@@ -208,6 +220,8 @@ impl Default for AuthConfig {
             trusted_peers: Vec::new(),
             trusted_proxies: Vec::new(),
             throttle_max_failures: 5,
+            throttle_user_max_failures: 20,
+            throttle_address_max_failures: 30,
             throttle_window_secs: 60,
             throttle_lockout_secs: 30,
         }

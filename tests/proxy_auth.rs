@@ -397,3 +397,97 @@ print(challenges, bad.status_code)
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1 401");
     rt.block_on(s.stop());
 }
+
+/// Issue #10 item 2: global documents (xcap-caps first of all) are challenged in the realm of
+/// every user, so each reads them with the credentials of their own documents. Without
+/// `server.default_domain` and with users in two realms, both realms are offered, the realm
+/// with more users first (clients that read one challenge work for the majority).
+#[tokio::test]
+async fn global_documents_challenge_in_every_users_realm() {
+    let s = auth_server(|c| c.server.default_domain = String::new()).await;
+    s.running()
+        .credentials
+        .put_user(&make_credential(
+            "sip:carol@example.org",
+            "example.org",
+            "carol-pw",
+            vec![Role::User],
+            0,
+        ))
+        .unwrap();
+    let client = reqwest::Client::new();
+    let caps = s.url("xcap-caps/global/index");
+    let r = client.get(&caps).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let realms: Vec<String> = r
+        .headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .filter(|v| v.starts_with("Digest"))
+        .collect();
+    assert!(realms[0].contains("realm=\"example.com\""), "{realms:?}");
+    assert!(
+        realms.iter().any(|v| v.contains("realm=\"example.org\"")),
+        "{realms:?}"
+    );
+    for (user, pw) in [
+        ("alice@example.com", "alice-pw"),
+        ("carol@example.org", "carol-pw"),
+    ] {
+        let mut c = digest_client(user, pw);
+        let (st, _) = c.send(&client, "GET", &caps, None).await;
+        assert_eq!(st, 200, "{user}");
+        let dir = s.url(&format!(
+            "org.openmobilealliance.xcap-directory/users/sip:{user}/directory.xml"
+        ));
+        let (st, _) = c.send(&client, "GET", &dir, None).await;
+        assert_eq!(st, 200, "{user}: xcap-directory");
+    }
+    s.stop().await;
+}
+
+/// Issue #10 item 3 / issue #11 item 7: six wrong passwords for bob from one address; alice's
+/// right password from the same address still works, bob is throttled (429 + Retry-After),
+/// and every spelling of bob's name shares his counter.
+#[tokio::test]
+async fn wrong_passwords_for_bob_never_lock_out_alice() {
+    let s = auth_server(|_| {}).await;
+    let client = reqwest::Client::new();
+    let bob_url = s.url(BOB_LISTS);
+    for (i, spelling) in ["bob@example.com", "sip:bob@example.com", "bob"]
+        .iter()
+        .cycle()
+        .take(6)
+        .enumerate()
+    {
+        let mut wrong = digest_client(spelling, "guess");
+        let (st, _) = wrong.send(&client, "GET", &bob_url, None).await;
+        assert!(st == 401 || (st == 429 && i >= 5), "attempt {i}: {st}");
+    }
+    let mut bob = digest_client("bob@example.com", "bob-pw");
+    let r = client.get(&bob_url).send().await.unwrap();
+    bob.learn(&r);
+    let h = bob
+        .header("GET", &format!("/xcap-root/{BOB_LISTS}"))
+        .unwrap();
+    let r = client
+        .get(&bob_url)
+        .header("Authorization", h)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429, "bob is throttled");
+    assert!(r.headers().get("retry-after").is_some());
+    let mut alice = digest_client("alice@example.com", "alice-pw");
+    let (st, _) = alice
+        .send(
+            &client,
+            "PUT",
+            &s.url("resource-lists/users/sip:alice@example.com/index"),
+            Some(&buddy_list(&[])),
+        )
+        .await;
+    assert_eq!(st, 201, "alice behind the same address is not locked out");
+    s.stop().await;
+}

@@ -334,22 +334,15 @@ async fn op35_delete_breaking_schema_is_refused() {
     s.stop().await;
 }
 
-/// An application usage added with no Rust code: copy the shipped descriptors and schemas to a
-/// temporary directory, drop one descriptor and one XSD in, start the server on it.
+/// An application usage added with no Rust code: one descriptor and one XSD dropped into
+/// otherwise empty directories named by `server.app_usages_dir` / `server.schemas_dir`; the
+/// shipped usages built into the binary stay (issue #10 item 6).
 async fn server_with_dropped_usage() -> TestServer {
     let tmp = tempfile::tempdir().unwrap();
     let au = tmp.path().join("app-usages");
     let sc = tmp.path().join("schemas");
     std::fs::create_dir_all(&au).unwrap();
     std::fs::create_dir_all(&sc).unwrap();
-    for (from, to) in [(repo_path("app-usages"), &au), (repo_path("schemas"), &sc)] {
-        for e in std::fs::read_dir(from).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_file() {
-                std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
-            }
-        }
-    }
     std::fs::write(
         au.join("org.example.tree.toml"),
         r#"auid = "org.example.tree"
@@ -404,6 +397,10 @@ async fn au_schema_only_usage_and_op16_rfc4825_s8_2_3_examples_over_http() {
     let s = server_with_dropped_usage().await;
     let caps = s.get("xcap-caps/global/index").await.body;
     assert!(caps.contains("<auid>org.example.tree</auid>"));
+    assert!(
+        caps.contains("<auid>resource-lists</auid>"),
+        "built-in usages stay"
+    );
     // OP-16a
     let d = rfc_example(&s, "root/el1%5B@att=%22third%22%5D", "<el1 att=\"third\"/>").await;
     assert_eq!(

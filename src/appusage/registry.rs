@@ -1,12 +1,13 @@
 //! The application-usage registry (AU-11): built once at start-up from `app-usages/*.toml` and
-//! `schemas/*.xsd`; refuses to start on any mismatch (design.md §5). Drives xcap-caps (AU-08),
-//! routing and default-namespace lookups.
+//! `schemas/*.xsd` (the shipped set is compiled into the binary; configured directories add to
+//! it or replace files of the same name); refuses to start on any mismatch (design.md §5).
+//! Drives xcap-caps (AU-08), routing and default-namespace lookups.
 
 use super::descriptor::{Descriptor, DescriptorError};
 use super::hooks::{self, Hook};
 use crate::xml::attvalue::escape;
 use crate::xsd::SchemaFiles;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use thiserror::Error;
@@ -15,6 +16,15 @@ use thiserror::Error;
 pub enum RegistryError {
     #[error("cannot read {path}: {message}")]
     Io { path: String, message: String },
+    #[error(
+        "cannot read the directory {path} named by server.{key}: {message} (leave server.{key} \
+         empty to use only the set built into xcapd)"
+    )]
+    Dir {
+        key: &'static str,
+        path: String,
+        message: String,
+    },
     #[error(transparent)]
     Descriptor(#[from] DescriptorError),
     #[error("{file}: AUID {auid} is defined twice")]
@@ -48,14 +58,26 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Loads every `*.toml` in `app_usages_dir` and every file in `schemas_dir`.
+    /// Loads the descriptors and schemas built into the binary, then every `*.toml` in
+    /// `app_usages_dir` and every `*.xsd` in `schemas_dir`; a file there replaces the built-in
+    /// one of the same name. An empty path means no directory.
     pub fn load(
         app_usages_dir: &Path,
         schemas_dir: &Path,
     ) -> Result<(Registry, SchemaFiles), RegistryError> {
-        let schemas = read_schema_dir(schemas_dir)?;
+        let schemas = SchemaFiles {
+            files: overlay(embedded::SCHEMAS, schemas_dir, "schemas_dir", "xsd")?
+                .into_iter()
+                .map(|(name, bytes)| (name, Arc::<[u8]>::from(bytes)))
+                .collect(),
+        };
         let mut descriptors = Vec::new();
-        for (name, text) in read_dir_files(app_usages_dir, Some("toml"))? {
+        for (name, text) in overlay(
+            embedded::APP_USAGES,
+            app_usages_dir,
+            "app_usages_dir",
+            "toml",
+        )? {
             let text = String::from_utf8(text).map_err(|_| RegistryError::Io {
                 path: name.clone(),
                 message: "not UTF-8".into(),
@@ -164,17 +186,37 @@ impl Registry {
     }
 }
 
-fn read_schema_dir(dir: &Path) -> Result<SchemaFiles, RegistryError> {
-    let mut files = HashMap::new();
-    for (name, bytes) in read_dir_files(dir, Some("xsd"))? {
-        files.insert(name, Arc::<[u8]>::from(bytes));
+/// The shipped `app-usages/*.toml` and `schemas/*.xsd`, compiled in by `build.rs`.
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/embedded_usages.rs"));
+}
+
+/// The built-in files, then those of `dir` (when not empty) replacing or adding by name;
+/// sorted by name.
+fn overlay(
+    builtin: &[(&str, &[u8])],
+    dir: &Path,
+    key: &'static str,
+    ext: &str,
+) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
+    let mut files: BTreeMap<String, Vec<u8>> = builtin
+        .iter()
+        .map(|(name, bytes)| (name.to_string(), bytes.to_vec()))
+        .collect();
+    if !dir.as_os_str().is_empty() {
+        files.extend(read_dir_files(dir, key, ext)?);
     }
-    Ok(SchemaFiles { files })
+    Ok(files.into_iter().collect())
 }
 
 /// Reads the regular files of a directory with the given extension, sorted by name.
-fn read_dir_files(dir: &Path, ext: Option<&str>) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
-    let io = |e: std::io::Error| RegistryError::Io {
+fn read_dir_files(
+    dir: &Path,
+    key: &'static str,
+    ext: &str,
+) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
+    let io = |e: std::io::Error| RegistryError::Dir {
+        key,
         path: dir.display().to_string(),
         message: e.to_string(),
     };
@@ -185,10 +227,8 @@ fn read_dir_files(dir: &Path, ext: Option<&str>) -> Result<Vec<(String, Vec<u8>)
         if !path.is_file() {
             continue;
         }
-        if let Some(ext) = ext {
-            if path.extension().and_then(|e| e.to_str()) != Some(ext) {
-                continue;
-            }
+        if path.extension().and_then(|e| e.to_str()) != Some(ext) {
+            continue;
         }
         let Some(name) = path
             .file_name()
@@ -205,4 +245,70 @@ fn read_dir_files(dir: &Path, ext: Option<&str>) -> Result<Vec<(String, Vec<u8>)
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue #10 item 6: with no directories configured, the usages built into the binary load
+    /// (AU-07: xcap-caps among them), whatever the working directory.
+    #[test]
+    fn au11_builtin_set_loads_without_directories() {
+        let (registry, schemas) = Registry::load(Path::new(""), Path::new("")).unwrap();
+        for auid in [
+            "xcap-caps",
+            "resource-lists",
+            "rls-services",
+            "org.openmobilealliance.groups",
+        ] {
+            assert!(registry.get(auid).is_some(), "{auid}");
+        }
+        assert!(schemas.files.contains_key("xml.xsd"));
+        assert_eq!(
+            schemas.files.len(),
+            std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas"))
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().path().extension() == Some("xsd".as_ref()))
+                .count(),
+            "every shipped schema is built in"
+        );
+    }
+
+    /// A configured directory that cannot be read names itself and the config key to set.
+    #[test]
+    fn missing_directory_error_names_path_and_key() {
+        let err = Registry::load(Path::new("/nonexistent/xcapd-au"), Path::new(""))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("/nonexistent/xcapd-au"), "{err}");
+        assert!(err.contains("server.app_usages_dir"), "{err}");
+        let err = Registry::load(Path::new(""), Path::new("/nonexistent/xcapd-sc"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("server.schemas_dir"), "{err}");
+    }
+
+    /// A file in the configured directory replaces the built-in one of the same name.
+    #[test]
+    fn directory_file_replaces_builtin_of_same_name() {
+        let dir = std::env::temp_dir().join(format!("xcapd-reg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let builtin = embedded::APP_USAGES
+            .iter()
+            .find(|(n, _)| *n == "xcap-caps.toml")
+            .unwrap()
+            .1;
+        let text = String::from_utf8(builtin.to_vec()).unwrap();
+        let text = text.replace("auid = \"xcap-caps\"", "auid = \"xcap-caps\"\n# replaced");
+        std::fs::write(dir.join("xcap-caps.toml"), &text).unwrap();
+        std::fs::write(dir.join("ignored.txt"), "not a descriptor").unwrap();
+        let files = overlay(embedded::APP_USAGES, &dir, "app_usages_dir", "toml").unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(files.len(), embedded::APP_USAGES.len());
+        let replaced = files.iter().find(|(n, _)| n == "xcap-caps.toml").unwrap();
+        assert_eq!(replaced.1, text.as_bytes());
+    }
 }

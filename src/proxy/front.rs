@@ -1,22 +1,29 @@
 //! The authenticating front of the Aggregation Proxy (AP-02..AP-04, HT-02, HT-03; RFC 7616,
 //! RFC 7617, RFC 6750): decides who a request comes from. Trusted asserted identities are
 //! honoured only from configured peers; otherwise Digest, Basic or a bearer JWT is required.
-//! Failed attempts are throttled per client address and per user name.
+//! Failed attempts are throttled per user and address, per user and per address (`lockout`).
 
 use crate::authz::Principal;
 use crate::config::AuthConfig;
 use crate::proxy::basic::{basic_challenge, parse_basic, verify_basic};
 use crate::proxy::digest::{Algorithm, DigestAuthenticator, DigestConfig, DigestError};
 use crate::proxy::jwt::{bearer_token, JwtConfig, JwtKey, JwtVerifier};
-use crate::proxy::throttle::{Throttle, ThrottleConfig, ThrottleError};
+use crate::proxy::lockout::{Lockout, LockoutConfig};
+use crate::proxy::throttle::ThrottleError;
 use crate::proxy::trust::{self, TrustedPeers};
 use crate::storage::credentials::{CredentialStore, Role};
 use crate::xcap::uri::{self, Tree};
 use crate::xcap::xui::Xui;
+use parking_lot::Mutex;
 use std::cell::RefCell;
 use std::net::IpAddr;
 use std::sync::Arc;
 use thiserror::Error;
+
+/// Most realms challenged at once for a request that names no user.
+const MAX_GLOBAL_REALMS: usize = 8;
+/// How long the credential store's realm list is reused for challenges.
+const REALM_CACHE_SECS: u64 = 5;
 
 #[derive(Debug, Error)]
 pub enum FrontError {
@@ -55,9 +62,13 @@ pub struct Front {
     jwt: Option<JwtVerifier>,
     trusted_peers: TrustedPeers,
     trusted_proxies: TrustedPeers,
-    throttle: Throttle,
+    lockout: Lockout,
     creds: Arc<dyn CredentialStore>,
-    default_realm: String,
+    /// The realm of requests that name no user, when one is configured (`auth.realm`, else
+    /// `server.default_domain`); otherwise those are challenged in every realm users have.
+    fixed_realm: Option<String>,
+    /// The credential store's realms, and when they were read (unix seconds).
+    realm_cache: Mutex<Option<(u64, Arc<[String]>)>>,
     default_domain: Option<String>,
     root_path: String,
     /// The listener is TLS: Basic may be offered (HT-02).
@@ -103,10 +114,10 @@ impl Front {
         let parse_peers = |list: &[String], what: &str| {
             TrustedPeers::parse(list).map_err(|e| FrontError::Config(format!("{what}: {e}")))
         };
-        let default_realm = if !cfg.realm.is_empty() {
-            cfg.realm.clone()
+        let fixed_realm = if !cfg.realm.is_empty() {
+            Some(cfg.realm.clone())
         } else {
-            default_domain.clone().unwrap_or_else(|| "xcapd".into())
+            default_domain.clone()
         };
         Ok(Front {
             digest,
@@ -115,33 +126,69 @@ impl Front {
             jwt,
             trusted_peers: parse_peers(&cfg.trusted_peers, "auth.trusted_peers")?,
             trusted_proxies: parse_peers(&cfg.trusted_proxies, "auth.trusted_proxies")?,
-            throttle: Throttle::new(ThrottleConfig {
-                max_failures: cfg.throttle_max_failures,
+            lockout: Lockout::new(LockoutConfig {
+                user_address_max_failures: cfg.throttle_max_failures,
+                user_max_failures: cfg.throttle_user_max_failures,
+                address_max_failures: cfg.throttle_address_max_failures,
                 window_secs: cfg.throttle_window_secs,
                 lockout_secs: cfg.throttle_lockout_secs,
-                ..ThrottleConfig::default()
+                ..LockoutConfig::default()
             }),
             creds,
-            default_realm,
+            fixed_realm,
+            realm_cache: Mutex::new(None),
             default_domain,
             root_path: root_path.to_string(),
             tls,
         })
     }
 
-    /// The realm a request is challenged in: the domain of the XUI it addresses, else the
-    /// default realm ("realm per domain").
-    pub fn realm_for(&self, target: &str) -> String {
-        match uri::parse(target, &self.root_path) {
-            Ok(parsed) => match parsed.tree {
-                Tree::Users(raw) => Xui::parse(&raw, self.default_domain.as_deref())
+    /// The realms a request is challenged in, preferred first: the domain of the XUI it
+    /// addresses ("realm per domain"); for global documents and anything else that names no
+    /// user, [`Front::global_realms`], so every user reads xcap-caps and the other global
+    /// documents with the credentials of their own documents.
+    pub fn realms_for(&self, target: &str, now: u64) -> Arc<[String]> {
+        if let Ok(parsed) = uri::parse(target, &self.root_path) {
+            if let Tree::Users(raw) = parsed.tree {
+                if let Some(domain) = Xui::parse(&raw, self.default_domain.as_deref())
                     .ok()
                     .and_then(|x| x.domain().map(str::to_string))
-                    .unwrap_or_else(|| self.default_realm.clone()),
-                Tree::Global => self.default_realm.clone(),
-            },
-            Err(_) => self.default_realm.clone(),
+                {
+                    return Arc::from(vec![domain]);
+                }
+            }
         }
+        self.global_realms(now)
+    }
+
+    /// The configured realm; without one, the realms of the credential store (most users
+    /// first, at most [`MAX_GLOBAL_REALMS`], re-read every [`REALM_CACHE_SECS`]), so a client that
+    /// reads only the first challenge works whenever its users share one domain; "xcapd" when
+    /// the store has no user yet.
+    fn global_realms(&self, now: u64) -> Arc<[String]> {
+        if let Some(realm) = &self.fixed_realm {
+            return Arc::from(vec![realm.clone()]);
+        }
+        let mut cache = self.realm_cache.lock();
+        if let Some((at, realms)) = cache.as_ref() {
+            if now.saturating_sub(*at) < REALM_CACHE_SECS {
+                return realms.clone();
+            }
+        }
+        let mut realms = match self.creds.realms() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list realms for a challenge");
+                Vec::new()
+            }
+        };
+        realms.truncate(MAX_GLOBAL_REALMS);
+        if realms.is_empty() {
+            realms.push("xcapd".into());
+        }
+        let realms: Arc<[String]> = Arc::from(realms);
+        *cache = Some((now, realms.clone()));
+        realms
     }
 
     pub fn authenticate(&self, req: &RequestInfo<'_>, now: u64) -> AuthOutcome {
@@ -157,10 +204,7 @@ impl Front {
                 None => AuthOutcome::Challenge(self.challenges(req, false, now)),
             };
         }
-        let ip_key = format!("ip:{client}");
-        if let Err(ThrottleError::RetryAfter(secs)) = self.throttle.check(&ip_key, now) {
-            return AuthOutcome::Throttled(secs);
-        }
+        let address = client.to_string();
         let Some(authorization) = header(req.headers, "authorization") else {
             return AuthOutcome::Challenge(self.challenges(req, false, now));
         };
@@ -169,43 +213,73 @@ impl Front {
             .next()
             .unwrap_or("")
             .to_ascii_lowercase();
+        // The user the credentials claim to be, canonical, so every spelling shares a counter.
+        let claimed = match scheme.as_str() {
+            "digest" => crate::proxy::digest::parse_authorization(&authorization)
+                .ok()
+                .map(|p| self.canonical_user(&p.username, &p.realm)),
+            "basic" => parse_basic(&authorization).ok().map(|(user, _)| {
+                let realms = self.realms_for(req.target, now);
+                self.canonical_user(&user, realms.first().map_or("", String::as_str))
+            }),
+            _ => None,
+        };
+        if let Err(ThrottleError::RetryAfter(secs)) =
+            self.lockout.check(claimed.as_deref(), &address, now)
+        {
+            return AuthOutcome::Throttled(secs);
+        }
         let result = match scheme.as_str() {
             "digest" if self.digest.is_some() => self.digest(req, &authorization, now),
             "basic" if self.basic && (req.tls || self.tls || self.basic_without_tls) => {
                 self.basic(req, &authorization, now)
             }
             "bearer" if self.jwt.is_some() => self.bearer(&authorization),
-            _ => Err(Failure::Invalid(None)),
+            _ => Err(Failure::Invalid),
         };
         match result {
             Ok(principal) => {
-                self.throttle.record_success(&ip_key);
+                if let Some(user) = &claimed {
+                    self.lockout.success(user, &address, now);
+                }
                 self.check_intended(req, principal)
             }
             Err(Failure::Stale) => AuthOutcome::Challenge(self.challenges(req, true, now)),
-            Err(Failure::Throttled(secs)) => AuthOutcome::Throttled(secs),
-            Err(Failure::Invalid(user)) => {
-                self.throttle.record_failure(&ip_key, now);
-                if let Some(u) = user {
-                    self.throttle.record_failure(&format!("user:{u}"), now);
-                }
+            Err(Failure::Invalid) => {
+                self.lockout.failure(claimed.as_deref(), &address, now);
                 tracing::info!(target: "xcapd::auth", client = %client, scheme = %scheme, "authentication failed");
                 AuthOutcome::Challenge(self.challenges(req, false, now))
             }
         }
     }
 
+    /// The canonical XUI for a user name as a client typed it (`bob`, `bob@example.com`,
+    /// `sip:bob@example.com`; a bare name takes the default domain, else `realm`); names that
+    /// are no XUI count under their lowercase text.
+    fn canonical_user(&self, username: &str, realm: &str) -> String {
+        let domain = self
+            .default_domain
+            .as_deref()
+            .or((!realm.is_empty()).then_some(realm));
+        Xui::parse(username, domain)
+            .map(|x| x.as_str().to_string())
+            .unwrap_or_else(|_| username.to_ascii_lowercase())
+    }
+
     fn challenges(&self, req: &RequestInfo<'_>, stale: bool, now: u64) -> Vec<String> {
-        let realm = self.realm_for(req.target);
+        let realms = self.realms_for(req.target, now);
         let mut out = Vec::new();
         if let Some(d) = &self.digest {
-            out.extend(d.challenges(&realm, stale, now));
+            for realm in realms.iter() {
+                out.extend(d.challenges(realm, stale, now));
+            }
         }
+        let first = realms.first().map(String::as_str).unwrap_or("xcapd");
         if self.basic && (req.tls || self.tls || self.basic_without_tls) {
-            out.push(basic_challenge(&realm));
+            out.push(basic_challenge(first));
         }
         if self.jwt.is_some() {
-            out.push(format!("Bearer realm=\"{realm}\""));
+            out.push(format!("Bearer realm=\"{first}\""));
         }
         out
     }
@@ -217,12 +291,8 @@ impl Front {
         now: u64,
     ) -> Result<Principal, Failure> {
         let Some(d) = &self.digest else {
-            return Err(Failure::Invalid(None));
+            return Err(Failure::Invalid);
         };
-        let username = crate::proxy::digest::parse_authorization(authorization)
-            .map(|p| p.username)
-            .map_err(|_| Failure::Invalid(None))?;
-        self.check_user_throttle(&username, now)?;
         let found: RefCell<Option<String>> = RefCell::new(None);
         let verified = d.verify(
             req.method,
@@ -239,15 +309,12 @@ impl Front {
         );
         match verified {
             Ok(_) => {
-                let xui = found
-                    .into_inner()
-                    .ok_or(Failure::Invalid(Some(username.clone())))?;
-                self.throttle.record_success(&format!("user:{username}"));
+                let xui = found.into_inner().ok_or(Failure::Invalid)?;
                 Ok(self.principal_for(&xui))
             }
             Err(DigestError::Stale) => Err(Failure::Stale),
             Err(e) if e.is_stale() => Err(Failure::Stale),
-            Err(_) => Err(Failure::Invalid(Some(username))),
+            Err(_) => Err(Failure::Invalid),
         }
     }
 
@@ -257,35 +324,27 @@ impl Front {
         authorization: &str,
         now: u64,
     ) -> Result<Principal, Failure> {
-        let (user, password) = parse_basic(authorization).map_err(|_| Failure::Invalid(None))?;
-        self.check_user_throttle(&user, now)?;
-        let realm = self.realm_for(req.target);
+        let (user, password) = parse_basic(authorization).map_err(|_| Failure::Invalid)?;
         let alg = Algorithm::Sha256;
-        match self.creds.lookup_ha1(&user, &realm, alg.as_str()) {
-            Ok(Some((xui, ha1))) if verify_basic(&user, &password, &realm, &ha1, alg) => {
-                self.throttle.record_success(&format!("user:{user}"));
-                Ok(self.principal_for(&xui))
+        for realm in self.realms_for(req.target, now).iter() {
+            if let Ok(Some((xui, ha1))) = self.creds.lookup_ha1(&user, realm, alg.as_str()) {
+                if verify_basic(&user, &password, realm, &ha1, alg) {
+                    return Ok(self.principal_for(&xui));
+                }
             }
-            _ => Err(Failure::Invalid(Some(user))),
         }
+        Err(Failure::Invalid)
     }
 
     fn bearer(&self, authorization: &str) -> Result<Principal, Failure> {
         let (Some(jwt), Some(token)) = (&self.jwt, bearer_token(authorization)) else {
-            return Err(Failure::Invalid(None));
+            return Err(Failure::Invalid);
         };
-        let claims = jwt.verify(token).map_err(|_| Failure::Invalid(None))?;
+        let claims = jwt.verify(token).map_err(|_| Failure::Invalid)?;
         let xui = Xui::parse(&claims.sub, self.default_domain.as_deref())
-            .map_err(|_| Failure::Invalid(None))?;
+            .map_err(|_| Failure::Invalid)?;
         let roles: Vec<Role> = claims.roles.iter().filter_map(|r| r.parse().ok()).collect();
         Ok(principal_with_roles(xui.as_str(), &roles))
-    }
-
-    fn check_user_throttle(&self, user: &str, now: u64) -> Result<(), Failure> {
-        match self.throttle.check(&format!("user:{user}"), now) {
-            Ok(()) => Ok(()),
-            Err(ThrottleError::RetryAfter(secs)) => Err(Failure::Throttled(secs)),
-        }
     }
 
     /// Roles come from the credential store; an unknown user is a plain user.
@@ -326,9 +385,8 @@ impl Front {
 
 enum Failure {
     Stale,
-    Throttled(u64),
-    /// Bad credentials; the user name when one was given.
-    Invalid(Option<String>),
+    /// Bad credentials.
+    Invalid,
 }
 
 fn principal_with_roles(xui: &str, roles: &[Role]) -> Principal {

@@ -2,7 +2,8 @@
 //! authenticates XDM clients (Digest, Basic, JWT bearer, trusted asserted identity),
 //! throttles failed attempts, and routes each XCAP request by AUID to an XDMS.
 //!
-//! The credential-checking modules (`digest`, `basic`, `jwt`, `trust`, `throttle`) are pure;
+//! The credential-checking modules (`digest`, `basic`, `jwt`, `trust`, `throttle`,
+//! `lockout`) are pure;
 //! `front` is the HTTP edge that combines them; `upstream` forwards to remote XDMS nodes.
 
 pub mod basic;
@@ -10,6 +11,7 @@ pub mod digest;
 pub mod front;
 pub mod http;
 pub mod jwt;
+pub mod lockout;
 pub mod route;
 pub mod throttle;
 pub mod trust;

@@ -146,6 +146,17 @@ pub trait CredentialStore: Send + Sync + 'static {
     /// True if the user existed. Durable when it returns.
     fn delete_user(&self, xui: &str) -> Result<bool, StorageError>;
     fn list_users(&self) -> Result<Vec<Credential>, StorageError>;
+    /// The realms that hold at least one user, most users first (ties by name). Used to
+    /// challenge requests that name no user (global documents) in every realm users have.
+    fn realms(&self) -> Result<Vec<String>, StorageError> {
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        for cred in self.list_users()? {
+            *counts.entry(cred.realm).or_default() += 1;
+        }
+        let mut realms: Vec<(String, usize)> = counts.into_iter().collect();
+        realms.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(realms.into_iter().map(|(r, _)| r).collect())
+    }
 }
 
 /// Maps a Digest `algorithm` token (case-insensitive, RFC 7616 §3.3) to the canonical name of the

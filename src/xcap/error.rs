@@ -56,8 +56,12 @@ pub enum XcapError {
     NotModified { etag: String },
     #[error("payload too large")]
     PayloadTooLarge,
+    /// 415; `received` is the request's Content-Type (None when it sent none).
     #[error("unsupported media type: expected {expected}")]
-    UnsupportedMediaType { expected: String },
+    UnsupportedMediaType {
+        expected: String,
+        received: Option<String>,
+    },
     #[error("service unavailable")]
     Unavailable,
     /// Internal failure; the text is logged, never sent to the client.
@@ -222,7 +226,8 @@ mod tests {
         assert_eq!(XcapError::MethodNotAllowed { allow: "GET" }.status(), 405);
         assert_eq!(
             XcapError::UnsupportedMediaType {
-                expected: "x".into()
+                expected: "x".into(),
+                received: None,
             }
             .status(),
             415

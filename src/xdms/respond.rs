@@ -54,10 +54,25 @@ pub fn failure(err: XcapError) -> Response<Body> {
             tracing::error!(%detail, "internal error");
             plain(&mut builder, "internal server error")
         }
-        XcapError::UnsupportedMediaType { expected } => plain(
-            &mut builder,
-            &format!("unsupported media type; expected {expected}"),
-        ),
+        XcapError::UnsupportedMediaType { expected, received } => {
+            // OP-01c: tell the client author the one header to send. The echoed type is cut
+            // and reduced to visible ASCII so nothing odd reaches a terminal or log.
+            let received = match received {
+                Some(ct) => ct
+                    .chars()
+                    .filter(|c| c.is_ascii_graphic() || *c == ' ')
+                    .take(100)
+                    .collect::<String>(),
+                None => "none".into(),
+            };
+            plain(
+                &mut builder,
+                &format!(
+                    "unsupported media type: this resource takes Content-Type: {expected} \
+                     (received: {received})"
+                ),
+            )
+        }
         XcapError::BadRequest(reason) => plain(&mut builder, &reason),
         XcapError::Forbidden(reason) | XcapError::NotFound(reason) => plain(&mut builder, reason),
         XcapError::PreconditionFailed => plain(&mut builder, "precondition failed"),

@@ -381,6 +381,7 @@ impl Xdms {
                 if !mime::matches(ct, expected) {
                     return Err(XcapError::UnsupportedMediaType {
                         expected: expected.clone(),
+                        received: ct.map(str::to_string),
                     });
                 }
                 let text = xml::check_document(&req.body).map_err(xml_error)?;
@@ -398,6 +399,7 @@ impl Xdms {
                 if !mime::matches(ct, expected) {
                     return Err(XcapError::UnsupportedMediaType {
                         expected: expected.to_string(),
+                        received: ct.map(str::to_string),
                     });
                 }
                 let Some(doc) = current else {

@@ -27,8 +27,6 @@ pub fn test_config(dir: &Path) -> Config {
     let mut c = Config::default();
     c.server.http = "127.0.0.1:0".parse().unwrap();
     c.server.data_dir = dir.join("data");
-    c.server.app_usages_dir = repo_path("app-usages");
-    c.server.schemas_dir = repo_path("schemas");
     c.server.default_domain = "example.com".into();
     c.server.shutdown_grace_secs = 5;
     // Protocol tests run in development mode; tests/proxy_auth.rs covers authentication.
@@ -250,12 +248,23 @@ impl DigestClient {
         ))
     }
 
+    /// Takes a SHA-256 challenge, preferring the one in the realm of the user's own domain
+    /// (several are offered for global documents when users live in several realms).
     pub fn learn(&mut self, resp: &reqwest::Response) {
+        let own = self.user.rsplit_once('@').map(|(_, d)| d.to_string());
         for v in resp.headers().get_all("www-authenticate") {
             let v = v.to_str().unwrap();
             if v.starts_with("Digest") && v.contains("SHA-256") {
+                let realm = param(v, "realm").unwrap();
+                let have_own = self
+                    .challenge
+                    .as_ref()
+                    .is_some_and(|c| Some(&c.0) == own.as_ref());
+                if have_own && Some(&realm) != own.as_ref() {
+                    continue;
+                }
                 self.challenge = Some((
-                    param(v, "realm").unwrap(),
+                    realm,
                     param(v, "nonce").unwrap(),
                     param(v, "opaque").unwrap_or_default(),
                 ));
