@@ -11,6 +11,7 @@ pub mod admin;
 pub mod app;
 pub mod appusage;
 pub mod authz;
+pub mod body;
 pub mod cli;
 pub mod cli_user;
 pub mod config;

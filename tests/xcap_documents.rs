@@ -426,6 +426,55 @@ async fn safety_body_limit_gives_413() {
     s.stop().await;
 }
 
+/// Issue #11 item 8: broken chunked framing (RFC 9112 §7.1) is a malformed request, 400, not
+/// 413; nothing is stored, and a chunked body over the limit is still 413.
+#[tokio::test]
+async fn chunked_framing_errors_are_400() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start_with(|c| c.limits.max_body_bytes = 2048).await;
+    let addr = s.running().http_addr;
+    let doc = r#"<resource-lists xmlns="urn:ietf:params:xml:ns:resource-lists"/>"#;
+    let big = "x".repeat(4000);
+    let cases = [
+        (
+            "negative chunk size",
+            format!("-5\r\n{doc}\r\n0\r\n\r\n"),
+            "400",
+        ),
+        (
+            "chunk longer than its size",
+            format!("3\r\n{doc}\r\n0\r\n\r\n"),
+            "400",
+        ),
+        ("bare LF", format!("{:x}\n{doc}\n0\n\n", doc.len()), "400"),
+        (
+            "over the limit",
+            format!("{:x}\r\n{big}\r\n0\r\n\r\n", big.len()),
+            "413",
+        ),
+    ];
+    for (what, body, want) in cases {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "PUT /xcap-root/{ALICE_LISTS} HTTP/1.1\r\nHost: x\r\nContent-Type: {RL}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        c.write_all(head.as_bytes()).await.unwrap();
+        c.write_all(body.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), c.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {want}")),
+            "{what}: {text}"
+        );
+    }
+    assert_eq!(s.get(ALICE_LISTS).await.status, 404, "nothing stored");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn safety_depth_limit() {
     let s = TestServer::start_with(|c| c.limits.max_depth = 8).await;

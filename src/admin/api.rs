@@ -43,9 +43,12 @@ pub(super) async fn read_json<T: DeserializeOwned>(
     body: Body,
     limit: usize,
 ) -> Result<T, AdminError> {
-    let bytes = axum::body::to_bytes(body, limit)
+    let bytes = crate::body::read_limited(body, limit)
         .await
-        .map_err(|_| AdminError::PayloadTooLarge)?;
+        .map_err(|e| match e {
+            crate::body::BodyError::TooLarge => AdminError::PayloadTooLarge,
+            crate::body::BodyError::Malformed => AdminError::BadRequest(e.to_string()),
+        })?;
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {

@@ -24,8 +24,14 @@ pub async fn decide(State(service): State<Arc<DecisionService>>, req: Request) -
         }
         _ => return json_error(StatusCode::UNAUTHORIZED, "authentication required"),
     }
-    let Ok(bytes) = axum::body::to_bytes(req.into_body(), MAX_BODY).await else {
-        return json_error(StatusCode::PAYLOAD_TOO_LARGE, "request too large");
+    let bytes = match crate::body::read_limited(req.into_body(), MAX_BODY).await {
+        Ok(bytes) => bytes,
+        Err(crate::body::BodyError::TooLarge) => {
+            return json_error(StatusCode::PAYLOAD_TOO_LARGE, "request too large")
+        }
+        Err(crate::body::BodyError::Malformed) => {
+            return json_error(StatusCode::BAD_REQUEST, "malformed request body framing")
+        }
     };
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
         return json_error(StatusCode::BAD_REQUEST, "body is not JSON");

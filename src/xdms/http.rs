@@ -4,6 +4,7 @@
 //! the XUI of the URI is trusted.
 
 use crate::authz::Principal;
+use crate::body::BodyError;
 use crate::xcap::error::XcapError;
 use crate::xcap::etag::{EntityTagList, Preconditions};
 use crate::xcap::uri::{self, Tree};
@@ -104,9 +105,12 @@ async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<bytes:
             return Err(XcapError::PayloadTooLarge);
         }
     }
-    axum::body::to_bytes(body, max)
+    crate::body::read_limited(body, max)
         .await
-        .map_err(|_| XcapError::PayloadTooLarge)
+        .map_err(|e| match e {
+            BodyError::TooLarge => XcapError::PayloadTooLarge,
+            BodyError::Malformed => XcapError::BadRequest(e.to_string()),
+        })
 }
 
 fn preconditions(headers: &HeaderMap) -> Preconditions {
