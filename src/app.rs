@@ -18,7 +18,6 @@ use crate::storage::sled_store::{SledOptions, SledStore};
 use crate::storage::{DocumentStore, StorageError};
 use crate::xdms::http::{router, HttpState};
 use crate::xdms::{Xdms, XdmsSettings};
-use crate::xml::Limits;
 use crate::xsd::{Validator, XsdError};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -179,10 +178,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         public_root: config.public_root(http_addr),
         default_domain: (!config.server.default_domain.is_empty())
             .then(|| config.server.default_domain.clone()),
-        limits: Limits {
-            max_depth: config.limits.max_depth,
-            max_nodes: config.limits.max_nodes,
-        },
+        limits: config.limits.xml_limits(),
         allow_foreign_references: config.xcap.allow_foreign_references,
         oma_compliant: config.xcap.oma_compliant,
         quote_attribute_values: config.xcap.quote_attribute_values,

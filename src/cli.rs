@@ -3,7 +3,7 @@
 
 use crate::app;
 use crate::config::Config;
-use crate::xml::{self, Limits};
+use crate::xml;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -196,10 +196,7 @@ fn validate_file(config: &Config, auid: &str, file: &PathBuf) -> Result<ExitCode
         .get(auid)
         .ok_or_else(|| format!("unknown application usage {auid}"))?;
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let limits = Limits {
-        max_depth: config.limits.max_depth,
-        max_nodes: config.limits.max_nodes,
-    };
+    let limits = config.limits.xml_limits();
     let text = match xml::check_document(&bytes) {
         Ok(t) => t,
         Err(e) => {

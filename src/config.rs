@@ -112,7 +112,23 @@ pub struct LimitsConfig {
     pub max_body_bytes: usize,
     pub max_depth: usize,
     pub max_nodes: u32,
+    /// Attributes (namespace declarations included) on one element: 409 beyond.
+    pub max_attributes_per_element: usize,
+    /// Attributes in one document: 413 beyond.
+    pub max_attributes: usize,
     pub request_timeout_secs: u64,
+}
+
+impl LimitsConfig {
+    /// The parser limits for stored documents and fragments.
+    pub fn xml_limits(&self) -> crate::xml::Limits {
+        crate::xml::Limits {
+            max_depth: self.max_depth,
+            max_nodes: self.max_nodes,
+            max_attributes_per_element: self.max_attributes_per_element,
+            max_attributes: self.max_attributes,
+        }
+    }
 }
 
 impl Default for LimitsConfig {
@@ -121,6 +137,8 @@ impl Default for LimitsConfig {
             max_body_bytes: 4 * 1024 * 1024,
             max_depth: 64,
             max_nodes: 500_000,
+            max_attributes_per_element: 256,
+            max_attributes: 500_000,
             request_timeout_secs: 30,
         }
     }

@@ -475,6 +475,44 @@ async fn chunked_framing_errors_are_400() {
     s.stop().await;
 }
 
+/// Issue #11 item 5: a document with 40,000 attributes on one element (under the body limit)
+/// is refused cleanly with 409 constraint-failure before any parser spends quadratic time on
+/// it; an attribute PUT past the per-element limit likewise; the stored document stays.
+#[tokio::test]
+async fn attribute_limit_per_element_is_409() {
+    let s = TestServer::start_with(|c| c.limits.max_attributes_per_element = 8).await;
+    let r = s
+        .put(ALICE_LISTS, RL, buddy_list(&["sip:bob@example.com"]))
+        .await;
+    assert_eq!(r.status, 201);
+    let etag = r.etag();
+    let attrs: String = (0..40_000).map(|i| format!(" x{i}=\"\"")).collect();
+    let wide = format!(
+        r#"<resource-lists xmlns="urn:ietf:params:xml:ns:resource-lists"><list{attrs}/></resource-lists>"#
+    );
+    let r = s.put(ALICE_LISTS, RL, wide).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.xcap_error(), "constraint-failure");
+    assert!(r.body.contains("more than 8 attributes"), "{}", r.body);
+    let entry = "resource-lists/users/sip:alice@example.com/index/~~/resource-lists/list/entry";
+    let seven: String = (0..7)
+        .map(|i| format!(" xmlns:p{i}=\"urn:p{i}\""))
+        .collect();
+    let r = s
+        .put(
+            entry,
+            EL,
+            format!(r#"<entry uri="sip:bob@example.com"{seven}/>"#),
+        )
+        .await;
+    assert_eq!(r.status, 200, "8 attributes fit: {}", r.body);
+    let r = s.put(&format!("{entry}/@extra"), ATT, "\"x\"").await;
+    assert_eq!(r.status, 409, "a ninth does not: {}", r.body);
+    assert_eq!(r.xcap_error(), "constraint-failure");
+    assert_ne!(s.get(ALICE_LISTS).await.etag(), etag);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn safety_depth_limit() {
     let s = TestServer::start_with(|c| c.limits.max_depth = 8).await;

@@ -111,6 +111,10 @@ pub fn xml_error(e: XmlError) -> XcapError {
             XcapError::conflict_with(Conflict::Constraint, "document nesting is too deep")
         }
         XmlError::TooManyNodes => XcapError::PayloadTooLarge,
+        XmlError::TooManyAttributes(max) => XcapError::conflict_with(
+            Conflict::Constraint,
+            format!("an element has more than {max} attributes"),
+        ),
         XmlError::CannotInsert => XcapError::conflict(Conflict::CannotInsert),
         XmlError::CannotDelete => XcapError::conflict(Conflict::CannotDelete),
         XmlError::NoMatch | XmlError::Ambiguous => {

@@ -39,13 +39,19 @@ pub fn parse_fragment<'b>(
     let open = format!("<{WRAPPER}{}>", declarations(context));
     let wrapped = format!("{open}{trimmed}</{WRAPPER}>");
     // The wrapper adds one level of nesting and two nodes.
+    // Its namespace declarations are attributes of the wrapper; the spliced document is
+    // checked against the real per-element limit afterwards.
     let wrapper_limits = Limits {
         max_depth: limits.max_depth.saturating_add(1),
         max_nodes: limits.max_nodes.saturating_add(2),
+        max_attributes_per_element: limits.max_attributes_per_element.saturating_add(1024),
+        max_attributes: limits.max_attributes.saturating_add(1024),
     };
     let doc = match parse_document(&wrapped, &wrapper_limits) {
         Ok(doc) => doc,
-        Err(e @ (XmlError::TooDeep | XmlError::TooManyNodes)) => return Err(e),
+        Err(e @ (XmlError::TooDeep | XmlError::TooManyNodes | XmlError::TooManyAttributes(_))) => {
+            return Err(e)
+        }
         Err(_) => return Err(XmlError::NotXmlFrag),
     };
     let mut children = doc.root_element().children();
@@ -85,6 +91,8 @@ mod tests {
     const L: Limits = Limits {
         max_depth: 64,
         max_nodes: 1000,
+        max_attributes_per_element: 256,
+        max_attributes: 200_000,
     };
 
     fn frag(body: &str) -> Result<Fragment<'_>, XmlError> {
@@ -180,6 +188,8 @@ mod tests {
         let limits = Limits {
             max_depth: 2,
             max_nodes: 1000,
+            max_attributes_per_element: 256,
+            max_attributes: 200_000,
         };
         assert!(parse_fragment("<a><b/></a>", &[], &limits).is_ok());
         assert_eq!(

@@ -309,6 +309,8 @@ pub(crate) mod tests {
     const L: Limits = Limits {
         max_depth: 64,
         max_nodes: 200_000,
+        max_attributes_per_element: 256,
+        max_attributes: 200_000,
     };
 
     /// RFC 4825 §6.4 example document (NS-16).

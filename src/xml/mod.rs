@@ -45,9 +45,13 @@ pub enum XmlError {
     /// Elements are nested deeper than `Limits::max_depth`.
     #[error("document nested too deep")]
     TooDeep,
-    /// The document has more nodes than `Limits::max_nodes`.
+    /// The document has more nodes than `Limits::max_nodes` (or attributes than
+    /// `Limits::max_attributes`).
     #[error("document has too many nodes")]
     TooManyNodes,
+    /// An element has more attributes than the limit given.
+    #[error("an element has more than {0} attributes")]
+    TooManyAttributes(usize),
     /// A step or the terminal selects nothing (404 on GET and DELETE).
     #[error("the node selector selects nothing")]
     NoMatch,

@@ -97,6 +97,8 @@ mod tests {
     const L: Limits = Limits {
         max_depth: 64,
         max_nodes: 1000,
+        max_attributes_per_element: 256,
+        max_attributes: 200_000,
     };
 
     #[test]

@@ -13,6 +13,11 @@ pub struct Limits {
     pub max_depth: usize,
     /// Maximum number of nodes (elements, text, comments, PIs) roxmltree may create.
     pub max_nodes: u32,
+    /// Maximum attributes (namespace declarations included) on one element. Both XML parsers
+    /// check attribute uniqueness pairwise, so this bounds that quadratic work.
+    pub max_attributes_per_element: usize,
+    /// Maximum attributes in one document.
+    pub max_attributes: usize,
 }
 
 impl Default for Limits {
@@ -20,6 +25,8 @@ impl Default for Limits {
         Limits {
             max_depth: 64,
             max_nodes: 200_000,
+            max_attributes_per_element: 256,
+            max_attributes: 200_000,
         }
     }
 }
@@ -109,6 +116,7 @@ pub(crate) fn is_xml_space(c: char) -> bool {
 /// Parses a document with the DTD refused, the node cap passed to roxmltree and the depth cap
 /// checked afterwards without recursion.
 pub fn parse_document<'a>(text: &'a str, limits: &Limits) -> Result<Document<'a>, XmlError> {
+    check_attribute_counts(text.as_bytes(), limits)?;
     let options = ParsingOptions {
         allow_dtd: false,
         nodes_limit: limits.max_nodes,
@@ -129,6 +137,59 @@ pub fn parse_document<'a>(text: &'a str, limits: &Limits) -> Result<Document<'a>
     })?;
     check_depth(&doc, limits.max_depth)?;
     Ok(doc)
+}
+
+/// Counts attributes per start tag in one linear pass, before a parser spends quadratic time
+/// on them (issue #11 item 5). Markup that is not a start tag (comments, CDATA, PIs, end tags,
+/// declarations) is skipped; quoted values are skipped whole, so every `=` left inside a start
+/// tag begins one attribute. Malformed input is left for the parser to report.
+fn check_attribute_counts(text: &[u8], limits: &Limits) -> Result<(), XmlError> {
+    let find = |from: usize, pat: &[u8]| -> usize {
+        text[from.min(text.len())..]
+            .windows(pat.len())
+            .position(|w| w == pat)
+            .map_or(text.len(), |p| from + p + pat.len())
+    };
+    let mut total = 0usize;
+    let mut i = 0;
+    while let Some(lt) = text[i..].iter().position(|b| *b == b'<') {
+        i += lt + 1;
+        let rest = &text[i..];
+        if rest.starts_with(b"!--") {
+            i = find(i + 3, b"-->");
+        } else if rest.starts_with(b"![CDATA[") {
+            i = find(i + 8, b"]]>");
+        } else if rest.starts_with(b"?") {
+            i = find(i + 1, b"?>");
+        } else if rest.starts_with(b"!") || rest.starts_with(b"/") {
+            i = find(i, b">");
+        } else {
+            let mut count = 0usize;
+            let mut quote = None;
+            while i < text.len() {
+                let b = text[i];
+                i += 1;
+                match (quote, b) {
+                    (Some(q), _) if b == q => quote = None,
+                    (Some(_), _) => {}
+                    (None, b'"' | b'\'') => quote = Some(b),
+                    (None, b'=') => count += 1,
+                    (None, b'>') => break,
+                    _ => {}
+                }
+            }
+            if count > limits.max_attributes_per_element {
+                return Err(XmlError::TooManyAttributes(
+                    limits.max_attributes_per_element,
+                ));
+            }
+            total += count;
+            if total > limits.max_attributes {
+                return Err(XmlError::TooManyNodes);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `line:column` (1-based, columns in characters) of the end of `text`.
@@ -230,11 +291,92 @@ mod tests {
         assert_eq!(parse(bomb), Err(XmlError::Doctype));
     }
 
+    fn attrs(n: usize) -> String {
+        (0..n).map(|i| format!(" a{i}=\"{i}\"")).collect()
+    }
+
+    /// Issue #11 item 5: attributes per element and per document are capped before parsing.
+    #[test]
+    fn attribute_caps_per_element_and_document() {
+        let limits = Limits {
+            max_attributes_per_element: 4,
+            max_attributes: 10,
+            ..Limits::default()
+        };
+        let ok = format!("<r{}><e{}/><e{}/></r>", attrs(4), attrs(3), attrs(3));
+        assert!(parse_document(&ok, &limits).is_ok());
+        let wide = format!("<r><e{}/></r>", attrs(5));
+        assert_eq!(
+            parse_document(&wide, &limits).err(),
+            Some(XmlError::TooManyAttributes(4))
+        );
+        let xmlns = r#"<r xmlns="urn:a" xmlns:b="urn:b" xmlns:c="urn:c" a="1" b:x="2"/>"#;
+        assert_eq!(
+            parse_document(xmlns, &limits).err(),
+            Some(XmlError::TooManyAttributes(4)),
+            "namespace declarations count"
+        );
+        let many = format!("<r>{}</r>", format!("<e{}/>", attrs(3)).repeat(4));
+        assert_eq!(
+            parse_document(&many, &limits).err(),
+            Some(XmlError::TooManyNodes)
+        );
+    }
+
+    /// Only `=` in start tags, outside quoted values, counts: not in text, comments, CDATA,
+    /// PIs, end tags or attribute values.
+    #[test]
+    fn attribute_count_skips_other_markup_and_values() {
+        let limits = Limits {
+            max_attributes_per_element: 2,
+            ..Limits::default()
+        };
+        let doc = r#"<?pi a=1 b=2 c=3?><r a="x=y=z" b='p="q"'><!-- a=1 b=2 c=3 --><![CDATA[a=1 b=2 c=3]]>a=1 b=2 c=3<e
+            k = "v" j='w'/></r >"#;
+        assert!(parse_document(doc, &limits).is_ok());
+        assert_eq!(
+            check_attribute_counts(b"<r a='1' b='2' c='3'", &limits),
+            Err(XmlError::TooManyAttributes(2)),
+            "an unclosed tag still counts"
+        );
+        assert_eq!(
+            check_attribute_counts(b"<!-- unclosed a=1 b=2 c=3", &limits),
+            Ok(())
+        );
+    }
+
+    proptest::proptest! {
+        /// The scan never panics and agrees with roxmltree on well-formed documents.
+        #[test]
+        fn attribute_scan_agrees_with_the_parser(
+            counts in proptest::collection::vec(0usize..6, 1..6),
+            noise in "[a-z =<>!?\\[\\]'\"/-]{0,40}",
+        ) {
+            let _ = check_attribute_counts(noise.as_bytes(), &Limits::default());
+            let body: String = counts.iter().map(|n| format!("<e{}>x=1</e>", attrs(*n))).collect();
+            let doc = format!("<r><!--{}-->{body}</r>", noise.replace("--", "").trim_end_matches('-'));
+            let max = *counts.iter().max().unwrap_or(&0);
+            for cap in [max.saturating_sub(1), max] {
+                let limits = Limits { max_attributes_per_element: cap, ..Limits::default() };
+                let r = parse_document(&doc, &limits);
+                if max > cap {
+                    proptest::prop_assert_eq!(r.err(), Some(XmlError::TooManyAttributes(cap)));
+                } else {
+                    let d = r.unwrap();
+                    let seen = d.descendants().map(|n| n.attributes().len()).max().unwrap_or(0);
+                    proptest::prop_assert_eq!(seen, max);
+                }
+            }
+        }
+    }
+
     #[test]
     fn design6_depth_cap() {
         let limits = Limits {
             max_depth: 3,
             max_nodes: 1000,
+            max_attributes_per_element: 256,
+            max_attributes: 200_000,
         };
         assert!(parse_document("<a><b><c>t</c></b></a>", &limits).is_ok());
         assert_eq!(
@@ -251,6 +393,8 @@ mod tests {
         let limits = Limits {
             max_depth: 64,
             max_nodes: 10,
+            max_attributes_per_element: 256,
+            max_attributes: 200_000,
         };
         let many = format!("<a>{}</a>", "<b/>".repeat(20));
         assert_eq!(

@@ -513,7 +513,7 @@ impl PendingEdit {
 /// cannot be made (`otherwise`).
 fn reparse(text: Arc<str>, limits: &Limits, otherwise: XmlError) -> Result<ParsedDoc, XmlError> {
     ParsedDoc::parse(text, limits).map_err(|e| match e {
-        XmlError::TooDeep | XmlError::TooManyNodes => e,
+        XmlError::TooDeep | XmlError::TooManyNodes | XmlError::TooManyAttributes(_) => e,
         _ => otherwise,
     })
 }
@@ -527,6 +527,8 @@ mod tests {
     const L: Limits = Limits {
         max_depth: 64,
         max_nodes: 200_000,
+        max_attributes_per_element: 256,
+        max_attributes: 200_000,
     };
 
     fn put(doc: &str, path: &str, body: &str) -> Result<Edit, XmlError> {
@@ -868,6 +870,8 @@ mod tests {
         let limits = Limits {
             max_depth: 3,
             max_nodes: 1000,
+            max_attributes_per_element: 256,
+            max_attributes: 200_000,
         };
         assert_eq!(
             put_element("<r><a/></r>", &sel("r/a"), "<a><b><c/></b></a>", &limits),
@@ -877,6 +881,8 @@ mod tests {
         let limits = Limits {
             max_depth: 64,
             max_nodes: 6,
+            max_attributes_per_element: 256,
+            max_attributes: 200_000,
         };
         assert_eq!(
             put_element(
@@ -1147,6 +1153,8 @@ mod props {
     const L: Limits = Limits {
         max_depth: 16,
         max_nodes: 10_000,
+        max_attributes_per_element: 256,
+        max_attributes: 200_000,
     };
 
     #[derive(Debug, Clone)]
