@@ -322,6 +322,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         let _ = shutdown_tx.send(true);
     });
     let shutdown = stopped(shutdown_rx.clone());
+    let conn_limits = config.limits.connection_limits();
     let task = if config.tls() {
         let tls = crate::tls::server_config(
             std::path::Path::new(&config.server.tls_cert_file),
@@ -332,23 +333,17 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             message: e.to_string(),
         })?;
         tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<crate::tls::PeerAddr>(),
-            )
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|e| AppError::Serve(e.to_string()))
+            crate::serve::serve(listener, app, conn_limits, shutdown).await;
+            Ok(())
         })
     } else {
+        use axum::serve::ListenerExt as _;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<crate::tls::PeerAddr>(),
-            )
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|e| AppError::Serve(e.to_string()))
+            crate::serve::serve(listener, app, conn_limits, shutdown).await;
+            Ok(())
         })
     };
     let task = match admin {

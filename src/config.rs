@@ -117,9 +117,23 @@ pub struct LimitsConfig {
     /// Attributes in one document: 413 beyond.
     pub max_attributes: usize,
     pub request_timeout_secs: u64,
+    /// Time a client has to send a whole request head before the connection is closed
+    /// (0 = no limit).
+    pub header_read_timeout_secs: u64,
+    /// Open XCAP connections per client address; more are closed at once (0 = no limit).
+    pub max_connections_per_address: usize,
 }
 
 impl LimitsConfig {
+    /// The bounds of the XCAP listener's connections.
+    pub fn connection_limits(&self) -> crate::serve::ConnectionLimits {
+        crate::serve::ConnectionLimits {
+            header_read_timeout: (self.header_read_timeout_secs > 0)
+                .then(|| std::time::Duration::from_secs(self.header_read_timeout_secs)),
+            max_per_address: self.max_connections_per_address,
+        }
+    }
+
     /// The parser limits for stored documents and fragments.
     pub fn xml_limits(&self) -> crate::xml::Limits {
         crate::xml::Limits {
@@ -140,6 +154,8 @@ impl Default for LimitsConfig {
             max_attributes_per_element: 256,
             max_attributes: 500_000,
             request_timeout_secs: 30,
+            header_read_timeout_secs: 10,
+            max_connections_per_address: 256,
         }
     }
 }

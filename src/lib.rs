@@ -5,7 +5,7 @@
 //! - L1 adapters: [`xsd`] (libxml), [`storage`] (sled, memory)
 //! - L2 services: [`appusage`], [`xdms::service`]
 //! - L3 edges: [`xdms::http`], [`admin`]
-//! - L4 composition: [`config`], [`app`], [`cli`], [`telemetry`], [`metrics`]
+//! - L4 composition: [`config`], [`app`], [`serve`], [`cli`], [`telemetry`], [`metrics`]
 
 pub mod admin;
 pub mod app;
@@ -20,6 +20,7 @@ pub mod event;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod serve;
 pub mod storage;
 pub mod telemetry;
 pub mod tls;
