@@ -128,15 +128,23 @@ pub fn user_passwd(data_dir: &Path, xui: &str, password: &str) -> Result<String,
     let old = store
         .get_user(xui.as_str())?
         .ok_or_else(|| CliUserError::NotFound(xui.to_string()))?;
-    let cred = make_credential(
+    let mut cred = make_credential(
         &old.xui,
         &old.realm,
         password,
         old.roles.clone(),
         old.created_ms,
     );
+    // A new password revokes the bearer tokens issued before it (issue #11 item 7).
+    cred.tokens_not_before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .saturating_add(1);
     store_checked(&store, &cred)?;
-    Ok(format!("password changed for {}", cred.xui))
+    Ok(format!(
+        "password changed for {}; earlier bearer tokens revoked",
+        cred.xui
+    ))
 }
 
 fn parse_xui(raw: &str) -> Result<Xui, CliUserError> {

@@ -220,6 +220,10 @@ pub struct AuthConfig {
     pub jwt_eddsa_public_key_file: String,
     pub jwt_issuer: String,
     pub jwt_audience: String,
+    /// A bearer token's subject must be a user of the credential store, and tokens issued
+    /// before the user's last revoking password change are refused. Turn off only when an
+    /// external identity provider issues tokens for users this node does not store.
+    pub jwt_require_user: bool,
     /// Peers (CIDR) whose X-XCAP-Asserted-Identity / X-3GPP-Asserted-Identity is honoured.
     pub trusted_peers: Vec<String>,
     /// Peers (CIDR) whose X-Forwarded-For is honoured when finding the client address.
@@ -251,6 +255,7 @@ impl Default for AuthConfig {
             jwt_eddsa_public_key_file: String::new(),
             jwt_issuer: String::new(),
             jwt_audience: String::new(),
+            jwt_require_user: true,
             trusted_peers: Vec::new(),
             trusted_proxies: Vec::new(),
             throttle_max_failures: 5,

@@ -417,6 +417,14 @@ async fn issued_tokens_are_accepted_by_the_proxy() {
     .await;
     let a = admin(
         &s,
+        "PUT",
+        "/users/bob",
+        Some(&json!({"password": "bob-pw"})),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let a = admin(
+        &s,
         "POST",
         "/users/bob/token",
         Some(&json!({"ttl_secs": 600})),
@@ -484,6 +492,85 @@ async fn issued_tokens_are_accepted_by_the_proxy() {
         ),
         Some(1.0)
     );
+    s.stop().await;
+}
+
+async fn bob_token(s: &TestServer) -> String {
+    let a = admin(s, "POST", "/users/bob/token", None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    format!("Bearer {}", a.json()["token"].as_str().unwrap())
+}
+
+async fn bob_get(s: &TestServer, bearer: String) -> u16 {
+    s.get_with(BOB_LISTS, &[("Authorization", &bearer)])
+        .await
+        .status
+}
+
+/// Issue #11 item 7: a bearer token stops working when its user is deleted, and a password
+/// change revokes the tokens issued before it (unless asked not to); tokens issued after it
+/// work. `auth.jwt_require_user = false` (an external identity provider) skips both checks.
+#[tokio::test]
+async fn tokens_die_with_their_user_and_with_a_revoking_password_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("jwt.secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef-secret\n").unwrap();
+    let secret = secret.to_str().unwrap().to_string();
+    let s = TestServer::start_with(|c| {
+        c.server.auth = AuthMode::Required;
+        c.auth.jwt_hs256_secret_file = secret;
+    })
+    .await;
+    let a = admin(&s, "PUT", "/users/bob", Some(&json!({"password": "one"}))).await;
+    assert_eq!(a.status, 201);
+    let old = bob_token(&s).await;
+    assert_eq!(
+        bob_get(&s, old.clone()).await,
+        404,
+        "valid: bob has no document yet"
+    );
+
+    // A password change that keeps tokens, then one that revokes them.
+    let a = admin(
+        &s,
+        "POST",
+        "/users/bob/password",
+        Some(&json!({"password": "two", "revoke_tokens": false})),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(bob_get(&s, old.clone()).await, 404, "kept");
+    let a = admin(
+        &s,
+        "POST",
+        "/users/bob/password",
+        Some(&json!({"password": "three"})),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(
+        bob_get(&s, old.clone()).await,
+        401,
+        "revoked by the password change"
+    );
+    let new = bob_token(&s).await;
+    assert_eq!(
+        bob_get(&s, new.clone()).await,
+        404,
+        "a token issued after the change works"
+    );
+
+    // Deleting the user kills every token; re-creating the user does not revive old ones
+    // issued before a revocation, and a token for a user never stored is refused.
+    let a = admin(&s, "DELETE", "/users/bob", None).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(bob_get(&s, new.clone()).await, 401, "user deleted");
+    let a = admin(&s, "POST", "/users/sip:nobody@example.com/token", None).await;
+    let nobody = format!("Bearer {}", a.json()["token"].as_str().unwrap());
+    let r = s
+        .get_with("xcap-caps/global/index", &[("Authorization", &nobody)])
+        .await;
+    assert_eq!(r.status, 401, "no such user");
     s.stop().await;
 }
 

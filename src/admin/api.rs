@@ -299,9 +299,27 @@ pub(super) async fn delete_user(
 #[serde(deny_unknown_fields)]
 struct SetPassword {
     password: String,
+    /// Refuse the user's bearer tokens issued before now (default true).
+    #[serde(default = "yes")]
+    revoke_tokens: bool,
 }
 
-/// Replaces a user's HA1s; realm, roles and creation time stay.
+fn yes() -> bool {
+    true
+}
+
+/// The token epoch for a revocation now: tokens carry whole-second `iat`s, so one issued in
+/// this very second would survive a `now` epoch only if issued after it; the next second is
+/// the safe side (a token issued in the same second as the change is refused too).
+fn revocation_epoch() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .saturating_add(1)
+}
+
+/// Replaces a user's HA1s; realm, roles and creation time stay; earlier bearer tokens are
+/// revoked unless `revoke_tokens` is false.
 pub(super) async fn set_password(
     State(state): Shared,
     xui: Result<Path<String>, PathRejection>,
@@ -316,13 +334,18 @@ pub(super) async fn set_password(
         let Some(old) = creds.get_user(&key)? else {
             return Ok(None);
         };
-        let cred = make_credential(
+        let mut cred = make_credential(
             &old.xui,
             &old.realm,
             &req.password,
             old.roles.clone(),
             old.created_ms,
         );
+        cred.tokens_not_before = if req.revoke_tokens {
+            revocation_epoch()
+        } else {
+            old.tokens_not_before
+        };
         store_user(creds.as_ref(), &cred)?;
         Ok(Some(cred))
     })
@@ -403,19 +426,18 @@ pub(super) async fn issue_token(
             "ttl_secs must be between 1 and {MAX_TOKEN_TTL_SECS}"
         )));
     }
+    let stored = {
+        let creds = state.creds.clone();
+        let key = xui.as_str().to_string();
+        blocking(move || Ok(creds.get_user(&key)?)).await?
+    };
     let roles: Vec<Role> = match &req.roles {
         Some(names) => parse_roles(names)?,
-        None => {
-            let creds = state.creds.clone();
-            let key = xui.as_str().to_string();
-            blocking(move || Ok(creds.get_user(&key)?))
-                .await?
-                .map(|c| c.roles)
-                .unwrap_or_default()
-        }
+        None => stored.as_ref().map(|c| c.roles.clone()).unwrap_or_default(),
     };
     let roles: Vec<String> = roles.iter().map(|r| r.as_str().to_string()).collect();
-    let now = now_ms() / 1000;
+    // Not before the user's token epoch, which a revocation set up to a second ahead.
+    let now = (now_ms() / 1000).max(stored.map_or(0, |c| c.tokens_not_before));
     let token = issuer
         .issue(xui.as_str(), &roles, ttl, now)
         .map_err(|e| AdminError::Internal(e.to_string()))?;

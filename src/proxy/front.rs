@@ -60,6 +60,7 @@ pub struct Front {
     basic: bool,
     basic_without_tls: bool,
     jwt: Option<JwtVerifier>,
+    jwt_require_user: bool,
     trusted_peers: TrustedPeers,
     trusted_proxies: TrustedPeers,
     lockout: Lockout,
@@ -124,6 +125,7 @@ impl Front {
             basic: cfg.basic,
             basic_without_tls: cfg.basic_without_tls,
             jwt,
+            jwt_require_user: cfg.jwt_require_user,
             trusted_peers: parse_peers(&cfg.trusted_peers, "auth.trusted_peers")?,
             trusted_proxies: parse_peers(&cfg.trusted_proxies, "auth.trusted_proxies")?,
             lockout: Lockout::new(LockoutConfig {
@@ -343,6 +345,21 @@ impl Front {
         let claims = jwt.verify(token).map_err(|_| Failure::Invalid)?;
         let xui = Xui::parse(&claims.sub, self.default_domain.as_deref())
             .map_err(|_| Failure::Invalid)?;
+        if self.jwt_require_user {
+            // A deleted user's tokens die with the user; a revoking password change kills
+            // the tokens issued before it (issue #11 item 7).
+            let user = self
+                .creds
+                .get_user(xui.as_str())
+                .ok()
+                .flatten()
+                .ok_or(Failure::Invalid)?;
+            if user.tokens_not_before > 0
+                && claims.iat.is_none_or(|iat| iat < user.tokens_not_before)
+            {
+                return Err(Failure::Invalid);
+            }
+        }
         let roles: Vec<Role> = claims.roles.iter().filter_map(|r| r.parse().ok()).collect();
         Ok(principal_with_roles(xui.as_str(), &roles))
     }

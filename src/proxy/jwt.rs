@@ -161,6 +161,9 @@ pub struct JwtClaims {
     pub roles: Vec<String>,
     /// Expiry as seconds since the epoch.
     pub exp: u64,
+    /// `iat` (issued at, RFC 7519 §4.1.6) rounded down, when present: compared with the
+    /// user's token epoch to revoke tokens issued before a password change.
+    pub iat: Option<u64>,
 }
 
 /// One prepared verification key with its algorithm-pinned validation rules.
@@ -287,7 +290,13 @@ impl JwtVerifier {
             Some(_) => return Err(JwtError::InvalidClaim("roles")),
         };
 
-        Ok(JwtClaims { sub, roles, exp })
+        let iat = numeric_date(claims, "iat", false)?;
+        Ok(JwtClaims {
+            sub,
+            roles,
+            exp,
+            iat,
+        })
     }
 }
 
@@ -1285,7 +1294,8 @@ MC4CAQAwBQYDK2VwBCIEILL4yWpUvqbkpIWl76AcilE4qTqjsNzJtsHxwuixjcqF
             JwtClaims {
                 sub: "sip:alice@example.com".to_owned(),
                 roles,
-                exp: NOW + 300
+                exp: NOW + 300,
+                iat: Some(NOW),
             }
         );
         assert_eq!(

@@ -92,6 +92,9 @@ pub struct Credential {
     pub ha1: Vec<Ha1Entry>,
     pub roles: Vec<Role>,
     pub created_ms: u64,
+    /// Bearer tokens issued (`iat`) before this time (unix seconds) are refused; a password
+    /// change that revokes tokens moves it forward. 0: no token revoked.
+    pub tokens_not_before: u64,
 }
 
 // An HA1 is a password equivalent for its realm (RFC 7616 §5.1): keep it out of logs.
@@ -113,6 +116,7 @@ impl fmt::Debug for Credential {
             .field("ha1", &self.ha1)
             .field("roles", &self.roles)
             .field("created_ms", &self.created_ms)
+            .field("tokens_not_before", &self.tokens_not_before)
             .finish()
     }
 }
@@ -255,6 +259,7 @@ pub fn make_credential(
         ha1,
         roles: unique_roles,
         created_ms: now_ms,
+        tokens_not_before: 0,
     }
 }
 

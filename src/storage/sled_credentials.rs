@@ -119,6 +119,11 @@ fn encode_user(cred: &Credential) -> Result<Vec<u8>, StorageError> {
         push_string(&mut out, &e.algorithm)?;
         push_string(&mut out, &e.ha1_hex)?;
     }
+    // Optional trailer, written only when set, so records that never revoked a token stay
+    // readable by binaries that predate it.
+    if cred.tokens_not_before != 0 {
+        out.extend_from_slice(&cred.tokens_not_before.to_be_bytes());
+    }
     Ok(out)
 }
 
@@ -149,12 +154,14 @@ fn decode_user(xui: &[u8], bytes: &[u8]) -> Result<Credential, StorageError> {
             ha1_hex: r.string("HA1")?,
         });
     }
+    let tokens_not_before = if r.0.is_empty() { 0 } else { r.u64()? };
     r.end()?;
     let cred = Credential {
         xui: utf8(xui, "xui")?,
         realm,
         ha1,
         roles,
+        tokens_not_before,
         created_ms,
     };
     validate_credential(&cred).map_err(|e| StorageError::Corrupt(e.to_string()))?;
@@ -462,6 +469,31 @@ mod tests {
         assert_eq!(docs.get(&key).unwrap().unwrap().etag, "e1");
         assert_eq!(docs.list_user(ALICE).unwrap().len(), 1);
         assert!(creds.get_user(ALICE).unwrap().is_some());
+    }
+
+    /// Issue #11 item 7: the token epoch round-trips; records without it (older binaries)
+    /// read as 0, and a record that never revoked a token is written without it.
+    #[test]
+    fn token_epoch_round_trips_and_is_optional() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let c = SledCredentials::new(&db).unwrap();
+        let plain = make_credential(ALICE, REALM, "pw", vec![Role::User], 9);
+        let plain_record = encode_user(&plain).unwrap();
+        let revoked = Credential {
+            tokens_not_before: 1_700_000_123,
+            ..plain.clone()
+        };
+        assert_eq!(encode_user(&revoked).unwrap().len(), plain_record.len() + 8);
+        c.put_user(&revoked).unwrap();
+        assert_eq!(
+            c.get_user(ALICE).unwrap().unwrap().tokens_not_before,
+            1_700_000_123
+        );
+        c.put_user(&plain).unwrap();
+        assert_eq!(c.get_user(ALICE).unwrap().unwrap().tokens_not_before, 0);
+        let mut torn = plain_record.clone();
+        torn.extend_from_slice(&[1, 2, 3]);
+        assert!(decode_user(ALICE.as_bytes(), &torn).is_err());
     }
 
     #[test]
