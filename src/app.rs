@@ -83,7 +83,7 @@ impl Running {
                 Ok(())
             }
         };
-        self.store.flush()?;
+        flush_within(&self.store, self.grace).await?;
         result
     }
 
@@ -93,8 +93,37 @@ impl Running {
             Ok(r) => r,
             Err(e) => Err(AppError::Serve(e.to_string())),
         };
-        self.store.flush()?;
+        flush_within(&self.store, self.grace).await?;
         result
+    }
+
+    /// Why the store can no longer write in this process, if it cannot (see
+    /// [`DocumentStore::fatal`]).
+    pub fn storage_fatal(&self) -> Option<String> {
+        self.store.fatal()
+    }
+}
+
+/// The final flush, bounded: a store that failed fatally is not flushed at all (its journal
+/// replays at the next start; sled may hang trying), and one that does not finish within
+/// `grace` is left to the same replay, so a stop signal always ends the process in time.
+async fn flush_within(
+    store: &Arc<dyn DocumentStore>,
+    grace: std::time::Duration,
+) -> Result<(), AppError> {
+    if let Some(why) = store.fatal() {
+        tracing::warn!(%why, "storage failed: not flushed; the journal replays at the next start");
+        return Ok(());
+    }
+    let store = Arc::clone(store);
+    match tokio::time::timeout(grace, tokio::task::spawn_blocking(move || store.flush())).await {
+        Ok(Ok(r)) => Ok(r?),
+        Ok(Err(e)) => Err(AppError::Serve(format!("storage flush task failed: {e}"))),
+        Err(_) => {
+            // The blocked task keeps its handle on the store, so no destructor waits on it.
+            tracing::error!("storage flush did not finish within the grace period; the journal replays at the next start");
+            Ok(())
+        }
     }
 }
 
@@ -133,6 +162,7 @@ fn open_store(config: &Config) -> Result<Stores, AppError> {
                 SledOptions {
                     cache_capacity_bytes: config.storage.cache_capacity_mb * 1024 * 1024,
                     journal_segment_bytes: config.storage.journal_segment_mb * 1024 * 1024,
+                    min_free_bytes: config.storage.min_free_mb * 1024 * 1024,
                 },
             )?;
             let creds = SledCredentials::new(store.db())?;
@@ -418,10 +448,29 @@ fn join_servers(
     })
 }
 
-/// Runs until `signal` resolves, then shuts down gracefully.
+/// Runs until `signal` resolves, then shuts down gracefully; or until storage fails in a way
+/// this process cannot undo (fail-stop): then it stops with an error, so that a supervisor
+/// restarts it and the journal replay restores every acknowledged write.
 pub async fn run_until(config: Config, signal: impl Future<Output = ()>) -> Result<(), AppError> {
     let running = start(config).await?;
-    signal.await;
-    tracing::info!("shutting down: finishing in-flight requests and flushing storage");
-    running.shutdown().await
+    let store = Arc::clone(&running.store);
+    let failed = async move {
+        loop {
+            if let Some(why) = store.fatal() {
+                return why;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    };
+    tokio::select! {
+        () = signal => {
+            tracing::info!("shutting down: finishing in-flight requests and flushing storage");
+            running.shutdown().await
+        }
+        why = failed => {
+            tracing::error!(%why, "storage failed and cannot recover in this process: stopping (exit status 1) so that a supervisor restarts xcapd; the journal restores every acknowledged write at the next start");
+            let _ = running.shutdown().await;
+            Err(AppError::Storage(StorageError::Backend(why)))
+        }
+    }
 }

@@ -124,9 +124,11 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Serve(args) => {
             let config = load_config(&args)?;
             crate::telemetry::init(&config.log.level);
-            runtime()?
-                .block_on(app::run_until(config, shutdown_signal()))
-                .map_err(|e| e.to_string())?;
+            let rt = runtime()?;
+            let outcome = rt.block_on(app::run_until(config, shutdown_signal()));
+            // A storage call stuck in the kernel must not hold the exit: the journal covers it.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            outcome.map_err(|e| e.to_string())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig(args) => {

@@ -359,7 +359,10 @@ mod tests {
         let (_db, creds) = store_at(dir.path());
         let after = creds.get_user(ALICE).unwrap().unwrap();
         assert_eq!(before.tokens_not_before, 0);
-        assert!(after.tokens_not_before > 1_700_000_000, "issue #11 item 7: tokens revoked");
+        assert!(
+            after.tokens_not_before > 1_700_000_000,
+            "issue #11 item 7: tokens revoked"
+        );
         assert_eq!(
             (&after.realm, &after.roles, after.created_ms),
             (&before.realm, &before.roles, before.created_ms)

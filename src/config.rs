@@ -93,6 +93,9 @@ pub struct StorageConfig {
     pub journal_segment_mb: u64,
     /// Parsed-document cache: element and attribute requests reuse the parse of a version.
     pub document_cache_mb: u64,
+    /// Free space kept on the data directory's file system (sled backend): below it writes
+    /// answer 503 with Retry-After and resume by themselves once space is freed. 0 = off.
+    pub min_free_mb: u64,
 }
 
 impl Default for StorageConfig {
@@ -102,6 +105,7 @@ impl Default for StorageConfig {
             cache_capacity_mb: 32,
             journal_segment_mb: 16,
             document_cache_mb: 32,
+            min_free_mb: 64,
         }
     }
 }

@@ -124,6 +124,8 @@ pub struct Metrics {
     storage_durations: Vec<Histogram>,
     documents: AtomicI64,
     documents_known: AtomicBool,
+    /// Writes refused because storage could not take writes (disk space, journal failure).
+    writes_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -154,6 +156,7 @@ impl Metrics {
             storage_durations: STORAGE_OPS.iter().map(|_| Histogram::default()).collect(),
             documents: AtomicI64::new(0),
             documents_known: AtomicBool::new(false),
+            writes_refused: AtomicU64::new(0),
         }
     }
 
@@ -199,6 +202,11 @@ impl Metrics {
     }
 
     /// Records a failed authentication attempt (credentials were presented and refused).
+    /// Counts a write refused because storage could not take writes now.
+    pub fn write_refused(&self) {
+        self.writes_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn auth_failure(&self, scheme: &str) {
         let scheme = scheme.to_ascii_lowercase();
         let slot = AUTH_SCHEMES
@@ -308,6 +316,17 @@ impl Metrics {
         for (op, h) in STORAGE_OPS.iter().zip(&self.storage_durations) {
             h.render(&mut out, "xcapd_storage_duration_seconds", "op", op);
         }
+        family(
+            &mut out,
+            "xcapd_storage_writes_refused_total",
+            "counter",
+            "Writes refused with 503 because storage could not take writes (disk space under the reserve, journal write failure).",
+        );
+        let _ = writeln!(
+            out,
+            "xcapd_storage_writes_refused_total {}",
+            self.writes_refused.load(Ordering::Relaxed)
+        );
         if let Some(n) = self.documents() {
             family(
                 &mut out,
@@ -392,6 +411,12 @@ impl InstrumentedStore {
         result
     }
 
+    fn count_refusal(&self, e: &StorageError) {
+        if matches!(e, StorageError::Unavailable(_)) {
+            self.metrics.write_refused();
+        }
+    }
+
     /// Times the wait for durability of an applied write as the `sync` storage operation.
     fn observe_sync(&self, durable: Durability) -> Durability {
         let metrics = Arc::clone(&self.metrics);
@@ -412,9 +437,11 @@ impl DocumentStore for InstrumentedStore {
         etag: &str,
         modified_ms: u64,
     ) -> Result<(Committed, Durability), StorageError> {
-        let (committed, durable) = self.timed("put", |s| {
-            s.put_nowait(key, expect, body, etag, modified_ms)
-        })?;
+        let (committed, durable) = self
+            .timed("put", |s| {
+                s.put_nowait(key, expect, body, etag, modified_ms)
+            })
+            .inspect_err(|e| self.count_refusal(e))?;
         if committed.outcome == WriteOutcome::Created {
             self.metrics.add_documents(1);
         }
@@ -426,7 +453,9 @@ impl DocumentStore for InstrumentedStore {
         key: &DocKey,
         expect: &Expect,
     ) -> Result<Option<(Committed, Durability)>, StorageError> {
-        let Some((committed, durable)) = self.timed("delete", |s| s.delete_nowait(key, expect))?
+        let Some((committed, durable)) = self
+            .timed("delete", |s| s.delete_nowait(key, expect))
+            .inspect_err(|e| self.count_refusal(e))?
         else {
             return Ok(None);
         };
@@ -457,6 +486,14 @@ impl DocumentStore for InstrumentedStore {
 
     fn flush(&self) -> Result<(), StorageError> {
         self.timed("flush", |s| s.flush())
+    }
+
+    fn health(&self) -> Result<(), StorageError> {
+        self.inner.health()
+    }
+
+    fn fatal(&self) -> Option<String> {
+        self.inner.fatal()
     }
 }
 

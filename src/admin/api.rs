@@ -91,7 +91,7 @@ pub(super) async fn health() -> Response<Body> {
 /// Readiness: the document store answers within [`READY_TIMEOUT`].
 pub(super) async fn ready(State(state): Shared) -> Response<Body> {
     let store = state.store.clone();
-    let probe = tokio::task::spawn_blocking(move || store.last_seq());
+    let probe = tokio::task::spawn_blocking(move || store.health());
     match tokio::time::timeout(READY_TIMEOUT, probe).await {
         Ok(Ok(Ok(_))) => text(
             StatusCode::OK,

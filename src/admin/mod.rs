@@ -93,6 +93,7 @@ impl From<StorageError> for AdminError {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::InvalidKey(reason) => AdminError::BadRequest(reason),
+            StorageError::Unavailable(_) => AdminError::Unavailable,
             other => AdminError::Internal(format!("storage: {other}")),
         }
     }

@@ -14,6 +14,7 @@ pub mod memory;
 pub(crate) mod sled_common;
 pub mod sled_credentials;
 pub mod sled_store;
+pub mod space;
 #[cfg(test)]
 mod suite;
 
@@ -39,6 +40,11 @@ pub enum StorageError {
     /// Stored bytes could not be decoded.
     #[error("corrupt stored record: {0}")]
     Corrupt(String),
+    /// Writes cannot be made now (disk space under the reserve, the journal cannot write);
+    /// nothing was stored, reads still work, and writes resume once the cause clears (503 with
+    /// Retry-After at the edge).
+    #[error("storage cannot accept writes now: {0}")]
+    Unavailable(String),
 }
 
 /// The tree a document lives in: `global/` or `users/<XUI>/` (RFC 4825 §6.2, URI-07).
@@ -108,10 +114,10 @@ pub struct Committed {
 
 /// Domain-level document storage. Listings are sorted by [`DocKey`] order.
 ///
-/// A write is applied (visible to readers) when `put_nowait`/`delete_nowait` return and durable
-/// when the returned [`Durability`] resolves; the server acknowledges only after that. A
-/// `Backend` error from the durability wait leaves the outcome unknown (like a lost HTTP
-/// response).
+/// A write is durable, and only then visible to readers, when the [`Durability`] returned by
+/// `put_nowait`/`delete_nowait` resolves; the server acknowledges only after that. An error
+/// from the durability wait means the write was refused and is never visible (issue #11);
+/// `Unavailable` says writes may succeed again later.
 pub trait DocumentStore: Send + Sync + 'static {
     fn get(&self, key: &DocKey) -> Result<Option<StoredDocument>, StorageError>;
     /// Atomic: fails with [`StorageError::PreconditionFailed`] (storing nothing) when `expect`
@@ -167,6 +173,15 @@ pub trait DocumentStore: Send + Sync + 'static {
     fn last_seq(&self) -> Result<u64, StorageError>;
     /// Makes everything written so far durable; used at shutdown.
     fn flush(&self) -> Result<(), StorageError>;
+    /// Whether the store can serve reads and accept writes now (readiness probes).
+    fn health(&self) -> Result<(), StorageError> {
+        self.last_seq().map(drop)
+    }
+    /// Why this process can no longer write, if something that cannot be undone in-process
+    /// failed; the server then stops (fail-stop) and the next start recovers.
+    fn fatal(&self) -> Option<String> {
+        None
+    }
 }
 
 impl DocKey {

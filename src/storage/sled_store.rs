@@ -29,13 +29,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::journal::{self, encode_frame, Journal, Logged, OpRef, TreeId};
+use super::journal::{self, encode_frame, Hooks, Journal, Logged, OpRef, TreeId};
 use super::sled_common::{from_sled, open_waiting, utf8, Reader};
+use super::space::SpaceGuard;
 use super::{
     check_expect, directory_prefix, validate_auid, validate_tree, validate_xui, Committed, DocKey,
     DocMeta, DocumentStore, Durability, Expect, StorageError, StoredDocument, TreeKey,
     WriteOutcome,
 };
+use parking_lot::Mutex;
+use std::collections::HashMap;
 
 const SEP: u8 = 0;
 const RECORD_VERSION: u8 = 1;
@@ -73,6 +76,9 @@ pub struct SledOptions {
     /// Journal segment size after which sled is flushed and the older segments are removed:
     /// bounds both the journal on disk and the replay after a crash.
     pub journal_segment_bytes: u64,
+    /// Free space kept on the data directory's file system: writes are refused (503) below it,
+    /// so sled never meets a full disk ([`super::space`]). 0: no guard.
+    pub min_free_bytes: u64,
 }
 
 impl Default for SledOptions {
@@ -80,6 +86,7 @@ impl Default for SledOptions {
         Self {
             cache_capacity_bytes: 64 * 1024 * 1024,
             journal_segment_bytes: 16 * 1024 * 1024,
+            min_free_bytes: 0,
         }
     }
 }
@@ -96,6 +103,9 @@ pub struct SledStore {
     journal_dir: PathBuf,
     /// A write failed between its sled inserts: refuse writes until a reopen repairs.
     damaged: AtomicBool,
+    space: SpaceGuard,
+    /// Journaled commits not applied to sled yet, and the change sequence.
+    overlay: Arc<Mutex<Overlay>>,
     /// Removed when the store is dropped (temporary stores).
     temporary: Option<PathBuf>,
 }
@@ -185,11 +195,38 @@ impl SledStore {
         }
         meta.insert(STATE_KEY, STATE_OPEN).map_err(from_sled)?;
         db.flush().map_err(from_sled)?;
+        let last = decode_seq(meta.get(SEQ_KEY).map_err(from_sled)?.as_deref())?;
+        let overlay = Arc::new(Mutex::new(Overlay {
+            docs: HashMap::new(),
+            next_seq: last,
+            applied_seq: last,
+        }));
         let checkpoint_db = db.clone();
+        let apply = {
+            let (docs, by_user, bodies, meta) =
+                (docs.clone(), by_user.clone(), bodies.clone(), meta.clone());
+            let overlay = Arc::clone(&overlay);
+            Box::new(move |records: &[journal::Record]| {
+                replay(&[&docs, &by_user, &bodies], &meta, records).map_err(|e| e.to_string())?;
+                overlay.lock().applied(records);
+                Ok(())
+            })
+        };
+        let discard = {
+            let overlay = Arc::clone(&overlay);
+            Box::new(move || overlay.lock().discard())
+        };
         let journal = Journal::start(
             &journal_dir,
             opts.journal_segment_bytes,
-            Box::new(move || checkpoint_db.flush().map(drop).map_err(|e| e.to_string())),
+            opts.min_free_bytes,
+            Hooks {
+                checkpoint: Box::new(move || {
+                    checkpoint_db.flush().map(drop).map_err(|e| e.to_string())
+                }),
+                apply,
+                discard,
+            },
         )?;
         Ok(SledStore {
             db,
@@ -200,6 +237,8 @@ impl SledStore {
             journal,
             journal_dir,
             damaged: AtomicBool::new(false),
+            space: SpaceGuard::new(path, opts.min_free_bytes),
+            overlay,
             temporary,
         })
     }
@@ -208,6 +247,8 @@ impl SledStore {
     /// redundant. Idempotent; later writes still work and flush sled synchronously. Also run
     /// by `Drop`.
     pub fn close(&self) -> Result<(), StorageError> {
+        // After a fatal journal error sled may be unable to flush (or hang trying): leave
+        // everything to the journal replay of the next start.
         self.journal.close()?;
         self.db.flush().map_err(from_sled)?;
         journal::clear(&self.journal_dir)?;
@@ -230,15 +271,23 @@ impl SledStore {
         self.journal.sync_count()
     }
 
-    /// Applies one change if `expect` holds and journals it. `None`: a delete of an absent
-    /// document, nothing changed.
+    /// Journals one change if `expect` holds; it is applied to sled once durable (see
+    /// [`Overlay`]). `None`: a delete of an absent document, nothing changed.
     fn commit_change(
         &self,
         expect: &Expect,
         change: &Change<'_>,
     ) -> Result<(Option<Committed>, Durability), StorageError> {
+        let size =
+            change.record.map_or(0, <[u8]>::len) + change.external_body.map_or(0, <[u8]>::len);
+        self.space.check(size as u64)?;
         let logged = self.journal.commit(|journal| {
-            let (previous_etag, was_external) = self.current_record(change.pkey)?;
+            let mut overlay = self.overlay.lock();
+            // The state the change is checked against: the newest journaled version.
+            let (previous_etag, was_external) = match overlay.docs.get(change.pkey) {
+                Some(p) => (p.etag.clone(), p.external),
+                None => self.current_record(change.pkey)?,
+            };
             check_expect(expect, previous_etag.as_deref())?;
             let outcome = match (change.record, &previous_etag) {
                 (None, None) => return Ok(None),
@@ -246,26 +295,32 @@ impl SledStore {
                 (Some(_), Some(_)) => WriteOutcome::Replaced,
                 (Some(_), None) => WriteOutcome::Created,
             };
-            let seq = self.next_seq()?;
-            let mut ops: Vec<OpRef<'_>> = Vec::with_capacity(3);
-            ops.push((TreeId::Docs, change.pkey, change.record));
-            if let Some((ikey, ivalue)) = change.index {
-                ops.push((TreeId::ByUser, ikey, ivalue));
-            }
-            match change.external_body {
-                Some(body) => ops.push((TreeId::Bodies, change.pkey, Some(body))),
-                None if was_external => ops.push((TreeId::Bodies, change.pkey, None)),
-                None => {}
-            }
-            self.apply(journal.is_none(), || {
-                for (tree, key, value) in &ops {
-                    set(self.tree(*tree), key, *value)?;
+            let seq = overlay.next_seq + 1;
+            let ops = change.ops(was_external);
+            match journal {
+                Some(journal) => {
+                    encode_frame(journal, seq, &ops);
+                    overlay.docs.insert(
+                        change.pkey.to_vec(),
+                        Pending {
+                            etag: change.etag.map(str::to_string),
+                            external: change.external_body.is_some(),
+                            seq,
+                        },
+                    );
                 }
-                self.meta.insert(SEQ_KEY, &seq.to_be_bytes()[..]).map(drop)
-            })?;
-            if let Some(journal) = journal {
-                encode_frame(journal, seq, &ops);
+                // After close: applied now, made durable by the caller's flush.
+                None => {
+                    self.apply(true, || {
+                        for (tree, key, value) in &ops {
+                            set(self.tree(*tree), key, *value)?;
+                        }
+                        self.meta.insert(SEQ_KEY, &seq.to_be_bytes()[..]).map(drop)
+                    })?;
+                    overlay.applied_seq = seq;
+                }
             }
+            overlay.next_seq = seq;
             Ok(Some(Committed {
                 outcome,
                 previous_etag,
@@ -292,20 +347,12 @@ impl SledStore {
         }
     }
 
-    /// Inside a commit: the next change sequence number.
-    fn next_seq(&self) -> Result<u64, StorageError> {
-        Ok(decode_seq(self.meta.get(SEQ_KEY).map_err(from_sled)?.as_deref())? + 1)
-    }
-
-    /// Inside a commit: runs the sled inserts of one change. They are single-key operations,
-    /// not a sled transaction: sled 0.34 makes every transaction and batch write and
-    /// `sync_file_range` its log twice (`pin_log`), the cost this journal exists to avoid.
-    /// Commits are serialized by the journal, the journal record makes the change atomic
-    /// across a crash, and [`repair_user_index`] mends what an unjournaled one left. A sled
-    /// error between the inserts leaves the trees out of step: writes are refused from then on
-    /// and the next open repairs.
-    /// Without a journal (after close) the store is first marked open, so that a crash before
-    /// the caller's flush is repaired like any other.
+    /// After close, inside a commit: runs the sled inserts of one change. They are
+    /// single-key operations, not a sled transaction: sled 0.34 makes every transaction and
+    /// batch write and `sync_file_range` its log twice (`pin_log`), the cost the journal exists
+    /// to avoid. A sled error between the inserts leaves the trees out of step: writes are
+    /// refused from then on and the next open repairs ([`repair_user_index`]). The store is
+    /// first marked open, so that a crash before the caller's flush is repaired like any other.
     fn apply(
         &self,
         unjournaled: bool,
@@ -357,8 +404,69 @@ impl Drop for SledStore {
 struct Change<'a> {
     pkey: &'a [u8],
     record: Option<&'a [u8]>,
+    /// The new version's ETag (`None`: a delete).
+    etag: Option<&'a str>,
     index: Option<(&'a [u8], Option<&'a [u8]>)>,
     external_body: Option<&'a [u8]>,
+}
+
+impl Change<'_> {
+    /// The ops in the order they are applied: a new large body before the record that points
+    /// at it, an old one removed after the record that stopped pointing at it, so a reader
+    /// between two ops never finds a record without its body.
+    fn ops(&self, was_external: bool) -> Vec<OpRef<'_>> {
+        let mut ops: Vec<OpRef<'_>> = Vec::with_capacity(3);
+        if let Some(body) = self.external_body {
+            ops.push((TreeId::Bodies, self.pkey, Some(body)));
+        }
+        ops.push((TreeId::Docs, self.pkey, self.record));
+        if let Some((ikey, ivalue)) = self.index {
+            ops.push((TreeId::ByUser, ikey, ivalue));
+        }
+        if self.external_body.is_none() && was_external {
+            ops.push((TreeId::Bodies, self.pkey, None));
+        }
+        ops
+    }
+}
+
+/// Journaled changes not yet applied to sled (design: readers see only durable data). The
+/// flusher applies a synced batch to sled and then drops its entries here; commits check
+/// their precondition against these first. A failed batch drops every entry (its commits and
+/// every later one are refused) and rewinds the sequence.
+struct Overlay {
+    docs: HashMap<Vec<u8>, Pending>,
+    /// The last sequence number handed out.
+    next_seq: u64,
+    /// The last sequence number applied to sled.
+    applied_seq: u64,
+}
+
+/// A journaled, unapplied version of one document.
+struct Pending {
+    etag: Option<String>,
+    external: bool,
+    seq: u64,
+}
+
+impl Overlay {
+    /// `records` are in sled now: forget the entries they wrote (not newer ones).
+    fn applied(&mut self, records: &[journal::Record]) {
+        for r in records {
+            for op in &r.ops {
+                if op.tree == TreeId::Docs && self.docs.get(&op.key).is_some_and(|p| p.seq == r.seq)
+                {
+                    self.docs.remove(&op.key);
+                }
+            }
+            self.applied_seq = self.applied_seq.max(r.seq);
+        }
+    }
+
+    fn discard(&mut self) {
+        self.docs.clear();
+        self.next_seq = self.applied_seq;
+    }
 }
 
 fn set(tree: &sled::Tree, key: &[u8], value: Option<&[u8]>) -> sled::Result<()> {
@@ -611,30 +719,45 @@ impl DocumentStore for SledStore {
     fn get(&self, key: &DocKey) -> Result<Option<StoredDocument>, StorageError> {
         key.validate()?;
         let pkey = doc_key_bytes(&key.auid, &key.tree, &key.path);
-        let Some(raw) = self.docs.get(&pkey).map_err(from_sled)? else {
-            return Ok(None);
-        };
-        let record = decode_doc(&raw)?;
-        let external;
-        let body = match record.body {
-            Body::Inline(b) => b,
-            Body::External(size) => {
-                external = self.bodies.get(&pkey).map_err(from_sled)?.ok_or_else(|| {
-                    StorageError::Corrupt("document body missing from bodies".into())
-                })?;
-                if external.len() as u64 != size {
-                    return Err(StorageError::Corrupt("document body size differs".into()));
+        // A large body lives in another tree, and the flusher may apply a newer version
+        // between the two reads: read again before calling that damage.
+        let mut attempts = 0;
+        loop {
+            let Some(raw) = self.docs.get(&pkey).map_err(from_sled)? else {
+                return Ok(None);
+            };
+            let record = decode_doc(&raw)?;
+            let external;
+            let body = match record.body {
+                Body::Inline(b) => b,
+                Body::External(size) => {
+                    external = self.bodies.get(&pkey).map_err(from_sled)?;
+                    match &external {
+                        Some(b) if b.len() as u64 == size => &b[..],
+                        _ if attempts < 3 => {
+                            attempts += 1;
+                            std::thread::yield_now();
+                            continue;
+                        }
+                        None => {
+                            return Err(StorageError::Corrupt(
+                                "document body missing from bodies".into(),
+                            ))
+                        }
+                        Some(_) => {
+                            return Err(StorageError::Corrupt("document body size differs".into()))
+                        }
+                    }
                 }
-                &external[..]
-            }
-        };
-        let body = std::str::from_utf8(body)
-            .map_err(|_| StorageError::Corrupt("document body: bad UTF-8".into()))?;
-        Ok(Some(StoredDocument {
-            body: Arc::from(body),
-            etag: record.etag,
-            modified_ms: record.modified_ms,
-        }))
+            };
+            let body = std::str::from_utf8(body)
+                .map_err(|_| StorageError::Corrupt("document body: bad UTF-8".into()))?;
+            return Ok(Some(StoredDocument {
+                body: Arc::from(body),
+                etag: record.etag,
+                modified_ms: record.modified_ms,
+            }));
+        }
     }
 
     fn put_nowait(
@@ -658,6 +781,7 @@ impl DocumentStore for SledStore {
         let change = Change {
             pkey: &pkey,
             record: Some(&record),
+            etag: Some(etag),
             index: index
                 .as_ref()
                 .map(|(k, v)| (k.as_slice(), Some(v.as_slice()))),
@@ -683,6 +807,7 @@ impl DocumentStore for SledStore {
         let change = Change {
             pkey: &pkey,
             record: None,
+            etag: None,
             index: ikey.as_deref().map(|k| (k, None)),
             external_body: None,
         };
@@ -748,6 +873,23 @@ impl DocumentStore for SledStore {
     /// Every acknowledged write is already in the journal; this makes sled hold them too.
     fn flush(&self) -> Result<(), StorageError> {
         self.db.flush().map(drop).map_err(from_sled)
+    }
+
+    /// Not ready while writes would be refused: space under the reserve, a failed journal,
+    /// or a write that failed half-way.
+    fn health(&self) -> Result<(), StorageError> {
+        if self.damaged.load(Ordering::Acquire) {
+            return Err(StorageError::Backend(
+                "an earlier write failed half-way".into(),
+            ));
+        }
+        self.journal.health()?;
+        self.space.ready()?;
+        self.last_seq().map(drop)
+    }
+
+    fn fatal(&self) -> Option<String> {
+        self.journal.fatal()
     }
 }
 
@@ -878,6 +1020,50 @@ mod tests {
             SledStore::open(dir.path(), SledOptions::default()),
             Err(StorageError::Corrupt(_))
         ));
+    }
+
+    /// Issue #11 item 1: a write whose journal batch fails (after its bytes hit the disk) is
+    /// never readable, neither now nor after a reopen; a reader sees only durable versions;
+    /// the next write checks its ETag against the durable state and gets the next seq.
+    #[test]
+    fn a_refused_write_is_never_visible_now_or_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = "x".repeat(EXTERNAL_BODY_MIN + 10);
+        let key = DocKey::new("resource-lists", TreeKey::User("sip:a@b".into()), "index");
+        let large = DocKey::new("resource-lists", TreeKey::User("sip:a@b".into()), "big");
+        {
+            let store = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+            let first = store.put(&key, &Expect::Absent, "<v1/>", "e1", 1).unwrap();
+            store.put(&large, &Expect::Absent, &big, "b1", 1).unwrap();
+            store.journal.inject_failures(1);
+            let (_, durable) = store
+                .put_nowait(&key, &Expect::Etag("e1".into()), "<v2/>", "e2", 2)
+                .unwrap();
+            // Not visible while it waits for the disk, nor after it failed.
+            assert_eq!(store.get(&key).unwrap().unwrap().etag, "e1");
+            assert!(matches!(
+                durable.wait_blocking(),
+                Err(StorageError::Unavailable(_))
+            ));
+            assert_eq!(store.get(&key).unwrap().unwrap().etag, "e1");
+            assert!(matches!(store.health(), Err(StorageError::Unavailable(_))));
+            assert!(matches!(
+                store.put(&large, &Expect::Any, "<small/>", "b2", 2),
+                Err(StorageError::Unavailable(_))
+            ));
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+            assert_eq!(store.health(), Ok(()));
+            let next = store
+                .put(&key, &Expect::Etag("e1".into()), "<v3/>", "e3", 3)
+                .unwrap();
+            assert_eq!(next.previous_etag.as_deref(), Some("e1"));
+            assert_eq!(next.seq, first.seq + 2, "no gap left by the refused write");
+            assert_eq!(&*store.get(&large).unwrap().unwrap().body, big);
+        }
+        let store = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+        let doc = store.get(&key).unwrap().unwrap();
+        assert_eq!((&*doc.body, doc.etag.as_str()), ("<v3/>", "e3"));
+        assert_eq!(store.get(&large).unwrap().unwrap().etag, "b1");
     }
 
     /// Reopening keeps documents, the user index and seq (seq persists: design §4).

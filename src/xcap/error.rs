@@ -64,6 +64,10 @@ pub enum XcapError {
     },
     #[error("service unavailable")]
     Unavailable,
+    /// 503 with Retry-After: storage cannot take writes now (disk space under the reserve,
+    /// journal write failing); nothing was stored and writes resume by themselves.
+    #[error("storage cannot accept writes now")]
+    WritesPaused { retry_after_secs: u64 },
     /// Internal failure; the text is logged, never sent to the client.
     #[error("internal error: {0}")]
     Internal(String),
@@ -96,7 +100,7 @@ impl XcapError {
             XcapError::NotModified { .. } => 304,
             XcapError::PayloadTooLarge => 413,
             XcapError::UnsupportedMediaType { .. } => 415,
-            XcapError::Unavailable => 503,
+            XcapError::Unavailable | XcapError::WritesPaused { .. } => 503,
             XcapError::Internal(_) => 500,
         }
     }

@@ -78,6 +78,13 @@ pub fn failure(err: XcapError) -> Response<Body> {
         XcapError::PreconditionFailed => plain(&mut builder, "precondition failed"),
         XcapError::PayloadTooLarge => plain(&mut builder, "request body or document too large"),
         XcapError::Unavailable => plain(&mut builder, "service temporarily unavailable"),
+        XcapError::WritesPaused { retry_after_secs } => {
+            builder = builder.header(header::RETRY_AFTER, retry_after_secs.to_string());
+            plain(
+                &mut builder,
+                "storage cannot accept writes right now (nothing was stored); retry later",
+            )
+        }
     };
     builder.body(body).unwrap_or_else(|_| internal())
 }

@@ -685,9 +685,18 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// Seconds a client is asked to wait while storage cannot take writes.
+const WRITES_PAUSED_RETRY_SECS: u64 = 5;
+
 fn storage_error(e: StorageError) -> XcapError {
     match e {
         StorageError::InvalidKey(_) => XcapError::NotFound("no such document"),
+        StorageError::Unavailable(reason) => {
+            tracing::warn!(target: "xcapd::storage", %reason, "write refused: storage cannot accept writes now");
+            XcapError::WritesPaused {
+                retry_after_secs: WRITES_PAUSED_RETRY_SECS,
+            }
+        }
         other => XcapError::Internal(format!("storage: {other}")),
     }
 }
