@@ -8,6 +8,7 @@
 //! - L4 composition: [`config`], [`app`], [`serve`], [`cli`], [`telemetry`], [`metrics`]
 
 pub mod admin;
+pub mod alloc;
 pub mod app;
 pub mod appusage;
 pub mod authz;

@@ -56,7 +56,10 @@ const MAX_PAYLOAD: usize = 1 << 30;
 pub(crate) enum TreeId {
     Docs = 0,
     ByUser = 1,
+    /// Large bodies in sled, as written before body files (removals only, now).
     Bodies = 2,
+    /// Body files (key: see `body_files::file_key`).
+    Files = 3,
 }
 
 impl TreeId {
@@ -65,6 +68,7 @@ impl TreeId {
             0 => Some(TreeId::Docs),
             1 => Some(TreeId::ByUser),
             2 => Some(TreeId::Bodies),
+            3 => Some(TreeId::Files),
             _ => None,
         }
     }
@@ -735,6 +739,11 @@ impl Shared {
                     }
                 }
             }
+            if batch.len() >= crate::alloc::LARGE_BODY_BYTES {
+                // Multi-megabyte bodies passed through: give the buffers back.
+                batch = Vec::new();
+                crate::alloc::release_freed_memory();
+            }
             batch.clear();
         }
     }
@@ -1260,7 +1269,10 @@ mod tests {
         assert!(j.fatal().is_some(), "checkpoint failure is fatal");
         let _ = j.close();
         let seqs = recovered(dir.path());
-        assert!(acknowledged.len() >= 5, "{acknowledged:?}");
+        assert!(
+            acknowledged.len() >= 4,
+            "a segment filled before the checkpoint: {acknowledged:?}"
+        );
         assert!(
             acknowledged.iter().all(|s| seqs.contains(s)),
             "{acknowledged:?} {seqs:?}"

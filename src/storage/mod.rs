@@ -7,10 +7,12 @@
 //! Every backend passes the one behaviour suite in `suite.rs`. Keys are never file paths: each
 //! backend encodes [`DocKey`] itself after [`DocKey::validate`] has checked it.
 
+mod body_files;
 pub mod credentials;
 mod durability;
 pub(crate) mod journal;
 pub mod memory;
+mod sled_apply;
 pub(crate) mod sled_common;
 pub mod sled_credentials;
 pub mod sled_store;

@@ -29,7 +29,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use super::body_files::{self, BodyFiles};
 use super::journal::{self, encode_frame, Hooks, Journal, Logged, OpRef, TreeId};
+use super::sled_apply::{ApplyTarget, SEQ_KEY};
 use super::sled_common::{from_sled, open_waiting, utf8, Reader};
 use super::space::SpaceGuard;
 use super::{
@@ -42,26 +44,30 @@ use std::collections::HashMap;
 
 const SEP: u8 = 0;
 const RECORD_VERSION: u8 = 1;
-/// Primary record whose body lives in the `bodies` tree.
+/// Primary record whose body lives in the `bodies` tree (written before body files; read only).
 const RECORD_EXTERNAL: u8 = 2;
-/// Bodies larger than this are kept out of `docs`. sled rewrites a whole leaf node (up to 16
-/// entries) when it consolidates it, as a blob file once the node passes 128 KiB: one 888 KB
-/// document made every write to its neighbours in `docs` rewrite it, and took durable PUT of
-/// small documents from ~5,900 to ~4,700/s. In their own tree large bodies only share leaves
-/// with each other.
+/// Primary record whose body is a body file ([`super::body_files`]).
+const RECORD_FILE: u8 = 3;
+/// Bodies larger than this are kept out of `docs` and out of sled: sled rewrites a whole leaf
+/// node (up to 16 entries) when it consolidates it, as a blob file once the node passes
+/// 128 KiB (one 888 KB document took durable PUT of small documents from ~5,900 to ~4,700/s),
+/// and sled 0.34 keeps every value it has seen in memory whatever its cache size.
 const EXTERNAL_BODY_MIN: usize = 32 * 1024;
 const FORMAT_KEY: &[u8] = b"format";
-/// `-2`: writes go through the journal, so a binary that does not replay it must not open the
-/// database (it would miss acknowledged writes). `-1` (no journal) is upgraded on open.
-const FORMAT_VERSION: &[u8] = b"xcapd-docs-2";
+/// `-3`: large bodies are files and the journal has file ops, so a binary that knows neither
+/// must not open the database. `-2` (journal, bodies in sled; still readable) and `-1` (no
+/// journal) are upgraded on open.
+const FORMAT_VERSION: &[u8] = b"xcapd-docs-3";
+const FORMAT_VERSION_2: &[u8] = b"xcapd-docs-2";
 const FORMAT_VERSION_1: &[u8] = b"xcapd-docs-1";
+/// The body files' directory inside the sled directory.
+const BODIES_DIR: &str = "xcapd-bodies";
 /// sled's default (`LowSpace`) cleans its log segments eagerly; every document write is a
 /// whole new value, so that meant rewriting live pages over and over: `HighThroughput` took
 /// durable document PUT from ~5,600 to ~6,100/s here, for more disk space between cleanings.
 const SLED_MODE: sled::Mode = sled::Mode::HighThroughput;
 /// The journal's directory inside the sled directory (sled only reads its own file names there).
 const JOURNAL_DIR: &str = "xcapd-journal";
-const SEQ_KEY: &[u8] = b"seq";
 /// `closed` after a clean [`SledStore::close`], `open` while in use: an open found in state
 /// `open` follows a crash and repairs the per-user index.
 const STATE_KEY: &[u8] = b"state";
@@ -106,6 +112,8 @@ pub struct SledStore {
     space: SpaceGuard,
     /// Journaled commits not applied to sled yet, and the change sequence.
     overlay: Arc<Mutex<Overlay>>,
+    /// The trees and body files, as journal records are applied to them.
+    target: ApplyTarget,
     /// Removed when the store is dropped (temporary stores).
     temporary: Option<PathBuf>,
 }
@@ -169,7 +177,7 @@ impl SledStore {
                 meta.insert(FORMAT_KEY, FORMAT_VERSION).map_err(from_sled)?;
                 db.flush().map_err(from_sled)?;
             }
-            Some(v) if v.as_ref() == FORMAT_VERSION_1 => {
+            Some(v) if v.as_ref() == FORMAT_VERSION_1 || v.as_ref() == FORMAT_VERSION_2 => {
                 meta.insert(FORMAT_KEY, FORMAT_VERSION).map_err(from_sled)?;
                 db.flush().map_err(from_sled)?;
             }
@@ -180,11 +188,24 @@ impl SledStore {
                 )))
             }
         }
+        let files = BodyFiles::open(&path.join(BODIES_DIR)).map_err(|e| {
+            StorageError::Backend(format!(
+                "cannot open {}: {e}",
+                path.join(BODIES_DIR).display()
+            ))
+        })?;
+        let target = ApplyTarget {
+            docs: docs.clone(),
+            by_user: by_user.clone(),
+            bodies: bodies.clone(),
+            meta: meta.clone(),
+            files: Arc::new(files),
+        };
         let journal_dir = path.join(JOURNAL_DIR);
         let records = journal::recover(&journal_dir)?;
         let clean = meta.get(STATE_KEY).map_err(from_sled)?.as_deref() == Some(STATE_CLOSED);
         if !records.is_empty() {
-            replay(&[&docs, &by_user, &bodies], &meta, &records).map_err(from_sled)?;
+            target.replay(&records)?;
             tracing::info!(target: "xcapd::storage", records = records.len(), "replayed the write-ahead journal");
         }
         if !clean {
@@ -192,22 +213,35 @@ impl SledStore {
             if mended > 0 {
                 tracing::warn!(target: "xcapd::storage", entries = mended, "repaired the per-user index after an unclean shutdown");
             }
+            let live = live_body_files(&docs)?;
+            match target.files.remove_orphans(&live) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(target: "xcapd::storage", files = n, "removed body files no document points at")
+                }
+                Err(e) => {
+                    tracing::warn!(target: "xcapd::storage", error = %e, "cannot clean the body files")
+                }
+            }
         }
         meta.insert(STATE_KEY, STATE_OPEN).map_err(from_sled)?;
-        db.flush().map_err(from_sled)?;
+        // Replayed body files and sled durable before the journal that holds them goes.
+        target.flush(&db)?;
         let last = decode_seq(meta.get(SEQ_KEY).map_err(from_sled)?.as_deref())?;
         let overlay = Arc::new(Mutex::new(Overlay {
             docs: HashMap::new(),
             next_seq: last,
             applied_seq: last,
         }));
-        let checkpoint_db = db.clone();
+        let checkpoint = {
+            let (db, target) = (db.clone(), target.clone());
+            Box::new(move || target.flush(&db).map_err(|e| e.to_string()))
+        };
         let apply = {
-            let (docs, by_user, bodies, meta) =
-                (docs.clone(), by_user.clone(), bodies.clone(), meta.clone());
+            let target = target.clone();
             let overlay = Arc::clone(&overlay);
             Box::new(move |records: &[journal::Record]| {
-                replay(&[&docs, &by_user, &bodies], &meta, records).map_err(|e| e.to_string())?;
+                target.replay(records).map_err(|e| e.to_string())?;
                 overlay.lock().applied(records);
                 Ok(())
             })
@@ -221,9 +255,7 @@ impl SledStore {
             opts.journal_segment_bytes,
             opts.min_free_bytes,
             Hooks {
-                checkpoint: Box::new(move || {
-                    checkpoint_db.flush().map(drop).map_err(|e| e.to_string())
-                }),
+                checkpoint,
                 apply,
                 discard,
             },
@@ -239,6 +271,7 @@ impl SledStore {
             damaged: AtomicBool::new(false),
             space: SpaceGuard::new(path, opts.min_free_bytes),
             overlay,
+            target,
             temporary,
         })
     }
@@ -250,7 +283,7 @@ impl SledStore {
         // After a fatal journal error sled may be unable to flush (or hang trying): leave
         // everything to the journal replay of the next start.
         self.journal.close()?;
-        self.db.flush().map_err(from_sled)?;
+        self.target.flush(&self.db)?;
         journal::clear(&self.journal_dir)?;
         if !self.damaged.load(Ordering::Acquire) {
             self.meta
@@ -284,8 +317,8 @@ impl SledStore {
         let logged = self.journal.commit(|journal| {
             let mut overlay = self.overlay.lock();
             // The state the change is checked against: the newest journaled version.
-            let (previous_etag, was_external) = match overlay.docs.get(change.pkey) {
-                Some(p) => (p.etag.clone(), p.external),
+            let (previous_etag, old_body) = match overlay.docs.get(change.pkey) {
+                Some(p) => (p.etag.clone(), p.body),
                 None => self.current_record(change.pkey)?,
             };
             check_expect(expect, previous_etag.as_deref())?;
@@ -296,7 +329,15 @@ impl SledStore {
                 (Some(_), None) => WriteOutcome::Created,
             };
             let seq = overlay.next_seq + 1;
-            let ops = change.ops(was_external);
+            let new_file = change
+                .external_body
+                .zip(change.etag)
+                .map(|(_, etag)| body_files::file_key(change.pkey, etag));
+            let old_file = match (old_body, &previous_etag) {
+                (BodyAt::File, Some(etag)) => Some(body_files::file_key(change.pkey, etag)),
+                _ => None,
+            };
+            let ops = change.ops(new_file.as_deref(), old_body, old_file.as_deref());
             match journal {
                 Some(journal) => {
                     encode_frame(journal, seq, &ops);
@@ -304,7 +345,11 @@ impl SledStore {
                         change.pkey.to_vec(),
                         Pending {
                             etag: change.etag.map(str::to_string),
-                            external: change.external_body.is_some(),
+                            body: if change.external_body.is_some() {
+                                BodyAt::File
+                            } else {
+                                BodyAt::Inline
+                            },
                             seq,
                         },
                     );
@@ -313,9 +358,12 @@ impl SledStore {
                 None => {
                     self.apply(true, || {
                         for (tree, key, value) in &ops {
-                            set(self.tree(*tree), key, *value)?;
+                            self.target.apply_op(*tree, key, *value)?;
                         }
-                        self.meta.insert(SEQ_KEY, &seq.to_be_bytes()[..]).map(drop)
+                        self.meta
+                            .insert(SEQ_KEY, &seq.to_be_bytes()[..])
+                            .map(drop)
+                            .map_err(from_sled)
                     })?;
                     overlay.applied_seq = seq;
                 }
@@ -330,20 +378,18 @@ impl SledStore {
         self.durability(logged)
     }
 
-    /// Inside a commit: the ETag of the current record, if any, and whether its body is in
-    /// the `bodies` tree.
-    fn current_record(&self, pkey: &[u8]) -> Result<(Option<String>, bool), StorageError> {
+    /// Inside a commit: the ETag of the current record, if any, and where its body is.
+    fn current_record(&self, pkey: &[u8]) -> Result<(Option<String>, BodyAt), StorageError> {
         match self.docs.get(pkey).map_err(from_sled)? {
-            None => Ok((None, false)),
-            Some(v) => decode_doc(&v).map(|d| (Some(d.etag), matches!(d.body, Body::External(_)))),
-        }
-    }
-
-    fn tree(&self, id: TreeId) -> &sled::Tree {
-        match id {
-            TreeId::Docs => &self.docs,
-            TreeId::ByUser => &self.by_user,
-            TreeId::Bodies => &self.bodies,
+            None => Ok((None, BodyAt::Inline)),
+            Some(v) => decode_doc(&v).map(|d| {
+                let at = match d.body {
+                    Body::Inline(_) => BodyAt::Inline,
+                    Body::Tree(_) => BodyAt::Tree,
+                    Body::File(_) => BodyAt::File,
+                };
+                (Some(d.etag), at)
+            }),
         }
     }
 
@@ -356,7 +402,7 @@ impl SledStore {
     fn apply(
         &self,
         unjournaled: bool,
-        inserts: impl FnOnce() -> sled::Result<()>,
+        inserts: impl FnOnce() -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
         if self.damaged.load(Ordering::Acquire) {
             return Err(StorageError::Backend(
@@ -364,13 +410,15 @@ impl SledStore {
             ));
         }
         let marked = if unjournaled {
-            self.meta.insert(STATE_KEY, STATE_OPEN).map(drop)
+            self.meta
+                .insert(STATE_KEY, STATE_OPEN)
+                .map(drop)
+                .map_err(from_sled)
         } else {
             Ok(())
         };
-        marked.and_then(|()| inserts()).map_err(|e| {
+        marked.and_then(|()| inserts()).inspect_err(|_| {
             self.damaged.store(true, Ordering::Release);
-            from_sled(e)
         })
     }
 
@@ -380,7 +428,7 @@ impl SledStore {
         match logged {
             Logged::Pending(value, durable) => Ok((value, durable)),
             Logged::Closed(value) => {
-                self.db.flush().map_err(from_sled)?;
+                self.target.flush(&self.db)?;
                 Ok((value, Durability::done()))
             }
         }
@@ -410,24 +458,41 @@ struct Change<'a> {
     external_body: Option<&'a [u8]>,
 }
 
-impl Change<'_> {
+impl<'a> Change<'a> {
     /// The ops in the order they are applied: a new large body before the record that points
-    /// at it, an old one removed after the record that stopped pointing at it, so a reader
-    /// between two ops never finds a record without its body.
-    fn ops(&self, was_external: bool) -> Vec<OpRef<'_>> {
-        let mut ops: Vec<OpRef<'_>> = Vec::with_capacity(3);
-        if let Some(body) = self.external_body {
-            ops.push((TreeId::Bodies, self.pkey, Some(body)));
+    /// at it, the old one removed after the record stopped pointing at it, so a reader
+    /// between two ops never finds a record without its body. `new_file` / `old_file` are the
+    /// body-file keys of the new version (if its body is a file) and of the old one.
+    fn ops(
+        &self,
+        new_file: Option<&'a [u8]>,
+        old_body: BodyAt,
+        old_file: Option<&'a [u8]>,
+    ) -> Vec<OpRef<'a>> {
+        let mut ops: Vec<OpRef<'a>> = Vec::with_capacity(4);
+        if let (Some(key), Some(body)) = (new_file, self.external_body) {
+            ops.push((TreeId::Files, key, Some(body)));
         }
         ops.push((TreeId::Docs, self.pkey, self.record));
         if let Some((ikey, ivalue)) = self.index {
             ops.push((TreeId::ByUser, ikey, ivalue));
         }
-        if self.external_body.is_none() && was_external {
-            ops.push((TreeId::Bodies, self.pkey, None));
+        match (old_body, old_file) {
+            (BodyAt::Tree, _) => ops.push((TreeId::Bodies, self.pkey, None)),
+            (BodyAt::File, Some(key)) => ops.push((TreeId::Files, key, None)),
+            _ => {}
         }
         ops
     }
+}
+
+/// Where a version's body is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyAt {
+    Inline,
+    /// The `bodies` tree (stores written before body files).
+    Tree,
+    File,
 }
 
 /// Journaled changes not yet applied to sled (design: readers see only durable data). The
@@ -445,7 +510,7 @@ struct Overlay {
 /// A journaled, unapplied version of one document.
 struct Pending {
     etag: Option<String>,
-    external: bool,
+    body: BodyAt,
     seq: u64,
 }
 
@@ -467,39 +532,6 @@ impl Overlay {
         self.docs.clear();
         self.next_seq = self.applied_seq;
     }
-}
-
-fn set(tree: &sled::Tree, key: &[u8], value: Option<&[u8]>) -> sled::Result<()> {
-    match value {
-        Some(v) => tree.insert(key, v).map(drop),
-        None => tree.remove(key).map(drop),
-    }
-}
-
-/// Re-applies journal records in commit order. Each record holds the after-images of the
-/// entries its commit changed, so applying the tail of the history again is harmless, and the
-/// change sequence ends at least at the newest record.
-/// `trees` in [`TreeId`] order.
-fn replay(
-    trees: &[&sled::Tree; 3],
-    meta: &sled::Tree,
-    records: &[journal::Record],
-) -> sled::Result<()> {
-    let mut newest = 0;
-    for record in records {
-        for op in &record.ops {
-            set(trees[op.tree as usize], &op.key, op.value.as_deref())?;
-        }
-        newest = newest.max(record.seq);
-    }
-    let current = meta
-        .get(SEQ_KEY)?
-        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-        .map_or(0, u64::from_be_bytes);
-    if newest > current {
-        meta.insert(SEQ_KEY, &newest.to_be_bytes()[..])?;
-    }
-    Ok(())
 }
 
 /// After a crash sled may hold a document change whose index change it lost, or the
@@ -531,6 +563,19 @@ fn repair_user_index(docs: &sled::Tree, by_user: &sled::Tree) -> Result<u64, Sto
         }
     }
     Ok(fixed)
+}
+
+/// The body-file keys of every stored record whose body is a file (orphan cleanup).
+fn live_body_files(docs: &sled::Tree) -> Result<Vec<Vec<u8>>, StorageError> {
+    let mut live = Vec::new();
+    for item in docs.iter() {
+        let (k, v) = item.map_err(from_sled)?;
+        let d = decode_doc(&v)?;
+        if matches!(d.body, Body::File(_)) {
+            live.push(body_files::file_key(&k, &d.etag));
+        }
+    }
+    Ok(live)
 }
 
 // ---- key and record encoding ----
@@ -615,7 +660,7 @@ fn encode_doc(body: &str, etag: &str, modified_ms: u64) -> Result<Vec<u8>, Stora
     let inline = if external { 8 } else { body.len() };
     let mut out = Vec::with_capacity(1 + 8 + 4 + etag.len() + inline);
     out.push(if external {
-        RECORD_EXTERNAL
+        RECORD_FILE
     } else {
         RECORD_VERSION
     });
@@ -634,7 +679,9 @@ fn encode_doc(body: &str, etag: &str, modified_ms: u64) -> Result<Vec<u8>, Stora
 enum Body<'a> {
     Inline(&'a [u8]),
     /// In the `bodies` tree; its size.
-    External(u64),
+    Tree(u64),
+    /// In a body file; its size.
+    File(u64),
 }
 
 /// A decoded primary record.
@@ -649,7 +696,7 @@ impl DocRecord<'_> {
     fn size(&self) -> u64 {
         match self.body {
             Body::Inline(b) => b.len() as u64,
-            Body::External(n) => n,
+            Body::Tree(n) | Body::File(n) => n,
         }
     }
 }
@@ -657,19 +704,23 @@ impl DocRecord<'_> {
 fn decode_doc(bytes: &[u8]) -> Result<DocRecord<'_>, StorageError> {
     let mut r = Reader(bytes);
     let version = r.u8()?;
-    if version != RECORD_VERSION && version != RECORD_EXTERNAL {
+    if ![RECORD_VERSION, RECORD_EXTERNAL, RECORD_FILE].contains(&version) {
         return Err(StorageError::Corrupt(
             "unknown document record version".into(),
         ));
     }
     let modified_ms = r.u64()?;
     let etag = r.string("etag")?;
-    let body = if version == RECORD_EXTERNAL {
+    let body = if version != RECORD_VERSION {
         let size = r.u64()?;
         if !r.0.is_empty() {
             return Err(StorageError::Corrupt("trailing bytes in record".into()));
         }
-        Body::External(size)
+        if version == RECORD_FILE {
+            Body::File(size)
+        } else {
+            Body::Tree(size)
+        }
     } else {
         Body::Inline(r.0)
     };
@@ -730,8 +781,17 @@ impl DocumentStore for SledStore {
             let external;
             let body = match record.body {
                 Body::Inline(b) => b,
-                Body::External(size) => {
-                    external = self.bodies.get(&pkey).map_err(from_sled)?;
+                Body::Tree(size) | Body::File(size) => {
+                    external = if matches!(record.body, Body::File(_)) {
+                        self.target.files.read(&pkey, &record.etag).map_err(|e| {
+                            StorageError::Backend(format!("document body file: {e}"))
+                        })?
+                    } else {
+                        self.bodies
+                            .get(&pkey)
+                            .map_err(from_sled)?
+                            .map(|v| v.to_vec())
+                    };
                     match &external {
                         Some(b) if b.len() as u64 == size => &b[..],
                         _ if attempts < 3 => {
@@ -963,7 +1023,12 @@ mod tests {
         let big = format!("<r>{}</r>", "é".repeat(EXTERNAL_BODY_MIN));
         store.put(&key, &Expect::Absent, &big, "e1", 1).unwrap();
         assert_eq!(&*store.get(&key).unwrap().unwrap().body, big.as_str());
-        assert_eq!(store.bodies.len(), 1);
+        assert_eq!(
+            store.target.files.count(),
+            1,
+            "a body file, not a sled value"
+        );
+        assert_eq!(store.bodies.len(), 0);
         assert_eq!(
             store.list_user("sip:a@x").unwrap()[0].size,
             big.len() as u64
@@ -976,13 +1041,46 @@ mod tests {
             .put(&key, &Expect::Etag("e1".into()), "<r/>", "e2", 2)
             .unwrap();
         assert_eq!(&*store.get(&key).unwrap().unwrap().body, "<r/>");
-        assert_eq!(store.bodies.len(), 0);
+        assert_eq!(store.target.files.count(), 0);
         store
             .put(&key, &Expect::Etag("e2".into()), &big, "e3", 3)
             .unwrap();
+        let bigger = format!("{big}<!-- v4 -->");
+        store
+            .put(&key, &Expect::Etag("e3".into()), &bigger, "e4", 4)
+            .unwrap();
+        assert_eq!(&*store.get(&key).unwrap().unwrap().body, bigger.as_str());
+        assert_eq!(
+            store.target.files.count(),
+            1,
+            "the old version's file is gone"
+        );
         store.delete(&key, &Expect::Any).unwrap().unwrap();
-        assert_eq!(store.bodies.len(), 0);
+        assert_eq!(store.target.files.count(), 0);
         assert_eq!(store.get(&key).unwrap(), None);
+    }
+
+    /// Stores written before body files keep large bodies in the `bodies` tree: still read,
+    /// and moved out of sled by the next write of the document.
+    #[test]
+    fn legacy_bodies_in_sled_are_read_and_replaced() {
+        let store = SledStore::open_temporary().unwrap();
+        let key = DocKey::new("resource-lists", TreeKey::Global, "index");
+        let pkey = doc_key_bytes(&key.auid, &key.tree, &key.path);
+        let big = "z".repeat(EXTERNAL_BODY_MIN + 5);
+        let mut record = encode_doc(&big, "old", 1).unwrap();
+        assert_eq!(record[0], RECORD_FILE);
+        record[0] = RECORD_EXTERNAL;
+        store.docs.insert(&pkey, record).unwrap();
+        store.bodies.insert(&pkey, big.as_bytes()).unwrap();
+        assert_eq!(&*store.get(&key).unwrap().unwrap().body, big.as_str());
+        let newer = "w".repeat(EXTERNAL_BODY_MIN + 9);
+        store
+            .put(&key, &Expect::Etag("old".into()), &newer, "new", 2)
+            .unwrap();
+        assert_eq!(&*store.get(&key).unwrap().unwrap().body, newer.as_str());
+        assert_eq!(store.bodies.len(), 0);
+        assert_eq!(store.target.files.count(), 1);
     }
 
     /// A large body acknowledged but never flushed to sled comes back from the journal.

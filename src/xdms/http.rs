@@ -89,8 +89,12 @@ async fn serve(state: &HttpState, req: Request) -> Result<Response<Body>, XcapEr
             .map(str::to_string),
         body,
     };
-    let resp = state.xdms.handle(xreq).await?;
-    Ok(respond::success(resp, method == Method::Head))
+    let large = xreq.body.len() >= crate::alloc::LARGE_BODY_BYTES;
+    let result = state.xdms.handle(xreq).await;
+    if large {
+        crate::alloc::release_freed_memory();
+    }
+    Ok(respond::success(result?, method == Method::Head))
 }
 
 /// Reads the body, refusing it with 413 before buffering when Content-Length is too large,

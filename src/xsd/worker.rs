@@ -66,6 +66,17 @@ pub(super) enum Task {
     Panic,
 }
 
+impl Task {
+    /// Bytes of the document the job handles.
+    fn size(&self) -> usize {
+        match self {
+            Task::Validate { document, .. } => document.len(),
+            #[cfg(test)]
+            Task::Panic => 0,
+        }
+    }
+}
+
 pub(super) struct Job {
     pub task: Task,
     pub reply: Reply,
@@ -111,11 +122,15 @@ pub(super) fn run(setup: Setup) {
         if job.reply.is_abandoned() {
             continue;
         }
+        let large = job.task.size() >= crate::alloc::LARGE_BODY_BYTES;
         let result = catch_unwind(AssertUnwindSafe(|| perform(&schemas, job.task)))
             .unwrap_or(Err(XsdError::Panicked));
         // Whatever a panicking job left behind must not leak into the next one.
         loader::take_diagnostics();
         job.reply.send(result);
+        if large {
+            crate::alloc::release_freed_memory();
+        }
     }
 }
 
