@@ -343,7 +343,13 @@ impl Xdms {
             {
                 return Err(XcapError::PreconditionFailed);
             }
-            let tentative = self.apply_put(target, req, current.as_ref())?;
+            // Parsing a large body takes milliseconds: hand this worker's other tasks to
+            // another thread meanwhile (issue #11 item 5).
+            let tentative = if req.body.len() > OFF_RUNTIME_BYTES {
+                off_runtime(|| self.apply_put(target, req, current.as_ref()))?
+            } else {
+                self.apply_put(target, req, current.as_ref())?
+            };
             let (new_doc, created) = self.finish(target, tentative).await?;
             let expect = match &current_etag {
                 Some(e) => Expect::Etag(e.clone()),
@@ -511,9 +517,14 @@ impl Xdms {
                 };
                 let text = edit.text.clone();
                 let limits = &self.settings.limits;
+                let large = edit.text.len() > OFF_RUNTIME_BYTES;
                 let (schema, verified) =
                     tokio::join!(check_schema(&target.usage, &self.validator, text), async {
-                        edit.verify(&node.selector, limits)
+                        if large {
+                            off_runtime(|| edit.verify(&node.selector, limits))
+                        } else {
+                            edit.verify(&node.selector, limits)
+                        }
                     });
                 let (doc, created) = verified.map_err(xml_error)?;
                 schema?;
@@ -682,6 +693,20 @@ async fn blocking<T: Send + 'static>(
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(storage_error),
         Err(e) => Err(XcapError::Internal(format!("storage task failed: {e}"))),
+    }
+}
+
+/// Documents larger than this are parsed with the runtime told that the thread blocks.
+const OFF_RUNTIME_BYTES: usize = 32 * 1024;
+
+/// Runs CPU-heavy `f` so that the runtime moves this worker's other tasks to another thread
+/// meanwhile (`block_in_place`); inline where that is not possible (single-threaded runtime).
+fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 
