@@ -403,8 +403,10 @@ async fn import_body_is_limited() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn issued_tokens_are_accepted_by_the_proxy() {
+/// A server requiring authentication with an HS256 signing key (kept in the returned dir).
+async fn jwt_server(
+    adjust: impl FnOnce(&mut xcapd::config::Config),
+) -> (TestServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("jwt.secret");
     std::fs::write(&secret, "0123456789abcdef0123456789abcdef-secret\n").unwrap();
@@ -412,9 +414,15 @@ async fn issued_tokens_are_accepted_by_the_proxy() {
     let s = TestServer::start_with(|c| {
         c.server.auth = AuthMode::Required;
         c.auth.jwt_hs256_secret_file = secret;
-        c.auth.jwt_issuer = "xcapd-test".into();
+        adjust(c);
     })
     .await;
+    (s, dir)
+}
+
+#[tokio::test]
+async fn issued_tokens_are_accepted_by_the_proxy() {
+    let (s, _dir) = jwt_server(|c| c.auth.jwt_issuer = "xcapd-test".into()).await;
     let a = admin(
         &s,
         "PUT",
@@ -512,15 +520,7 @@ async fn bob_get(s: &TestServer, bearer: String) -> u16 {
 /// work. `auth.jwt_require_user = false` (an external identity provider) skips both checks.
 #[tokio::test]
 async fn tokens_die_with_their_user_and_with_a_revoking_password_change() {
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("jwt.secret");
-    std::fs::write(&secret, "0123456789abcdef0123456789abcdef-secret\n").unwrap();
-    let secret = secret.to_str().unwrap().to_string();
-    let s = TestServer::start_with(|c| {
-        c.server.auth = AuthMode::Required;
-        c.auth.jwt_hs256_secret_file = secret;
-    })
-    .await;
+    let (s, _dir) = jwt_server(|_| {}).await;
     let a = admin(&s, "PUT", "/users/bob", Some(&json!({"password": "one"}))).await;
     assert_eq!(a.status, 201);
     let old = bob_token(&s).await;
@@ -571,6 +571,16 @@ async fn tokens_die_with_their_user_and_with_a_revoking_password_change() {
         .get_with("xcap-caps/global/index", &[("Authorization", &nobody)])
         .await;
     assert_eq!(r.status, 401, "no such user");
+    s.stop().await;
+
+    // Tokens of an external identity provider name users this node does not store.
+    let (s, _dir) = jwt_server(|c| c.auth.jwt_require_user = false).await;
+    let a = admin(&s, "POST", "/users/sip:nobody@example.com/token", None).await;
+    let nobody = format!("Bearer {}", a.json()["token"].as_str().unwrap());
+    let r = s
+        .get_with("xcap-caps/global/index", &[("Authorization", &nobody)])
+        .await;
+    assert_eq!(r.status, 200, "jwt_require_user = false");
     s.stop().await;
 }
 

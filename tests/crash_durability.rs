@@ -1,20 +1,15 @@
 //! kill -9 during a write load loses no acknowledged write (issue #2 acceptance; design.md §4:
 //! a write is acknowledged only once durable). Runs the real `xcapd` binary as a child process.
 
+mod common;
+use common::free_port;
+
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const RL: &str = "application/resource-lists+xml";
 const EL: &str = "application/xcap-el+xml";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn spawn(port: u16, data: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_xcapd"))

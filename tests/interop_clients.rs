@@ -6,19 +6,14 @@
 //! elements with node selectors written unencoded. Standards: HT-03 (RFC 7616 §3.4.6 `uri`,
 //! §3.7 challenge order), NS-04 (RFC 4825 §6.3), OP-01c.
 
+mod common;
+use common::free_port;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ALICE: &str = "sip:alice@example.com";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn xcapd(cwd: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_xcapd"));

@@ -11,14 +11,6 @@ use std::time::{Duration, Instant};
 use xcapd::config::{AuthMode, RouteTarget};
 use xcapd::storage::credentials::{make_credential, Role};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_routes_to_remote_xdms_and_reports_its_failure() {
     // The remote XDMS trusts identities asserted by 127.0.0.1 (the proxy).

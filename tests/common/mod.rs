@@ -7,6 +7,15 @@ use std::path::{Path, PathBuf};
 use xcapd::app::{self, Running};
 use xcapd::config::{Config, StorageBackend};
 
+/// A loopback port that was free a moment ago (for servers started as child processes).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The admin token every test server uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
