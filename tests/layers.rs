@@ -77,3 +77,34 @@ fn service_layer_has_no_http_types() {
         check(f, &["axum", "hyper", "http::"]);
     }
 }
+
+/// Issue #12 scope 3: the credential verifiers are shared by every edge (HTTP front, admin,
+/// SIP next), so they hold no HTTP or runtime types and import no edge.
+#[test]
+fn auth_is_pure_and_shared() {
+    check(
+        "auth",
+        &[
+            "tokio",
+            "axum",
+            "hyper",
+            "http::",
+            "sled",
+            "libxml",
+            "std::fs",
+            "crate::config",
+            "crate::proxy",
+            "reqwest",
+        ],
+    );
+}
+
+/// Edges never import each other; services and adapters never import an edge.
+#[test]
+fn nothing_reaches_into_the_proxy_edge() {
+    for dir in [
+        "admin", "decision", "xdms", "storage", "upstream", "auth", "appusage",
+    ] {
+        check(dir, &["crate::proxy"]);
+    }
+}

@@ -267,8 +267,8 @@ async fn jwt_bearer_accepted_and_bad_tokens_401() {
         .unwrap()
         .as_secs();
     let issuer = |aud: &str| {
-        xcapd::proxy::jwt::JwtIssuer::new(
-            xcapd::proxy::jwt::JwtSigningKey::Hs256 {
+        xcapd::auth::jwt::JwtIssuer::new(
+            xcapd::auth::jwt::JwtSigningKey::Hs256 {
                 secret: secret.as_bytes().to_vec(),
             },
             None,
@@ -279,8 +279,8 @@ async fn jwt_bearer_accepted_and_bad_tokens_401() {
     let good = issuer("xcap").issue(ALICE, &[], 300, now).unwrap();
     let expired = issuer("xcap").issue(ALICE, &[], 10, now - 3600).unwrap();
     let wrong_aud = issuer("other").issue(ALICE, &[], 300, now).unwrap();
-    let wrong_key = xcapd::proxy::jwt::JwtIssuer::new(
-        xcapd::proxy::jwt::JwtSigningKey::Hs256 {
+    let wrong_key = xcapd::auth::jwt::JwtIssuer::new(
+        xcapd::auth::jwt::JwtSigningKey::Hs256 {
             secret: b"another-secret-another-secret-xx!".to_vec(),
         },
         None,

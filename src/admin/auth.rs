@@ -3,7 +3,7 @@
 //! that guards every protected route.
 
 use super::{AdminError, AdminState};
-use crate::proxy::jwt::bearer_token;
+use crate::auth::jwt::bearer_token;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;

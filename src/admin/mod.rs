@@ -15,8 +15,8 @@ mod backup;
 
 pub use auth::{resolve_token, GENERATED_TOKEN_FILE, MIN_TOKEN_LEN};
 
+use crate::auth::jwt::{JwtError, JwtIssuer, JwtSigningKey};
 use crate::metrics::Metrics;
-use crate::proxy::jwt::{JwtError, JwtIssuer, JwtSigningKey};
 use crate::storage::credentials::CredentialStore;
 use crate::storage::{DocumentStore, StorageError};
 use crate::xdms::Xdms;

@@ -4,8 +4,8 @@
 //! once per ETag. Nested `<external>` references in fetched lists are followed (bounded).
 
 use super::{locate_reference, Prefetched};
-use crate::proxy::upstream::Upstream;
 use crate::storage::{DocKey, TreeKey};
+use crate::upstream::Upstream;
 use crate::xcap::pct::encode_path_segment;
 use crate::xdms::Xdms;
 use crate::xml::{Limits, ParsedDoc};

@@ -3,14 +3,14 @@
 //! honoured only from configured peers; otherwise Digest, Basic or a bearer JWT is required.
 //! Failed attempts are throttled per user and address, per user and per address (`lockout`).
 
+use crate::auth::basic::{basic_challenge, parse_basic, verify_basic};
+use crate::auth::digest::{Algorithm, DigestAuthenticator, DigestConfig, DigestError};
+use crate::auth::jwt::{bearer_token, JwtConfig, JwtKey, JwtVerifier};
+use crate::auth::lockout::{Lockout, LockoutConfig};
+use crate::auth::throttle::ThrottleError;
+use crate::auth::trust::{self, TrustedPeers};
 use crate::authz::Principal;
 use crate::config::AuthConfig;
-use crate::proxy::basic::{basic_challenge, parse_basic, verify_basic};
-use crate::proxy::digest::{Algorithm, DigestAuthenticator, DigestConfig, DigestError};
-use crate::proxy::jwt::{bearer_token, JwtConfig, JwtKey, JwtVerifier};
-use crate::proxy::lockout::{Lockout, LockoutConfig};
-use crate::proxy::throttle::ThrottleError;
-use crate::proxy::trust::{self, TrustedPeers};
 use crate::storage::credentials::{CredentialStore, Role};
 use crate::xcap::uri::{self, Tree};
 use crate::xcap::xui::Xui;
@@ -217,7 +217,7 @@ impl Front {
             .to_ascii_lowercase();
         // The user the credentials claim to be, canonical, so every spelling shares a counter.
         let claimed = match scheme.as_str() {
-            "digest" => crate::proxy::digest::parse_authorization(&authorization)
+            "digest" => crate::auth::digest::parse_authorization(&authorization)
                 .ok()
                 .map(|p| self.canonical_user(&p.username, &p.realm)),
             "basic" => parse_basic(&authorization).ok().map(|(user, _)| {

@@ -3,10 +3,10 @@
 //! with the `Principal` attached and the client's credentials and identity headers removed
 //! (AP-04).
 
-use crate::proxy::front::{AuthOutcome, Front, RequestInfo};
-use crate::proxy::trust::{
+use crate::auth::trust::{
     X_3GPP_ASSERTED_IDENTITY, X_3GPP_INTENDED_IDENTITY, X_XCAP_ASSERTED_IDENTITY,
 };
+use crate::proxy::front::{AuthOutcome, Front, RequestInfo};
 use crate::tls::PeerAddr;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};

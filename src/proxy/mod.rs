@@ -1,18 +1,10 @@
 //! The Aggregation Proxy (OMA XDM Core; standards.md §12 AP-01..AP-16, RFC 4825 §8, §14):
-//! authenticates XDM clients (Digest, Basic, JWT bearer, trusted asserted identity),
-//! throttles failed attempts, and routes each XCAP request by AUID to an XDMS.
+//! authenticates XDM clients and routes each XCAP request by AUID to an XDMS.
 //!
-//! The credential-checking modules (`digest`, `basic`, `jwt`, `trust`, `throttle`,
-//! `lockout`) are pure;
-//! `front` is the HTTP edge that combines them; `upstream` forwards to remote XDMS nodes.
+//! `front` maps an HTTP request onto the shared verifiers of [`crate::auth`] (Digest, Basic,
+//! JWT bearer, trusted asserted identity, lockout) and decides who is asking; `http` is the
+//! axum middleware around it; `route` forwards by AUID through [`crate::upstream`].
 
-pub mod basic;
-pub mod digest;
 pub mod front;
 pub mod http;
-pub mod jwt;
-pub mod lockout;
 pub mod route;
-pub mod throttle;
-pub mod trust;
-pub mod upstream;

@@ -4,7 +4,7 @@
 //! in-process XDMS.
 
 use crate::authz::Principal;
-use crate::proxy::upstream::{Upstream, UpstreamConfig, UpstreamError};
+use crate::upstream::{Upstream, UpstreamConfig, UpstreamError};
 use crate::xdms::generated::Digest;
 use crate::xdms::Xdms;
 use crate::xml::attvalue::escape;

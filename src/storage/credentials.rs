@@ -12,9 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use md5::Md5;
 use parking_lot::RwLock;
-use sha2::{Digest, Sha256};
 
 use super::StorageError;
 
@@ -181,30 +179,8 @@ pub fn canonical_algorithm(token: &str) -> Option<&'static str> {
 /// algorithm [`canonical_algorithm`] does not know. A `-sess` token gives this same base value
 /// (the stored one), not the per-nonce session HA1.
 pub fn compute_ha1(algorithm: &str, username: &str, realm: &str, password: &str) -> Option<String> {
-    let parts = [username, ":", realm, ":", password];
-    match canonical_algorithm(algorithm)? {
-        MD5 => Some(hex(&digest_parts::<Md5>(&parts))),
-        SHA_256 => Some(hex(&digest_parts::<Sha256>(&parts))),
-        _ => None,
-    }
-}
-
-fn digest_parts<D: Digest>(parts: &[&str]) -> Vec<u8> {
-    let mut hasher = D::new();
-    for part in parts {
-        hasher.update(part.as_bytes());
-    }
-    hasher.finalize().to_vec()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
+    let alg = crate::auth::digest::Algorithm::from_token(canonical_algorithm(algorithm)?)?;
+    Some(crate::auth::digest::ha1(username, realm, password, alg))
 }
 
 /// The Digest usernames clients use for a canonical XUI (IO-01, IO-04d), most specific first:
@@ -417,6 +393,27 @@ impl CredentialStore for MemoryCredentials {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use md5::Md5;
+    use sha2::{Digest, Sha256};
+
+    /// Hash helpers written apart from the HA1 code under test.
+    fn digest_parts<D: Digest>(parts: &[&str]) -> Vec<u8> {
+        let mut hasher = D::new();
+        for part in parts {
+            hasher.update(part.as_bytes());
+        }
+        hasher.finalize().to_vec()
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            out.push(char::from(DIGITS[usize::from(b >> 4)]));
+            out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+        }
+        out
+    }
 
     const ALICE: &str = "sip:alice@example.com";
 

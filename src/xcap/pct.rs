@@ -86,7 +86,8 @@ pub(crate) fn decode_with_offsets(s: &str) -> Result<(String, Vec<usize>), PctEr
     Ok((text, offsets))
 }
 
-fn hex_value(b: u8) -> Option<u8> {
+/// The value of one hex digit (either case).
+pub(crate) fn hex_value(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),

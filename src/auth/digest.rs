@@ -27,6 +27,8 @@ use md5::Md5;
 use parking_lot::Mutex;
 use sha2::Sha256;
 
+use crate::xcap::pct::hex_value;
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// Longest `Authorization` value we parse; longer ones are malformed (bounds parsing work).
@@ -416,15 +418,6 @@ fn decode_ext_value(ext: &str) -> Option<String> {
         return None;
     }
     Some(s)
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 fn to_hex(bytes: &[u8]) -> String {
