@@ -19,6 +19,7 @@ pub mod sled_store;
 pub mod space;
 #[cfg(test)]
 mod suite;
+mod wal;
 
 pub use durability::Durability;
 pub use memory::MemoryStore;
