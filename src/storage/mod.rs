@@ -15,6 +15,8 @@ pub mod memory;
 mod sled_apply;
 pub(crate) mod sled_common;
 pub mod sled_credentials;
+mod sled_overlay;
+mod sled_records;
 pub mod sled_store;
 pub mod space;
 #[cfg(test)]

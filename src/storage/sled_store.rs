@@ -30,9 +30,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::body_files::{self, BodyFiles};
-use super::journal::{self, encode_frame, Hooks, Journal, Logged, OpRef, TreeId};
+use super::journal::{self, encode_frame, Hooks, Journal, Logged};
 use super::sled_apply::{ApplyTarget, SEQ_KEY};
-use super::sled_common::{from_sled, open_waiting, utf8, Reader};
+use super::sled_common::{from_sled, open_waiting};
+use super::sled_overlay::{BodyAt, Change, Overlay, Pending};
+use super::sled_records::*;
 use super::space::SpaceGuard;
 use super::{
     check_expect, directory_prefix, validate_auid, validate_tree, validate_xui, Committed, DocKey,
@@ -42,17 +44,6 @@ use super::{
 use parking_lot::Mutex;
 use std::collections::HashMap;
 
-const SEP: u8 = 0;
-const RECORD_VERSION: u8 = 1;
-/// Primary record whose body lives in the `bodies` tree (written before body files; read only).
-const RECORD_EXTERNAL: u8 = 2;
-/// Primary record whose body is a body file ([`super::body_files`]).
-const RECORD_FILE: u8 = 3;
-/// Bodies larger than this are kept out of `docs` and out of sled: sled rewrites a whole leaf
-/// node (up to 16 entries) when it consolidates it, as a blob file once the node passes
-/// 128 KiB (one 888 KB document took durable PUT of small documents from ~5,900 to ~4,700/s),
-/// and sled 0.34 keeps every value it has seen in memory whatever its cache size.
-const EXTERNAL_BODY_MIN: usize = 32 * 1024;
 const FORMAT_KEY: &[u8] = b"format";
 /// `-3`: large bodies are files and the journal has file ops, so a binary that knows neither
 /// must not open the database. `-2` (journal, bodies in sled; still readable) and `-1` (no
@@ -446,94 +437,6 @@ impl Drop for SledStore {
     }
 }
 
-/// The sled entries one write changes: the primary record, the user index entry (`None`
-/// values remove) and a large body for the `bodies` tree (an old one there is removed when
-/// the new version has none).
-struct Change<'a> {
-    pkey: &'a [u8],
-    record: Option<&'a [u8]>,
-    /// The new version's ETag (`None`: a delete).
-    etag: Option<&'a str>,
-    index: Option<(&'a [u8], Option<&'a [u8]>)>,
-    external_body: Option<&'a [u8]>,
-}
-
-impl<'a> Change<'a> {
-    /// The ops in the order they are applied: a new large body before the record that points
-    /// at it, the old one removed after the record stopped pointing at it, so a reader
-    /// between two ops never finds a record without its body. `new_file` / `old_file` are the
-    /// body-file keys of the new version (if its body is a file) and of the old one.
-    fn ops(
-        &self,
-        new_file: Option<&'a [u8]>,
-        old_body: BodyAt,
-        old_file: Option<&'a [u8]>,
-    ) -> Vec<OpRef<'a>> {
-        let mut ops: Vec<OpRef<'a>> = Vec::with_capacity(4);
-        if let (Some(key), Some(body)) = (new_file, self.external_body) {
-            ops.push((TreeId::Files, key, Some(body)));
-        }
-        ops.push((TreeId::Docs, self.pkey, self.record));
-        if let Some((ikey, ivalue)) = self.index {
-            ops.push((TreeId::ByUser, ikey, ivalue));
-        }
-        match (old_body, old_file) {
-            (BodyAt::Tree, _) => ops.push((TreeId::Bodies, self.pkey, None)),
-            (BodyAt::File, Some(key)) => ops.push((TreeId::Files, key, None)),
-            _ => {}
-        }
-        ops
-    }
-}
-
-/// Where a version's body is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyAt {
-    Inline,
-    /// The `bodies` tree (stores written before body files).
-    Tree,
-    File,
-}
-
-/// Journaled changes not yet applied to sled (design: readers see only durable data). The
-/// flusher applies a synced batch to sled and then drops its entries here; commits check
-/// their precondition against these first. A failed batch drops every entry (its commits and
-/// every later one are refused) and rewinds the sequence.
-struct Overlay {
-    docs: HashMap<Vec<u8>, Pending>,
-    /// The last sequence number handed out.
-    next_seq: u64,
-    /// The last sequence number applied to sled.
-    applied_seq: u64,
-}
-
-/// A journaled, unapplied version of one document.
-struct Pending {
-    etag: Option<String>,
-    body: BodyAt,
-    seq: u64,
-}
-
-impl Overlay {
-    /// `records` are in sled now: forget the entries they wrote (not newer ones).
-    fn applied(&mut self, records: &[journal::Record]) {
-        for r in records {
-            for op in &r.ops {
-                if op.tree == TreeId::Docs && self.docs.get(&op.key).is_some_and(|p| p.seq == r.seq)
-                {
-                    self.docs.remove(&op.key);
-                }
-            }
-            self.applied_seq = self.applied_seq.max(r.seq);
-        }
-    }
-
-    fn discard(&mut self) {
-        self.docs.clear();
-        self.next_seq = self.applied_seq;
-    }
-}
-
 /// After a crash sled may hold a document change whose index change it lost, or the
 /// reverse, from a commit that never reached the journal (so was never acknowledged). Makes
 /// `docs_by_user` exactly the index of the user documents in `docs`; returns the entries fixed.
@@ -576,194 +479,6 @@ fn live_body_files(docs: &sled::Tree) -> Result<Vec<Vec<u8>>, StorageError> {
         }
     }
     Ok(live)
-}
-
-// ---- key and record encoding ----
-
-fn push_tree(out: &mut Vec<u8>, tree: &TreeKey) {
-    match tree {
-        TreeKey::Global => out.push(b'G'),
-        TreeKey::User(xui) => {
-            out.push(b'U');
-            out.extend_from_slice(xui.as_bytes());
-        }
-    }
-}
-
-/// `auid \0 tree \0 path-prefix`; with the full path it is the primary key.
-fn doc_key_bytes(auid: &str, tree: &TreeKey, path: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(auid.len() + path.len() + 64);
-    out.extend_from_slice(auid.as_bytes());
-    out.push(SEP);
-    push_tree(&mut out, tree);
-    out.push(SEP);
-    out.extend_from_slice(path.as_bytes());
-    out
-}
-
-fn user_index_key(xui: &str, auid: &str, path: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(xui.len() + auid.len() + path.len() + 2);
-    out.extend_from_slice(xui.as_bytes());
-    out.push(SEP);
-    out.extend_from_slice(auid.as_bytes());
-    out.push(SEP);
-    out.extend_from_slice(path.as_bytes());
-    out
-}
-
-/// The three NUL-separated components of an encoded key.
-type KeyParts<'a> = (&'a [u8], &'a [u8], &'a [u8]);
-
-fn split3(bytes: &[u8]) -> Result<KeyParts<'_>, StorageError> {
-    let mut parts = bytes.splitn(3, |b| *b == SEP);
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(a), Some(b), Some(c)) => Ok((a, b, c)),
-        _ => Err(StorageError::Corrupt("key without two separators".into())),
-    }
-}
-
-fn decode_doc_key(bytes: &[u8]) -> Result<DocKey, StorageError> {
-    let (auid, tree, path) = split3(bytes)?;
-    let tree = match tree.split_first() {
-        Some((b'G', [])) => TreeKey::Global,
-        Some((b'U', xui)) => TreeKey::User(utf8(xui, "xui")?),
-        _ => return Err(StorageError::Corrupt("bad tree tag in key".into())),
-    };
-    Ok(DocKey {
-        auid: utf8(auid, "auid")?,
-        tree,
-        path: utf8(path, "path")?,
-    })
-}
-
-fn decode_user_index_key(bytes: &[u8]) -> Result<DocKey, StorageError> {
-    let (xui, auid, path) = split3(bytes)?;
-    Ok(DocKey {
-        auid: utf8(auid, "auid")?,
-        tree: TreeKey::User(utf8(xui, "xui")?),
-        path: utf8(path, "path")?,
-    })
-}
-
-fn push_string(out: &mut Vec<u8>, s: &str) -> Result<(), StorageError> {
-    let len = u32::try_from(s.len())
-        .map_err(|_| StorageError::InvalidKey("etag longer than 4 GiB".into()))?;
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
-    Ok(())
-}
-
-/// Primary record: version, mtime, ETag, then the body, or for a body kept in `bodies`
-/// (version [`RECORD_EXTERNAL`]) its size.
-fn encode_doc(body: &str, etag: &str, modified_ms: u64) -> Result<Vec<u8>, StorageError> {
-    let external = body.len() > EXTERNAL_BODY_MIN;
-    let inline = if external { 8 } else { body.len() };
-    let mut out = Vec::with_capacity(1 + 8 + 4 + etag.len() + inline);
-    out.push(if external {
-        RECORD_FILE
-    } else {
-        RECORD_VERSION
-    });
-    out.extend_from_slice(&modified_ms.to_be_bytes());
-    push_string(&mut out, etag)?;
-    if external {
-        out.extend_from_slice(&(body.len() as u64).to_be_bytes());
-    } else {
-        out.extend_from_slice(body.as_bytes());
-    }
-    Ok(out)
-}
-
-/// Where a document's body is.
-#[derive(Debug, PartialEq, Eq)]
-enum Body<'a> {
-    Inline(&'a [u8]),
-    /// In the `bodies` tree; its size.
-    Tree(u64),
-    /// In a body file; its size.
-    File(u64),
-}
-
-/// A decoded primary record.
-#[derive(Debug, PartialEq, Eq)]
-struct DocRecord<'a> {
-    etag: String,
-    modified_ms: u64,
-    body: Body<'a>,
-}
-
-impl DocRecord<'_> {
-    fn size(&self) -> u64 {
-        match self.body {
-            Body::Inline(b) => b.len() as u64,
-            Body::Tree(n) | Body::File(n) => n,
-        }
-    }
-}
-
-fn decode_doc(bytes: &[u8]) -> Result<DocRecord<'_>, StorageError> {
-    let mut r = Reader(bytes);
-    let version = r.u8()?;
-    if ![RECORD_VERSION, RECORD_EXTERNAL, RECORD_FILE].contains(&version) {
-        return Err(StorageError::Corrupt(
-            "unknown document record version".into(),
-        ));
-    }
-    let modified_ms = r.u64()?;
-    let etag = r.string("etag")?;
-    let body = if version != RECORD_VERSION {
-        let size = r.u64()?;
-        if !r.0.is_empty() {
-            return Err(StorageError::Corrupt("trailing bytes in record".into()));
-        }
-        if version == RECORD_FILE {
-            Body::File(size)
-        } else {
-            Body::Tree(size)
-        }
-    } else {
-        Body::Inline(r.0)
-    };
-    Ok(DocRecord {
-        etag,
-        modified_ms,
-        body,
-    })
-}
-
-/// Index record: version, mtime, size, ETag.
-fn encode_index(etag: &str, modified_ms: u64, size: u64) -> Result<Vec<u8>, StorageError> {
-    let mut out = Vec::with_capacity(1 + 16 + 4 + etag.len());
-    out.push(RECORD_VERSION);
-    out.extend_from_slice(&modified_ms.to_be_bytes());
-    out.extend_from_slice(&size.to_be_bytes());
-    push_string(&mut out, etag)?;
-    Ok(out)
-}
-
-fn decode_index(key: DocKey, bytes: &[u8]) -> Result<DocMeta, StorageError> {
-    let mut r = Reader(bytes);
-    if r.u8()? != RECORD_VERSION {
-        return Err(StorageError::Corrupt("unknown index record version".into()));
-    }
-    let modified_ms = r.u64()?;
-    let size = r.u64()?;
-    let etag = r.string("etag")?;
-    Ok(DocMeta {
-        key,
-        etag,
-        modified_ms,
-        size,
-    })
-}
-
-fn decode_seq(bytes: Option<&[u8]>) -> Result<u64, StorageError> {
-    match bytes {
-        None => Ok(0),
-        Some(b) => <[u8; 8]>::try_from(b)
-            .map(u64::from_be_bytes)
-            .map_err(|_| StorageError::Corrupt("bad seq record".into())),
-    }
 }
 
 impl DocumentStore for SledStore {
