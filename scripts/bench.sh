@@ -103,6 +103,8 @@ cat > "$WORK/proxy.toml" <<TOML
 auth = "required"
 [auth]
 jwt_hs256_secret_file = "$WORK/jwt.key"
+# The proxy stores no users here: its tokens come from an issuer that does.
+jwt_require_user = false
 [[routing.targets]]
 name = "shared"
 url = "http://127.0.0.1:$RPORT/xcap-root"

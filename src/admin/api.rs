@@ -406,8 +406,8 @@ struct TokenResponse {
 }
 
 /// Issues a bearer JWT with `sub` = the user's XUI. Roles: given (checked), else the stored
-/// user's, else none. The user need not be in the credential store: JWT users may live only at
-/// the token issuer.
+/// user's, else none. The user need not be in the credential store, but with
+/// `auth.jwt_require_user` (the default) the token is only accepted while the user exists.
 pub(super) async fn issue_token(
     State(state): Shared,
     xui: Result<Path<String>, PathRejection>,
