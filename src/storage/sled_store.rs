@@ -10,20 +10,20 @@
 //! - `docs_by_user`: `xui \0 auid \0 path` → metadata (ETag, mtime, size), the secondary index
 //!   that makes `list_user` a prefix scan.
 //! - `meta`: `seq` (u64 BE, last change sequence number) and `format`.
+//! - `bodies`: large bodies written by binaries before body files (read, then removed on the
+//!   next write of their document); bodies over 32 KiB are now files (`body_files.rs`).
 //!
-//! Every mutation is one sled transaction over the three trees, so the primary record, the index
-//! entry and `seq` change together or not at all, also across a crash. sled transactions are
-//! serializable (0.34.7 runs each one under a process-wide write lock), which is what makes the
-//! ETag check-then-write atomic and makes `seq` order equal commit order.
-//!
-//! Durability (design §4, §10): a commit runs its transaction and appends a redo record to the
-//! write-ahead journal (`journal.rs`) in one step; the write is acknowledged once the journal
-//! thread has synced the batch holding it, so concurrent writers share one `fdatasync`. sled
-//! itself is flushed at journal checkpoints, on close, and by its own background timer. At open
-//! the journal left by a crash is replayed before anything is served. (design §10 asked for a
-//! sled `flush()` per write; it cost ~0.4 ms and a chain of thread hand-offs per group on this
-//! machine against 0.17 ms for the journal's append + sync, and kill -9 loses nothing with
-//! either.)
+//! Write path (design §4, §10): a commit checks its ETag precondition against the newest
+//! journaled version (`sled_overlay.rs`) and appends a redo record of after-images to the
+//! write-ahead journal (`journal.rs`); commits are serialized there, so `seq` order is commit
+//! order. The journal thread syncs a batch (one `fdatasync` for every concurrent writer), then
+//! applies it to sled and the body files (`sled_apply.rs`), then acknowledges: readers see
+//! durable versions only, and a batch that fails is never applied. sled itself is flushed at
+//! journal checkpoints and on close; at open the journal left by a crash is replayed before
+//! anything is served. (design §10 asked for a sled `flush()` per write; it cost ~0.4 ms and a
+//! chain of thread hand-offs per group on this machine against 0.17 ms for the journal's append
+//! and sync, and kill -9 loses nothing with either.) A free-space reserve (`space.rs`) keeps sled
+//! away from a full disk, which it cannot recover from in-process.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
