@@ -136,10 +136,7 @@ pub fn user_passwd(data_dir: &Path, xui: &str, password: &str) -> Result<String,
         old.created_ms,
     );
     // A new password revokes the bearer tokens issued before it (issue #11 item 7).
-    cred.tokens_not_before = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-        .saturating_add(1);
+    cred.tokens_not_before = crate::storage::credentials::revocation_epoch();
     store_checked(&store, &cred)?;
     Ok(format!(
         "password changed for {}; earlier bearer tokens revoked",

@@ -308,16 +308,6 @@ fn yes() -> bool {
     true
 }
 
-/// The token epoch for a revocation now: tokens carry whole-second `iat`s, so one issued in
-/// this very second would survive a `now` epoch only if issued after it; the next second is
-/// the safe side (a token issued in the same second as the change is refused too).
-fn revocation_epoch() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-        .saturating_add(1)
-}
-
 /// Replaces a user's HA1s; realm, roles and creation time stay; earlier bearer tokens are
 /// revoked unless `revoke_tokens` is false.
 pub(super) async fn set_password(
@@ -342,7 +332,7 @@ pub(super) async fn set_password(
             old.created_ms,
         );
         cred.tokens_not_before = if req.revoke_tokens {
-            revocation_epoch()
+            crate::storage::credentials::revocation_epoch()
         } else {
             old.tokens_not_before
         };

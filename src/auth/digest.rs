@@ -655,7 +655,19 @@ impl DigestAuthenticator {
         now: u64,
         ha1: impl Fn(&str, &str, Algorithm) -> Option<String>,
     ) -> Result<DigestIdentity, DigestError> {
-        let p = parse_authorization(header)?;
+        self.verify_params(method, uri, parse_authorization(header)?, now, ha1)
+    }
+
+    /// [`DigestAuthenticator::verify`] for credentials already parsed with
+    /// [`parse_authorization`] (callers that look at the user name first parse once).
+    pub fn verify_params(
+        &self,
+        method: &str,
+        uri: &str,
+        p: DigestParams,
+        now: u64,
+        ha1: impl Fn(&str, &str, Algorithm) -> Option<String>,
+    ) -> Result<DigestIdentity, DigestError> {
         let alg = match p.algorithm.as_deref() {
             None => Algorithm::Md5, // §3.3: absent means MD5
             Some(token) => Algorithm::from_token(token).ok_or(DigestError::UnknownAlgorithm)?,

@@ -4,7 +4,9 @@
 //! Failed attempts are throttled per user and address, per user and per address (`lockout`).
 
 use crate::auth::basic::{basic_challenge, parse_basic, verify_basic};
-use crate::auth::digest::{Algorithm, DigestAuthenticator, DigestConfig, DigestError};
+use crate::auth::digest::{
+    parse_authorization, Algorithm, DigestAuthenticator, DigestConfig, DigestError, DigestParams,
+};
 use crate::auth::jwt::{bearer_token, JwtConfig, JwtKey, JwtVerifier};
 use crate::auth::lockout::{Lockout, LockoutConfig};
 use crate::auth::throttle::ThrottleError;
@@ -215,29 +217,44 @@ impl Front {
             .next()
             .unwrap_or("")
             .to_ascii_lowercase();
+        let basic_allowed = self.basic && (req.tls || self.tls || self.basic_without_tls);
+        // Parsed once: the claimed user name feeds the lockout before verification.
+        let credentials = match scheme.as_str() {
+            "digest" if self.digest.is_some() => parse_authorization(&authorization)
+                .map(Credentials::Digest)
+                .unwrap_or(Credentials::Unusable),
+            "basic" if basic_allowed => parse_basic(&authorization)
+                .map(|(user, password)| Credentials::Basic {
+                    realms: self.realms_for(req.target, now),
+                    user,
+                    password,
+                })
+                .unwrap_or(Credentials::Unusable),
+            "bearer" if self.jwt.is_some() => Credentials::Bearer,
+            _ => Credentials::Unusable,
+        };
         // The user the credentials claim to be, canonical, so every spelling shares a counter.
-        let claimed = match scheme.as_str() {
-            "digest" => crate::auth::digest::parse_authorization(&authorization)
-                .ok()
-                .map(|p| self.canonical_user(&p.username, &p.realm)),
-            "basic" => parse_basic(&authorization).ok().map(|(user, _)| {
-                let realms = self.realms_for(req.target, now);
-                self.canonical_user(&user, realms.first().map_or("", String::as_str))
-            }),
-            _ => None,
+        let claimed = match &credentials {
+            Credentials::Digest(p) => Some(self.canonical_user(&p.username, &p.realm)),
+            Credentials::Basic { realms, user, .. } => {
+                Some(self.canonical_user(user, realms.first().map_or("", String::as_str)))
+            }
+            Credentials::Bearer | Credentials::Unusable => None,
         };
         if let Err(ThrottleError::RetryAfter(secs)) =
             self.lockout.check(claimed.as_deref(), &address, now)
         {
             return AuthOutcome::Throttled(secs);
         }
-        let result = match scheme.as_str() {
-            "digest" if self.digest.is_some() => self.digest(req, &authorization, now),
-            "basic" if self.basic && (req.tls || self.tls || self.basic_without_tls) => {
-                self.basic(req, &authorization, now)
-            }
-            "bearer" if self.jwt.is_some() => self.bearer(&authorization),
-            _ => Err(Failure::Invalid),
+        let result = match credentials {
+            Credentials::Digest(p) => self.digest(req, p, now),
+            Credentials::Basic {
+                realms,
+                user,
+                password,
+            } => self.basic(&realms, &user, &password),
+            Credentials::Bearer => self.bearer(&authorization),
+            Credentials::Unusable => Err(Failure::Invalid),
         };
         match result {
             Ok(principal) => {
@@ -289,26 +306,27 @@ impl Front {
     fn digest(
         &self,
         req: &RequestInfo<'_>,
-        authorization: &str,
+        params: DigestParams,
         now: u64,
     ) -> Result<Principal, Failure> {
         let Some(d) = &self.digest else {
             return Err(Failure::Invalid);
         };
         let found: RefCell<Option<String>> = RefCell::new(None);
-        let verified = d.verify(
-            req.method,
-            req.target,
-            authorization,
-            now,
-            |user, realm, alg| match self.creds.lookup_ha1(user, realm, alg.as_str()) {
-                Ok(Some((xui, ha1))) => {
-                    *found.borrow_mut() = Some(xui);
-                    Some(ha1)
-                }
-                _ => None,
-            },
-        );
+        let verified =
+            d.verify_params(
+                req.method,
+                req.target,
+                params,
+                now,
+                |user, realm, alg| match self.creds.lookup_ha1(user, realm, alg.as_str()) {
+                    Ok(Some((xui, ha1))) => {
+                        *found.borrow_mut() = Some(xui);
+                        Some(ha1)
+                    }
+                    _ => None,
+                },
+            );
         match verified {
             Ok(_) => {
                 let xui = found.into_inner().ok_or(Failure::Invalid)?;
@@ -320,17 +338,11 @@ impl Front {
         }
     }
 
-    fn basic(
-        &self,
-        req: &RequestInfo<'_>,
-        authorization: &str,
-        now: u64,
-    ) -> Result<Principal, Failure> {
-        let (user, password) = parse_basic(authorization).map_err(|_| Failure::Invalid)?;
+    fn basic(&self, realms: &[String], user: &str, password: &str) -> Result<Principal, Failure> {
         let alg = Algorithm::Sha256;
-        for realm in self.realms_for(req.target, now).iter() {
-            if let Ok(Some((xui, ha1))) = self.creds.lookup_ha1(&user, realm, alg.as_str()) {
-                if verify_basic(&user, &password, realm, &ha1, alg) {
+        for realm in realms {
+            if let Ok(Some((xui, ha1))) = self.creds.lookup_ha1(user, realm, alg.as_str()) {
+                if verify_basic(user, password, realm, &ha1, alg) {
                     return Ok(self.principal_for(&xui));
                 }
             }
@@ -398,6 +410,21 @@ impl Front {
             Principal::Anonymous => AuthOutcome::Forbidden,
         }
     }
+}
+
+/// An `Authorization` value, parsed once, for an enabled scheme.
+enum Credentials {
+    Digest(DigestParams),
+    /// With the realms the request is challenged in.
+    Basic {
+        realms: Arc<[String]>,
+        user: String,
+        password: String,
+    },
+    /// The token is checked by [`Front::bearer`].
+    Bearer,
+    /// A disabled or unknown scheme, or credentials that do not parse.
+    Unusable,
 }
 
 enum Failure {

@@ -201,6 +201,16 @@ pub fn username_spellings(xui: &str) -> Vec<String> {
     out
 }
 
+/// The token epoch ([`Credential::tokens_not_before`]) that revokes every bearer token issued
+/// until now. Tokens carry whole-second `iat`s, so it is the next second: a token issued in the
+/// same second as the revocation is refused too (the admin API issues new ones at the epoch).
+pub fn revocation_epoch() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .saturating_add(1)
+}
+
 /// Builds a credential with an HA1 per username spelling ([`username_spellings`]) and algorithm
 /// ([`ALGORITHMS`]). The password is hashed and not kept. Duplicate roles are dropped.
 pub fn make_credential(
