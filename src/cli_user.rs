@@ -235,7 +235,9 @@ mod tests {
     const ALICE: &str = "sip:alice@example.com";
 
     fn store_at(dir: &Path) -> (sled::Db, SledCredentials) {
-        let db = sled::open(dir.join("sled")).unwrap();
+        // sled releases the previous opener's file lock from a background thread: wait for it.
+        let config = sled::Config::new().path(dir.join("sled"));
+        let db = crate::storage::sled_common::open_waiting(&config).unwrap();
         let creds = SledCredentials::new(&db).unwrap();
         (db, creds)
     }
