@@ -6,7 +6,6 @@ use crate::admin::{AdminError, AdminState};
 use crate::appusage::{Registry, RegistryError};
 use crate::config::{Config, ConfigError, StorageBackend};
 use crate::decision::DecisionService;
-use crate::event::DocumentChanged;
 use crate::metrics::{count_documents, track_requests, InstrumentedStore, Metrics, RequestTracker};
 use crate::proxy::front::{Front, FrontError};
 use crate::proxy::route::{Routes, Target};
@@ -14,7 +13,7 @@ use crate::storage::credentials::{CredentialStore, MemoryCredentials};
 use crate::storage::memory::MemoryStore;
 use crate::storage::sled_credentials::SledCredentials;
 use crate::storage::sled_store::{SledOptions, SledStore};
-use crate::storage::{DocumentStore, StorageError};
+use crate::storage::{ChangeFeed, DocumentStore, StorageError};
 use crate::upstream::Upstream;
 use crate::xdms::http::{router, HttpState};
 use crate::xdms::{Xdms, XdmsSettings};
@@ -23,7 +22,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use thiserror::Error;
-use tokio::sync::{broadcast, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 #[derive(Debug, Error)]
@@ -57,6 +56,8 @@ pub struct Running {
     pub decisions: Arc<DecisionService>,
     pub xdms: Arc<Xdms>,
     pub credentials: Arc<dyn CredentialStore>,
+    /// Every committed change, in order (design.md §2).
+    pub feed: ChangeFeed,
     store: Arc<dyn DocumentStore>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), AppError>>,
@@ -64,10 +65,6 @@ pub struct Running {
 }
 
 impl Running {
-    pub fn events(&self) -> broadcast::Receiver<DocumentChanged> {
-        self.xdms.subscribe()
-    }
-
     /// Stops accepting, lets in-flight requests finish, and flushes storage.
     pub async fn shutdown(mut self) -> Result<(), AppError> {
         if let Some(stop) = self.stop.take() {
@@ -146,7 +143,9 @@ type Stores = (Arc<dyn DocumentStore>, Arc<dyn CredentialStore>);
 fn open_store(config: &Config) -> Result<Stores, AppError> {
     Ok(match config.storage.backend {
         StorageBackend::Memory => (
-            Arc::new(MemoryStore::new()),
+            Arc::new(MemoryStore::with_retention(
+                config.storage.change_retention(),
+            )),
             Arc::new(MemoryCredentials::new()),
         ),
         StorageBackend::Sled => {
@@ -163,6 +162,7 @@ fn open_store(config: &Config) -> Result<Stores, AppError> {
                     cache_capacity_bytes: config.storage.cache_capacity_mb * 1024 * 1024,
                     journal_segment_bytes: config.storage.journal_segment_mb * 1024 * 1024,
                     min_free_bytes: config.storage.min_free_mb * 1024 * 1024,
+                    change_retention: config.storage.change_retention(),
                 },
             )?;
             let creds = SledCredentials::new(store.db())?;
@@ -214,14 +214,11 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         quote_attribute_values: config.xcap.quote_attribute_values,
         cache_bytes: config.storage.document_cache_mb as usize * 1024 * 1024,
     };
-    let (events, _) = broadcast::channel(4096);
-    let xdms = Arc::new(Xdms::new(
-        settings,
-        registry,
-        store.clone(),
-        validator,
-        events,
-    )?);
+    let feed = ChangeFeed::new(store.clone());
+    // Read before the indexes are built from the store: changes after it are followed.
+    let indexed_through = feed.head();
+    let xdms = Arc::new(Xdms::new(settings, registry, store.clone(), validator)?);
+    let follower = follow_changes(&feed, xdms.clone(), indexed_through);
     let dev_mode = config.server.auth == crate::config::AuthMode::None;
     let mut targets = Vec::new();
     for t in &config.routing.targets {
@@ -389,6 +386,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             join_servers(task, admin_task)
         }
     };
+    let task = abort_with(task, follower);
     tracing::info!(addr = %http_addr, root = %config.server.xcap_root, "xcapd listening");
     Ok(Running {
         http_addr,
@@ -397,10 +395,55 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         decisions,
         xdms,
         credentials: creds,
+        feed,
         store,
         stop: Some(stop_tx),
         task,
         grace,
+    })
+}
+
+/// Keeps the XDMS's in-process indexes (parse cache, server-wide uniqueness) in step with the
+/// change feed, so a write another process made on the same store reaches them too.
+fn follow_changes(feed: &ChangeFeed, xdms: Arc<Xdms>, from: u64) -> JoinHandle<()> {
+    let feed = feed.clone();
+    tokio::spawn(async move {
+        let mut cursor = feed.subscribe_from(from);
+        loop {
+            match cursor.next().await {
+                Ok(change) => {
+                    if let Err(e) = xdms.follow(&change).await {
+                        tracing::warn!(seq = change.seq, error = %e, "cannot follow a change");
+                    }
+                }
+                Err(StorageError::ChangesTrimmed { through }) => {
+                    tracing::warn!(
+                        through,
+                        "fell behind the change log: rebuilding the indexes"
+                    );
+                    let head = feed.head();
+                    if let Err(e) = xdms.resync().await {
+                        tracing::warn!(error = %e, "cannot rebuild the indexes");
+                    }
+                    cursor = feed.subscribe_from(head);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the change log; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    })
+}
+
+/// `server`, which also aborts `helper` when it ends or is aborted.
+fn abort_with(
+    server: JoinHandle<Result<(), AppError>>,
+    helper: JoinHandle<()>,
+) -> JoinHandle<Result<(), AppError>> {
+    tokio::spawn(async move {
+        let _abort = AbortOnDrop(vec![server.abort_handle(), helper.abort_handle()]);
+        server.await.map_err(|e| AppError::Serve(e.to_string()))?
     })
 }
 

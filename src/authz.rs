@@ -17,6 +17,19 @@ pub enum Principal {
     Anonymous,
 }
 
+impl Principal {
+    /// How change records name the writer: the XUI of a user, `service:<name>`, `admin`;
+    /// `None` for anonymous.
+    pub fn audit_name(&self) -> Option<String> {
+        match self {
+            Principal::User(xui) => Some(xui.clone()),
+            Principal::Service(name) => Some(format!("service:{name}")),
+            Principal::Admin => Some("admin".into()),
+            Principal::Anonymous => None,
+        }
+    }
+}
+
 /// Who may read documents of a usage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]

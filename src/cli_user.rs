@@ -8,11 +8,10 @@
 //! of writing behind its back.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::storage::credentials::{make_credential, Credential, CredentialStore, Role};
 use crate::storage::sled_credentials::SledCredentials;
-use crate::storage::StorageError;
+use crate::storage::{now_ms, StorageError};
 use crate::xcap::xui::{Xui, XuiError};
 
 /// sled page cache of the short-lived CLI process.
@@ -218,12 +217,6 @@ fn roles_text(roles: &[Role]) -> String {
         .map(|r| r.as_str())
         .collect::<Vec<_>>()
         .join(",")
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

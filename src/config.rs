@@ -96,6 +96,20 @@ pub struct StorageConfig {
     /// Free space kept on the data directory's file system (sled backend): below it writes
     /// answer 503 with Retry-After and resume by themselves once space is freed. 0 = off.
     pub min_free_mb: u64,
+    /// Change log retention (the feed the xcap-diff notifier and caches read): records beyond
+    /// this count, or older than `change_log_max_age_hours`, are trimmed; a consumer that asks
+    /// for trimmed changes resyncs from the documents.
+    pub change_log_max_entries: u64,
+    pub change_log_max_age_hours: u64,
+}
+
+impl StorageConfig {
+    pub fn change_retention(&self) -> crate::storage::ChangeRetention {
+        crate::storage::ChangeRetention {
+            max_entries: self.change_log_max_entries,
+            max_age: std::time::Duration::from_secs(self.change_log_max_age_hours * 3600),
+        }
+    }
 }
 
 impl Default for StorageConfig {
@@ -106,6 +120,8 @@ impl Default for StorageConfig {
             journal_segment_mb: 16,
             document_cache_mb: 32,
             min_free_mb: 64,
+            change_log_max_entries: 1_000_000,
+            change_log_max_age_hours: 168,
         }
     }
 }
@@ -503,6 +519,11 @@ impl Config {
         if !self.admin.token.is_empty() && !self.admin.token_file.is_empty() {
             return Err(ConfigError::Invalid(
                 "set either admin.token or admin.token_file, not both".into(),
+            ));
+        }
+        if self.storage.change_log_max_entries == 0 {
+            return Err(ConfigError::Invalid(
+                "storage.change_log_max_entries must be at least 1".into(),
             ));
         }
         if self.server.validation_workers == 0 {

@@ -12,8 +12,8 @@
 //! middleware that records each XCAP request.
 
 use crate::storage::{
-    Committed, DocKey, DocMeta, DocumentStore, Durability, Expect, StorageError, StoredDocument,
-    TreeKey, WriteOutcome,
+    ChangeOrigin, ChangeRecord, Committed, DocKey, DocMeta, DocumentStore, Durability, Expect,
+    StorageError, StoredDocument, TreeKey, WriteOutcome,
 };
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -436,10 +436,11 @@ impl DocumentStore for InstrumentedStore {
         body: &str,
         etag: &str,
         modified_ms: u64,
+        origin: &ChangeOrigin,
     ) -> Result<(Committed, Durability), StorageError> {
         let (committed, durable) = self
             .timed("put", |s| {
-                s.put_nowait(key, expect, body, etag, modified_ms)
+                s.put_nowait(key, expect, body, etag, modified_ms, origin)
             })
             .inspect_err(|e| self.count_refusal(e))?;
         if committed.outcome == WriteOutcome::Created {
@@ -452,9 +453,10 @@ impl DocumentStore for InstrumentedStore {
         &self,
         key: &DocKey,
         expect: &Expect,
+        origin: &ChangeOrigin,
     ) -> Result<Option<(Committed, Durability)>, StorageError> {
         let Some((committed, durable)) = self
-            .timed("delete", |s| s.delete_nowait(key, expect))
+            .timed("delete", |s| s.delete_nowait(key, expect, origin))
             .inspect_err(|e| self.count_refusal(e))?
         else {
             return Ok(None);
@@ -482,6 +484,14 @@ impl DocumentStore for InstrumentedStore {
 
     fn last_seq(&self) -> Result<u64, StorageError> {
         self.timed("last_seq", |s| s.last_seq())
+    }
+
+    fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>, StorageError> {
+        self.timed("changes_since", |s| s.changes_since(after, limit))
+    }
+
+    fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.watch_changes()
     }
 
     fn flush(&self) -> Result<(), StorageError> {

@@ -53,7 +53,8 @@ async fn op39_eight_clients_fifteen_inserts_each_none_lost() {
 #[tokio::test]
 async fn xe24_document_changed_events_in_commit_order() {
     let s = TestServer::start().await;
-    let mut events = s.running().events();
+    let feed = &s.running().feed;
+    let mut events = feed.subscribe_from(feed.head());
     let e1 = s.put(ALICE_LISTS, RL, buddy_list(&[])).await.etag();
     let e2 = s
         .put(
@@ -65,13 +66,28 @@ async fn xe24_document_changed_events_in_commit_order() {
         .etag();
     assert_eq!(s.delete(ALICE_LISTS).await.status, 200);
     let unq = |e: &str| e.trim_matches('"').to_string();
-    let a = events.recv().await.unwrap();
-    let b = events.recv().await.unwrap();
-    let c = events.recv().await.unwrap();
+    let a = events.next().await.unwrap();
+    let b = events.next().await.unwrap();
+    let c = events.next().await.unwrap();
     assert_eq!(
-        a.document,
+        a.document_selector(),
         "resource-lists/users/sip:alice@example.com/index"
     );
+    // The change records say who wrote and, for the element PUT, what (RFC 5874 §4).
+    assert_eq!(a.origin.principal.as_deref(), Some("sip:alice@example.com"));
+    assert_eq!(a.origin.edit, None, "a whole-document PUT");
+    let edit = b.origin.edit.clone().expect("element edit recorded");
+    assert_eq!(edit.kind, xcapd::event::EditKind::PutElement);
+    assert_eq!(
+        edit.node_selector,
+        "resource-lists/list[1]/entry[@uri=\"sip:b@example.com\"]"
+    );
+    assert_eq!(
+        edit.value.as_deref(),
+        Some("<entry uri=\"sip:b@example.com\"/>")
+    );
+    assert_eq!((edit.position, edit.created), (Some(1), true));
+    assert_eq!(c.origin.edit, None, "a document DELETE");
     assert_eq!(
         (a.previous_etag.clone(), a.new_etag.clone()),
         (None, Some(unq(&e1)))
@@ -87,6 +103,6 @@ async fn xe24_document_changed_events_in_commit_order() {
     assert!(a.seq < b.seq && b.seq < c.seq);
     // Failed writes publish nothing.
     let _ = s.put(ALICE_LISTS, RL, "<broken").await;
-    assert!(events.try_recv().is_err());
+    assert!(events.try_next().unwrap().is_none());
     s.stop().await;
 }

@@ -4,7 +4,7 @@
 
 use super::{json, AdminError, AdminState};
 use crate::storage::credentials::{make_credential, Credential, CredentialStore, Role};
-use crate::storage::StorageError;
+use crate::storage::{now_ms, StorageError};
 use crate::xcap::xui::Xui;
 use crate::xdms::generated::rfc3339;
 use axum::body::Body;
@@ -14,7 +14,7 @@ use axum::http::{header, HeaderValue, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Largest body of the small JSON requests (users, passwords, tokens).
 pub(super) const MAX_SMALL_BODY: usize = 64 * 1024;
@@ -64,13 +64,6 @@ pub(super) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| AdminError::Internal(format!("storage task failed: {e}")))?
-}
-
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {

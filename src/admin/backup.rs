@@ -6,9 +6,10 @@
 //! An export is consistent per document, not across documents: writes that land while it runs
 //! may or may not be in it.
 
-use super::api::{blocking, now_ms, read_json, xui_param};
+use super::api::{blocking, read_json, xui_param};
 use super::{json, AdminError, AdminState};
 use crate::authz::Principal;
+use crate::storage::now_ms;
 use crate::xcap::error::{render_conflict, XcapError};
 use crate::xcap::etag::Preconditions;
 use crate::xcap::pct::encode_path_segment;

@@ -17,7 +17,6 @@ use crate::policy::{
 use crate::storage::{DocKey, TreeKey};
 use crate::xcap::error::XcapError;
 use crate::xcap::xui::Xui;
-use crate::xdms::target::document_selector;
 use crate::xdms::target::Node;
 use crate::xdms::Xdms;
 use crate::xml::{self, ParsedDoc};
@@ -194,7 +193,7 @@ impl DecisionService {
                 uri: format!(
                     "{}/{}",
                     self.xdms.settings().public_root,
-                    document_selector(&key)
+                    key.document_selector()
                 ),
                 etag,
             });
@@ -354,7 +353,7 @@ impl XdmsLists<'_> {
             uri: format!(
                 "{}/{}",
                 settings.public_root,
-                document_selector(&target_key)
+                target_key.document_selector()
             ),
             etag: etag.clone(),
         };
@@ -496,6 +495,7 @@ pub(crate) fn locate_reference(xdms: &Xdms, uri: &str) -> Result<(DocKey, Node),
             kind,
             selector: resolved,
             parsed: selector,
+            bindings,
         },
     ))
 }

@@ -1,24 +1,35 @@
 //! In-memory [`DocumentStore`] backend (RFC 4825 §6 document model) for tests and ephemeral
 //! deployments: same semantics as the sled backend, nothing survives the process.
 //!
-//! One `RwLock` guards the documents, the per-user index and the change sequence, so every
-//! compare-and-swap (§7.10–§7.11) is a single critical section.
+//! One `RwLock` guards the documents, the per-user index, the change sequence and the change
+//! log, so every compare-and-swap (§7.10–§7.11) and its change record are one critical section.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+use tokio::sync::watch;
 
+use super::feed::{check_window, ChangeRetention};
 use super::{
-    check_expect, directory_prefix, validate_auid, validate_tree, validate_xui, Committed, DocKey,
-    DocMeta, DocumentStore, Durability, Expect, StorageError, StoredDocument, TreeKey,
-    WriteOutcome,
+    check_expect, directory_prefix, now_ms, validate_auid, validate_tree, validate_xui,
+    ChangeOrigin, ChangeRecord, Committed, DocKey, DocMeta, DocumentStore, Durability, Expect,
+    StorageError, StoredDocument, TreeKey, WriteOutcome,
 };
 
 /// Documents held in memory.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStore {
     state: RwLock<State>,
+    retention: ChangeRetention,
+    /// The newest change in the log (feed wake-up).
+    changed: watch::Sender<u64>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::with_retention(ChangeRetention::default())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -28,11 +39,38 @@ struct State {
     /// Secondary index (xui, auid, path) so a user's listing is a range, not a full scan.
     by_user: BTreeSet<(String, String, String)>,
     seq: u64,
+    /// The change log, oldest first; every change up to `trimmed_through` is gone.
+    changes: VecDeque<ChangeRecord>,
+    trimmed_through: u64,
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store whose change log keeps what `retention` allows.
+    pub fn with_retention(retention: ChangeRetention) -> Self {
+        MemoryStore {
+            state: RwLock::default(),
+            retention,
+            changed: watch::channel(0).0,
+        }
+    }
+
+    /// Appends the change record of a commit and trims the log (inside the write lock).
+    fn log(&self, state: &mut State, record: ChangeRecord) {
+        let (seq, now) = (record.seq, now_ms());
+        state.changes.push_back(record);
+        while let Some(oldest) = state.changes.front() {
+            let over = state.changes.len() as u64 > self.retention.max_entries;
+            if !over && !self.retention.expired(oldest.at_ms, now) {
+                break;
+            }
+            state.trimmed_through = oldest.seq;
+            state.changes.pop_front();
+        }
+        self.changed.send_replace(seq);
     }
 }
 
@@ -67,6 +105,7 @@ impl DocumentStore for MemoryStore {
         body: &str,
         etag: &str,
         modified_ms: u64,
+        origin: &ChangeOrigin,
     ) -> Result<(Committed, Durability), StorageError> {
         key.validate()?;
         let mut state = self.state.write();
@@ -92,6 +131,15 @@ impl DocumentStore for MemoryStore {
         } else {
             WriteOutcome::Created
         };
+        let record = ChangeRecord {
+            seq,
+            key: key.clone(),
+            previous_etag: previous_etag.clone(),
+            new_etag: Some(etag.to_owned()),
+            at_ms: now_ms(),
+            origin: origin.clone(),
+        };
+        self.log(&mut state, record);
         let committed = Committed {
             outcome,
             previous_etag,
@@ -104,6 +152,7 @@ impl DocumentStore for MemoryStore {
         &self,
         key: &DocKey,
         expect: &Expect,
+        origin: &ChangeOrigin,
     ) -> Result<Option<(Committed, Durability)>, StorageError> {
         key.validate()?;
         let mut state = self.state.write();
@@ -119,6 +168,15 @@ impl DocumentStore for MemoryStore {
                 .remove(&(xui.clone(), key.auid.clone(), key.path.clone()));
         }
         state.seq += 1;
+        let record = ChangeRecord {
+            seq: state.seq,
+            key: key.clone(),
+            previous_etag: previous_etag.clone(),
+            new_etag: None,
+            at_ms: now_ms(),
+            origin: origin.clone(),
+        };
+        self.log(&mut state, record);
         let committed = Committed {
             outcome: WriteOutcome::Deleted,
             previous_etag,
@@ -180,6 +238,23 @@ impl DocumentStore for MemoryStore {
 
     fn last_seq(&self) -> Result<u64, StorageError> {
         Ok(self.state.read().seq)
+    }
+
+    fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>, StorageError> {
+        let state = self.state.read();
+        check_window(after, state.trimmed_through)?;
+        let skip = after.saturating_sub(state.trimmed_through) as usize;
+        Ok(state
+            .changes
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn watch_changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     fn flush(&self) -> Result<(), StorageError> {

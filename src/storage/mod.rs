@@ -10,9 +10,11 @@
 mod body_files;
 pub mod credentials;
 mod durability;
+pub mod feed;
 pub(crate) mod journal;
 pub mod memory;
 mod sled_apply;
+mod sled_changes;
 pub(crate) mod sled_common;
 pub mod sled_credentials;
 mod sled_overlay;
@@ -21,13 +23,23 @@ pub mod sled_store;
 pub mod space;
 #[cfg(test)]
 mod suite;
+#[cfg(test)]
+mod suite_feed;
 mod wal;
 
 pub use durability::Durability;
+pub use feed::{ChangeFeed, ChangeRetention, FeedCursor};
 pub use memory::MemoryStore;
 pub use sled_store::{SledOptions, SledStore};
 
 use std::sync::Arc;
+
+pub use crate::event::{ChangeOrigin, ChangeRecord};
+
+pub(crate) use crate::xcap::keys::{
+    directory_prefix, validate_auid, validate_tree, validate_xui, KeyError,
+};
+pub use crate::xcap::keys::{DocKey, TreeKey};
 
 /// Errors of the storage layer. `Backend` and `Corrupt` carry internal text for logs only; the
 /// HTTP layer maps them to a bare 500 and never shows the text.
@@ -50,24 +62,16 @@ pub enum StorageError {
     /// Retry-After at the edge).
     #[error("storage cannot accept writes now: {0}")]
     Unavailable(String),
+    /// The change log no longer holds the changes asked for: every change up to and including
+    /// `through` was trimmed (retention). The consumer must resync from current documents.
+    #[error("changes up to {through} were trimmed from the change log")]
+    ChangesTrimmed { through: u64 },
 }
 
-/// The tree a document lives in: `global/` or `users/<XUI>/` (RFC 4825 §6.2, URI-07).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum TreeKey {
-    Global,
-    /// Canonical XUI, e.g. `sip:alice@example.com`.
-    User(String),
-}
-
-/// Identity of one document.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DocKey {
-    pub auid: String,
-    pub tree: TreeKey,
-    /// Document path relative to the home/global directory, segments joined by `/`, e.g. `index`
-    /// or `oma_status-icon/rcs_status_icon` (URI-07).
-    pub path: String,
+impl From<KeyError> for StorageError {
+    fn from(e: KeyError) -> Self {
+        StorageError::InvalidKey(e.0)
+    }
 }
 
 /// A stored document. The body is shared so that readers do not copy it.
@@ -127,6 +131,7 @@ pub trait DocumentStore: Send + Sync + 'static {
     fn get(&self, key: &DocKey) -> Result<Option<StoredDocument>, StorageError>;
     /// Atomic: fails with [`StorageError::PreconditionFailed`] (storing nothing) when `expect`
     /// does not hold. Cheap enough to call on a runtime thread: it never waits for the disk.
+    /// The change record (with `origin`) is written in the same commit as the document.
     fn put_nowait(
         &self,
         key: &DocKey,
@@ -134,6 +139,7 @@ pub trait DocumentStore: Send + Sync + 'static {
         body: &str,
         etag: &str,
         modified_ms: u64,
+        origin: &ChangeOrigin,
     ) -> Result<(Committed, Durability), StorageError>;
     /// `Ok(None)` when the document did not exist and `expect` allowed that (`Any` or `Absent`);
     /// `PreconditionFailed` when `expect` fails.
@@ -141,8 +147,10 @@ pub trait DocumentStore: Send + Sync + 'static {
         &self,
         key: &DocKey,
         expect: &Expect,
+        origin: &ChangeOrigin,
     ) -> Result<Option<(Committed, Durability)>, StorageError>;
-    /// [`DocumentStore::put_nowait`], returning once durable. Blocks: not for runtime threads.
+    /// [`DocumentStore::put_nowait`] by the server itself (no principal, no edit), returning
+    /// once durable. Blocks: not for runtime threads.
     fn put(
         &self,
         key: &DocKey,
@@ -151,13 +159,21 @@ pub trait DocumentStore: Send + Sync + 'static {
         etag: &str,
         modified_ms: u64,
     ) -> Result<Committed, StorageError> {
-        let (committed, durable) = self.put_nowait(key, expect, body, etag, modified_ms)?;
+        let (committed, durable) = self.put_nowait(
+            key,
+            expect,
+            body,
+            etag,
+            modified_ms,
+            &ChangeOrigin::default(),
+        )?;
         durable.wait_blocking()?;
         Ok(committed)
     }
-    /// [`DocumentStore::delete_nowait`], returning once durable. Blocks: not for runtime threads.
+    /// [`DocumentStore::delete_nowait`] by the server itself, returning once durable. Blocks:
+    /// not for runtime threads.
     fn delete(&self, key: &DocKey, expect: &Expect) -> Result<Option<Committed>, StorageError> {
-        match self.delete_nowait(key, expect)? {
+        match self.delete_nowait(key, expect, &ChangeOrigin::default())? {
             Some((committed, durable)) => {
                 durable.wait_blocking()?;
                 Ok(Some(committed))
@@ -176,6 +192,13 @@ pub trait DocumentStore: Send + Sync + 'static {
         -> Result<bool, StorageError>;
     /// Sequence number of the last committed change (0 when nothing was ever committed).
     fn last_seq(&self) -> Result<u64, StorageError>;
+    /// The change log (design.md §2): committed, durable changes with `seq > after`, oldest
+    /// first, at most `limit`, gap-free. [`StorageError::ChangesTrimmed`] when retention
+    /// already removed change `after + 1`. Read through [`feed::ChangeFeed`].
+    fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>, StorageError>;
+    /// The wake-up of feed readers: holds the newest seq `changes_since` can return. Only a
+    /// hint (the log is the record); it never goes backwards.
+    fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Makes everything written so far durable; used at shutdown.
     fn flush(&self) -> Result<(), StorageError>;
     /// Whether the store can serve reads and accept writes now (readiness probes).
@@ -189,70 +212,11 @@ pub trait DocumentStore: Send + Sync + 'static {
     }
 }
 
-impl DocKey {
-    pub fn new(auid: impl Into<String>, tree: TreeKey, path: impl Into<String>) -> Self {
-        Self {
-            auid: auid.into(),
-            tree,
-            path: path.into(),
-        }
-    }
-
-    /// Checks the rules every backend relies on: no NUL anywhere (NUL is the separator of encoded
-    /// keys), non-empty AUID and XUI, and a path of non-empty `/`-separated segments.
-    pub fn validate(&self) -> Result<(), StorageError> {
-        validate_auid(&self.auid)?;
-        if let TreeKey::User(xui) = &self.tree {
-            validate_xui(xui)?;
-        }
-        validate_path(&self.path)
-    }
-}
-
-pub(crate) fn validate_auid(auid: &str) -> Result<(), StorageError> {
-    validate_component("AUID", auid)
-}
-
-pub(crate) fn validate_xui(xui: &str) -> Result<(), StorageError> {
-    validate_component("XUI", xui)
-}
-
-pub(crate) fn validate_tree(tree: &TreeKey) -> Result<(), StorageError> {
-    match tree {
-        TreeKey::Global => Ok(()),
-        TreeKey::User(xui) => validate_xui(xui),
-    }
-}
-
-fn validate_component(what: &str, value: &str) -> Result<(), StorageError> {
-    if value.is_empty() {
-        return Err(StorageError::InvalidKey(format!("empty {what}")));
-    }
-    if value.contains('\0') {
-        return Err(StorageError::InvalidKey(format!("NUL in {what}")));
-    }
-    Ok(())
-}
-
-pub(crate) fn validate_path(path: &str) -> Result<(), StorageError> {
-    validate_component("document path", path)?;
-    if path.split('/').any(str::is_empty) {
-        return Err(StorageError::InvalidKey(
-            "empty segment in document path".into(),
-        ));
-    }
-    Ok(())
-}
-
-/// Normalizes the `dir` argument of `directory_exists` into the prefix every document below it
-/// starts with: `""` for the tree root, otherwise `"<dir>/"`.
-pub(crate) fn directory_prefix(dir: &str) -> Result<String, StorageError> {
-    let dir = dir.strip_suffix('/').unwrap_or(dir);
-    if dir.is_empty() {
-        return Ok(String::new());
-    }
-    validate_path(dir)?;
-    Ok(format!("{dir}/"))
+/// Wall-clock milliseconds since the Unix epoch (document mtimes, change records).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Checks `expect` against the current ETag (`None`: document absent).
@@ -274,40 +238,6 @@ pub(crate) fn check_expect(expect: &Expect, current: Option<&str>) -> Result<(),
 mod tests {
     use super::*;
 
-    // URI-07: document paths are '/'-joined non-empty segments; NUL is reserved as separator.
-    #[test]
-    fn validate_rejects_nul_empty_and_empty_segments() {
-        let ok = DocKey::new("rls-services", TreeKey::User("sip:a@b".into()), "a/b");
-        assert_eq!(ok.validate(), Ok(()));
-        for bad in [
-            DocKey::new("", TreeKey::Global, "index"),
-            DocKey::new("a\0b", TreeKey::Global, "index"),
-            DocKey::new("auid", TreeKey::User(String::new()), "index"),
-            DocKey::new("auid", TreeKey::User("sip:\0".into()), "index"),
-            DocKey::new("auid", TreeKey::Global, ""),
-            DocKey::new("auid", TreeKey::Global, "in\0dex"),
-            DocKey::new("auid", TreeKey::Global, "/index"),
-            DocKey::new("auid", TreeKey::Global, "dir/"),
-            DocKey::new("auid", TreeKey::Global, "a//b"),
-        ] {
-            assert!(
-                matches!(bad.validate(), Err(StorageError::InvalidKey(_))),
-                "{bad:?}"
-            );
-        }
-    }
-
-    // OP-03: the tree root is asked for with an empty dir; a trailing '/' is ignored.
-    #[test]
-    fn directory_prefix_normalizes() {
-        assert_eq!(directory_prefix(""), Ok(String::new()));
-        assert_eq!(directory_prefix("/"), Ok(String::new()));
-        assert_eq!(directory_prefix("a/b"), Ok("a/b/".into()));
-        assert_eq!(directory_prefix("a/b/"), Ok("a/b/".into()));
-        assert!(directory_prefix("a//b").is_err());
-        assert!(directory_prefix("a\0").is_err());
-    }
-
     // RFC 4825 §7.10/§7.11: If-Match / If-None-Match semantics of the CAS precondition.
     #[test]
     fn check_expect_table() {
@@ -326,6 +256,8 @@ mod tests {
 mod backend_suites {
     //! The behaviour suite (`suite.rs`) run against every backend.
     use super::suite::document_store_suite;
+    use super::suite_feed::change_feed_suite;
+    use super::{MemoryStore, SledOptions, SledStore};
 
     document_store_suite!(memory_suite, MemoryStore::new);
     document_store_suite!(sled_suite, || SledStore::open_temporary()
@@ -333,6 +265,14 @@ mod backend_suites {
     document_store_suite!(sled_small_segments_suite, || {
         SledStore::open_temporary_with(SledOptions {
             journal_segment_bytes: 4096,
+            ..SledOptions::default()
+        })
+        .expect("temporary sled store")
+    });
+    change_feed_suite!(memory_feed, MemoryStore::with_retention);
+    change_feed_suite!(sled_feed, |retention: ChangeRetention| {
+        SledStore::open_temporary_with(SledOptions {
+            change_retention: retention,
             ..SledOptions::default()
         })
         .expect("temporary sled store")

@@ -21,6 +21,8 @@ pub(crate) struct ApplyTarget {
     /// Large bodies written by binaries before body files (read and removed, never written).
     pub bodies: sled::Tree,
     pub meta: sled::Tree,
+    /// The change log (`sled_changes.rs`).
+    pub changes: sled::Tree,
     pub files: Arc<BodyFiles>,
 }
 
@@ -36,6 +38,7 @@ impl ApplyTarget {
             TreeId::Docs => &self.docs,
             TreeId::ByUser => &self.by_user,
             TreeId::Bodies => &self.bodies,
+            TreeId::Changes => &self.changes,
             TreeId::Files => {
                 let done = match value {
                     Some(body) => self.files.write(key, body),

@@ -9,7 +9,9 @@
 //!   prefix `auid \0`, a directory the prefix `auid \0 tree \0 dir/`.
 //! - `docs_by_user`: `xui \0 auid \0 path` → metadata (ETag, mtime, size), the secondary index
 //!   that makes `list_user` a prefix scan.
-//! - `meta`: `seq` (u64 BE, last change sequence number) and `format`.
+//! - `meta`: `seq` (u64 BE, last change sequence number), `format`, `changes_trimmed`.
+//! - `changes`: the change log, `seq` (u64 BE) → change record (`sled_changes.rs`), written by
+//!   the same journal frame as the document.
 //! - `bodies`: large bodies written by binaries before body files (read, then removed on the
 //!   next write of their document); bodies over 32 KiB are now files (`body_files.rs`).
 //!
@@ -30,27 +32,28 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::body_files::{self, BodyFiles};
-use super::journal::{self, encode_frame, Hooks, Journal, Logged};
+use super::feed::ChangeRetention;
+use super::journal::{self, encode_frame, Hooks, Journal, Logged, TreeId};
 use super::sled_apply::{ApplyTarget, SEQ_KEY};
+use super::sled_changes::{self, SledChanges};
 use super::sled_common::{from_sled, open_waiting};
 use super::sled_overlay::{BodyAt, Change, Overlay, Pending};
 use super::sled_records::*;
 use super::space::SpaceGuard;
 use super::{
-    check_expect, directory_prefix, validate_auid, validate_tree, validate_xui, Committed, DocKey,
-    DocMeta, DocumentStore, Durability, Expect, StorageError, StoredDocument, TreeKey,
-    WriteOutcome,
+    check_expect, directory_prefix, now_ms, validate_auid, validate_tree, validate_xui,
+    ChangeOrigin, ChangeRecord, Committed, DocKey, DocMeta, DocumentStore, Durability, Expect,
+    StorageError, StoredDocument, TreeKey, WriteOutcome,
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;
 
 const FORMAT_KEY: &[u8] = b"format";
-/// `-3`: large bodies are files and the journal has file ops, so a binary that knows neither
-/// must not open the database. `-2` (journal, bodies in sled; still readable) and `-1` (no
-/// journal) are upgraded on open.
-const FORMAT_VERSION: &[u8] = b"xcapd-docs-3";
-const FORMAT_VERSION_2: &[u8] = b"xcapd-docs-2";
-const FORMAT_VERSION_1: &[u8] = b"xcapd-docs-1";
+/// `-4`: the journal has change-log ops, so a binary without the change log must not open the
+/// database. `-3` (body files), `-2` (journal, bodies in sled; still readable) and `-1` (no
+/// journal) are upgraded on open; their earlier changes count as trimmed from the log.
+const FORMAT_VERSION: &[u8] = b"xcapd-docs-4";
+const FORMAT_VERSIONS_UPGRADED: [&[u8]; 3] = [b"xcapd-docs-3", b"xcapd-docs-2", b"xcapd-docs-1"];
 /// The body files' directory inside the sled directory.
 const BODIES_DIR: &str = "xcapd-bodies";
 /// sled's default (`LowSpace`) cleans its log segments eagerly; every document write is a
@@ -76,6 +79,8 @@ pub struct SledOptions {
     /// Free space kept on the data directory's file system: writes are refused (503) below it,
     /// so sled never meets a full disk ([`super::space`]). 0: no guard.
     pub min_free_bytes: u64,
+    /// How long the change log keeps records.
+    pub change_retention: ChangeRetention,
 }
 
 impl Default for SledOptions {
@@ -84,6 +89,7 @@ impl Default for SledOptions {
             cache_capacity_bytes: 64 * 1024 * 1024,
             journal_segment_bytes: 16 * 1024 * 1024,
             min_free_bytes: 0,
+            change_retention: ChangeRetention::default(),
         }
     }
 }
@@ -105,6 +111,7 @@ pub struct SledStore {
     overlay: Arc<Mutex<Overlay>>,
     /// The trees and body files, as journal records are applied to them.
     target: ApplyTarget,
+    changes: Arc<SledChanges>,
     /// Removed when the store is dropped (temporary stores).
     temporary: Option<PathBuf>,
 }
@@ -162,13 +169,14 @@ impl SledStore {
         let by_user = db.open_tree("docs_by_user").map_err(from_sled)?;
         let bodies = db.open_tree("bodies").map_err(from_sled)?;
         let meta = db.open_tree("meta").map_err(from_sled)?;
+        let changes_tree = db.open_tree("changes").map_err(from_sled)?;
         match meta.get(FORMAT_KEY).map_err(from_sled)? {
             Some(v) if v.as_ref() == FORMAT_VERSION => {}
             None => {
                 meta.insert(FORMAT_KEY, FORMAT_VERSION).map_err(from_sled)?;
                 db.flush().map_err(from_sled)?;
             }
-            Some(v) if v.as_ref() == FORMAT_VERSION_1 || v.as_ref() == FORMAT_VERSION_2 => {
+            Some(v) if FORMAT_VERSIONS_UPGRADED.contains(&v.as_ref()) => {
                 meta.insert(FORMAT_KEY, FORMAT_VERSION).map_err(from_sled)?;
                 db.flush().map_err(from_sled)?;
             }
@@ -190,6 +198,7 @@ impl SledStore {
             by_user: by_user.clone(),
             bodies: bodies.clone(),
             meta: meta.clone(),
+            changes: changes_tree.clone(),
             files: Arc::new(files),
         };
         let journal_dir = path.join(JOURNAL_DIR);
@@ -219,6 +228,12 @@ impl SledStore {
         // Replayed body files and sled durable before the journal that holds them goes.
         target.flush(&db)?;
         let last = decode_seq(meta.get(SEQ_KEY).map_err(from_sled)?.as_deref())?;
+        let changes = Arc::new(SledChanges::open(
+            changes_tree,
+            meta.clone(),
+            opts.change_retention,
+            last,
+        )?);
         let overlay = Arc::new(Mutex::new(Overlay {
             docs: HashMap::new(),
             next_seq: last,
@@ -231,9 +246,15 @@ impl SledStore {
         let apply = {
             let target = target.clone();
             let overlay = Arc::clone(&overlay);
+            let changes = Arc::clone(&changes);
             Box::new(move |records: &[journal::Record]| {
                 target.replay(records).map_err(|e| e.to_string())?;
-                overlay.lock().applied(records);
+                let applied = {
+                    let mut overlay = overlay.lock();
+                    overlay.applied(records);
+                    overlay.applied_seq
+                };
+                changes.applied(applied, now_ms());
                 Ok(())
             })
         };
@@ -263,6 +284,7 @@ impl SledStore {
             space: SpaceGuard::new(path, opts.min_free_bytes),
             overlay,
             target,
+            changes,
             temporary,
         })
     }
@@ -301,6 +323,7 @@ impl SledStore {
         &self,
         expect: &Expect,
         change: &Change<'_>,
+        log: LogEntry<'_>,
     ) -> Result<(Option<Committed>, Durability), StorageError> {
         let size =
             change.record.map_or(0, <[u8]>::len) + change.external_body.map_or(0, <[u8]>::len);
@@ -328,7 +351,16 @@ impl SledStore {
                 (BodyAt::File, Some(etag)) => Some(body_files::file_key(change.pkey, etag)),
                 _ => None,
             };
-            let ops = change.ops(new_file.as_deref(), old_body, old_file.as_deref());
+            let record = sled_changes::encode(
+                log.key,
+                previous_etag.as_deref(),
+                change.etag,
+                log.at_ms,
+                log.origin,
+            )?;
+            let seq_key = seq.to_be_bytes();
+            let mut ops = change.ops(new_file.as_deref(), old_body, old_file.as_deref());
+            ops.push((TreeId::Changes, &seq_key[..], Some(&record[..])));
             match journal {
                 Some(journal) => {
                     encode_frame(journal, seq, &ops);
@@ -357,6 +389,7 @@ impl SledStore {
                             .map_err(from_sled)
                     })?;
                     overlay.applied_seq = seq;
+                    self.changes.applied(seq, log.at_ms);
                 }
             }
             overlay.next_seq = seq;
@@ -424,6 +457,13 @@ impl SledStore {
             }
         }
     }
+}
+
+/// What the change record of a commit says besides what the commit itself knows.
+struct LogEntry<'a> {
+    key: &'a DocKey,
+    origin: &'a ChangeOrigin,
+    at_ms: u64,
 }
 
 impl Drop for SledStore {
@@ -542,6 +582,7 @@ impl DocumentStore for SledStore {
         body: &str,
         etag: &str,
         modified_ms: u64,
+        origin: &ChangeOrigin,
     ) -> Result<(Committed, Durability), StorageError> {
         key.validate()?;
         let pkey = doc_key_bytes(&key.auid, &key.tree, &key.path);
@@ -562,7 +603,12 @@ impl DocumentStore for SledStore {
                 .map(|(k, v)| (k.as_slice(), Some(v.as_slice()))),
             external_body: (body.len() > EXTERNAL_BODY_MIN).then_some(body.as_bytes()),
         };
-        match self.commit_change(expect, &change)? {
+        let log = LogEntry {
+            key,
+            origin,
+            at_ms: now_ms(),
+        };
+        match self.commit_change(expect, &change, log)? {
             (Some(committed), durable) => Ok((committed, durable)),
             (None, _) => Err(StorageError::Backend("put committed nothing".into())),
         }
@@ -572,6 +618,7 @@ impl DocumentStore for SledStore {
         &self,
         key: &DocKey,
         expect: &Expect,
+        origin: &ChangeOrigin,
     ) -> Result<Option<(Committed, Durability)>, StorageError> {
         key.validate()?;
         let pkey = doc_key_bytes(&key.auid, &key.tree, &key.path);
@@ -586,7 +633,12 @@ impl DocumentStore for SledStore {
             index: ikey.as_deref().map(|k| (k, None)),
             external_body: None,
         };
-        match self.commit_change(expect, &change)? {
+        let log = LogEntry {
+            key,
+            origin,
+            at_ms: now_ms(),
+        };
+        match self.commit_change(expect, &change, log)? {
             (Some(committed), durable) => Ok(Some((committed, durable))),
             (None, _) => Ok(None),
         }
@@ -643,6 +695,14 @@ impl DocumentStore for SledStore {
 
     fn last_seq(&self) -> Result<u64, StorageError> {
         decode_seq(self.meta.get(SEQ_KEY).map_err(from_sled)?.as_deref())
+    }
+
+    fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>, StorageError> {
+        self.changes.since(after, limit)
+    }
+
+    fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.watch()
     }
 
     /// Every acknowledged write is already in the journal; this makes sled hold them too.
@@ -850,7 +910,14 @@ mod tests {
             store.put(&large, &Expect::Absent, &big, "b1", 1).unwrap();
             store.journal.inject_failures(1);
             let (_, durable) = store
-                .put_nowait(&key, &Expect::Etag("e1".into()), "<v2/>", "e2", 2)
+                .put_nowait(
+                    &key,
+                    &Expect::Etag("e1".into()),
+                    "<v2/>",
+                    "e2",
+                    2,
+                    &Default::default(),
+                )
                 .unwrap();
             // Not visible while it waits for the disk, nor after it failed.
             assert_eq!(store.get(&key).unwrap().unwrap().etag, "e1");
@@ -983,8 +1050,27 @@ mod durability_tests {
             std::thread::spawn(move || {
                 for i in 0.. {
                     store
-                        .put(&key(t, i), &Expect::Absent, "<resource-lists/>", "e", 0)
+                        .put(
+                            &key(t, i),
+                            &Expect::Absent,
+                            "<resource-lists/>",
+                            &format!("c{i}"),
+                            0,
+                        )
                         .unwrap();
+                    // A replacement too, so the change log holds ETag chains.
+                    if i > 0 {
+                        let expect = Expect::Etag(format!("c{}", i - 1));
+                        store
+                            .put(
+                                &key(t, i - 1),
+                                &expect,
+                                "<resource-lists/>",
+                                &format!("r{i}"),
+                                0,
+                            )
+                            .unwrap();
+                    }
                     let mut out = std::io::stdout().lock();
                     let _ = writeln!(out, "ack {t} {i}");
                     let _ = out.flush();
@@ -1053,7 +1139,7 @@ mod durability_tests {
             "child acknowledged only {}",
             acked.len()
         );
-        let store = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+        let store = Arc::new(SledStore::open(dir.path(), SledOptions::default()).unwrap());
         let lost: Vec<_> = acked
             .iter()
             .filter(|(t, i)| store.get(&key(*t, *i)).unwrap().is_none())
@@ -1080,10 +1166,60 @@ mod durability_tests {
         assert_eq!(listed, stored, "per-user index out of step with documents");
         assert!(stored >= acked.len());
         assert!(store.last_seq().unwrap() >= stored as u64);
+        check_change_log_after_abort(&store);
         println!(
             "abort test: {} acknowledged, all present after reopen",
             acked.len()
         );
+    }
+
+    /// Issue #12 must-show: after kill -9 and the journal replay the change log holds every
+    /// change up to the last seq exactly once, each key's records form an unbroken ETag chain
+    /// ending at the stored version, and the feed resumes after the last seq.
+    fn check_change_log_after_abort(store: &Arc<SledStore>) {
+        let last = store.last_seq().unwrap();
+        let mut records: Vec<ChangeRecord> = Vec::new();
+        loop {
+            let after = records.last().map_or(0, |r| r.seq);
+            let page = store.changes_since(after, 1000).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            records.extend(page);
+        }
+        let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=last).collect::<Vec<_>>(),
+            "gap-free, no duplicates"
+        );
+        let mut chain: HashMap<DocKey, Option<String>> = HashMap::new();
+        for r in &records {
+            let before = chain.get(&r.key).cloned().flatten();
+            assert_eq!(r.previous_etag, before, "ETag chain of {:?}", r.key);
+            chain.insert(r.key.clone(), r.new_etag.clone());
+        }
+        for meta in store.list_auid("resource-lists").unwrap() {
+            assert_eq!(
+                chain.get(&meta.key).cloned().flatten().as_deref(),
+                Some(meta.etag.as_str()),
+                "the log's last version of {:?} is the stored one",
+                meta.key
+            );
+        }
+        assert_eq!(
+            chain.len(),
+            store.list_auid("resource-lists").unwrap().len()
+        );
+        // Resumes: a consumer at the last seq gets the next write, numbered last + 1.
+        let feed = super::super::ChangeFeed::new(Arc::clone(store) as Arc<dyn DocumentStore>);
+        let mut cursor = feed.subscribe_from(last);
+        assert_eq!(cursor.try_next().unwrap(), None);
+        store
+            .put(&key(9, 0), &Expect::Absent, "<resource-lists/>", "n", 0)
+            .unwrap();
+        let next = cursor.try_next().unwrap().expect("the write after restart");
+        assert_eq!((next.seq, next.new_etag.as_deref()), (last + 1, Some("n")));
     }
 
     /// An unclean shutdown that left a document without its index entry, and an index entry

@@ -30,6 +30,8 @@ pub(crate) enum TreeId {
     Bodies = 2,
     /// Body files (key: see `body_files::file_key`).
     Files = 3,
+    /// The change log (`sled_changes.rs`): seq → change record.
+    Changes = 4,
 }
 
 impl TreeId {
@@ -39,6 +41,7 @@ impl TreeId {
             1 => Some(TreeId::ByUser),
             2 => Some(TreeId::Bodies),
             3 => Some(TreeId::Files),
+            4 => Some(TreeId::Changes),
             _ => None,
         }
     }

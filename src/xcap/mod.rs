@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod etag;
+pub mod keys;
 pub mod mime;
 pub mod pct;
 pub mod selector;

@@ -83,6 +83,23 @@ impl DocCache {
         }
     }
 
+    /// Drops the parse of version `etag` of `key`, if that is the one held (a change from the
+    /// feed replaced it); a newer version already cached stays.
+    pub fn superseded(&self, key: &DocKey, etag: &str) {
+        let mut inner = self.inner.lock();
+        if inner.map.get(key).is_some_and(|e| e.etag == etag) {
+            if let Some(old) = inner.map.remove(key) {
+                inner.bytes -= old.bytes;
+            }
+        }
+    }
+
+    pub fn clear(&self) {
+        let mut inner = self.inner.lock();
+        inner.map.clear();
+        inner.bytes = 0;
+    }
+
     pub fn bytes(&self) -> usize {
         self.inner.lock().bytes
     }
@@ -123,6 +140,17 @@ mod tests {
 
     fn doc() -> Arc<ParsedDoc> {
         Arc::new(ParsedDoc::parse(Arc::from("<a><b/><c/></a>"), &Limits::default()).unwrap())
+    }
+
+    #[test]
+    fn superseded_drops_only_that_version() {
+        let cache = DocCache::new(1 << 20);
+        cache.insert(key(1), "b".into(), doc());
+        cache.superseded(&key(1), "a");
+        assert!(cache.get(&key(1), "b").is_some(), "a newer version stays");
+        cache.superseded(&key(1), "b");
+        assert!(cache.get(&key(1), "b").is_none());
+        assert_eq!(cache.bytes(), 0);
     }
 
     #[test]

@@ -4,7 +4,6 @@
 //! change whenever a contributing document changes (RL-15c).
 
 use crate::storage::{DocMeta, StoredDocument, TreeKey};
-use crate::xdms::target::document_selector;
 use crate::xml::attvalue::escape;
 use std::sync::Arc;
 
@@ -54,7 +53,7 @@ pub fn xcap_directory(public_root: &str, auids: &[String], docs: &[DocMeta]) -> 
             digest.update(meta.etag.as_bytes());
             s.push_str(&format!(
                 "    <entry uri=\"{}\" etag=\"{}\" last-modified=\"{}\" size=\"{}\"/>\n",
-                escape(&format!("{public_root}/{}", document_selector(&meta.key))),
+                escape(&format!("{public_root}/{}", meta.key.document_selector())),
                 escape(&meta.etag),
                 rfc3339(meta.modified_ms),
                 meta.size

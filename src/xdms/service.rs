@@ -5,9 +5,9 @@
 
 use crate::appusage::{Generated, Registry};
 use crate::authz::{self, Decision, Operation, Principal};
-use crate::event::DocumentChanged;
+use crate::event::{ChangeOrigin, ChangeRecord, Edit, EditKind};
 use crate::storage::{
-    Committed, DocKey, DocumentStore, Expect, StorageError, StoredDocument, TreeKey,
+    now_ms, Committed, DocKey, DocumentStore, Expect, StorageError, StoredDocument, TreeKey,
 };
 use crate::xcap::error::{Conflict, XcapError};
 use crate::xcap::etag::{Etag, PreconditionOutcome, Preconditions};
@@ -15,7 +15,7 @@ use crate::xcap::mime;
 use crate::xdms::cache::DocCache;
 use crate::xdms::generated;
 use crate::xdms::locks::DocLocks;
-use crate::xdms::target::{document_selector, NodeTarget, Target};
+use crate::xdms::target::{Node, NodeTarget, Target};
 use crate::xdms::unique::UniqueUris;
 use crate::xdms::validate::{check_document, check_hooks, check_schema, xml_error, CheckContext};
 use crate::xml::{self, attvalue, Limits, ParsedDoc, XmlError};
@@ -23,8 +23,6 @@ use crate::xsd::Validator;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::sync::broadcast;
 
 /// How often a write is retried when another writer committed between our read and our
 /// compare-and-swap (only possible when several processes share a store).
@@ -81,7 +79,6 @@ pub struct Xdms {
     registry: Arc<Registry>,
     store: Arc<dyn DocumentStore>,
     validator: Validator,
-    events: broadcast::Sender<DocumentChanged>,
     locks: DocLocks,
     cache: DocCache,
     caps: StoredDocument,
@@ -97,7 +94,6 @@ impl Xdms {
         registry: Arc<Registry>,
         store: Arc<dyn DocumentStore>,
         validator: Validator,
-        events: broadcast::Sender<DocumentChanged>,
     ) -> Result<Xdms, StorageError> {
         let caps = generated::static_document(registry.xcap_caps_document(), "c");
         let unique = UniqueUris::build(store.as_ref())?;
@@ -105,7 +101,6 @@ impl Xdms {
             registry,
             store,
             validator,
-            events,
             locks: DocLocks::new(1024),
             cache: DocCache::new(settings.cache_bytes),
             caps,
@@ -121,10 +116,6 @@ impl Xdms {
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<DocumentChanged> {
-        self.events.subscribe()
     }
 
     pub fn store(&self) -> &Arc<dyn DocumentStore> {
@@ -355,7 +346,15 @@ impl Xdms {
                 Some(e) => Expect::Etag(e.clone()),
                 None => Expect::Absent,
             };
-            match self.commit(target, expect, new_doc).await {
+            let edit = target
+                .node
+                .as_ref()
+                .and_then(|node| put_edit(node, &new_doc, created));
+            let origin = ChangeOrigin {
+                principal: req.principal.audit_name(),
+                edit,
+            };
+            match self.commit(target, expect, new_doc, &origin).await {
                 Ok((etag, _)) => {
                     return Ok(XcapResponse {
                         status: if created { 201 } else { 200 },
@@ -549,15 +548,23 @@ impl Xdms {
                 return Err(XcapError::PreconditionFailed);
             }
             let expect = Expect::Etag(current.etag.clone());
+            let mut origin = ChangeOrigin {
+                principal: req.principal.audit_name(),
+                edit: None,
+            };
             let result = match &target.node {
-                None => self.commit_delete(target, expect).await.map(|_| None),
+                None => self
+                    .commit_delete(target, expect, &origin)
+                    .await
+                    .map(|_| None),
                 Some(node) => {
                     let parsed = self.parsed(&target.key, &current)?;
                     let pending =
                         xml::delete_node_pending(parsed.text(), parsed.doc(), &node.selector)
                             .map_err(get_error)?;
+                    origin.edit = delete_edit(node, &parsed);
                     let (new_doc, _) = self.finish(target, Tentative::Pending(pending)).await?;
-                    self.commit(target, expect, new_doc)
+                    self.commit(target, expect, new_doc, &origin)
                         .await
                         .map(|(etag, _)| Some(etag))
                 }
@@ -583,12 +590,13 @@ impl Xdms {
         self.rng.lock().next()
     }
 
-    /// Durably stores a new version and publishes the change (design.md §3).
+    /// Durably stores a new version with its change record (design.md §3).
     async fn commit(
         &self,
         target: &Target,
         expect: Expect,
         doc: Arc<ParsedDoc>,
+        origin: &ChangeOrigin,
     ) -> Result<(String, Committed), CommitError> {
         // RL-12: service URIs are unique across every document of the store; the index lock
         // is held from the check to the commit so two writers cannot claim one URI.
@@ -602,7 +610,14 @@ impl Xdms {
         // holds no thread.
         let (committed, durable) = self
             .store
-            .put_nowait(&target.key, &expect, doc.shared_text(), &etag, now_ms())
+            .put_nowait(
+                &target.key,
+                &expect,
+                doc.shared_text(),
+                &etag,
+                now_ms(),
+                origin,
+            )
             .map_err(commit_error)?;
         durable.wait().await.map_err(commit_error)?;
         if let Some(g) = unique.as_mut() {
@@ -615,20 +630,19 @@ impl Xdms {
         } else {
             self.cache.remove(&target.key);
         }
-        self.publish(
-            target,
-            committed.previous_etag.clone(),
-            Some(etag.clone()),
-            committed.seq,
-        );
         Ok((etag, committed))
     }
 
-    async fn commit_delete(&self, target: &Target, expect: Expect) -> Result<(), CommitError> {
+    async fn commit_delete(
+        &self,
+        target: &Target,
+        expect: Expect,
+        origin: &ChangeOrigin,
+    ) -> Result<(), CommitError> {
         let mut unique = self.unique.lock_for(&target.key.auid).await;
-        let Some((committed, durable)) = self
+        let Some((_, durable)) = self
             .store
-            .delete_nowait(&target.key, &expect)
+            .delete_nowait(&target.key, &expect, origin)
             .map_err(commit_error)?
         else {
             return Err(CommitError::Xcap(XcapError::NotFound("no such document")));
@@ -638,25 +652,89 @@ impl Xdms {
             g.record(&target.key, None);
         }
         self.cache.remove(&target.key);
-        self.publish(target, committed.previous_etag.clone(), None, committed.seq);
         Ok(())
     }
 
-    fn publish(
-        &self,
-        target: &Target,
-        previous_etag: Option<String>,
-        new_etag: Option<String>,
-        seq: u64,
-    ) {
-        // No receiver is not an error: nobody listens yet.
-        let _ = self.events.send(DocumentChanged {
-            key: target.key.clone(),
-            document: document_selector(&target.key),
-            previous_etag,
-            new_etag,
-            seq,
-        });
+    /// Brings the in-process indexes up to a change from the change feed, whoever made it
+    /// (design.md §2): another process on the same store, or this one (then it is a no-op).
+    /// The uniqueness index re-reads the document under its lock, so it ends up matching the
+    /// store whatever order changes arrive in; the parse cache drops the version the change
+    /// held before the change.
+    pub async fn follow(&self, change: &ChangeRecord) -> Result<(), StorageError> {
+        if let Some(old) = &change.previous_etag {
+            self.cache.superseded(&change.key, old);
+        }
+        let mut unique = self.unique.lock_for(&change.key.auid).await;
+        if let Some(g) = unique.as_mut() {
+            let current = self.store.get(&change.key)?;
+            let parsed = match &current {
+                Some(doc) => Some(self.parsed(&change.key, doc).map_err(|e| {
+                    StorageError::Corrupt(format!("stored document does not parse: {e}"))
+                })?),
+                None => None,
+            };
+            g.record(&change.key, parsed.as_deref());
+        }
+        Ok(())
+    }
+}
+
+impl Xdms {
+    /// Rebuilds the in-process indexes from the store (after falling behind the change log).
+    pub async fn resync(&self) -> Result<(), StorageError> {
+        self.cache.clear();
+        self.unique.rebuild(self.store.as_ref()).await
+    }
+}
+
+/// The change-record edit of a node PUT (RFC 5874 §4 needs the new node and its place).
+fn put_edit(node: &Node, doc: &ParsedDoc, created: bool) -> Option<Edit> {
+    let (kind, value) = match node.kind {
+        NodeTarget::Element => (
+            EditKind::PutElement,
+            xml::get_element_in(doc.text(), doc.doc(), &node.selector).ok(),
+        ),
+        NodeTarget::Attribute => (
+            EditKind::PutAttribute,
+            xml::get_attribute_in(doc.doc(), &node.selector).ok(),
+        ),
+        NodeTarget::Namespaces => return None,
+    };
+    Some(edit_of(node, kind, value, doc, created))
+}
+
+/// The change-record edit of a node DELETE, positioned in the document before the delete.
+fn delete_edit(node: &Node, old: &ParsedDoc) -> Option<Edit> {
+    let kind = match node.kind {
+        NodeTarget::Element => EditKind::DeleteElement,
+        NodeTarget::Attribute => EditKind::DeleteAttribute,
+        NodeTarget::Namespaces => return None,
+    };
+    Some(edit_of(node, kind, None, old, false))
+}
+
+fn edit_of(
+    node: &Node,
+    kind: EditKind,
+    value: Option<String>,
+    doc: &ParsedDoc,
+    created: bool,
+) -> Edit {
+    let position = match node.kind {
+        NodeTarget::Element => xml::element_position(doc.doc(), &node.selector),
+        _ => None,
+    };
+    Edit {
+        kind,
+        node_selector: node.parsed.to_string(),
+        namespaces: node
+            .bindings
+            .iter()
+            .map(|(p, u)| (p.clone(), u.clone()))
+            .collect(),
+        value,
+        position,
+        created,
     }
 }
 
@@ -734,13 +812,6 @@ fn get_error(e: XmlError) -> XcapError {
         }
         other => xml_error(other),
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// ETag randomness: seeded from the OS once, then a xorshift stream mixed with a counter, so

@@ -5,8 +5,10 @@
 use crate::appusage::{AppUsage, Registry, TreeKind};
 use crate::storage::{DocKey, TreeKey};
 use crate::xcap::error::XcapError;
-use crate::xcap::pct::{encode_node_selector, encode_path_segment};
-use crate::xcap::selector::{parse_xmlns_query, NodeSelector, ResolvedSelector, ResolvedTerminal};
+use crate::xcap::pct::encode_node_selector;
+use crate::xcap::selector::{
+    parse_xmlns_query, Bindings, NodeSelector, ResolvedSelector, ResolvedTerminal,
+};
 use crate::xcap::uri::{self, Tree};
 use crate::xcap::xui::Xui;
 use std::sync::Arc;
@@ -25,6 +27,8 @@ pub struct Node {
     pub selector: ResolvedSelector,
     /// The parsed selector, kept for its raw steps (`<ancestor>` URIs).
     pub parsed: NodeSelector,
+    /// Prefix bindings of the request's `xmlns()` query (URI-14).
+    pub bindings: Bindings,
 }
 
 pub struct Target {
@@ -117,6 +121,7 @@ impl Target {
                     kind,
                     selector: resolved,
                     parsed: ns,
+                    bindings,
                 })
             }
         };
@@ -148,7 +153,7 @@ impl Target {
     /// itself is missing (`matched_steps` None).
     pub fn ancestor_uri(&self, public_root: &str, matched_steps: Option<usize>) -> String {
         match matched_steps {
-            None => format!("{public_root}/{}", directory_selector(&self.key)),
+            None => format!("{public_root}/{}", self.key.directory_selector()),
             Some(0) => format!("{public_root}/{}", self.raw_document_selector),
             Some(n) => {
                 let steps: Vec<&str> = self
@@ -170,26 +175,5 @@ impl Target {
                 )
             }
         }
-    }
-}
-
-/// The canonical document selector of a key, relative to the XCAP root (XD-04 form).
-pub fn document_selector(key: &DocKey) -> String {
-    let mut s = directory_selector(key);
-    s.push_str(
-        &key.path
-            .split('/')
-            .map(encode_path_segment)
-            .collect::<Vec<_>>()
-            .join("/"),
-    );
-    s
-}
-
-/// `auid/users/<xui>/` or `auid/global/`.
-pub fn directory_selector(key: &DocKey) -> String {
-    match &key.tree {
-        TreeKey::Global => format!("{}/global/", key.auid),
-        TreeKey::User(xui) => format!("{}/users/{}/", key.auid, encode_path_segment(xui)),
     }
 }

@@ -1,7 +1,7 @@
 //! Server-wide URI uniqueness across documents of different users: RLS service URIs (RFC 4826
 //! §4.4.5, RL-12) and group URIs (SX-05). The index maps (AUID, URI) to the document holding
 //! it; it is built from the store at start and updated under its lock by every commit, so two
-//! writers can never claim one URI.
+//! writers can never claim one URI, and by the change feed for commits of other processes.
 
 use crate::appusage::hooks;
 use crate::storage::{DocKey, DocumentStore, StorageError, TreeKey};
@@ -39,25 +39,17 @@ pub struct Guard<'a>(MutexGuard<'a, Index>);
 
 impl UniqueUris {
     pub fn build(store: &dyn DocumentStore) -> Result<UniqueUris, StorageError> {
-        let mut index = Index::new();
-        for auid in ["rls-services", "org.openmobilealliance.groups"] {
-            let Some(k) = kind(auid) else { continue };
-            for meta in store.list_auid(auid)? {
-                if meta.key.tree == TreeKey::Global {
-                    continue;
-                }
-                if let Some(doc) = store.get(&meta.key)? {
-                    if let Ok(parsed) = roxmltree::Document::parse(&doc.body) {
-                        for uri in (k.extract)(&parsed) {
-                            index.insert((auid.to_string(), uri), meta.key.clone());
-                        }
-                    }
-                }
-            }
-        }
         Ok(UniqueUris {
-            index: Mutex::new(index),
+            index: Mutex::new(scan(store)?),
         })
+    }
+
+    /// Rebuilds the index from the store (a change-feed consumer that fell behind retention
+    /// cannot know what changed). Scans under the lock, so no commit interleaves.
+    pub async fn rebuild(&self, store: &dyn DocumentStore) -> Result<(), StorageError> {
+        let mut index = self.index.lock().await;
+        *index = scan(store)?;
+        Ok(())
     }
 
     /// Locks the index when `auid` has a server-wide uniqueness rule.
@@ -67,6 +59,27 @@ impl UniqueUris {
             None => None,
         }
     }
+}
+
+/// Every URI with a uniqueness rule in the store, and the document holding it.
+fn scan(store: &dyn DocumentStore) -> Result<Index, StorageError> {
+    let mut index = Index::new();
+    for auid in ["rls-services", "org.openmobilealliance.groups"] {
+        let Some(k) = kind(auid) else { continue };
+        for meta in store.list_auid(auid)? {
+            if meta.key.tree == TreeKey::Global {
+                continue;
+            }
+            if let Some(doc) = store.get(&meta.key)? {
+                if let Ok(parsed) = roxmltree::Document::parse(&doc.body) {
+                    for uri in (k.extract)(&parsed) {
+                        index.insert((auid.to_string(), uri), meta.key.clone());
+                    }
+                }
+            }
+        }
+    }
+    Ok(index)
 }
 
 impl Guard<'_> {

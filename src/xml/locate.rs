@@ -199,9 +199,38 @@ pub fn get_attribute_in(parsed: &Document<'_>, sel: &ResolvedSelector) -> Result
         .ok_or(XmlError::NoMatch)
 }
 
+/// The 1-based position of the element the selector's steps select among its parent's element
+/// children (RFC 5261 §4.3 `pos` needs it to place an added element). `None` when the steps
+/// select no single element.
+pub fn element_position(parsed: &Document<'_>, sel: &ResolvedSelector) -> Option<u32> {
+    if sel.steps.is_empty() {
+        return None;
+    }
+    let node = locate(parsed, &sel.steps).ok()?;
+    let before = node
+        .prev_siblings()
+        .skip(1)
+        .filter(Node::is_element)
+        .count();
+    u32::try_from(before + 1).ok()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    // RFC 5261 §4.3: positions count element siblings only (text and comments are not counted).
+    #[test]
+    fn element_position_counts_element_siblings() {
+        let text = "<r>\n <a/><!-- c --> <b/>\n <a/></r>";
+        let doc = Document::parse(text).unwrap();
+        assert_eq!(element_position(&doc, &sel("r/a[2]")), Some(3));
+        assert_eq!(element_position(&doc, &sel("r/b")), Some(2));
+        assert_eq!(element_position(&doc, &sel("r/a[1]")), Some(1));
+        assert_eq!(element_position(&doc, &sel("r")), Some(1));
+        assert_eq!(element_position(&doc, &sel("r/a")), None, "ambiguous");
+        assert_eq!(element_position(&doc, &sel("r/c")), None);
+    }
 
     /// Test-only selector builder: `"ns|local"` or `"local"` or `"*"`, optional position,
     /// optional attribute test `("ns|local", value)`.

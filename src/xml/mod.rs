@@ -12,7 +12,9 @@ pub mod parse;
 pub mod parsed;
 pub mod splice;
 
-pub use locate::{get_attribute, get_attribute_in, get_element, get_element_in, select_element};
+pub use locate::{
+    element_position, get_attribute, get_attribute_in, get_element, get_element_in, select_element,
+};
 pub use nsbind::{get_namespace_bindings, get_namespace_bindings_in};
 pub use parse::{check_document, parse_document, Limits};
 pub use parsed::ParsedDoc;
