@@ -11,8 +11,12 @@ use crate::proxy::front::{Front, FrontError};
 use crate::proxy::route::{Routes, Target};
 use crate::storage::credentials::{CredentialStore, MemoryCredentials};
 use crate::storage::memory::MemoryStore;
+use crate::storage::messages::{MemoryMessages, MessageStore};
 use crate::storage::sled_credentials::SledCredentials;
+use crate::storage::sled_messages::SledMessages;
 use crate::storage::sled_store::{SledOptions, SledStore};
+use crate::storage::sled_subscriptions::SledSubscriptions;
+use crate::storage::subscriptions::{MemorySubscriptions, SubscriptionStore};
 use crate::storage::{ChangeFeed, DocumentStore, StorageError};
 use crate::upstream::Upstream;
 use crate::xdms::http::{router, HttpState};
@@ -58,6 +62,8 @@ pub struct Running {
     pub credentials: Arc<dyn CredentialStore>,
     /// Every committed change, in order (design.md §2).
     pub feed: ChangeFeed,
+    pub subscriptions: Arc<dyn SubscriptionStore>,
+    pub messages: Arc<dyn MessageStore>,
     store: Arc<dyn DocumentStore>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), AppError>>,
@@ -137,17 +143,27 @@ pub fn load_usages(config: &Config) -> Result<(Arc<Registry>, Validator), AppErr
     Ok((Arc::new(registry), validator))
 }
 
-type Stores = (Arc<dyn DocumentStore>, Arc<dyn CredentialStore>);
+/// Every store the roles use; with sled all live in one database.
+pub struct Stores {
+    pub documents: Arc<dyn DocumentStore>,
+    pub credentials: Arc<dyn CredentialStore>,
+    /// SIP subscriptions (the xcap-diff notifier).
+    pub subscriptions: Arc<dyn SubscriptionStore>,
+    /// Deferred messages, history and charging records (the IM Server).
+    pub messages: Arc<dyn MessageStore>,
+}
 
-/// Opens the document and credential stores; with sled both live in one database.
-fn open_store(config: &Config) -> Result<Stores, AppError> {
+/// Opens the configured storage backend.
+pub fn open_stores(config: &Config) -> Result<Stores, AppError> {
     Ok(match config.storage.backend {
-        StorageBackend::Memory => (
-            Arc::new(MemoryStore::with_retention(
+        StorageBackend::Memory => Stores {
+            documents: Arc::new(MemoryStore::with_retention(
                 config.storage.change_retention(),
             )),
-            Arc::new(MemoryCredentials::new()),
-        ),
+            credentials: Arc::new(MemoryCredentials::new()),
+            subscriptions: Arc::new(MemorySubscriptions::new()),
+            messages: Arc::new(MemoryMessages::new()),
+        },
         StorageBackend::Sled => {
             let path = config.server.data_dir.join("sled");
             std::fs::create_dir_all(&config.server.data_dir).map_err(|e| {
@@ -165,8 +181,12 @@ fn open_store(config: &Config) -> Result<Stores, AppError> {
                     change_retention: config.storage.change_retention(),
                 },
             )?;
-            let creds = SledCredentials::new(store.db())?;
-            (Arc::new(store), Arc::new(creds))
+            Stores {
+                credentials: Arc::new(SledCredentials::new(store.db())?),
+                subscriptions: Arc::new(SledSubscriptions::new(store.db())?),
+                messages: Arc::new(SledMessages::new(store.db())?),
+                documents: Arc::new(store),
+            }
         }
     })
 }
@@ -185,7 +205,12 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         );
     }
     let (registry, validator) = load_usages(&config)?;
-    let (store, creds) = open_store(&config)?;
+    let Stores {
+        documents: store,
+        credentials: creds,
+        subscriptions,
+        messages,
+    } = open_stores(&config)?;
     let metrics = Arc::new(Metrics::new(registry.iter().map(|u| u.auid().to_string())));
     // Counted before serving, so no write races with the count.
     metrics.set_documents(count_documents(
@@ -396,12 +421,17 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         xdms,
         credentials: creds,
         feed,
+        subscriptions,
+        messages,
         store,
         stop: Some(stop_tx),
         task,
         grace,
     })
 }
+
+/// Pause of the index follower between pages of the change log.
+const FOLLOW_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Keeps the XDMS's in-process indexes (parse cache, server-wide uniqueness) in step with the
 /// change feed, so a write another process made on the same store reaches them too.
@@ -414,6 +444,11 @@ fn follow_changes(feed: &ChangeFeed, xdms: Arc<Xdms>, from: u64) -> JoinHandle<(
                 Ok(change) => {
                     if let Err(e) = xdms.follow(&change).await {
                         tracing::warn!(seq = change.seq, error = %e, "cannot follow a change");
+                    }
+                    // Read the log in pages, not once per journal batch: this process's own
+                    // writes are in the indexes already, others' may wait a few ms.
+                    if cursor.buffered() == 0 {
+                        tokio::time::sleep(FOLLOW_PAUSE).await;
                     }
                 }
                 Err(StorageError::ChangesTrimmed { through }) => {

@@ -106,3 +106,75 @@ async fn xe24_document_changed_events_in_commit_order() {
     assert!(events.try_next().unwrap().is_none());
     s.stop().await;
 }
+
+/// Issue #12: the server-wide uniqueness index follows the change feed, so a write that did not
+/// go through this XDMS (another process on the same store, here a write straight into the
+/// store) still reserves its service URI (RL-12), and its deletion frees it again.
+#[tokio::test]
+async fn rl12_uniqueness_follows_writes_made_outside_this_xdms() {
+    use xcapd::storage::{DocKey, Expect, TreeKey};
+    let s = TestServer::start().await;
+    let rls = |owner: &str| {
+        format!(
+            "<rls-services xmlns=\"urn:ietf:params:xml:ns:rls-services\"><service uri=\"sip:friends@example.com\"><resource-list>{}/resource-lists/users/{owner}/index/~~/resource-lists/list%5B@name=%22friends%22%5D</resource-list><packages><package>presence</package></packages></service></rls-services>",
+            s.root
+        )
+    };
+    let bob = DocKey::new(
+        "rls-services",
+        TreeKey::User("sip:bob@example.com".into()),
+        "index",
+    );
+    let store = s.running().xdms.store().clone();
+    let body = rls("sip:bob@example.com");
+    tokio::task::spawn_blocking(move || {
+        store
+            .put(&bob, &Expect::Absent, &body, "outside1", 0)
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let alice = "rls-services/users/sip:alice@example.com/index";
+    let ct = "application/rls-services+xml";
+    let mut refused = false;
+    for _ in 0..100 {
+        let r = s.put(alice, ct, rls("sip:alice@example.com")).await;
+        if r.status == 409 {
+            assert_eq!(r.xcap_error(), "uniqueness-failure");
+            refused = true;
+            break;
+        }
+        // Not followed yet: undo and try again.
+        assert_eq!(r.status, 201, "{}", r.body);
+        assert_eq!(s.delete(alice).await.status, 200);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        refused,
+        "the URI written outside this XDMS was never reserved"
+    );
+    // Deleted outside the XDMS: the URI is free again.
+    let store = s.running().xdms.store().clone();
+    tokio::task::spawn_blocking(move || {
+        let bob = DocKey::new(
+            "rls-services",
+            TreeKey::User("sip:bob@example.com".into()),
+            "index",
+        );
+        store.delete(&bob, &Expect::Any).unwrap()
+    })
+    .await
+    .unwrap();
+    let mut accepted = false;
+    for _ in 0..100 {
+        let r = s.put(alice, ct, rls("sip:alice@example.com")).await;
+        if r.status == 201 {
+            accepted = true;
+            break;
+        }
+        assert_eq!(r.status, 409, "{}", r.body);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(accepted, "the URI freed outside this XDMS stayed reserved");
+    s.stop().await;
+}

@@ -57,12 +57,60 @@ fn l0_core_has_no_io() {
     check("appusage/hooks", IO);
     check("policy", IO);
     check("event", IO);
+    // Issue #12 scope 5: change records and document keys are pure data of the core.
+    check("event", &["crate::storage"]);
+    check("xcap", &["crate::storage"]);
+}
+
+/// Adapters never call up: storage knows the core's types (keys, change records, HA1) and
+/// nothing of the services, edges or composition that use it.
+#[test]
+fn storage_never_calls_up() {
+    check(
+        "storage",
+        &[
+            "crate::xdms",
+            "crate::appusage",
+            "crate::decision",
+            "crate::admin",
+            "crate::proxy",
+            "crate::app::",
+            "crate::config",
+            "crate::metrics",
+            "crate::upstream",
+        ],
+    );
+}
+
+/// Edges never import each other (design.md §2): the admin API, the XCAP HTTP handlers, the
+/// decision HTTP handler and the proxy each reach only services below them.
+#[test]
+fn edges_do_not_import_each_other() {
+    check("admin", &["crate::xdms::http", "crate::decision::http"]);
+    check("xdms", &["crate::admin", "crate::decision::http"]);
+    check("decision", &["crate::admin", "crate::xdms::http"]);
+    check(
+        "proxy",
+        &["crate::admin", "crate::xdms::http", "crate::decision::http"],
+    );
 }
 
 #[test]
 fn only_the_composition_root_names_backends() {
-    for dir in ["xcap", "xml", "xdms", "appusage", "xsd", "admin"] {
-        check(dir, &["SledStore", "MemoryStore"]);
+    for dir in [
+        "xcap", "xml", "xdms", "appusage", "xsd", "admin", "decision", "proxy", "auth", "event",
+    ] {
+        check(
+            dir,
+            &[
+                "SledStore",
+                "MemoryStore",
+                "SledSubscriptions",
+                "MemorySubscriptions",
+                "SledMessages",
+                "MemoryMessages",
+            ],
+        );
     }
 }
 

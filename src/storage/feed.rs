@@ -94,6 +94,11 @@ impl FeedCursor {
         self.after
     }
 
+    /// Changes already read from the log and not handed out yet.
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
     /// The next change, waiting for one to commit when the consumer is caught up.
     pub async fn next(&mut self) -> Result<ChangeRecord, StorageError> {
         loop {

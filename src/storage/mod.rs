@@ -13,18 +13,24 @@ mod durability;
 pub mod feed;
 pub(crate) mod journal;
 pub mod memory;
+pub mod messages;
 mod sled_apply;
 mod sled_changes;
 pub(crate) mod sled_common;
 pub mod sled_credentials;
+pub mod sled_messages;
 mod sled_overlay;
 mod sled_records;
 pub mod sled_store;
+pub mod sled_subscriptions;
 pub mod space;
+pub mod subscriptions;
 #[cfg(test)]
 mod suite;
 #[cfg(test)]
 mod suite_feed;
+#[cfg(test)]
+mod suite_sip;
 mod wal;
 
 pub use durability::Durability;
@@ -257,6 +263,7 @@ mod backend_suites {
     //! The behaviour suite (`suite.rs`) run against every backend.
     use super::suite::document_store_suite;
     use super::suite_feed::change_feed_suite;
+    use super::suite_sip::{message_store_suite, subscription_store_suite};
     use super::{MemoryStore, SledOptions, SledStore};
 
     document_store_suite!(memory_suite, MemoryStore::new);
@@ -276,5 +283,29 @@ mod backend_suites {
             ..SledOptions::default()
         })
         .expect("temporary sled store")
+    });
+
+    subscription_store_suite!(
+        memory_subscriptions,
+        crate::storage::subscriptions::MemorySubscriptions::new
+    );
+    message_store_suite!(
+        memory_messages,
+        crate::storage::messages::MemoryMessages::new
+    );
+    /// A sled database removed when its last handle drops (the SIP-side stores normally
+    /// share the document store's, `SledStore::db`).
+    fn sled_db() -> sled::Db {
+        sled::Config::new()
+            .temporary(true)
+            .open()
+            .expect("temporary sled database")
+    }
+    subscription_store_suite!(sled_subscriptions, || {
+        crate::storage::sled_subscriptions::SledSubscriptions::new(&sled_db())
+            .expect("subscriptions")
+    });
+    message_store_suite!(sled_messages, || {
+        crate::storage::sled_messages::SledMessages::new(&sled_db()).expect("messages")
     });
 }

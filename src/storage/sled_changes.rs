@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::watch;
 
 use super::feed::{check_window, ChangeRetention};
-use super::sled_common::{from_sled, Reader};
+use super::sled_common::{from_sled, len32, push_bytes, push_opt, Reader};
 use super::sled_records::{decode_doc_key, decode_seq, doc_key_bytes};
 use super::{ChangeOrigin, ChangeRecord, DocKey, StorageError};
 use crate::event::{Edit, EditKind};
@@ -178,9 +178,9 @@ pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<ChangeRecord, StorageErro
     let at_ms = r.u64()?;
     let key_len = r.u32()? as usize;
     let key = decode_doc_key(r.take(key_len)?)?;
-    let previous_etag = opt(&mut r, "etag")?;
-    let new_etag = opt(&mut r, "etag")?;
-    let principal = opt(&mut r, "principal")?;
+    let previous_etag = r.opt_string("etag")?;
+    let new_etag = r.opt_string("etag")?;
+    let principal = r.opt_string("principal")?;
     let edit = match r.u8()? {
         0 => None,
         code => {
@@ -193,7 +193,7 @@ pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<ChangeRecord, StorageErro
             for _ in 0..n {
                 namespaces.push((r.string("prefix")?, r.string("namespace")?));
             }
-            let value = opt(&mut r, "value")?;
+            let value = r.opt_string("value")?;
             let position = match r.u8()? {
                 0 => None,
                 _ => Some(r.u32()?),
@@ -228,34 +228,6 @@ fn committed_at(bytes: &[u8]) -> Result<u64, StorageError> {
     let mut r = Reader(bytes);
     r.u8()?;
     r.u64()
-}
-
-fn len32(n: usize) -> Result<u32, StorageError> {
-    u32::try_from(n).map_err(|_| StorageError::Backend("change record field over 4 GiB".into()))
-}
-
-fn push_bytes(out: &mut Vec<u8>, b: &[u8]) -> Result<(), StorageError> {
-    out.extend_from_slice(&len32(b.len())?.to_be_bytes());
-    out.extend_from_slice(b);
-    Ok(())
-}
-
-fn push_opt(out: &mut Vec<u8>, s: Option<&str>) -> Result<(), StorageError> {
-    match s {
-        None => out.push(0),
-        Some(s) => {
-            out.push(1);
-            push_bytes(out, s.as_bytes())?;
-        }
-    }
-    Ok(())
-}
-
-fn opt(r: &mut Reader<'_>, what: &str) -> Result<Option<String>, StorageError> {
-    match r.u8()? {
-        0 => Ok(None),
-        _ => r.string(what).map(Some),
-    }
 }
 
 #[cfg(test)]

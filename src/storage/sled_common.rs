@@ -82,3 +82,43 @@ impl<'a> Reader<'a> {
         utf8(self.take(len)?, what)
     }
 }
+
+impl Reader<'_> {
+    /// A flag byte (0: absent) followed, when present, by a string.
+    pub(crate) fn opt_string(&mut self, what: &str) -> Result<Option<String>, StorageError> {
+        match self.u8()? {
+            0 => Ok(None),
+            _ => self.string(what).map(Some),
+        }
+    }
+
+    /// A u32 length followed by that many bytes.
+    pub(crate) fn bytes(&mut self) -> Result<Vec<u8>, StorageError> {
+        let len = self.u32()? as usize;
+        Ok(self.take(len)?.to_vec())
+    }
+}
+
+/// A length as stored (u32): longer fields cannot be stored.
+pub(crate) fn len32(n: usize) -> Result<u32, StorageError> {
+    u32::try_from(n).map_err(|_| StorageError::Backend("record field over 4 GiB".into()))
+}
+
+/// Writes a u32 length and the bytes ([`Reader::bytes`], [`Reader::string`] read them).
+pub(crate) fn push_bytes(out: &mut Vec<u8>, b: &[u8]) -> Result<(), StorageError> {
+    out.extend_from_slice(&len32(b.len())?.to_be_bytes());
+    out.extend_from_slice(b);
+    Ok(())
+}
+
+/// Writes an optional string ([`Reader::opt_string`] reads it).
+pub(crate) fn push_opt(out: &mut Vec<u8>, s: Option<&str>) -> Result<(), StorageError> {
+    match s {
+        None => out.push(0),
+        Some(s) => {
+            out.push(1);
+            push_bytes(out, s.as_bytes())?;
+        }
+    }
+    Ok(())
+}

@@ -89,11 +89,7 @@ pub(super) fn decode_user_index_key(bytes: &[u8]) -> Result<DocKey, StorageError
 }
 
 pub(super) fn push_string(out: &mut Vec<u8>, s: &str) -> Result<(), StorageError> {
-    let len = u32::try_from(s.len())
-        .map_err(|_| StorageError::InvalidKey("etag longer than 4 GiB".into()))?;
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
-    Ok(())
+    super::sled_common::push_bytes(out, s.as_bytes())
 }
 
 /// Primary record: version, mtime, ETag, then the body, or for a body kept in `bodies`

@@ -1,0 +1,209 @@
+//! Stored instant messages (OMA IM: deferred delivery, history, charging records): the
+//! [`MessageStore`] trait and its memory backend. Deferred messages wait for their recipient:
+//! a delivery attempt *claims* them for a lease (a crashed or slow deliverer's claim lapses, so
+//! a message is never lost, only possibly retried) and *acknowledges* each delivered one;
+//! every message expires. History and charging records are appended and read in pages.
+
+use std::collections::BTreeMap;
+
+use parking_lot::Mutex;
+
+use super::subscriptions::StoreFuture;
+use super::StorageError;
+
+/// Which list a message is kept in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Mailbox {
+    /// Waiting for the recipient (store and forward).
+    Deferred,
+    /// Conversation history of the owner.
+    History,
+    /// Charging data records (owner: the charged party).
+    Charging,
+}
+
+impl Mailbox {
+    pub fn code(self) -> u8 {
+        match self {
+            Mailbox::Deferred => 1,
+            Mailbox::History => 2,
+            Mailbox::Charging => 3,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Mailbox> {
+        Some(match code {
+            1 => Mailbox::Deferred,
+            2 => Mailbox::History,
+            3 => Mailbox::Charging,
+            _ => return None,
+        })
+    }
+}
+
+/// A message to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub mailbox: Mailbox,
+    /// Whose list it is in: the recipient for deferred messages.
+    pub owner: String,
+    pub sender: String,
+    pub recipient: String,
+    pub content_type: String,
+    pub body: Vec<u8>,
+    /// Headers worth keeping (e.g. IMDN Message-ID, Date), in order.
+    pub headers: Vec<(String, String)>,
+    pub created_ms: u64,
+    /// Removed by [`MessageStore::expire`] from this time on.
+    pub expires_ms: u64,
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Store-wide, strictly increasing in append order.
+    pub id: u64,
+    pub message: NewMessage,
+    /// Deferred messages: claimed by a delivery attempt until then (0: not claimed).
+    pub claimed_until_ms: u64,
+}
+
+/// Durable message lists. Every method resolves once its effect is durable.
+pub trait MessageStore: Send + Sync + 'static {
+    /// Stores a message; its id.
+    fn append(&self, message: NewMessage) -> StoreFuture<'_, u64>;
+    /// Up to `limit` deferred messages of `owner`, oldest first, that nobody holds a claim on
+    /// at `now_ms`; they are claimed until `now_ms + lease_ms`.
+    fn claim(
+        &self,
+        owner: String,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<StoredMessage>>;
+    /// The message was delivered: removes it. `false` when it is gone already.
+    fn acknowledge(&self, id: u64) -> StoreFuture<'_, bool>;
+    /// Messages of one owner's list with an id above `after`, oldest first, at most `limit`.
+    fn list(
+        &self,
+        mailbox: Mailbox,
+        owner: String,
+        after: u64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<StoredMessage>>;
+    /// Removes every message expired at `now_ms`; returns them (deferred ones are reported
+    /// undeliverable to their sender).
+    fn expire(&self, now_ms: u64) -> StoreFuture<'_, Vec<StoredMessage>>;
+}
+
+/// The checks every backend applies before storing.
+pub(crate) fn validate(m: &NewMessage) -> Result<(), StorageError> {
+    if m.owner.is_empty() || m.owner.contains('\0') {
+        return Err(StorageError::InvalidKey(
+            "message owner is empty or contains NUL".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Messages in memory (tests, ephemeral deployments).
+#[derive(Debug, Default)]
+pub struct MemoryMessages {
+    state: Mutex<MemoryState>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryState {
+    next_id: u64,
+    messages: BTreeMap<u64, StoredMessage>,
+}
+
+impl MemoryMessages {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl MessageStore for MemoryMessages {
+    fn append(&self, message: NewMessage) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            validate(&message)?;
+            let mut state = self.state.lock();
+            state.next_id += 1;
+            let id = state.next_id;
+            state.messages.insert(
+                id,
+                StoredMessage {
+                    id,
+                    message,
+                    claimed_until_ms: 0,
+                },
+            );
+            Ok(id)
+        })
+    }
+
+    fn claim(
+        &self,
+        owner: String,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<StoredMessage>> {
+        Box::pin(async move {
+            let mut state = self.state.lock();
+            let mut out = Vec::new();
+            for m in state.messages.values_mut() {
+                if out.len() == limit {
+                    break;
+                }
+                let mine = m.message.mailbox == Mailbox::Deferred && m.message.owner == owner;
+                if mine && m.claimed_until_ms <= now_ms && m.message.expires_ms > now_ms {
+                    m.claimed_until_ms = now_ms.saturating_add(lease_ms);
+                    out.push(m.clone());
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn acknowledge(&self, id: u64) -> StoreFuture<'_, bool> {
+        Box::pin(async move { Ok(self.state.lock().messages.remove(&id).is_some()) })
+    }
+
+    fn list(
+        &self,
+        mailbox: Mailbox,
+        owner: String,
+        after: u64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<StoredMessage>> {
+        Box::pin(async move {
+            let state = self.state.lock();
+            Ok(state
+                .messages
+                .range(after.saturating_add(1)..)
+                .map(|(_, m)| m)
+                .filter(|m| m.message.mailbox == mailbox && m.message.owner == owner)
+                .take(limit)
+                .cloned()
+                .collect())
+        })
+    }
+
+    fn expire(&self, now_ms: u64) -> StoreFuture<'_, Vec<StoredMessage>> {
+        Box::pin(async move {
+            let mut state = self.state.lock();
+            let gone: Vec<u64> = state
+                .messages
+                .values()
+                .filter(|m| m.message.expires_ms <= now_ms)
+                .map(|m| m.id)
+                .collect();
+            Ok(gone
+                .iter()
+                .filter_map(|id| state.messages.remove(id))
+                .collect())
+        })
+    }
+}

@@ -1,0 +1,142 @@
+//! SIP subscriptions that survive a restart (RFC 6665 §4.2: the notifier's subscription and
+//! dialog state; RFC 5875 xcap-diff subscriptions): the [`SubscriptionStore`] trait, keyed by
+//! dialog, and its memory backend. A subscription remembers how far the change feed was
+//! notified, so a restarted notifier resumes from there (design.md §2).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use parking_lot::Mutex;
+
+use super::StorageError;
+
+/// What every async storage method returns: domain stores are async because a database call
+/// is I/O (design.md §4); the future is boxed so the traits stay usable as `dyn`.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StorageError>> + Send + 'a>>;
+
+/// A SIP dialog (RFC 3261 §12): Call-ID with the notifier's (local) and subscriber's (remote)
+/// tags.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DialogId {
+    pub call_id: String,
+    pub local_tag: String,
+    pub remote_tag: String,
+}
+
+/// One subscription and the dialog it lives in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub dialog: DialogId,
+    /// The subscriber's canonical AOR (identity from authentication).
+    pub subscriber: String,
+    /// Event package, e.g. `xcap-diff` (RFC 5875 §4).
+    pub event: String,
+    /// What is watched: document or directory selectors, or a resource-list URI.
+    pub resources: Vec<String>,
+    /// Where in-dialog requests go (the subscriber's Contact) and through which routes.
+    pub remote_target: String,
+    pub route_set: Vec<String>,
+    pub local_cseq: u32,
+    pub remote_cseq: u32,
+    /// Wall-clock end of the subscription (RFC 6665 §4.2.1.1 Expires).
+    pub expires_at_ms: u64,
+    /// The change-feed sequence number up to which NOTIFYs were sent.
+    pub notified_seq: u64,
+    /// Event-package state between NOTIFYs (e.g. ETags last reported), opaque to storage.
+    pub package_state: Vec<u8>,
+}
+
+/// Durable subscription state. Every method resolves once its effect is durable.
+pub trait SubscriptionStore: Send + Sync + 'static {
+    /// Creates or replaces (refresh, new CSeq, new feed position) the subscription.
+    fn put(&self, sub: Subscription) -> StoreFuture<'_, ()>;
+    fn get(&self, dialog: DialogId) -> StoreFuture<'_, Option<Subscription>>;
+    /// `false` when there was no such subscription.
+    fn remove(&self, dialog: DialogId) -> StoreFuture<'_, bool>;
+    /// The subscriptions of one subscriber, by dialog order.
+    fn by_subscriber(&self, subscriber: String) -> StoreFuture<'_, Vec<Subscription>>;
+    /// Every subscription, by dialog order (a restarted notifier re-arms them).
+    fn all(&self) -> StoreFuture<'_, Vec<Subscription>>;
+    /// Removes and returns the subscriptions expired at `now_ms` (they get a final NOTIFY).
+    fn expire(&self, now_ms: u64) -> StoreFuture<'_, Vec<Subscription>>;
+}
+
+/// Subscriptions in memory (tests, ephemeral deployments).
+#[derive(Debug, Default)]
+pub struct MemorySubscriptions {
+    subs: Mutex<BTreeMap<DialogId, Subscription>>,
+}
+
+impl MemorySubscriptions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// The checks every backend applies before storing.
+pub(crate) fn validate(sub: &Subscription) -> Result<(), StorageError> {
+    let d = &sub.dialog;
+    for (what, v) in [
+        ("Call-ID", &d.call_id),
+        ("local tag", &d.local_tag),
+        ("subscriber", &sub.subscriber),
+        ("event", &sub.event),
+    ] {
+        if v.is_empty() || v.contains('\0') {
+            return Err(StorageError::InvalidKey(format!(
+                "subscription {what} is empty or contains NUL"
+            )));
+        }
+    }
+    if d.remote_tag.contains('\0') {
+        return Err(StorageError::InvalidKey("remote tag contains NUL".into()));
+    }
+    Ok(())
+}
+
+impl SubscriptionStore for MemorySubscriptions {
+    fn put(&self, sub: Subscription) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            validate(&sub)?;
+            self.subs.lock().insert(sub.dialog.clone(), sub);
+            Ok(())
+        })
+    }
+
+    fn get(&self, dialog: DialogId) -> StoreFuture<'_, Option<Subscription>> {
+        Box::pin(async move { Ok(self.subs.lock().get(&dialog).cloned()) })
+    }
+
+    fn remove(&self, dialog: DialogId) -> StoreFuture<'_, bool> {
+        Box::pin(async move { Ok(self.subs.lock().remove(&dialog).is_some()) })
+    }
+
+    fn by_subscriber(&self, subscriber: String) -> StoreFuture<'_, Vec<Subscription>> {
+        Box::pin(async move {
+            Ok(self
+                .subs
+                .lock()
+                .values()
+                .filter(|s| s.subscriber == subscriber)
+                .cloned()
+                .collect())
+        })
+    }
+
+    fn all(&self) -> StoreFuture<'_, Vec<Subscription>> {
+        Box::pin(async move { Ok(self.subs.lock().values().cloned().collect()) })
+    }
+
+    fn expire(&self, now_ms: u64) -> StoreFuture<'_, Vec<Subscription>> {
+        Box::pin(async move {
+            let mut subs = self.subs.lock();
+            let gone: Vec<DialogId> = subs
+                .values()
+                .filter(|s| s.expires_at_ms <= now_ms)
+                .map(|s| s.dialog.clone())
+                .collect();
+            Ok(gone.iter().filter_map(|d| subs.remove(d)).collect())
+        })
+    }
+}
