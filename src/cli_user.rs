@@ -9,10 +9,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::identity::xui::{Xui, XuiError};
 use crate::storage::credentials::{make_credential, Credential, CredentialStore, Role};
 use crate::storage::sled_credentials::SledCredentials;
 use crate::storage::{now_ms, StorageError};
-use crate::xcap::xui::{Xui, XuiError};
 
 /// sled page cache of the short-lived CLI process.
 const CACHE_CAPACITY_BYTES: u64 = 16 * 1024 * 1024;

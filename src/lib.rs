@@ -20,6 +20,7 @@ pub mod cli_user;
 pub mod config;
 pub mod decision;
 pub mod event;
+pub mod identity;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

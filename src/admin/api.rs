@@ -3,9 +3,9 @@
 //! listing, and bearer JWTs for users (RFC 7519 §4.1 `sub`, `exp`).
 
 use super::{json, AdminError, AdminState};
+use crate::identity::xui::Xui;
 use crate::storage::credentials::{make_credential, Credential, CredentialStore, Role};
 use crate::storage::{now_ms, StorageError};
-use crate::xcap::xui::Xui;
 use crate::xdms::generated::rfc3339;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;

@@ -11,13 +11,13 @@
 pub mod http;
 pub mod remote;
 
+use crate::identity::xui::Xui;
 use crate::policy::{
     self, evaluate_all, im_action, ImAction, ListLookup, ListResolver, Media, Ruleset,
 };
 use crate::storage::{DocKey, TreeKey};
 use crate::xcap::error::XcapError;
-use crate::xcap::xui::Xui;
-use crate::xdms::target::Node;
+use crate::xdms::target::{Node, NodeError};
 use crate::xdms::Xdms;
 use crate::xml::{self, ParsedDoc};
 use parking_lot::Mutex;
@@ -280,7 +280,7 @@ impl ListIndex {
     fn contains(&self, identity: &str) -> bool {
         self.by_key
             .get(&coarse_key(identity))
-            .is_some_and(|c| c.iter().any(|m| policy::identity::uri_equal(m, identity)))
+            .is_some_and(|c| c.iter().any(|m| crate::identity::uri_equal(m, identity)))
     }
 }
 
@@ -447,7 +447,6 @@ fn list_namespace(auid: &str) -> Option<&'static str> {
 
 /// The document and node an XCAP reference names (absolute, or relative to the XCAP root).
 pub(crate) fn locate_reference(xdms: &Xdms, uri: &str) -> Result<(DocKey, Node), String> {
-    use crate::xcap::selector::{parse_xmlns_query, NodeSelector, ResolvedTerminal};
     let settings = xdms.settings();
     let rel = uri
         .strip_prefix(&settings.public_root)
@@ -470,32 +469,16 @@ pub(crate) fn locate_reference(xdms: &Xdms, uri: &str) -> Result<(DocKey, Node),
         .node_selector
         .as_deref()
         .ok_or_else(|| format!("{uri}: no node selector"))?;
-    let selector = NodeSelector::parse(text).map_err(|_| format!("{uri}: bad node selector"))?;
-    let bindings = parsed
-        .query
-        .as_deref()
-        .map(parse_xmlns_query)
-        .unwrap_or_default();
-    let resolved = selector
-        .resolve(&bindings, default_ns.as_deref())
-        .map_err(|_| format!("{uri}: unbound prefix"))?;
-    let kind = match resolved.terminal {
-        Some(ResolvedTerminal::Attribute(_)) => crate::xdms::target::NodeTarget::Attribute,
-        Some(ResolvedTerminal::NamespaceBindings) => crate::xdms::target::NodeTarget::Namespaces,
-        None => crate::xdms::target::NodeTarget::Element,
-    };
+    let node = Node::resolve(text, parsed.query.as_deref(), default_ns.as_deref()).map_err(
+        |e| match e {
+            NodeError::UnboundPrefix => format!("{uri}: unbound prefix"),
+            _ => format!("{uri}: bad node selector"),
+        },
+    )?;
     let key = DocKey {
         auid: parsed.auid.clone(),
         tree: TreeKey::User(xui.as_str().to_string()),
         path: parsed.doc_path.join("/"),
     };
-    Ok((
-        key,
-        Node {
-            kind,
-            selector: resolved,
-            parsed: selector,
-            bindings,
-        },
-    ))
+    Ok((key, node))
 }

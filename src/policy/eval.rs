@@ -16,11 +16,11 @@
 //!    re-evaluated per assignment. Above [`MAX_ENUMERATED_UNKNOWN`] unknown anchors the
 //!    outcome is declared decisive without trying.
 
-use super::identity::{domain_equal, uri_domain, uri_equal};
 use super::model::{
     Condition, Except, IdentityItem, ImHandling, Media, MediaList, Rule, Ruleset, Service,
     ServiceList, SubHandling,
 };
+use crate::identity::{domain_equal, uri_domain, uri_equal};
 use std::collections::HashMap;
 
 /// The facts of one request that a policy can test.

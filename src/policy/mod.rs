@@ -14,7 +14,6 @@
 
 pub mod datetime;
 pub mod eval;
-pub mod identity;
 pub mod im;
 pub mod model;
 

@@ -2,8 +2,8 @@
 //! CP-03..CP-27, IX-07, IX-09, IO-06c, IM-24..IM-27). Each vector's name cites the item it
 //! checks; the whole [`Decision`] is compared, not just one field.
 
-use super::identity::uri_equal;
 use super::*;
+use crate::identity::{self, uri_equal};
 use std::collections::{HashMap, HashSet};
 
 const NOW: i64 = 1_700_000_000; // 2023-11-14T22:13:20Z

@@ -13,9 +13,9 @@ use crate::auth::throttle::ThrottleError;
 use crate::auth::trust::{self, TrustedPeers};
 use crate::authz::Principal;
 use crate::config::AuthConfig;
+use crate::identity::xui::Xui;
 use crate::storage::credentials::{CredentialStore, Role};
 use crate::xcap::uri::{self, Tree};
-use crate::xcap::xui::Xui;
 use parking_lot::Mutex;
 use std::cell::RefCell;
 use std::net::IpAddr;
@@ -389,8 +389,7 @@ impl Front {
     }
 
     fn principal_from_identity(&self, raw: &str) -> Option<Principal> {
-        let value = trust::identity_value(raw)?;
-        let xui = Xui::from_identity_header(&value, self.default_domain.as_deref()).ok()?;
+        let xui = Xui::from_identity_header(raw, self.default_domain.as_deref()).ok()?;
         Some(self.principal_for(xui.as_str()))
     }
 

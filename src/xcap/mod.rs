@@ -8,4 +8,3 @@ pub mod mime;
 pub mod pct;
 pub mod selector;
 pub mod uri;
-pub mod xui;

@@ -51,6 +51,14 @@ pub fn encode_node_selector(decoded: &str) -> String {
     utf8_percent_encode(decoded, NODE_SELECTOR).to_string()
 }
 
+/// As `NOT_PCHAR`, but '/' and '?' stay literal: the query of a URI (RFC 3986 §3.4).
+const NOT_QUERY: &AsciiSet = &NOT_PCHAR.remove(b'/').remove(b'?');
+
+/// Encodes a query component (e.g. the `xmlns()` parts of an `<exists field>`, ER-11).
+pub fn encode_query(s: &str) -> String {
+    utf8_percent_encode(s, NOT_QUERY).to_string()
+}
+
 /// Strict percent-decoding to UTF-8: a malformed escape or non-UTF-8 octets are errors, never
 /// passed through (URI-11; 400 at the HTTP layer).
 pub fn decode(s: &str) -> Result<String, PctError> {
@@ -100,6 +108,19 @@ pub(crate) fn hex_value(b: u8) -> Option<u8> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    // URI-13, ER-11: field names in `<exists field>` are escaped like path segments; the
+    // xmlns() query keeps '/' and '?'.
+    #[test]
+    fn path_and_query_encoding_uri13() {
+        assert_eq!(encode_path_segment("list[1]"), "list%5B1%5D");
+        assert_eq!(encode_path_segment("a b\"%"), "a%20b%22%25");
+        assert_eq!(encode_path_segment("é"), "%C3%A9");
+        assert_eq!(encode_path_segment("sip:a@b;x=y"), "sip:a@b;x=y");
+        assert_eq!(encode_path_segment("a/b?c"), "a%2Fb%3Fc");
+        assert_eq!(encode_query("a/b?c"), "a/b?c");
+        assert_eq!(encode_query("xmlns(p=urn:x y)"), "xmlns(p=urn:x%20y)");
+    }
 
     /// RFC 3986 §3.3 `pchar` minus percent-escapes.
     fn is_pchar(c: char) -> bool {

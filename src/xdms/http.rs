@@ -5,10 +5,10 @@
 
 use crate::authz::Principal;
 use crate::body::BodyError;
+use crate::identity::xui::Xui;
 use crate::xcap::error::XcapError;
 use crate::xcap::etag::{EntityTagList, Preconditions};
 use crate::xcap::uri::{self, Tree};
-use crate::xcap::xui::Xui;
 use crate::xdms::respond;
 use crate::xdms::service::{Method, XcapRequest, Xdms};
 use axum::body::Body;

@@ -3,6 +3,7 @@
 //! registry lookup.
 
 use crate::appusage::{AppUsage, Registry, TreeKind};
+use crate::identity::xui::Xui;
 use crate::storage::{DocKey, TreeKey};
 use crate::xcap::error::XcapError;
 use crate::xcap::pct::encode_node_selector;
@@ -10,7 +11,6 @@ use crate::xcap::selector::{
     parse_xmlns_query, Bindings, NodeSelector, ResolvedSelector, ResolvedTerminal,
 };
 use crate::xcap::uri::{self, Tree};
-use crate::xcap::xui::Xui;
 use std::sync::Arc;
 
 /// What part of the document a request addresses.
@@ -29,6 +29,55 @@ pub struct Node {
     pub parsed: NodeSelector,
     /// Prefix bindings of the request's `xmlns()` query (URI-14).
     pub bindings: Bindings,
+}
+
+/// Why a node selector names nothing this server can address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeError {
+    /// Not the RFC 4825 §6.3 grammar (400).
+    Malformed,
+    /// A prefix no `xmlns()` part binds (URI-16, 400).
+    UnboundPrefix,
+    /// Valid but outside what XCAP selects (NS-14, 404).
+    NotUnderstood,
+}
+
+impl Node {
+    /// Resolves a percent-decoded node selector against the request's `xmlns()` query and the
+    /// usage's default namespace (RFC 4825 §6.3, §6.4; URI-14, URI-16). The XDMS and the
+    /// decision service's references into XCAP both resolve through here.
+    pub fn resolve(
+        text: &str,
+        query: Option<&str>,
+        default_ns: Option<&str>,
+    ) -> Result<Node, NodeError> {
+        let parsed = NodeSelector::parse(text).map_err(|e| {
+            if e.is_bad_request() {
+                NodeError::Malformed
+            } else {
+                NodeError::NotUnderstood
+            }
+        })?;
+        let bindings = query.map(parse_xmlns_query).unwrap_or_default();
+        let selector = parsed.resolve(&bindings, default_ns).map_err(|e| {
+            if e.is_bad_request() {
+                NodeError::UnboundPrefix
+            } else {
+                NodeError::NotUnderstood
+            }
+        })?;
+        let kind = match selector.terminal {
+            None => NodeTarget::Element,
+            Some(ResolvedTerminal::Attribute(_)) => NodeTarget::Attribute,
+            Some(ResolvedTerminal::NamespaceBindings) => NodeTarget::Namespaces,
+        };
+        Ok(Node {
+            kind,
+            selector,
+            parsed,
+            bindings,
+        })
+    }
 }
 
 pub struct Target {
@@ -87,43 +136,23 @@ impl Target {
         }
         let node = match &parsed.node_selector {
             None => None,
-            Some(text) => {
-                let ns = NodeSelector::parse(text).map_err(|e| {
-                    if e.is_bad_request() {
-                        XcapError::BadRequest("malformed node selector".into())
-                    } else {
+            Some(text) => Some(
+                Node::resolve(
+                    text,
+                    parsed.query.as_deref(),
+                    usage.descriptor.default_namespace.as_deref(),
+                )
+                .map_err(|e| match e {
+                    NodeError::Malformed => XcapError::BadRequest("malformed node selector".into()),
+                    // URI-16: prefix not bound by an xmlns() part.
+                    NodeError::UnboundPrefix => XcapError::BadRequest(
+                        "node selector uses a prefix not bound by the xmlns() query".into(),
+                    ),
+                    NodeError::NotUnderstood => {
                         XcapError::NotFound("node selector not understood (NS-14)")
                     }
-                })?;
-                let bindings = parsed
-                    .query
-                    .as_deref()
-                    .map(parse_xmlns_query)
-                    .unwrap_or_default();
-                let resolved = ns
-                    .resolve(&bindings, usage.descriptor.default_namespace.as_deref())
-                    .map_err(|e| {
-                        if e.is_bad_request() {
-                            // URI-16: prefix not bound by an xmlns() part.
-                            XcapError::BadRequest(
-                                "node selector uses a prefix not bound by the xmlns() query".into(),
-                            )
-                        } else {
-                            XcapError::NotFound("node selector not understood (NS-14)")
-                        }
-                    })?;
-                let kind = match resolved.terminal {
-                    None => NodeTarget::Element,
-                    Some(ResolvedTerminal::Attribute(_)) => NodeTarget::Attribute,
-                    Some(ResolvedTerminal::NamespaceBindings) => NodeTarget::Namespaces,
-                };
-                Some(Node {
-                    kind,
-                    selector: resolved,
-                    parsed: ns,
-                    bindings,
-                })
-            }
+                })?,
+            ),
         };
         let key = DocKey {
             auid: parsed.auid.clone(),

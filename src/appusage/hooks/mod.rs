@@ -18,6 +18,9 @@ pub mod shared;
 
 pub use rls_services::{alt_service_uri, service_uri_field, service_uris};
 
+use crate::identity::split_scheme;
+use crate::identity::xui::same_xui;
+use crate::xcap::pct;
 use roxmltree::Node;
 
 /// `urn:ietf:params:xml:ns:resource-lists` (RFC 4826 §8.3.1).
@@ -287,17 +290,14 @@ impl<'d> FieldBuilder<'d> {
             if let Some(pos) = step.position {
                 name.push_str(&format!("[{pos}]"));
             }
-            parts.push(percent_encode(&name, PATH_KEEP));
+            parts.push(pct::encode_path_segment(&name));
         }
-        parts.push(format!("@{}", percent_encode(attr, PATH_KEEP)));
+        parts.push(format!("@{}", pct::encode_path_segment(attr)));
         let mut field = parts.join("/");
         if !bindings.is_empty() {
             field.push('?');
             for (prefix, ns) in &bindings {
-                field.push_str(&percent_encode(
-                    &format!("xmlns({prefix}={ns})"),
-                    QUERY_KEEP,
-                ));
+                field.push_str(&pct::encode_query(&format!("xmlns({prefix}={ns})")));
             }
         }
         field
@@ -357,100 +357,6 @@ fn is_ncname(s: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Percent-encoding (RFC 3986 §2.1)
 // ---------------------------------------------------------------------------------------------
-
-/// pchar minus unreserved: sub-delims, ':' and '@' stay literal in a path segment.
-const PATH_KEEP: &str = "!$&'()*+,;=:@";
-/// Query characters additionally keep '/' and '?'.
-const QUERY_KEEP: &str = "!$&'()*+,;=:@/?";
-
-/// Percent-encodes every byte that is not unreserved and not in `keep`, as uppercase `%XX`
-/// over the UTF-8 octets (URI-13): `"`, `[`, `]`, space, `%`, non-ASCII and so on.
-pub(crate) fn percent_encode(s: &str, keep: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for &b in s.as_bytes() {
-        let c = b as char;
-        if b.is_ascii_alphanumeric()
-            || matches!(c, '-' | '.' | '_' | '~')
-            || (b.is_ascii() && keep.contains(c))
-        {
-            out.push(c);
-        } else {
-            out.push('%');
-            out.push(hex_digit(b >> 4));
-            out.push(hex_digit(b & 0x0f));
-        }
-    }
-    out
-}
-
-fn hex_digit(v: u8) -> char {
-    char::from(b"0123456789ABCDEF"[usize::from(v & 0x0f)])
-}
-
-/// Percent-decodes `s` as UTF-8; `None` on a malformed escape or invalid UTF-8.
-pub(crate) fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hi = bytes.get(i + 1).and_then(|b| (*b as char).to_digit(16))?;
-            let lo = bytes.get(i + 2).and_then(|b| (*b as char).to_digit(16))?;
-            out.push(u8::try_from(hi * 16 + lo).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-// ---------------------------------------------------------------------------------------------
-// XUI canonicalisation (IO-01, RL-18a)
-// ---------------------------------------------------------------------------------------------
-
-/// Canonical form used to compare XUIs: scheme and host lowercased, a missing scheme read as
-/// `sip:` (Blink writes `alice@example.com`, Jitsi `sip:alice@example.com`, IO-01a/b).
-pub(crate) fn canonical_xui(raw: &str) -> String {
-    let s = raw.trim();
-    let (scheme, rest) = match split_scheme(s) {
-        Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
-        None => ("sip".to_owned(), s),
-    };
-    let end = rest.find([';', '?']).unwrap_or(rest.len());
-    let (address, params) = rest.split_at(end);
-    let address = match address.rfind('@') {
-        Some(at) => format!(
-            "{}@{}",
-            &address[..at],
-            address[at + 1..].to_ascii_lowercase()
-        ),
-        // `sip:example.com` names a host only.
-        None if scheme == "sip" || scheme == "sips" => address.to_ascii_lowercase(),
-        None => address.to_owned(),
-    };
-    format!("{scheme}:{address}{params}")
-}
-
-/// Splits `scheme:rest` when the part before the first ':' is a URI scheme (RFC 3986 §3.1).
-/// `alice@example.com:5060` has no scheme: '@' is not a scheme character.
-fn split_scheme(s: &str) -> Option<(&str, &str)> {
-    let colon = s.find(':')?;
-    let scheme = &s[..colon];
-    let mut chars = scheme.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
-    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    (first_ok && rest_ok).then(|| (scheme, &s[colon + 1..]))
-}
-
-/// True when the percent-encoded XUI path segment names the same user as `xui`.
-pub(crate) fn same_xui(segment: &str, xui: &str) -> bool {
-    match percent_decode(segment) {
-        Some(decoded) => canonical_xui(&decoded) == canonical_xui(xui),
-        None => false,
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // References into XCAP (RFC 4825 §6; RFC 4826 §3.4.5, §4.4.5)
@@ -576,7 +482,7 @@ impl<'u> XcapReference<'u> {
     /// given — the users tree of that very XUI.
     pub(crate) fn names_list_document(&self, owner: Option<&str>) -> bool {
         let decoded_dot = |s: &&str| {
-            let d = percent_decode(s);
+            let d = pct::decode(s).ok();
             matches!(d.as_deref(), Some(".") | Some("..") | None)
         };
         if self.segments.iter().any(decoded_dot) {
@@ -622,54 +528,6 @@ mod tests {
         }
         assert_eq!(hook_names().len(), HOOKS.len());
         assert!(hook_by_name("xcap-caps").is_none());
-    }
-
-    #[test]
-    fn percent_encode_field_characters_uri13() {
-        assert_eq!(percent_encode("list[1]", PATH_KEEP), "list%5B1%5D");
-        assert_eq!(percent_encode("a b\"%", PATH_KEEP), "a%20b%22%25");
-        assert_eq!(percent_encode("é", PATH_KEEP), "%C3%A9");
-        assert_eq!(percent_encode("sip:a@b;x=y", PATH_KEEP), "sip:a@b;x=y");
-        assert_eq!(percent_encode("a/b?c", PATH_KEEP), "a%2Fb%3Fc");
-        assert_eq!(percent_encode("a/b?c", QUERY_KEEP), "a/b?c");
-    }
-
-    #[test]
-    fn percent_decode_roundtrip_and_errors() {
-        assert_eq!(
-            percent_decode("sip%3Aalice%40example.com").as_deref(),
-            Some("sip:alice@example.com")
-        );
-        assert_eq!(percent_decode("%C3%A9").as_deref(), Some("é"));
-        assert_eq!(percent_decode("%"), None);
-        assert_eq!(percent_decode("%zz"), None);
-        assert_eq!(percent_decode("%FF"), None, "invalid UTF-8");
-    }
-
-    #[test]
-    fn xui_canonical_forms_io01() {
-        assert_eq!(canonical_xui("alice@Example.COM"), "sip:alice@example.com");
-        assert_eq!(
-            canonical_xui("SIP:alice@EXAMPLE.com"),
-            "sip:alice@example.com"
-        );
-        assert_eq!(
-            canonical_xui("sip:Alice@example.com"),
-            "sip:Alice@example.com",
-            "user part is case-sensitive"
-        );
-        assert_eq!(canonical_xui("tel:+1234"), "tel:+1234");
-        assert_eq!(
-            canonical_xui("alice@example.com:5060"),
-            "sip:alice@example.com:5060"
-        );
-        assert!(same_xui(
-            "sip%3Aalice%40example.com",
-            "sip:alice@example.com"
-        ));
-        assert!(same_xui("alice@example.com", "sip:alice@example.com"));
-        assert!(!same_xui("sip:bob@example.com", "sip:alice@example.com"));
-        assert!(!same_xui("%FF", "sip:alice@example.com"));
     }
 
     #[test]
@@ -857,34 +715,5 @@ mod tests {
         f.uniqueness("x/@y".into(), vec![]);
         assert!(matches!(f.finish(), Err(ConstraintViolation::Uniqueness(v)) if v.len() == 1));
         assert_eq!(Findings::default().finish(), Ok(()));
-    }
-
-    mod props {
-        use super::super::*;
-        use proptest::prelude::*;
-
-        proptest! {
-            /// Encoding then decoding any string gives it back; the encoded form holds only
-            /// unreserved, kept and '%' characters (URI-13).
-            #[test]
-            fn percent_roundtrip(s in "\\PC{0,24}") {
-                let enc = percent_encode(&s, PATH_KEEP);
-                prop_assert_eq!(percent_decode(&enc), Some(s));
-                prop_assert!(enc.chars().all(|c| c.is_ascii_alphanumeric() || "-._~%".contains(c) || PATH_KEEP.contains(c)));
-            }
-
-            /// XUI spellings with and without `sip:`, percent-encoded or not, any host case,
-            /// name the same user (IO-01).
-            #[test]
-            fn xui_spellings_match(user in "[a-z0-9._]{1,8}", host in "[a-zA-Z]{1,8}\\.[a-zA-Z]{2,3}") {
-                let canonical = format!("sip:{user}@{}", host.to_ascii_lowercase());
-                let bare = format!("{user}@{host}");
-                let encoded = percent_encode(&format!("sip:{user}@{host}"), "");
-                let other = format!("sip:{user}x@{host}");
-                prop_assert!(same_xui(&bare, &canonical));
-                prop_assert!(same_xui(&encoded, &canonical));
-                prop_assert!(!same_xui(&other, &canonical));
-            }
-        }
     }
 }

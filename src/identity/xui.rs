@@ -8,7 +8,9 @@ use std::fmt;
 
 use thiserror::Error;
 
-use super::pct;
+use super::name_addr::identity_value;
+use super::split_scheme;
+use crate::xcap::pct;
 
 /// The canonical home-directory key of a user (IO-01f).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -85,32 +87,11 @@ impl Xui {
         value: &str,
         default_domain: Option<&str>,
     ) -> Result<Xui, XuiError> {
-        let value = value.trim();
-        if value.is_empty() {
+        if value.trim().is_empty() {
             return Err(XuiError::Empty);
         }
-        let unquoted;
-        let mut addr = value;
-        if let Some(after) = value.strip_prefix('"') {
-            let (quoted, rest) = split_quoted_string(after).ok_or(XuiError::MalformedHeader)?;
-            let rest = rest.trim();
-            if rest.is_empty() {
-                // The whole value is quoted: it holds the identity itself.
-                unquoted = quoted;
-                addr = unquoted.trim();
-            } else {
-                // A quoted display name precedes the name-addr.
-                addr = rest;
-            }
-        }
-        if let Some(open) = addr.find('<') {
-            let inner = &addr[open + 1..];
-            let close = inner.find('>').ok_or(XuiError::MalformedHeader)?;
-            addr = inner[..close].trim();
-        } else if addr.contains('>') {
-            return Err(XuiError::MalformedHeader);
-        }
-        Xui::parse(addr, default_domain)
+        let addr = identity_value(value).ok_or(XuiError::MalformedHeader)?;
+        Xui::parse(&addr, default_domain)
     }
 
     /// The canonical key, e.g. `sip:alice@example.com` or `tel:+12125550100`.
@@ -153,19 +134,6 @@ fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
         .as_bytes()
         .windows(needle.len())
         .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
-}
-
-/// A URI scheme (RFC 3986 §3.1) ending before the first ':' that precedes any '@'.
-fn split_scheme(s: &str) -> Option<(&str, &str)> {
-    let colon = s.find(':')?;
-    if s.find('@').is_some_and(|at| at < colon) {
-        return None;
-    }
-    let scheme = &s[..colon];
-    let mut chars = scheme.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    valid.then(|| (scheme, &s[colon + 1..]))
 }
 
 /// `user[:password]@host[:port][;params][?headers]` → `sip:user@host` (RFC 3261 §19.1.1).
@@ -252,19 +220,36 @@ fn tel_key(rest: &str) -> Result<Xui, XuiError> {
     Ok(Xui(format!("tel:{}", number.to_ascii_uppercase())))
 }
 
-/// Splits a quoted-string (RFC 3261 §25.1) whose opening quote was already consumed:
-/// (content with `\` escapes removed, text after the closing quote).
-fn split_quoted_string(s: &str) -> Option<(String, &str)> {
-    let mut content = String::new();
-    let mut chars = s.char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '\\' => content.push(chars.next()?.1),
-            '"' => return Some((content, &s[i + 1..])),
-            _ => content.push(c),
-        }
+/// Loose canonical form used to compare XUIs written in documents (RL-18a), where a value
+/// that [`Xui::parse`] refuses still compares by text: scheme and host lowercased, a missing scheme read as
+/// `sip:` (Blink writes `alice@example.com`, Jitsi `sip:alice@example.com`, IO-01a/b).
+pub fn canonical_xui(raw: &str) -> String {
+    let s = raw.trim();
+    let (scheme, rest) = match split_scheme(s) {
+        Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
+        None => ("sip".to_owned(), s),
+    };
+    let end = rest.find([';', '?']).unwrap_or(rest.len());
+    let (address, params) = rest.split_at(end);
+    let address = match address.rfind('@') {
+        Some(at) => format!(
+            "{}@{}",
+            &address[..at],
+            address[at + 1..].to_ascii_lowercase()
+        ),
+        // `sip:example.com` names a host only.
+        None if scheme == "sip" || scheme == "sips" => address.to_ascii_lowercase(),
+        None => address.to_owned(),
+    };
+    format!("{scheme}:{address}{params}")
+}
+
+/// True when the percent-encoded XUI path segment names the same user as `xui`.
+pub fn same_xui(segment: &str, xui: &str) -> bool {
+    match pct::decode(segment) {
+        Ok(decoded) => canonical_xui(&decoded) == canonical_xui(xui),
+        Err(_) => false,
     }
-    None
 }
 
 #[cfg(test)]
@@ -428,6 +413,48 @@ mod tests {
                 prop_assert_eq!(Xui::from_identity_header(&header, None), Ok(xui));
             }
             let _ = Xui::from_identity_header(&s, None);
+        }
+    }
+
+    // IO-01, RL-18a: XUIs written in documents compare loosely.
+    #[test]
+    fn xui_canonical_forms_io01() {
+        assert_eq!(canonical_xui("alice@Example.COM"), "sip:alice@example.com");
+        assert_eq!(
+            canonical_xui("SIP:alice@EXAMPLE.com"),
+            "sip:alice@example.com"
+        );
+        assert_eq!(
+            canonical_xui("sip:Alice@example.com"),
+            "sip:Alice@example.com",
+            "user part is case-sensitive"
+        );
+        assert_eq!(canonical_xui("tel:+1234"), "tel:+1234");
+        assert_eq!(
+            canonical_xui("alice@example.com:5060"),
+            "sip:alice@example.com:5060"
+        );
+        assert!(same_xui(
+            "sip%3Aalice%40example.com",
+            "sip:alice@example.com"
+        ));
+        assert!(same_xui("alice@example.com", "sip:alice@example.com"));
+        assert!(!same_xui("sip:bob@example.com", "sip:alice@example.com"));
+        assert!(!same_xui("%FF", "sip:alice@example.com"));
+    }
+
+    proptest! {
+        /// XUI spellings with and without `sip:`, percent-encoded or not, any host case,
+        /// name the same user (IO-01).
+        #[test]
+        fn xui_spellings_match(user in "[a-z0-9._]{1,8}", host in "[a-zA-Z]{1,8}\\.[a-zA-Z]{2,3}") {
+            let canonical = format!("sip:{user}@{}", host.to_ascii_lowercase());
+            let bare = format!("{user}@{host}");
+            let encoded = format!("sip%3A{user}%40{host}");
+            let other = format!("sip:{user}x@{host}");
+            prop_assert!(same_xui(&bare, &canonical));
+            prop_assert!(same_xui(&encoded, &canonical));
+            prop_assert!(!same_xui(&other, &canonical));
         }
     }
 }

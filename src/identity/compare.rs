@@ -20,6 +20,8 @@
 
 use std::borrow::Cow;
 
+use crate::xcap::pct;
+
 /// True when `a` and `b` denote the same identity under the rules of their URI scheme
 /// (CP-06). Surrounding white space is ignored.
 pub fn uri_equal(a: &str, b: &str) -> bool {
@@ -103,13 +105,9 @@ pub fn domain_to_ascii(raw: &str) -> Option<String> {
     Some(out)
 }
 
-/// Splits `scheme:rest`, lowercasing the scheme (RFC 3986 §3.1 grammar).
+/// Splits `scheme:rest`, lowercasing the scheme.
 fn split_scheme(uri: &str) -> Option<(String, &str)> {
-    let (scheme, rest) = uri.split_once(':')?;
-    let mut chars = scheme.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
-    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    (first_ok && rest_ok).then(|| (scheme.to_ascii_lowercase(), rest))
+    super::split_scheme(uri).map(|(scheme, rest)| (scheme.to_ascii_lowercase(), rest))
 }
 
 fn generic_equal(a: &str, b: &str) -> bool {
@@ -335,31 +333,16 @@ fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
     if !s.contains('%') {
         return Some(Cow::Borrowed(s));
     }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            out.push(hex_pair(bytes.get(i + 1..i + 3)?)?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok().map(Cow::Owned)
+    pct::decode(s).ok().map(Cow::Owned)
 }
 
 fn hex_pair(pair: &[u8]) -> Option<u8> {
-    let digit = |b: u8| char::from(b).to_digit(16);
     match pair {
-        [h, l] => Some(u8::try_from(digit(*h)? * 16 + digit(*l)?).ok()?),
+        [h, l] => Some(pct::hex_value(*h)? << 4 | pct::hex_value(*l)?),
         _ => None,
     }
 }
 
-/// Punycode encoding of one label (RFC 3492 §6.3), without the `xn--` prefix. `None` on
-/// arithmetic overflow, which RFC 3492 treats as failure.
 fn punycode_encode(label: &str) -> Option<String> {
     const BASE: u32 = 36;
     const T_MIN: u32 = 1;
