@@ -19,7 +19,7 @@ use crate::storage::sled_subscriptions::SledSubscriptions;
 use crate::storage::subscriptions::{MemorySubscriptions, SubscriptionStore};
 use crate::storage::{ChangeFeed, DocumentStore, StorageError};
 use crate::upstream::Upstream;
-use crate::xdms::http::{router, HttpState};
+use crate::xdms::http::HttpState;
 use crate::xdms::{Xdms, XdmsSettings};
 use crate::xsd::{Validator, XsdError};
 use std::future::Future;
@@ -28,6 +28,8 @@ use std::sync::Arc;
 use thiserror::Error;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+
+mod build;
 
 #[derive(Debug, Error)]
 pub enum AppError {
@@ -165,15 +167,8 @@ pub fn open_stores(config: &Config) -> Result<Stores, AppError> {
             messages: Arc::new(MemoryMessages::new()),
         },
         StorageBackend::Sled => {
-            let path = config.server.data_dir.join("sled");
-            std::fs::create_dir_all(&config.server.data_dir).map_err(|e| {
-                StorageError::Backend(format!(
-                    "cannot create {}: {e}",
-                    config.server.data_dir.display()
-                ))
-            })?;
-            let store = SledStore::open(
-                &path,
+            let store = SledStore::open_in_data_dir(
+                &config.server.data_dir,
                 SledOptions {
                     cache_capacity_bytes: config.storage.cache_capacity_mb * 1024 * 1024,
                     journal_segment_bytes: config.storage.journal_segment_mb * 1024 * 1024,
@@ -228,142 +223,20 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         addr: config.server.http,
         message: e.to_string(),
     })?;
-    let settings = XdmsSettings {
-        root_path: config.root_path().to_string(),
-        public_root: config.public_root(http_addr),
-        default_domain: (!config.server.default_domain.is_empty())
-            .then(|| config.server.default_domain.clone()),
-        limits: config.limits.xml_limits(),
-        allow_foreign_references: config.xcap.allow_foreign_references,
-        oma_compliant: config.xcap.oma_compliant,
-        quote_attribute_values: config.xcap.quote_attribute_values,
-        cache_bytes: config.storage.document_cache_mb as usize * 1024 * 1024,
-    };
+    let settings = build::xdms_settings(&config, http_addr);
     let feed = ChangeFeed::new(store.clone());
     // Read before the indexes are built from the store: changes after it are followed.
     let indexed_through = feed.head();
     let xdms = Arc::new(Xdms::new(settings, registry, store.clone(), validator)?);
     let follower = follow_changes(&feed, xdms.clone(), indexed_through);
     let dev_mode = config.server.auth == crate::config::AuthMode::None;
-    let mut targets = Vec::new();
-    for t in &config.routing.targets {
-        let upstream = Upstream::new(Routes::target_config(
-            &t.url,
-            std::time::Duration::from_secs(t.timeout_secs),
-        ))
-        .map_err(|e| {
-            AppError::Config(ConfigError::Invalid(format!(
-                "routing target {}: {e}",
-                t.name
-            )))
-        })?;
-        targets.push(Target {
-            name: t.name.clone(),
-            upstream,
-            auids: t.auids.clone(),
-            trusted_hop: t.trusted_hop,
-        });
-    }
-    let targets_for_lists = targets.clone();
+    let targets = build::routing_targets(&config)?;
+    let decisions = build::decision_service(&config, &xdms, &targets);
     let routes = Arc::new(Routes::new(config.root_path(), targets, xdms.clone()));
-    let im_default = match config.policy.im_default.as_str() {
-        "allow" => crate::policy::ImAction::Allow,
-        "polite-block" => crate::policy::ImAction::PoliteBlock,
-        _ => crate::policy::ImAction::Block,
-    };
-    // External lists on remote Shared XDMS nodes: the routed list AUIDs, fetched as the
-    // configured service identity.
-    let remote_lists = (!config.policy.service_identity.is_empty())
-        .then(|| {
-            let targets: std::collections::HashMap<String, Upstream> = targets_for_lists
-                .iter()
-                .flat_map(|t| {
-                    t.auids
-                        .iter()
-                        .filter(|a| {
-                            *a == "resource-lists"
-                                || *a == "org.openmobilealliance.group-usage-list"
-                        })
-                        .map(move |a| (a.clone(), t.upstream.clone()))
-                })
-                .collect();
-            (!targets.is_empty()).then(|| {
-                crate::decision::remote::RemoteLists::new(
-                    targets,
-                    config.policy.service_identity.clone(),
-                    xdms.settings().limits,
-                )
-            })
-        })
-        .flatten();
-    let decisions = Arc::new(DecisionService::new(xdms.clone(), im_default, remote_lists));
-    let mut app = axum::Router::new()
-        .route(
-            crate::decision::http::PATH,
-            axum::routing::post(crate::decision::http::decide).with_state(decisions.clone()),
-        )
-        .merge(router(HttpState {
-            xdms: xdms.clone(),
-            max_body_bytes: config.limits.max_body_bytes,
-            request_timeout: std::time::Duration::from_secs(config.limits.request_timeout_secs),
-            dev_mode,
-        }))
-        .layer(axum::middleware::from_fn_with_state(
-            routes,
-            crate::proxy::route::route,
-        ));
-    if !dev_mode {
-        let front = Arc::new(Front::new(
-            &config.auth,
-            creds.clone(),
-            settings_default_domain(&config),
-            config.root_path(),
-            config.tls(),
-        )?);
-        app = app.layer(axum::middleware::from_fn_with_state(
-            front,
-            crate::proxy::http::authenticate,
-        ));
-    }
-    // AP-14: gzip responses for clients that ask (Accept-Encoding). Request bodies are not
-    // decoded: Jitsi sends "Content-Encoding: UTF-8", which must be ignored (IO-09c).
-    let app = app
-        .layer(tower_http::compression::CompressionLayer::new().gzip(true))
-        .layer(axum::middleware::from_fn(crate::telemetry::access_log));
-    // Outermost, so refused requests are counted too.
-    let app = app.layer(axum::middleware::from_fn_with_state(
-        RequestTracker::new(metrics.clone(), config.root_path()),
-        track_requests,
-    ));
-    let admin = match config.admin.listen_addr()? {
-        None => None,
-        Some(addr) => {
-            let token = crate::admin::resolve_token(
-                &config.admin.token,
-                &config.admin.token_file,
-                &config.server.data_dir,
-            )?;
-            let issuer = crate::admin::hs256_issuer(
-                &config.auth.jwt_hs256_secret_file,
-                &config.auth.jwt_issuer,
-                &config.auth.jwt_audience,
-            )?
-            .map(Arc::new);
-            let (admin_listener, admin_addr) = bind(addr).await?;
-            let admin_app = crate::admin::router(AdminState {
-                xdms: xdms.clone(),
-                store: store.clone(),
-                creds: creds.clone(),
-                metrics: metrics.clone(),
-                token,
-                issuer,
-                root_path: config.root_path().to_string(),
-                default_domain: settings_default_domain(&config),
-                max_import_bytes: config.admin.max_import_bytes,
-            });
-            Some((admin_listener, admin_addr, admin_app))
-        }
-    };
+    let app = build::xcap_router(
+        &config, &xdms, &decisions, routes, &creds, &metrics, dev_mode,
+    )?;
+    let admin = build::admin_server(&config, &xdms, &store, &creds, &metrics).await?;
     let admin_addr = admin.as_ref().map(|(_, addr, _)| *addr);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let grace = std::time::Duration::from_secs(config.server.shutdown_grace_secs);

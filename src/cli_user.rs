@@ -3,7 +3,8 @@
 //! while the server is stopped. XUIs are normalized as the server does (RFC 4825 §4, IO-01), and
 //! HA1s are computed for every username spelling clients send (IO-01a/b/d, IO-04d).
 //!
-//! The functions open `<data_dir>/sled`, the path the server uses. sled locks that directory for
+//! The functions open the data directory's database exactly as the server does
+//! (`SledStore::open_in_data_dir`). sled locks that directory for
 //! one process; a running server therefore makes them fail with [`CliUserError::InUse`] instead
 //! of writing behind its back.
 
@@ -13,6 +14,7 @@ use crate::identity::xui::{Xui, XuiError};
 use crate::storage::credentials::{make_credential, Credential, CredentialStore, Role};
 use crate::storage::sled_credentials::SledCredentials;
 use crate::storage::{now_ms, StorageError};
+use crate::storage::{SledOptions, SledStore};
 
 /// sled page cache of the short-lived CLI process.
 const CACHE_CAPACITY_BYTES: u64 = 16 * 1024 * 1024;
@@ -74,8 +76,7 @@ pub fn user_add(
     } else {
         roles.to_vec()
     };
-    let db = open_db(data_dir, true)?.ok_or_else(|| missing_db(data_dir))?;
-    let store = SledCredentials::new(&db)?;
+    let (_db, store) = open_db(data_dir, true)?.ok_or_else(|| missing_db(data_dir))?;
     if store.get_user(xui.as_str())?.is_some() {
         return Err(CliUserError::Exists(xui.to_string()));
     }
@@ -92,10 +93,10 @@ pub fn user_add(
 /// Deletes the user `xui`.
 pub fn user_del(data_dir: &Path, xui: &str) -> Result<String, CliUserError> {
     let xui = parse_xui(xui)?;
-    let Some(db) = open_db(data_dir, false)? else {
+    let Some((_db, store)) = open_db(data_dir, false)? else {
         return Err(CliUserError::NotFound(xui.to_string()));
     };
-    if !SledCredentials::new(&db)?.delete_user(xui.as_str())? {
+    if !store.delete_user(xui.as_str())? {
         return Err(CliUserError::NotFound(xui.to_string()));
     }
     Ok(format!("deleted {xui}"))
@@ -103,10 +104,10 @@ pub fn user_del(data_dir: &Path, xui: &str) -> Result<String, CliUserError> {
 
 /// One line per user, sorted by XUI: `xui <TAB> realm <TAB> roles` (comma-separated). No hashes.
 pub fn user_list(data_dir: &Path) -> Result<Vec<String>, CliUserError> {
-    let Some(db) = open_db(data_dir, false)? else {
+    let Some((_db, store)) = open_db(data_dir, false)? else {
         return Ok(Vec::new());
     };
-    Ok(SledCredentials::new(&db)?
+    Ok(store
         .list_users()?
         .iter()
         .map(|c| format!("{}\t{}\t{}", c.xui, c.realm, roles_text(&c.roles)))
@@ -120,10 +121,9 @@ pub fn user_passwd(data_dir: &Path, xui: &str, password: &str) -> Result<String,
         return Err(CliUserError::EmptyPassword);
     }
     let xui = parse_xui(xui)?;
-    let Some(db) = open_db(data_dir, false)? else {
+    let Some((_db, store)) = open_db(data_dir, false)? else {
         return Err(CliUserError::NotFound(xui.to_string()));
     };
-    let store = SledCredentials::new(&db)?;
     let old = store
         .get_user(xui.as_str())?
         .ok_or_else(|| CliUserError::NotFound(xui.to_string()))?;
@@ -181,24 +181,31 @@ fn store_checked(store: &SledCredentials, cred: &Credential) -> Result<(), CliUs
     Ok(())
 }
 
-/// Opens `<data_dir>/sled`. Without `create`, a store that was never created is `None` (and
-/// nothing is created on disk).
-fn open_db(data_dir: &Path, create: bool) -> Result<Option<sled::Db>, CliUserError> {
-    let path = data_dir.join("sled");
-    if !create && !path.exists() {
+/// The credentials of a data directory, in the document database opened as `xcapd serve`
+/// opens it (journal replayed, format checked). Without `create`, a store that was never
+/// created is `None` (and nothing is created on disk). The [`SledStore`] is returned too: it
+/// must outlive the credential writes.
+fn open_db(
+    data_dir: &Path,
+    create: bool,
+) -> Result<Option<(SledStore, SledCredentials)>, CliUserError> {
+    if !create && !SledStore::exists_in_data_dir(data_dir) {
         return Ok(None);
     }
-    let config = sled::Config::new()
-        .path(&path)
-        .cache_capacity(CACHE_CAPACITY_BYTES);
-    let opened = crate::storage::sled_common::open_waiting(&config);
-    match opened {
-        Ok(db) => Ok(Some(db)),
-        Err(sled::Error::Io(e)) if e.to_string().contains(SLED_LOCK_MESSAGE) => {
+    let opts = SledOptions {
+        cache_capacity_bytes: CACHE_CAPACITY_BYTES,
+        ..SledOptions::default()
+    };
+    match SledStore::open_in_data_dir(data_dir, opts) {
+        Ok(store) => {
+            let creds = SledCredentials::new(store.db())?;
+            Ok(Some((store, creds)))
+        }
+        Err(StorageError::Backend(e)) if e.contains(SLED_LOCK_MESSAGE) => {
             Err(CliUserError::InUse(data_dir.to_owned()))
         }
         Err(e) => Err(CliUserError::Open {
-            path,
+            path: data_dir.join("sled"),
             message: e.to_string(),
         }),
     }

@@ -58,7 +58,15 @@ fn l0_core_has_no_io() {
     check("policy", IO);
     check("event", IO);
     check("identity", IO);
-    check("identity", &["crate::storage", "crate::auth", "crate::policy", "crate::appusage"]);
+    check(
+        "identity",
+        &[
+            "crate::storage",
+            "crate::auth",
+            "crate::policy",
+            "crate::appusage",
+        ],
+    );
     // Issue #12 scope 5: change records and document keys are pure data of the core.
     check("event", &["crate::storage"]);
     check("xcap", &["crate::storage"]);

@@ -9,7 +9,7 @@
 //! - [`eval`]: [`evaluate`] / [`evaluate_all`] give a [`Decision`] (permissions combined by
 //!   maximum, CP-13).
 //! - [`im`]: the IM action and its default (IM-25).
-//! - [`identity`]: URI equality (CP-06) and domain comparison (CP-10).
+//! - [`crate::identity::compare`]: URI equality (CP-06) and domain comparison (CP-10).
 //! - [`datetime`]: `xs:dateTime` for `<validity>` (CP-12).
 
 pub mod datetime;

@@ -1,0 +1,172 @@
+//! The parts of a running server, one builder per role (design.md §2, L4): the XDMS
+//! settings, the routing targets of the Aggregation Proxy, the policy decision service, the
+//! XCAP HTTP stack (routes, authentication, compression, metrics) and the admin API.
+
+use super::*;
+
+/// Settings of the in-process XDMS.
+pub(super) fn xdms_settings(config: &Config, http_addr: SocketAddr) -> XdmsSettings {
+    XdmsSettings {
+        root_path: config.root_path().to_string(),
+        public_root: config.public_root(http_addr),
+        default_domain: (!config.server.default_domain.is_empty())
+            .then(|| config.server.default_domain.clone()),
+        limits: config.limits.xml_limits(),
+        allow_foreign_references: config.xcap.allow_foreign_references,
+        oma_compliant: config.xcap.oma_compliant,
+        quote_attribute_values: config.xcap.quote_attribute_values,
+        cache_bytes: config.storage.document_cache_mb as usize * 1024 * 1024,
+    }
+}
+
+/// The remote XDMS nodes the Aggregation Proxy routes AUIDs to (AP-05).
+pub(super) fn routing_targets(config: &Config) -> Result<Vec<Target>, AppError> {
+    let mut targets = Vec::new();
+    for t in &config.routing.targets {
+        let upstream = Upstream::new(Routes::target_config(
+            &t.url,
+            std::time::Duration::from_secs(t.timeout_secs),
+        ))
+        .map_err(|e| {
+            AppError::Config(ConfigError::Invalid(format!(
+                "routing target {}: {e}",
+                t.name
+            )))
+        })?;
+        targets.push(Target {
+            name: t.name.clone(),
+            upstream,
+            auids: t.auids.clone(),
+            trusted_hop: t.trusted_hop,
+        });
+    }
+    Ok(targets)
+}
+
+/// The policy decision service; external lists on remote Shared XDMS nodes are fetched from
+/// the routed list AUIDs as the configured service identity.
+pub(super) fn decision_service(
+    config: &Config,
+    xdms: &Arc<Xdms>,
+    targets: &[Target],
+) -> Arc<DecisionService> {
+    let im_default = match config.policy.im_default.as_str() {
+        "allow" => crate::policy::ImAction::Allow,
+        "polite-block" => crate::policy::ImAction::PoliteBlock,
+        _ => crate::policy::ImAction::Block,
+    };
+    let remote_lists = (!config.policy.service_identity.is_empty())
+        .then(|| {
+            let targets: std::collections::HashMap<String, Upstream> = targets
+                .iter()
+                .flat_map(|t| {
+                    t.auids
+                        .iter()
+                        .filter(|a| {
+                            *a == "resource-lists"
+                                || *a == "org.openmobilealliance.group-usage-list"
+                        })
+                        .map(move |a| (a.clone(), t.upstream.clone()))
+                })
+                .collect();
+            (!targets.is_empty()).then(|| {
+                crate::decision::remote::RemoteLists::new(
+                    targets,
+                    config.policy.service_identity.clone(),
+                    xdms.settings().limits,
+                )
+            })
+        })
+        .flatten();
+    Arc::new(DecisionService::new(xdms.clone(), im_default, remote_lists))
+}
+
+/// The XCAP HTTP stack: decision API and XDMS routes behind the proxy's routing, the
+/// authenticating front (unless in development mode), gzip, access log and request metrics.
+pub(super) fn xcap_router(
+    config: &Config,
+    xdms: &Arc<Xdms>,
+    decisions: &Arc<DecisionService>,
+    routes: Arc<Routes>,
+    creds: &Arc<dyn CredentialStore>,
+    metrics: &Arc<Metrics>,
+    dev_mode: bool,
+) -> Result<axum::Router, AppError> {
+    let mut app = axum::Router::new()
+        .route(
+            crate::decision::http::PATH,
+            axum::routing::post(crate::decision::http::decide).with_state(decisions.clone()),
+        )
+        .merge(crate::xdms::http::router(HttpState {
+            xdms: xdms.clone(),
+            max_body_bytes: config.limits.max_body_bytes,
+            request_timeout: std::time::Duration::from_secs(config.limits.request_timeout_secs),
+            dev_mode,
+        }))
+        .layer(axum::middleware::from_fn_with_state(
+            routes,
+            crate::proxy::route::route,
+        ));
+    if !dev_mode {
+        let front = Arc::new(Front::new(
+            &config.auth,
+            creds.clone(),
+            settings_default_domain(config),
+            config.root_path(),
+            config.tls(),
+        )?);
+        app = app.layer(axum::middleware::from_fn_with_state(
+            front,
+            crate::proxy::http::authenticate,
+        ));
+    }
+    // AP-14: gzip responses for clients that ask (Accept-Encoding). Request bodies are not
+    // decoded: Jitsi sends "Content-Encoding: UTF-8", which must be ignored (IO-09c).
+    let app = app
+        .layer(tower_http::compression::CompressionLayer::new().gzip(true))
+        .layer(axum::middleware::from_fn(crate::telemetry::access_log));
+    // Outermost, so refused requests are counted too.
+    Ok(app.layer(axum::middleware::from_fn_with_state(
+        RequestTracker::new(metrics.clone(), config.root_path()),
+        track_requests,
+    )))
+}
+
+/// The admin API listener and its router, when `admin.listen` is set.
+pub(super) async fn admin_server(
+    config: &Config,
+    xdms: &Arc<Xdms>,
+    store: &Arc<dyn DocumentStore>,
+    creds: &Arc<dyn CredentialStore>,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<(tokio::net::TcpListener, SocketAddr, axum::Router)>, AppError> {
+    Ok(match config.admin.listen_addr()? {
+        None => None,
+        Some(addr) => {
+            let token = crate::admin::resolve_token(
+                &config.admin.token,
+                &config.admin.token_file,
+                &config.server.data_dir,
+            )?;
+            let issuer = crate::admin::hs256_issuer(
+                &config.auth.jwt_hs256_secret_file,
+                &config.auth.jwt_issuer,
+                &config.auth.jwt_audience,
+            )?
+            .map(Arc::new);
+            let (admin_listener, admin_addr) = super::bind(addr).await?;
+            let admin_app = crate::admin::router(AdminState {
+                xdms: xdms.clone(),
+                store: store.clone(),
+                creds: creds.clone(),
+                metrics: metrics.clone(),
+                token,
+                issuer,
+                root_path: config.root_path().to_string(),
+                default_domain: settings_default_domain(config),
+                max_import_bytes: config.admin.max_import_bytes,
+            });
+            Some((admin_listener, admin_addr, admin_app))
+        }
+    })
+}

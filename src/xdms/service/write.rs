@@ -1,0 +1,433 @@
+//! The XCAP write operations (RFC 4825 §7.1–§7.9, §8.2): PUT and DELETE of documents,
+//! elements and attributes, with the conditional checks (§7.11, ET-08), the idempotency
+//! re-parse (§8.2.3, §8.2.4), validation (§8.2.5), the compare-and-swap commit with its change
+//! record (design.md §2, §3), and server-wide uniqueness (RL-12).
+
+use super::*;
+
+/// How often a write is retried when another writer committed between our read and our
+/// compare-and-swap (only possible when several processes share a store).
+const CAS_RETRIES: usize = 5;
+
+impl Xdms {
+    pub(super) async fn put(
+        &self,
+        target: &Target,
+        req: &XcapRequest,
+    ) -> Result<XcapResponse, XcapError> {
+        self.refuse_write(target)?;
+        self.authorize(target, &req.principal, Operation::Write)?;
+        self.check_document_name(target).await?;
+        let _guard = self.locks.lock(&target.key).await;
+        for _ in 0..CAS_RETRIES {
+            let current = self.read_stored(&target.key).await?;
+            let current_etag = current.as_ref().map(|d| d.etag.clone());
+            // ET-08: preconditions before any body check.
+            if req.preconditions.evaluate(current_etag.as_deref(), false)
+                != PreconditionOutcome::Proceed
+            {
+                return Err(XcapError::PreconditionFailed);
+            }
+            // Parsing a large body takes milliseconds: hand this worker's other tasks to
+            // another thread meanwhile (issue #11 item 5).
+            let tentative = if req.body.len() > OFF_RUNTIME_BYTES {
+                off_runtime(|| self.apply_put(target, req, current.as_ref()))?
+            } else {
+                self.apply_put(target, req, current.as_ref())?
+            };
+            let (new_doc, created) = self.finish(target, tentative).await?;
+            let expect = match &current_etag {
+                Some(e) => Expect::Etag(e.clone()),
+                None => Expect::Absent,
+            };
+            let edit = target
+                .node
+                .as_ref()
+                .and_then(|node| put_edit(node, &new_doc, created));
+            let origin = ChangeOrigin {
+                principal: req.principal.audit_name(),
+                edit,
+            };
+            match self.commit(target, expect, new_doc, &origin).await {
+                Ok((etag, _)) => {
+                    return Ok(XcapResponse {
+                        status: if created { 201 } else { 200 },
+                        content_type: None,
+                        etag: Some(etag),
+                        body: None,
+                    })
+                }
+                Err(CommitError::Lost) => continue,
+                Err(CommitError::Xcap(e)) => return Err(e),
+            }
+        }
+        Err(XcapError::Unavailable)
+    }
+
+    /// Computes the new document text for a PUT; `created` tells 201 from 200 (OP-26).
+    fn apply_put(
+        &self,
+        target: &Target,
+        req: &XcapRequest,
+        current: Option<&StoredDocument>,
+    ) -> Result<Tentative, XcapError> {
+        let limits = &self.settings.limits;
+        let ct = req.content_type.as_deref();
+        match &target.node {
+            None => {
+                // OP-01c, HT-06.
+                let expected = &target.usage.descriptor.mime_type;
+                if !mime::matches(ct, expected) {
+                    return Err(XcapError::UnsupportedMediaType {
+                        expected: expected.clone(),
+                        received: ct.map(str::to_string),
+                    });
+                }
+                let text = xml::check_document(&req.body).map_err(xml_error)?;
+                let parsed = ParsedDoc::parse(Arc::from(text), limits).map_err(xml_error)?;
+                Ok(Tentative::Parsed(parsed, current.is_none()))
+            }
+            Some(node) => {
+                let (expected, is_element) = match node.kind {
+                    NodeTarget::Element => (mime::XCAP_EL, true),
+                    NodeTarget::Attribute => (mime::XCAP_ATT, false),
+                    NodeTarget::Namespaces => {
+                        return Err(XcapError::MethodNotAllowed { allow: "GET, HEAD" })
+                    }
+                };
+                if !mime::matches(ct, expected) {
+                    return Err(XcapError::UnsupportedMediaType {
+                        expected: expected.to_string(),
+                        received: ct.map(str::to_string),
+                    });
+                }
+                let Some(doc) = current else {
+                    // OP-08: the document itself is missing.
+                    return Err(XcapError::conflict(Conflict::NoParent {
+                        ancestor: Some(target.ancestor_uri(&self.settings.public_root, None)),
+                    }));
+                };
+                let body = std::str::from_utf8(&req.body)
+                    .map_err(|_| XcapError::conflict(Conflict::NotUtf8))?;
+                let parsed = self.parsed(&target.key, doc)?;
+                let edit = if is_element {
+                    xml::put_element_pending(
+                        parsed.text(),
+                        parsed.doc(),
+                        &node.selector,
+                        body,
+                        limits,
+                    )
+                } else {
+                    xml::put_attribute_pending(parsed.text(), parsed.doc(), &node.selector, body)
+                };
+                match edit {
+                    Ok(edit) => Ok(Tentative::Pending(edit)),
+                    Err(XmlError::NoParent { matched_steps }) => {
+                        Err(XcapError::conflict(Conflict::NoParent {
+                            ancestor: Some(
+                                target
+                                    .ancestor_uri(&self.settings.public_root, Some(matched_steps)),
+                            ),
+                        }))
+                    }
+                    Err(e) => Err(xml_error(e)),
+                }
+            }
+        }
+    }
+
+    /// Document naming rules (AU-02g, URI-07, OP-03).
+    async fn check_document_name(&self, target: &Target) -> Result<(), XcapError> {
+        let d = &target.usage.descriptor;
+        match target.directory() {
+            None => {
+                if matches!(target.key.tree, TreeKey::User(_))
+                    && !d.document_names.is_empty()
+                    && !d.document_names.iter().any(|n| n == target.file_name())
+                {
+                    return Err(XcapError::conflict_with(
+                        Conflict::Constraint,
+                        format!(
+                            "document name must be one of: {}",
+                            d.document_names.join(", ")
+                        ),
+                    ));
+                }
+            }
+            Some(dir) => {
+                let declared = d.directories.iter().any(|x| x == dir);
+                let exists = declared
+                    || self
+                        .store
+                        .directory_exists(&target.key.auid, &target.key.tree, dir)
+                        .map_err(storage_error)?;
+                if !exists {
+                    // OP-03: the directory does not exist.
+                    return Err(XcapError::conflict(Conflict::NoParent {
+                        ancestor: Some(target.ancestor_uri(&self.settings.public_root, None)),
+                    }));
+                }
+            }
+        }
+        // URI-07: a directory and a document of the same name cannot both exist.
+        if self
+            .store
+            .directory_exists(&target.key.auid, &target.key.tree, &target.key.path)
+            .map_err(storage_error)?
+        {
+            return Err(XcapError::conflict_with(
+                Conflict::Constraint,
+                "a directory of that name exists",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a tentative version (OP-23): for an edit, the re-parse with its idempotency
+    /// check runs here while the schema validates the new text on a worker; the idempotency
+    /// verdict comes first, then the schema, then the hooks.
+    async fn finish(
+        &self,
+        target: &Target,
+        tentative: Tentative,
+    ) -> Result<(Arc<ParsedDoc>, bool), XcapError> {
+        let ctx = CheckContext {
+            public_root: &self.settings.public_root,
+            owner: target.owner.as_deref(),
+            document_path: &target.key.path,
+            allow_foreign_references: self.settings.allow_foreign_references,
+            oma_compliant: self.settings.oma_compliant,
+        };
+        match tentative {
+            Tentative::Parsed(doc, created) => {
+                check_document(&target.usage, &self.validator, &doc, &ctx).await?;
+                Ok((Arc::new(doc), created))
+            }
+            Tentative::Pending(edit) => {
+                let Some(node) = &target.node else {
+                    return Err(XcapError::Internal("edit without node selector".into()));
+                };
+                let text = edit.text.clone();
+                let limits = &self.settings.limits;
+                let large = edit.text.len() > OFF_RUNTIME_BYTES;
+                let (schema, verified) =
+                    tokio::join!(check_schema(&target.usage, &self.validator, text), async {
+                        if large {
+                            off_runtime(|| edit.verify(&node.selector, limits))
+                        } else {
+                            edit.verify(&node.selector, limits)
+                        }
+                    });
+                let (doc, created) = verified.map_err(xml_error)?;
+                schema?;
+                check_hooks(&target.usage, &doc, &ctx)?;
+                Ok((Arc::new(doc), created))
+            }
+        }
+    }
+
+    pub(super) async fn delete(
+        &self,
+        target: &Target,
+        req: &XcapRequest,
+    ) -> Result<XcapResponse, XcapError> {
+        self.refuse_write(target)?;
+        self.authorize(target, &req.principal, Operation::Delete)?;
+        let _guard = self.locks.lock(&target.key).await;
+        for _ in 0..CAS_RETRIES {
+            let current = self
+                .read_stored(&target.key)
+                .await?
+                .ok_or(XcapError::NotFound("no such document"))?;
+            if req.preconditions.evaluate(Some(&current.etag), false)
+                != PreconditionOutcome::Proceed
+            {
+                return Err(XcapError::PreconditionFailed);
+            }
+            let expect = Expect::Etag(current.etag.clone());
+            let mut origin = ChangeOrigin {
+                principal: req.principal.audit_name(),
+                edit: None,
+            };
+            let result = match &target.node {
+                None => self
+                    .commit_delete(target, expect, &origin)
+                    .await
+                    .map(|_| None),
+                Some(node) => {
+                    let parsed = self.parsed(&target.key, &current)?;
+                    let pending =
+                        xml::delete_node_pending(parsed.text(), parsed.doc(), &node.selector)
+                            .map_err(get_error)?;
+                    origin.edit = delete_edit(node, &parsed);
+                    let (new_doc, _) = self.finish(target, Tentative::Pending(pending)).await?;
+                    self.commit(target, expect, new_doc, &origin)
+                        .await
+                        .map(|(etag, _)| Some(etag))
+                }
+            };
+            match result {
+                // OP-05 / OP-36: no ETag once the document is gone; the new one otherwise.
+                Ok(etag) => {
+                    return Ok(XcapResponse {
+                        status: 200,
+                        content_type: None,
+                        etag,
+                        body: None,
+                    })
+                }
+                Err(CommitError::Lost) => continue,
+                Err(CommitError::Xcap(e)) => return Err(e),
+            }
+        }
+        Err(XcapError::Unavailable)
+    }
+
+    fn next_etag(&self) -> Etag {
+        self.rng.lock().next()
+    }
+
+    /// Durably stores a new version with its change record (design.md §3).
+    async fn commit(
+        &self,
+        target: &Target,
+        expect: Expect,
+        doc: Arc<ParsedDoc>,
+        origin: &ChangeOrigin,
+    ) -> Result<(String, Committed), CommitError> {
+        // RL-12: service URIs are unique across every document of the store; the index lock
+        // is held from the check to the commit so two writers cannot claim one URI.
+        // RL-12, SX-05: the index lock is held from the check to the commit.
+        let mut unique = self.unique.lock_for(&target.key.auid).await;
+        if let Some(g) = &unique {
+            g.check(&target.key, &doc)?;
+        }
+        let etag = self.next_etag().0;
+        // Applying is a few in-memory sled inserts; only the durability wait is long, and it
+        // holds no thread.
+        let (committed, durable) = self
+            .store
+            .put_nowait(
+                &target.key,
+                &expect,
+                doc.shared_text(),
+                &etag,
+                now_ms(),
+                origin,
+            )
+            .map_err(commit_error)?;
+        durable.wait().await.map_err(commit_error)?;
+        if let Some(g) = unique.as_mut() {
+            g.record(&target.key, Some(&doc));
+        }
+        // Keep the parse of element and attribute edits for the next request on this document;
+        // a whole-document PUT says nothing about what comes next, so it only drops the old one.
+        if target.node.is_some() {
+            self.cache.insert(target.key.clone(), etag.clone(), doc);
+        } else {
+            self.cache.remove(&target.key);
+        }
+        Ok((etag, committed))
+    }
+
+    async fn commit_delete(
+        &self,
+        target: &Target,
+        expect: Expect,
+        origin: &ChangeOrigin,
+    ) -> Result<(), CommitError> {
+        let mut unique = self.unique.lock_for(&target.key.auid).await;
+        let Some((_, durable)) = self
+            .store
+            .delete_nowait(&target.key, &expect, origin)
+            .map_err(commit_error)?
+        else {
+            return Err(CommitError::Xcap(XcapError::NotFound("no such document")));
+        };
+        durable.wait().await.map_err(commit_error)?;
+        if let Some(g) = unique.as_mut() {
+            g.record(&target.key, None);
+        }
+        self.cache.remove(&target.key);
+        Ok(())
+    }
+}
+
+/// The change-record edit of a node PUT (RFC 5874 §4 needs the new node and its place).
+fn put_edit(node: &Node, doc: &ParsedDoc, created: bool) -> Option<Edit> {
+    let (kind, value) = match node.kind {
+        NodeTarget::Element => (
+            EditKind::PutElement,
+            xml::get_element_in(doc.text(), doc.doc(), &node.selector).ok(),
+        ),
+        NodeTarget::Attribute => (
+            EditKind::PutAttribute,
+            xml::get_attribute_in(doc.doc(), &node.selector).ok(),
+        ),
+        NodeTarget::Namespaces => return None,
+    };
+    Some(edit_of(node, kind, value, doc, created))
+}
+
+/// The change-record edit of a node DELETE, positioned in the document before the delete.
+fn delete_edit(node: &Node, old: &ParsedDoc) -> Option<Edit> {
+    let kind = match node.kind {
+        NodeTarget::Element => EditKind::DeleteElement,
+        NodeTarget::Attribute => EditKind::DeleteAttribute,
+        NodeTarget::Namespaces => return None,
+    };
+    Some(edit_of(node, kind, None, old, false))
+}
+
+fn edit_of(
+    node: &Node,
+    kind: EditKind,
+    value: Option<String>,
+    doc: &ParsedDoc,
+    created: bool,
+) -> Edit {
+    let position = match node.kind {
+        NodeTarget::Element => xml::element_position(doc.doc(), &node.selector),
+        _ => None,
+    };
+    Edit {
+        kind,
+        node_selector: node.parsed.to_string(),
+        namespaces: node
+            .bindings
+            .iter()
+            .map(|(p, u)| (p.clone(), u.clone()))
+            .collect(),
+        value,
+        position,
+        created,
+    }
+}
+
+/// A new document version before its checks.
+enum Tentative {
+    /// A whole document PUT, already parsed.
+    Parsed(ParsedDoc, bool),
+    /// An element or attribute edit, not yet re-parsed.
+    Pending(xml::PendingEdit),
+}
+
+enum CommitError {
+    /// Another writer committed first; re-read and retry.
+    Lost,
+    Xcap(XcapError),
+}
+
+impl From<XcapError> for CommitError {
+    fn from(e: XcapError) -> Self {
+        CommitError::Xcap(e)
+    }
+}
+
+fn commit_error(e: StorageError) -> CommitError {
+    match e {
+        StorageError::PreconditionFailed => CommitError::Lost,
+        e => CommitError::Xcap(storage_error(e)),
+    }
+}
