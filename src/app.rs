@@ -120,8 +120,10 @@ async fn flush_within(
         tracing::warn!(%why, "storage failed: not flushed; the journal replays at the next start");
         return Ok(());
     }
+    // A task of its own: if the flush hangs, the grace period still ends the wait.
     let store = Arc::clone(store);
-    match tokio::time::timeout(grace, tokio::task::spawn_blocking(move || store.flush())).await {
+    let flush = tokio::spawn(async move { store.flush().await });
+    match tokio::time::timeout(grace, flush).await {
         Ok(Ok(r)) => Ok(r?),
         Ok(Err(e)) => Err(AppError::Serve(format!("storage flush task failed: {e}"))),
         Err(_) => {
@@ -208,10 +210,8 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     } = open_stores(&config)?;
     let metrics = Arc::new(Metrics::new(registry.iter().map(|u| u.auid().to_string())));
     // Counted before serving, so no write races with the count.
-    metrics.set_documents(count_documents(
-        store.as_ref(),
-        registry.iter().map(|u| u.auid()),
-    )?);
+    metrics
+        .set_documents(count_documents(store.as_ref(), registry.iter().map(|u| u.auid())).await?);
     let store: Arc<dyn DocumentStore> = Arc::new(InstrumentedStore::new(store, metrics.clone()));
     let listener = tokio::net::TcpListener::bind(config.server.http)
         .await
@@ -227,7 +227,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let feed = ChangeFeed::new(store.clone());
     // Read before the indexes are built from the store: changes after it are followed.
     let indexed_through = feed.head();
-    let xdms = Arc::new(Xdms::new(settings, registry, store.clone(), validator)?);
+    let xdms = Arc::new(Xdms::new(settings, registry, store.clone(), validator).await?);
     let follower = follow_changes(&feed, xdms.clone(), indexed_through);
     let dev_mode = config.server.auth == crate::config::AuthMode::None;
     let targets = build::routing_targets(&config)?;

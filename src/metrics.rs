@@ -12,8 +12,8 @@
 //! middleware that records each XCAP request.
 
 use crate::storage::{
-    ChangeOrigin, ChangeRecord, Committed, DocKey, DocMeta, DocumentStore, Durability, Expect,
-    StorageError, StoredDocument, TreeKey, WriteOutcome,
+    ChangeOrigin, ChangeRecord, Committed, DocKey, DocMeta, DocumentStore, Expect, StorageError,
+    StoreFuture, StoredDocument, TreeKey, WriteOutcome,
 };
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -380,13 +380,13 @@ pub fn auid_from_path<'a>(path_and_query: &'a str, root_path: &str) -> &'a str {
 }
 
 /// Counts the stored documents of `auids` (for [`Metrics::set_documents`] at start-up).
-pub fn count_documents<'a>(
+pub async fn count_documents<'a>(
     store: &dyn DocumentStore,
     auids: impl IntoIterator<Item = &'a str>,
 ) -> Result<u64, StorageError> {
     let mut n = 0u64;
     for auid in auids {
-        n += store.list_auid(auid)?.len() as u64;
+        n += store.list_auid(auid).await?.len() as u64;
     }
     Ok(n)
 }
@@ -403,12 +403,19 @@ impl InstrumentedStore {
         InstrumentedStore { inner, metrics }
     }
 
-    fn timed<T>(&self, op: &str, f: impl FnOnce(&dyn DocumentStore) -> T) -> T {
-        let started = Instant::now();
-        let result = f(self.inner.as_ref());
-        self.metrics
-            .observe_storage(op, started.elapsed().as_micros() as u64);
-        result
+    /// Times a store call into the `op` storage histogram.
+    fn timed<'a, T: Send + 'a>(
+        &'a self,
+        op: &'static str,
+        call: StoreFuture<'a, T>,
+    ) -> StoreFuture<'a, T> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = call.await;
+            self.metrics
+                .observe_storage(op, started.elapsed().as_micros() as u64);
+            result
+        })
     }
 
     fn count_refusal(&self, e: &StorageError) {
@@ -416,89 +423,92 @@ impl InstrumentedStore {
             self.metrics.write_refused();
         }
     }
-
-    /// Times the wait for durability of an applied write as the `sync` storage operation.
-    fn observe_sync(&self, durable: Durability) -> Durability {
-        let metrics = Arc::clone(&self.metrics);
-        durable.observed(move |d| metrics.observe_storage("sync", d.as_micros() as u64))
-    }
 }
 
 impl DocumentStore for InstrumentedStore {
-    fn get(&self, key: &DocKey) -> Result<Option<StoredDocument>, StorageError> {
-        self.timed("get", |s| s.get(key))
+    fn get<'a>(&'a self, key: &'a DocKey) -> StoreFuture<'a, Option<StoredDocument>> {
+        self.timed("get", self.inner.get(key))
     }
 
-    fn put_nowait(
-        &self,
-        key: &DocKey,
-        expect: &Expect,
-        body: &str,
-        etag: &str,
+    /// Timed until durable (the journal's group sync included).
+    fn put<'a>(
+        &'a self,
+        key: &'a DocKey,
+        expect: &'a Expect,
+        body: &'a str,
+        etag: &'a str,
         modified_ms: u64,
-        origin: &ChangeOrigin,
-    ) -> Result<(Committed, Durability), StorageError> {
-        let (committed, durable) = self
-            .timed("put", |s| {
-                s.put_nowait(key, expect, body, etag, modified_ms, origin)
-            })
-            .inspect_err(|e| self.count_refusal(e))?;
-        if committed.outcome == WriteOutcome::Created {
-            self.metrics.add_documents(1);
-        }
-        Ok((committed, self.observe_sync(durable)))
+        origin: &'a ChangeOrigin,
+    ) -> StoreFuture<'a, Committed> {
+        let call = self.inner.put(key, expect, body, etag, modified_ms, origin);
+        Box::pin(async move {
+            let committed = self
+                .timed("put", call)
+                .await
+                .inspect_err(|e| self.count_refusal(e))?;
+            if committed.outcome == WriteOutcome::Created {
+                self.metrics.add_documents(1);
+            }
+            Ok(committed)
+        })
     }
 
-    fn delete_nowait(
-        &self,
-        key: &DocKey,
-        expect: &Expect,
-        origin: &ChangeOrigin,
-    ) -> Result<Option<(Committed, Durability)>, StorageError> {
-        let Some((committed, durable)) = self
-            .timed("delete", |s| s.delete_nowait(key, expect, origin))
-            .inspect_err(|e| self.count_refusal(e))?
-        else {
-            return Ok(None);
-        };
-        self.metrics.add_documents(-1);
-        Ok(Some((committed, self.observe_sync(durable))))
+    fn delete<'a>(
+        &'a self,
+        key: &'a DocKey,
+        expect: &'a Expect,
+        origin: &'a ChangeOrigin,
+    ) -> StoreFuture<'a, Option<Committed>> {
+        let call = self.inner.delete(key, expect, origin);
+        Box::pin(async move {
+            let deleted = self
+                .timed("delete", call)
+                .await
+                .inspect_err(|e| self.count_refusal(e))?;
+            if deleted.is_some() {
+                self.metrics.add_documents(-1);
+            }
+            Ok(deleted)
+        })
     }
 
-    fn list_user(&self, xui: &str) -> Result<Vec<DocMeta>, StorageError> {
-        self.timed("list_user", |s| s.list_user(xui))
+    fn list_user<'a>(&'a self, xui: &'a str) -> StoreFuture<'a, Vec<DocMeta>> {
+        self.timed("list_user", self.inner.list_user(xui))
     }
 
-    fn list_auid(&self, auid: &str) -> Result<Vec<DocMeta>, StorageError> {
-        self.timed("list_auid", |s| s.list_auid(auid))
+    fn list_auid<'a>(&'a self, auid: &'a str) -> StoreFuture<'a, Vec<DocMeta>> {
+        self.timed("list_auid", self.inner.list_auid(auid))
     }
 
-    fn directory_exists(
-        &self,
-        auid: &str,
-        tree: &TreeKey,
-        dir: &str,
-    ) -> Result<bool, StorageError> {
-        self.timed("directory_exists", |s| s.directory_exists(auid, tree, dir))
+    fn directory_exists<'a>(
+        &'a self,
+        auid: &'a str,
+        tree: &'a TreeKey,
+        dir: &'a str,
+    ) -> StoreFuture<'a, bool> {
+        self.timed(
+            "directory_exists",
+            self.inner.directory_exists(auid, tree, dir),
+        )
     }
 
-    fn last_seq(&self) -> Result<u64, StorageError> {
-        self.timed("last_seq", |s| s.last_seq())
+    fn last_seq(&self) -> StoreFuture<'_, u64> {
+        self.timed("last_seq", self.inner.last_seq())
     }
 
-    fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>, StorageError> {
-        self.timed("changes_since", |s| s.changes_since(after, limit))
+    fn changes_since(&self, after: u64, limit: usize) -> StoreFuture<'_, Vec<ChangeRecord>> {
+        self.timed("changes_since", self.inner.changes_since(after, limit))
     }
 
     fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.watch_changes()
     }
 
-    fn flush(&self) -> Result<(), StorageError> {
-        self.timed("flush", |s| s.flush())
+    fn flush(&self) -> StoreFuture<'_, ()> {
+        self.timed("flush", self.inner.flush())
     }
 
-    fn health(&self) -> Result<(), StorageError> {
+    fn health(&self) -> StoreFuture<'_, ()> {
         self.inner.health()
     }
 
@@ -907,13 +917,18 @@ mod tests {
     #[test]
     fn instrumented_store_times_calls_and_tracks_the_document_gauge() {
         let metrics = Arc::new(metrics());
-        let store = InstrumentedStore::new(Arc::new(MemoryStore::new()), metrics.clone());
+        let store = crate::storage::Blocking::new(InstrumentedStore::new(
+            Arc::new(MemoryStore::new()),
+            metrics.clone(),
+        ));
         let key = DocKey::new(
             "resource-lists",
             TreeKey::User("sip:a@example.com".into()),
             "index",
         );
-        metrics.set_documents(count_documents(&store, ["resource-lists"]).unwrap());
+        let counted =
+            crate::storage::block_on(count_documents(store.0.as_ref(), ["resource-lists"]));
+        metrics.set_documents(counted.unwrap());
         assert_eq!(metrics.documents(), Some(0));
         store.put(&key, &Expect::Absent, "<a/>", "e1", 1).unwrap();
         store

@@ -103,7 +103,7 @@ async fn xe24_document_changed_events_in_commit_order() {
     assert!(a.seq < b.seq && b.seq < c.seq);
     // Failed writes publish nothing.
     let _ = s.put(ALICE_LISTS, RL, "<broken").await;
-    assert!(events.try_next().unwrap().is_none());
+    assert!(events.try_next().await.unwrap().is_none());
     s.stop().await;
 }
 
@@ -112,7 +112,7 @@ async fn xe24_document_changed_events_in_commit_order() {
 /// store) still reserves its service URI (RL-12), and its deletion frees it again.
 #[tokio::test]
 async fn rl12_uniqueness_follows_writes_made_outside_this_xdms() {
-    use xcapd::storage::{DocKey, Expect, TreeKey};
+    use xcapd::storage::{ChangeOrigin, DocKey, Expect, TreeKey};
     let s = TestServer::start().await;
     let rls = |owner: &str| {
         format!(
@@ -127,13 +127,11 @@ async fn rl12_uniqueness_follows_writes_made_outside_this_xdms() {
     );
     let store = s.running().xdms.store().clone();
     let body = rls("sip:bob@example.com");
-    tokio::task::spawn_blocking(move || {
-        store
-            .put(&bob, &Expect::Absent, &body, "outside1", 0)
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let outside = ChangeOrigin::default();
+    store
+        .put(&bob, &Expect::Absent, &body, "outside1", 0, &outside)
+        .await
+        .unwrap();
     let alice = "rls-services/users/sip:alice@example.com/index";
     let ct = "application/rls-services+xml";
     let mut refused = false;
@@ -154,17 +152,7 @@ async fn rl12_uniqueness_follows_writes_made_outside_this_xdms() {
         "the URI written outside this XDMS was never reserved"
     );
     // Deleted outside the XDMS: the URI is free again.
-    let store = s.running().xdms.store().clone();
-    tokio::task::spawn_blocking(move || {
-        let bob = DocKey::new(
-            "rls-services",
-            TreeKey::User("sip:bob@example.com".into()),
-            "index",
-        );
-        store.delete(&bob, &Expect::Any).unwrap()
-    })
-    .await
-    .unwrap();
+    store.delete(&bob, &Expect::Any, &outside).await.unwrap();
     let mut accepted = false;
     for _ in 0..100 {
         let r = s.put(alice, ct, rls("sip:alice@example.com")).await;

@@ -75,6 +75,7 @@ async fn proxy_routes_to_remote_xdms_and_reports_its_failure() {
         .xdms
         .store()
         .get(&local_key)
+        .await
         .unwrap()
         .is_none());
     // Node selectors and conflicts pass through unchanged (AP-13).

@@ -83,17 +83,14 @@ pub(super) async fn health() -> Response<Body> {
 
 /// Readiness: the document store answers within [`READY_TIMEOUT`].
 pub(super) async fn ready(State(state): Shared) -> Response<Body> {
-    let store = state.store.clone();
-    let probe = tokio::task::spawn_blocking(move || store.health());
-    match tokio::time::timeout(READY_TIMEOUT, probe).await {
-        Ok(Ok(Ok(_))) => text(
+    match tokio::time::timeout(READY_TIMEOUT, state.store.health()).await {
+        Ok(Ok(())) => text(
             StatusCode::OK,
             "text/plain; charset=utf-8",
             "ready\n".into(),
         ),
         outcome => {
             let detail = match outcome {
-                Ok(Ok(Err(e))) => e.to_string(),
                 Ok(Err(e)) => e.to_string(),
                 _ => "timed out".to_string(),
             };
@@ -356,8 +353,7 @@ pub(super) async fn list_documents(
     xui: Result<Path<String>, PathRejection>,
 ) -> Result<Response<Body>, AdminError> {
     let xui = xui_param(&state, xui)?;
-    let store = state.store.clone();
-    let docs = blocking(move || Ok(store.list_user(xui.as_str())?)).await?;
+    let docs = state.store.list_user(xui.as_str()).await?;
     let views: Vec<DocView> = docs
         .into_iter()
         .map(|m| DocView {

@@ -6,7 +6,7 @@
 //! An export is consistent per document, not across documents: writes that land while it runs
 //! may or may not be in it.
 
-use super::api::{blocking, read_json, xui_param};
+use super::api::{read_json, xui_param};
 use super::{json, AdminError, AdminState};
 use crate::authz::Principal;
 use crate::storage::now_ms;
@@ -49,19 +49,13 @@ pub(super) async fn export(
 ) -> Result<Response<Body>, AdminError> {
     let xui = xui_param(&state, xui)?;
     let exported = rfc3339(now_ms());
-    let store = state.store.clone();
-    let key = xui.as_str().to_string();
-    let stored = blocking(move || {
-        let mut out = Vec::new();
-        for meta in store.list_user(&key)? {
-            // A document deleted since the listing is simply not in the export.
-            if let Some(doc) = store.get(&meta.key)? {
-                out.push((meta.key, doc));
-            }
+    let mut stored = Vec::new();
+    for meta in state.store.list_user(xui.as_str()).await? {
+        // A document deleted since the listing is simply not in the export.
+        if let Some(doc) = state.store.get(&meta.key).await? {
+            stored.push((meta.key, doc));
         }
-        Ok(out)
-    })
-    .await?;
+    }
     let registry = state.xdms.registry();
     let documents = stored
         .into_iter()

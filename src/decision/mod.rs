@@ -15,6 +15,7 @@ use crate::identity::xui::Xui;
 use crate::policy::{
     self, evaluate_all, im_action, ImAction, ListLookup, ListResolver, Media, Ruleset,
 };
+use crate::storage::{block_on, off_runtime};
 use crate::storage::{DocKey, TreeKey};
 use crate::xcap::error::XcapError;
 use crate::xdms::target::{Node, NodeError};
@@ -98,7 +99,9 @@ impl DecisionService {
         }
     }
 
-    /// Decides with lists from the in-process XDMS only.
+    /// Decides with lists from the in-process XDMS only. The policy engine resolves lists
+    /// synchronously, so this waits for each document read: call it where a thread may wait
+    /// (a blocking thread, or [`DecisionService::decide_async`]).
     pub fn decide(&self, req: &DecideRequest, now: i64) -> Result<DecideResponse, DecisionError> {
         self.decide_with(req, now, &Prefetched::new())
     }
@@ -111,11 +114,11 @@ impl DecisionService {
         now: i64,
     ) -> Result<DecideResponse, DecisionError> {
         let Some(remote) = &self.remote else {
-            return self.decide(req, now);
+            return off_runtime(|| self.decide(req, now));
         };
         let recipient = self.recipient(req)?;
         let mut anchors = Vec::new();
-        for (_, (_, rs)) in self.recipient_rulesets(&recipient)? {
+        for (_, (_, rs)) in off_runtime(|| self.recipient_rulesets(&recipient))? {
             for rule in &rs.rules {
                 for c in &rule.conditions {
                     if let policy::Condition::ExternalList(list) = c {
@@ -125,7 +128,7 @@ impl DecisionService {
             }
         }
         let prefetched = remote.prefetch(&self.xdms, anchors).await;
-        self.decide_with(req, now, &prefetched)
+        off_runtime(|| self.decide_with(req, now, &prefetched))
     }
 
     fn recipient(&self, req: &DecideRequest) -> Result<Xui, DecisionError> {
@@ -140,10 +143,7 @@ impl DecisionService {
         recipient: &Xui,
     ) -> Result<Vec<(DocKey, VersionedRuleset)>, DecisionError> {
         let mut out = Vec::new();
-        for meta in self
-            .xdms
-            .store()
-            .list_user(recipient.as_str())
+        for meta in block_on(self.xdms.store().list_user(recipient.as_str()))
             .map_err(|e| XcapError::Internal(e.to_string()))?
         {
             if meta.key.auid != IM_RULES {
@@ -238,7 +238,7 @@ impl DecisionService {
     }
 
     fn ruleset(&self, key: &DocKey) -> Result<Option<(String, Arc<Ruleset>)>, DecisionError> {
-        let Some((etag, parsed)) = self.xdms.current_document(key)? else {
+        let Some((etag, parsed)) = block_on(self.xdms.current_document(key))? else {
             return Ok(None);
         };
         if let Some((cached_etag, rs)) = self.rulesets.lock().get(key) {
@@ -342,9 +342,7 @@ impl XdmsLists<'_> {
         let (key, node) = locate_reference(self.xdms, uri)?;
         let (etag, parsed) = match self.prefetched.get(&key) {
             Some((etag, doc)) => (etag.clone(), doc.clone()),
-            None => self
-                .xdms
-                .current_document(&key)
+            None => block_on(self.xdms.current_document(&key))
                 .map_err(|_| format!("{uri}: unreadable"))?
                 .ok_or_else(|| format!("{uri}: no such document"))?,
         };

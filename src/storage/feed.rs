@@ -120,11 +120,12 @@ impl FeedCursor {
         }
     }
 
-    /// The next change if one is committed already; never waits.
-    pub fn try_next(&mut self) -> Result<Option<ChangeRecord>, StorageError> {
+    /// The next change if one is committed already; never waits for a commit (only for the
+    /// log read).
+    pub async fn try_next(&mut self) -> Result<Option<ChangeRecord>, StorageError> {
         if self.buffer.is_empty() {
-            let page = self.store.changes_since(self.after, PAGE)?;
-            self.buffer.extend(checked(self.after, page)?);
+            let page = self.read_page().await?;
+            self.buffer.extend(page);
         }
         Ok(self.take_buffered())
     }
@@ -135,16 +136,10 @@ impl FeedCursor {
         Some(record)
     }
 
-    /// One page of the log, read off the runtime thread (a database read is I/O).
+    /// One page of the log, checked to continue where this cursor is.
     async fn read_page(&self) -> Result<Vec<ChangeRecord>, StorageError> {
-        let (store, after) = (Arc::clone(&self.store), self.after);
-        let page = match tokio::runtime::Handle::try_current() {
-            Ok(_) => tokio::task::spawn_blocking(move || store.changes_since(after, PAGE))
-                .await
-                .map_err(|e| StorageError::Backend(format!("change log reader: {e}")))??,
-            Err(_) => store.changes_since(after, PAGE)?,
-        };
-        checked(after, page)
+        let page = self.store.changes_since(self.after, PAGE).await?;
+        checked(self.after, page)
     }
 }
 

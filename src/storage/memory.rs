@@ -5,6 +5,7 @@
 //! log, so every compare-and-swap (§7.10–§7.11) and its change record are one critical section.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::ready;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -14,7 +15,7 @@ use super::feed::{check_window, ChangeRetention};
 use super::{
     check_expect, directory_prefix, now_ms, validate_auid, validate_tree, validate_xui,
     ChangeOrigin, ChangeRecord, Committed, DocKey, DocMeta, DocumentStore, Durability, Expect,
-    StorageError, StoredDocument, TreeKey, WriteOutcome,
+    StorageError, StoreFuture, StoredDocument, TreeKey, WriteOutcome,
 };
 
 /// Documents held in memory.
@@ -92,8 +93,8 @@ fn range_start(auid: &str, tree: &TreeKey, prefix: &str) -> DocKey {
     }
 }
 
-impl DocumentStore for MemoryStore {
-    fn get(&self, key: &DocKey) -> Result<Option<StoredDocument>, StorageError> {
+impl MemoryStore {
+    fn get_now(&self, key: &DocKey) -> Result<Option<StoredDocument>, StorageError> {
         key.validate()?;
         Ok(self.state.read().docs.get(key).cloned())
     }
@@ -185,7 +186,7 @@ impl DocumentStore for MemoryStore {
         Ok(Some((committed, Durability::done())))
     }
 
-    fn list_user(&self, xui: &str) -> Result<Vec<DocMeta>, StorageError> {
+    fn list_user_now(&self, xui: &str) -> Result<Vec<DocMeta>, StorageError> {
         validate_xui(xui)?;
         let state = self.state.read();
         let start = (xui.to_owned(), String::new(), String::new());
@@ -207,7 +208,7 @@ impl DocumentStore for MemoryStore {
         Ok(out)
     }
 
-    fn list_auid(&self, auid: &str) -> Result<Vec<DocMeta>, StorageError> {
+    fn list_auid_now(&self, auid: &str) -> Result<Vec<DocMeta>, StorageError> {
         validate_auid(auid)?;
         let state = self.state.read();
         Ok(state
@@ -218,7 +219,7 @@ impl DocumentStore for MemoryStore {
             .collect())
     }
 
-    fn directory_exists(
+    fn directory_exists_now(
         &self,
         auid: &str,
         tree: &TreeKey,
@@ -236,11 +237,15 @@ impl DocumentStore for MemoryStore {
         Ok(first.is_some_and(|k| k.auid == auid && &k.tree == tree && k.path.starts_with(&prefix)))
     }
 
-    fn last_seq(&self) -> Result<u64, StorageError> {
+    fn last_seq_now(&self) -> Result<u64, StorageError> {
         Ok(self.state.read().seq)
     }
 
-    fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>, StorageError> {
+    fn changes_since_now(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<ChangeRecord>, StorageError> {
         let state = self.state.read();
         check_window(after, state.trimmed_through)?;
         let skip = after.saturating_sub(state.trimmed_through) as usize;
@@ -253,11 +258,69 @@ impl DocumentStore for MemoryStore {
             .collect())
     }
 
+    fn flush_now(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
+
+impl DocumentStore for MemoryStore {
+    fn get<'a>(&'a self, key: &'a DocKey) -> StoreFuture<'a, Option<StoredDocument>> {
+        Box::pin(ready(self.get_now(key)))
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a DocKey,
+        expect: &'a Expect,
+        body: &'a str,
+        etag: &'a str,
+        modified_ms: u64,
+        origin: &'a ChangeOrigin,
+    ) -> StoreFuture<'a, Committed> {
+        let done = self.put_nowait(key, expect, body, etag, modified_ms, origin);
+        Box::pin(ready(done.map(|(committed, _)| committed)))
+    }
+
+    fn delete<'a>(
+        &'a self,
+        key: &'a DocKey,
+        expect: &'a Expect,
+        origin: &'a ChangeOrigin,
+    ) -> StoreFuture<'a, Option<Committed>> {
+        let done = self.delete_nowait(key, expect, origin);
+        Box::pin(ready(done.map(|d| d.map(|(committed, _)| committed))))
+    }
+
+    fn list_user<'a>(&'a self, xui: &'a str) -> StoreFuture<'a, Vec<DocMeta>> {
+        Box::pin(ready(self.list_user_now(xui)))
+    }
+
+    fn list_auid<'a>(&'a self, auid: &'a str) -> StoreFuture<'a, Vec<DocMeta>> {
+        Box::pin(ready(self.list_auid_now(auid)))
+    }
+
+    fn directory_exists<'a>(
+        &'a self,
+        auid: &'a str,
+        tree: &'a TreeKey,
+        dir: &'a str,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(ready(self.directory_exists_now(auid, tree, dir)))
+    }
+
+    fn last_seq(&self) -> StoreFuture<'_, u64> {
+        Box::pin(ready(self.last_seq_now()))
+    }
+
+    fn changes_since(&self, after: u64, limit: usize) -> StoreFuture<'_, Vec<ChangeRecord>> {
+        Box::pin(ready(self.changes_since_now(after, limit)))
+    }
+
     fn watch_changes(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
 
-    fn flush(&self) -> Result<(), StorageError> {
-        Ok(())
+    fn flush(&self) -> StoreFuture<'_, ()> {
+        Box::pin(ready(self.flush_now()))
     }
 }

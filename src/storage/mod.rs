@@ -1,12 +1,18 @@
-//! Document storage adapter (layer L1): the domain-level [`DocumentStore`] trait that holds XCAP
-//! documents (RFC 4825 §6: one document per AUID, tree — `global` or `users/<XUI>` — and document
-//! path, §6.2 / URI-07), with ETag compare-and-swap writes (§7.10–§7.11, OP-02, OP-05) and a
-//! store-wide change sequence number, plus its backends: [`MemoryStore`] (tests, ephemeral
-//! deployments) and [`SledStore`] (the embedded default).
+//! Storage adapter (layer L1), async domain traits and their backends (design.md §4):
+//! - [`DocumentStore`]: XCAP documents (RFC 4825 §6: AUID, tree — `global` or `users/<XUI>` —
+//!   and document path, §6.2 / URI-07) with ETag compare-and-swap writes (§7.10–§7.11, OP-02,
+//!   OP-05), each committed with its change record; read back in order through
+//!   [`feed::ChangeFeed`];
+//! - [`credentials::CredentialStore`], [`subscriptions::SubscriptionStore`] (SIP
+//!   subscriptions), [`messages::MessageStore`] (deferred IMs, history, charging records);
+//! - backends: memory (tests, ephemeral deployments) and sled (the embedded default);
+//!   [`Blocking`] is the synchronous view for code outside the runtime.
 //!
-//! Every backend passes the one behaviour suite in `suite.rs`. Keys are never file paths: each
-//! backend encodes [`DocKey`] itself after [`DocKey::validate`] has checked it.
+//! Every backend passes the behaviour suites (`suite.rs`, `suite_feed.rs`, `suite_sip.rs`), so a
+//! new backend (PostgreSQL) implements the traits and runs the same suites. Keys are never file
+//! paths: each backend encodes [`DocKey`] itself after [`DocKey::validate`] has checked it.
 
+mod blocking;
 mod body_files;
 pub mod credentials;
 mod durability;
@@ -33,6 +39,7 @@ mod suite_feed;
 mod suite_sip;
 mod wal;
 
+pub use blocking::{block_on, off_runtime, Blocking};
 pub use durability::Durability;
 pub use feed::{ChangeFeed, ChangeRetention, FeedCursor};
 pub use memory::MemoryStore;
@@ -127,89 +134,67 @@ pub struct Committed {
     pub seq: u64,
 }
 
+/// What every storage method that may do I/O returns: the domain stores are async because a
+/// database call is I/O (design.md §4); the future is boxed so the traits stay usable as `dyn`.
+pub type StoreFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StorageError>> + Send + 'a>>;
+
 /// Domain-level document storage. Listings are sorted by [`DocKey`] order.
 ///
-/// A write is durable, and only then visible to readers, when the [`Durability`] returned by
-/// `put_nowait`/`delete_nowait` resolves; the server acknowledges only after that. An error
-/// from the durability wait means the write was refused and is never visible (issue #11);
-/// `Unavailable` says writes may succeed again later.
+/// A write resolves once it is durable, and only then is it visible to readers; the server
+/// acknowledges only after that. An error means the write was refused and is never visible
+/// (issue #11); `Unavailable` says writes may succeed again later. No method blocks the
+/// calling thread on I/O: a backend that must wait does so in its future.
 pub trait DocumentStore: Send + Sync + 'static {
-    fn get(&self, key: &DocKey) -> Result<Option<StoredDocument>, StorageError>;
+    fn get<'a>(&'a self, key: &'a DocKey) -> StoreFuture<'a, Option<StoredDocument>>;
     /// Atomic: fails with [`StorageError::PreconditionFailed`] (storing nothing) when `expect`
-    /// does not hold. Cheap enough to call on a runtime thread: it never waits for the disk.
-    /// The change record (with `origin`) is written in the same commit as the document.
-    fn put_nowait(
-        &self,
-        key: &DocKey,
-        expect: &Expect,
-        body: &str,
-        etag: &str,
+    /// does not hold. The change record (with `origin`) is written in the same commit as the
+    /// document.
+    #[allow(clippy::too_many_arguments)] // one document version and its precondition
+    fn put<'a>(
+        &'a self,
+        key: &'a DocKey,
+        expect: &'a Expect,
+        body: &'a str,
+        etag: &'a str,
         modified_ms: u64,
-        origin: &ChangeOrigin,
-    ) -> Result<(Committed, Durability), StorageError>;
+        origin: &'a ChangeOrigin,
+    ) -> StoreFuture<'a, Committed>;
     /// `Ok(None)` when the document did not exist and `expect` allowed that (`Any` or `Absent`);
     /// `PreconditionFailed` when `expect` fails.
-    fn delete_nowait(
-        &self,
-        key: &DocKey,
-        expect: &Expect,
-        origin: &ChangeOrigin,
-    ) -> Result<Option<(Committed, Durability)>, StorageError>;
-    /// [`DocumentStore::put_nowait`] by the server itself (no principal, no edit), returning
-    /// once durable. Blocks: not for runtime threads.
-    fn put(
-        &self,
-        key: &DocKey,
-        expect: &Expect,
-        body: &str,
-        etag: &str,
-        modified_ms: u64,
-    ) -> Result<Committed, StorageError> {
-        let (committed, durable) = self.put_nowait(
-            key,
-            expect,
-            body,
-            etag,
-            modified_ms,
-            &ChangeOrigin::default(),
-        )?;
-        durable.wait_blocking()?;
-        Ok(committed)
-    }
-    /// [`DocumentStore::delete_nowait`] by the server itself, returning once durable. Blocks:
-    /// not for runtime threads.
-    fn delete(&self, key: &DocKey, expect: &Expect) -> Result<Option<Committed>, StorageError> {
-        match self.delete_nowait(key, expect, &ChangeOrigin::default())? {
-            Some((committed, durable)) => {
-                durable.wait_blocking()?;
-                Ok(Some(committed))
-            }
-            None => Ok(None),
-        }
-    }
+    fn delete<'a>(
+        &'a self,
+        key: &'a DocKey,
+        expect: &'a Expect,
+        origin: &'a ChangeOrigin,
+    ) -> StoreFuture<'a, Option<Committed>>;
     /// Every document of one user (all AUIDs).
-    fn list_user(&self, xui: &str) -> Result<Vec<DocMeta>, StorageError>;
+    fn list_user<'a>(&'a self, xui: &'a str) -> StoreFuture<'a, Vec<DocMeta>>;
     /// Every document of one AUID (all users and the global tree).
-    fn list_auid(&self, auid: &str) -> Result<Vec<DocMeta>, StorageError>;
+    fn list_auid<'a>(&'a self, auid: &'a str) -> StoreFuture<'a, Vec<DocMeta>>;
     /// True if any document lies under `auid/tree/dir/` (URI-07 subdirectories, OP-03 no-parent).
     /// `dir` uses the same `/`-joined form as [`DocKey::path`]; a trailing `/` is ignored and an
     /// empty `dir` asks about the tree root (the caller treats that as always existing, OP-03).
-    fn directory_exists(&self, auid: &str, tree: &TreeKey, dir: &str)
-        -> Result<bool, StorageError>;
+    fn directory_exists<'a>(
+        &'a self,
+        auid: &'a str,
+        tree: &'a TreeKey,
+        dir: &'a str,
+    ) -> StoreFuture<'a, bool>;
     /// Sequence number of the last committed change (0 when nothing was ever committed).
-    fn last_seq(&self) -> Result<u64, StorageError>;
+    fn last_seq(&self) -> StoreFuture<'_, u64>;
     /// The change log (design.md §2): committed, durable changes with `seq > after`, oldest
     /// first, at most `limit`, gap-free. [`StorageError::ChangesTrimmed`] when retention
     /// already removed change `after + 1`. Read through [`feed::ChangeFeed`].
-    fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>, StorageError>;
+    fn changes_since(&self, after: u64, limit: usize) -> StoreFuture<'_, Vec<ChangeRecord>>;
     /// The wake-up of feed readers: holds the newest seq `changes_since` can return. Only a
     /// hint (the log is the record); it never goes backwards.
     fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Makes everything written so far durable; used at shutdown.
-    fn flush(&self) -> Result<(), StorageError>;
+    fn flush(&self) -> StoreFuture<'_, ()>;
     /// Whether the store can serve reads and accept writes now (readiness probes).
-    fn health(&self) -> Result<(), StorageError> {
-        self.last_seq().map(drop)
+    fn health(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move { self.last_seq().await.map(drop) })
     }
     /// Why this process can no longer write, if something that cannot be undone in-process
     /// failed; the server then stops (fail-stop) and the next start recovers.

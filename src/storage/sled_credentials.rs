@@ -328,7 +328,7 @@ impl CredentialStore for SledCredentials {
 mod tests {
     use super::*;
     use crate::storage::credentials::{make_credential, MD5, SHA_256};
-    use crate::storage::{DocKey, DocumentStore, Expect, SledOptions, SledStore, TreeKey};
+    use crate::storage::{DocKey, Expect, SledOptions, SledStore, TreeKey};
     use proptest::prelude::*;
 
     const ALICE: &str = "sip:alice@example.com";

@@ -27,10 +27,12 @@
 //! and sync, and kill -9 loses nothing with either.) A free-space reserve (`space.rs`) keeps sled
 //! away from a full disk, which it cannot recover from in-process.
 
+use std::future::ready;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use super::blocking::off_runtime;
 use super::body_files::{self, BodyFiles};
 use super::feed::ChangeRetention;
 use super::journal::{self, encode_frame, Hooks, Journal, Logged, TreeId};
@@ -43,7 +45,7 @@ use super::space::SpaceGuard;
 use super::{
     check_expect, directory_prefix, now_ms, validate_auid, validate_tree, validate_xui,
     ChangeOrigin, ChangeRecord, Committed, DocKey, DocMeta, DocumentStore, Durability, Expect,
-    StorageError, StoredDocument, TreeKey, WriteOutcome,
+    StorageError, StoreFuture, StoredDocument, TreeKey, WriteOutcome,
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -360,8 +362,8 @@ impl Drop for SledStore {
     }
 }
 
-impl DocumentStore for SledStore {
-    fn get(&self, key: &DocKey) -> Result<Option<StoredDocument>, StorageError> {
+impl SledStore {
+    fn get_now(&self, key: &DocKey) -> Result<Option<StoredDocument>, StorageError> {
         key.validate()?;
         let pkey = doc_key_bytes(&key.auid, &key.tree, &key.path);
         // A large body lives in another tree, and the flusher may apply a newer version
@@ -377,9 +379,10 @@ impl DocumentStore for SledStore {
                 Body::Inline(b) => b,
                 Body::Tree(size) | Body::File(size) => {
                     external = if matches!(record.body, Body::File(_)) {
-                        self.target.files.read(&pkey, &record.etag).map_err(|e| {
-                            StorageError::Backend(format!("document body file: {e}"))
-                        })?
+                        // File I/O: let the runtime move other tasks off this worker.
+                        off_runtime(|| self.target.files.read(&pkey, &record.etag)).map_err(
+                            |e| StorageError::Backend(format!("document body file: {e}")),
+                        )?
                     } else {
                         self.bodies
                             .get(&pkey)
@@ -414,7 +417,7 @@ impl DocumentStore for SledStore {
         }
     }
 
-    fn put_nowait(
+    pub(crate) fn put_nowait(
         &self,
         key: &DocKey,
         expect: &Expect,
@@ -453,7 +456,7 @@ impl DocumentStore for SledStore {
         }
     }
 
-    fn delete_nowait(
+    pub(crate) fn delete_nowait(
         &self,
         key: &DocKey,
         expect: &Expect,
@@ -483,7 +486,7 @@ impl DocumentStore for SledStore {
         }
     }
 
-    fn list_user(&self, xui: &str) -> Result<Vec<DocMeta>, StorageError> {
+    fn list_user_now(&self, xui: &str) -> Result<Vec<DocMeta>, StorageError> {
         validate_xui(xui)?;
         let mut prefix = xui.as_bytes().to_vec();
         prefix.push(SEP);
@@ -496,7 +499,7 @@ impl DocumentStore for SledStore {
             .collect()
     }
 
-    fn list_auid(&self, auid: &str) -> Result<Vec<DocMeta>, StorageError> {
+    fn list_auid_now(&self, auid: &str) -> Result<Vec<DocMeta>, StorageError> {
         validate_auid(auid)?;
         let mut prefix = auid.as_bytes().to_vec();
         prefix.push(SEP);
@@ -517,7 +520,7 @@ impl DocumentStore for SledStore {
             .collect()
     }
 
-    fn directory_exists(
+    fn directory_exists_now(
         &self,
         auid: &str,
         tree: &TreeKey,
@@ -532,26 +535,25 @@ impl DocumentStore for SledStore {
         }
     }
 
-    fn last_seq(&self) -> Result<u64, StorageError> {
+    fn last_seq_now(&self) -> Result<u64, StorageError> {
         decode_seq(self.meta.get(SEQ_KEY).map_err(from_sled)?.as_deref())
     }
 
-    fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>, StorageError> {
+    fn changes_since_now(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<ChangeRecord>, StorageError> {
         self.changes.since(after, limit)
     }
 
-    fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changes.watch()
-    }
-
-    /// Every acknowledged write is already in the journal; this makes sled hold them too.
-    fn flush(&self) -> Result<(), StorageError> {
+    fn flush_now(&self) -> Result<(), StorageError> {
         self.db.flush().map(drop).map_err(from_sled)
     }
 
     /// Not ready while writes would be refused: space under the reserve, a failed journal,
     /// or a write that failed half-way.
-    fn health(&self) -> Result<(), StorageError> {
+    fn health_now(&self) -> Result<(), StorageError> {
         if self.damaged.load(Ordering::Acquire) {
             return Err(StorageError::Backend(
                 "an earlier write failed half-way".into(),
@@ -559,11 +561,162 @@ impl DocumentStore for SledStore {
         }
         self.journal.health()?;
         self.space.ready()?;
-        self.last_seq().map(drop)
+        self.last_seq_now().map(drop)
+    }
+}
+
+impl DocumentStore for SledStore {
+    fn get<'a>(&'a self, key: &'a DocKey) -> StoreFuture<'a, Option<StoredDocument>> {
+        Box::pin(ready(self.get_now(key)))
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a DocKey,
+        expect: &'a Expect,
+        body: &'a str,
+        etag: &'a str,
+        modified_ms: u64,
+        origin: &'a ChangeOrigin,
+    ) -> StoreFuture<'a, Committed> {
+        Box::pin(async move {
+            let (committed, durable) =
+                self.put_nowait(key, expect, body, etag, modified_ms, origin)?;
+            durable.wait().await?;
+            Ok(committed)
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        key: &'a DocKey,
+        expect: &'a Expect,
+        origin: &'a ChangeOrigin,
+    ) -> StoreFuture<'a, Option<Committed>> {
+        Box::pin(async move {
+            match self.delete_nowait(key, expect, origin)? {
+                Some((committed, durable)) => {
+                    durable.wait().await?;
+                    Ok(Some(committed))
+                }
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Listings scan a key range, which may read pages from disk.
+    fn list_user<'a>(&'a self, xui: &'a str) -> StoreFuture<'a, Vec<DocMeta>> {
+        Box::pin(async move { off_runtime(|| self.list_user_now(xui)) })
+    }
+
+    fn list_auid<'a>(&'a self, auid: &'a str) -> StoreFuture<'a, Vec<DocMeta>> {
+        Box::pin(async move { off_runtime(|| self.list_auid_now(auid)) })
+    }
+
+    fn directory_exists<'a>(
+        &'a self,
+        auid: &'a str,
+        tree: &'a TreeKey,
+        dir: &'a str,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(ready(self.directory_exists_now(auid, tree, dir)))
+    }
+
+    fn last_seq(&self) -> StoreFuture<'_, u64> {
+        Box::pin(ready(self.last_seq_now()))
+    }
+
+    fn changes_since(&self, after: u64, limit: usize) -> StoreFuture<'_, Vec<ChangeRecord>> {
+        Box::pin(ready(self.changes_since_now(after, limit)))
+    }
+
+    fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.watch()
+    }
+
+    /// Every acknowledged write is already in the journal; this makes sled hold them too.
+    fn flush(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return self.flush_now();
+            };
+            let db = self.db.clone();
+            runtime
+                .spawn_blocking(move || db.flush().map(drop).map_err(from_sled))
+                .await
+                .map_err(|e| StorageError::Backend(format!("flush task: {e}")))?
+        })
+    }
+
+    fn health(&self) -> StoreFuture<'_, ()> {
+        Box::pin(ready(self.health_now()))
     }
 
     fn fatal(&self) -> Option<String> {
         self.journal.fatal()
+    }
+}
+
+/// Test shorthands: the trait's calls run to completion on the calling thread. Inherent methods
+/// win over the trait's in method resolution, so the tests below call `store.put(..)` as the
+/// server's own writes.
+#[cfg(test)]
+impl SledStore {
+    fn facade(&self) -> (&Self, super::ChangeOrigin) {
+        (self, super::ChangeOrigin::default())
+    }
+
+    pub(crate) fn put(
+        &self,
+        key: &DocKey,
+        expect: &Expect,
+        body: &str,
+        etag: &str,
+        modified_ms: u64,
+    ) -> Result<Committed, StorageError> {
+        let (s, origin) = self.facade();
+        super::block_on(DocumentStore::put(
+            s,
+            key,
+            expect,
+            body,
+            etag,
+            modified_ms,
+            &origin,
+        ))
+    }
+
+    pub(crate) fn delete(
+        &self,
+        key: &DocKey,
+        expect: &Expect,
+    ) -> Result<Option<Committed>, StorageError> {
+        let (s, origin) = self.facade();
+        super::block_on(DocumentStore::delete(s, key, expect, &origin))
+    }
+
+    pub(crate) fn get(&self, key: &DocKey) -> Result<Option<StoredDocument>, StorageError> {
+        self.get_now(key)
+    }
+
+    pub(crate) fn list_user(&self, xui: &str) -> Result<Vec<DocMeta>, StorageError> {
+        self.list_user_now(xui)
+    }
+
+    pub(crate) fn list_auid(&self, auid: &str) -> Result<Vec<DocMeta>, StorageError> {
+        self.list_auid_now(auid)
+    }
+
+    pub(crate) fn last_seq(&self) -> Result<u64, StorageError> {
+        self.last_seq_now()
+    }
+
+    pub(crate) fn changes_since(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<ChangeRecord>, StorageError> {
+        self.changes_since_now(after, limit)
     }
 }
 
@@ -766,13 +919,16 @@ mod tests {
                 Err(StorageError::Unavailable(_))
             ));
             assert_eq!(store.get(&key).unwrap().unwrap().etag, "e1");
-            assert!(matches!(store.health(), Err(StorageError::Unavailable(_))));
+            assert!(matches!(
+                store.health_now(),
+                Err(StorageError::Unavailable(_))
+            ));
             assert!(matches!(
                 store.put(&large, &Expect::Any, "<small/>", "b2", 2),
                 Err(StorageError::Unavailable(_))
             ));
             std::thread::sleep(std::time::Duration::from_millis(1100));
-            assert_eq!(store.health(), Ok(()));
+            assert_eq!(store.health_now(), Ok(()));
             let next = store
                 .put(&key, &Expect::Etag("e1".into()), "<v3/>", "e3", 3)
                 .unwrap();
@@ -1054,11 +1210,13 @@ mod durability_tests {
         // Resumes: a consumer at the last seq gets the next write, numbered last + 1.
         let feed = super::super::ChangeFeed::new(Arc::clone(store) as Arc<dyn DocumentStore>);
         let mut cursor = feed.subscribe_from(last);
-        assert_eq!(cursor.try_next().unwrap(), None);
+        assert_eq!(super::super::block_on(cursor.try_next()).unwrap(), None);
         store
             .put(&key(9, 0), &Expect::Absent, "<resource-lists/>", "n", 0)
             .unwrap();
-        let next = cursor.try_next().unwrap().expect("the write after restart");
+        let next = super::super::block_on(cursor.try_next())
+            .unwrap()
+            .expect("the write after restart");
         assert_eq!((next.seq, next.new_etag.as_deref()), (last + 1, Some("n")));
     }
 

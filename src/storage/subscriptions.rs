@@ -4,16 +4,11 @@
 //! notified, so a restarted notifier resumes from there (design.md §2).
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 
 use parking_lot::Mutex;
 
 use super::StorageError;
-
-/// What every async storage method returns: domain stores are async because a database call
-/// is I/O (design.md §4); the future is boxed so the traits stay usable as `dyn`.
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StorageError>> + Send + 'a>>;
+pub use super::StoreFuture;
 
 /// A SIP dialog (RFC 3261 §12): Call-ID with the notifier's (local) and subscriber's (remote)
 /// tags.

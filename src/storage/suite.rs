@@ -18,8 +18,9 @@ macro_rules! document_store_suite {
             use std::collections::BTreeMap;
             use std::sync::Arc;
 
-            fn store() -> impl DocumentStore {
-                ($make)()
+            /// The backend under test, used through the blocking facade.
+            fn store() -> $crate::storage::Blocking<dyn DocumentStore> {
+                $crate::storage::Blocking(Arc::new(($make)()))
             }
 
             const ALICE: &str = "sip:alice@example.com";
@@ -405,7 +406,7 @@ macro_rules! document_store_suite {
                 }
 
                 /// Checks every listing, get and directory of the store against the model.
-                fn check(s: &impl DocumentStore, model: &BTreeMap<DocKey, String>, probes: &[DocKey]) {
+                fn check(s: &$crate::storage::Blocking<dyn DocumentStore>, model: &BTreeMap<DocKey, String>, probes: &[DocKey]) {
                     for k in probes {
                         assert_eq!(
                             s.get(k).unwrap().map(|d| d.body.to_string()),

@@ -15,16 +15,22 @@ macro_rules! change_feed_suite {
             use std::time::Duration;
             use $crate::event::{ChangeOrigin, Edit, EditKind};
             use $crate::storage::{
-                ChangeFeed, ChangeRecord, ChangeRetention, DocKey, DocumentStore, Expect,
-                StorageError, TreeKey,
+                block_on, Blocking, ChangeFeed, ChangeRecord, ChangeRetention, DocKey,
+                DocumentStore, Expect, StorageError, TreeKey,
             };
 
-            fn store_with(retention: ChangeRetention) -> Arc<dyn DocumentStore> {
-                Arc::new(($make)(retention))
+            type Store = Blocking<dyn DocumentStore>;
+
+            fn store_with(retention: ChangeRetention) -> Store {
+                Blocking(Arc::new(($make)(retention)))
             }
 
-            fn store() -> Arc<dyn DocumentStore> {
+            fn store() -> Store {
                 store_with(ChangeRetention::default())
+            }
+
+            fn feed(s: &Store) -> ChangeFeed {
+                ChangeFeed::new(Arc::clone(&s.0))
             }
 
             fn key(user: usize, doc: usize) -> DocKey {
@@ -35,7 +41,7 @@ macro_rules! change_feed_suite {
                 )
             }
 
-            fn all_changes(s: &dyn DocumentStore, after: u64) -> Vec<ChangeRecord> {
+            fn all_changes(s: &Store, after: u64) -> Vec<ChangeRecord> {
                 let mut out: Vec<ChangeRecord> = Vec::new();
                 loop {
                     let from = out.last().map_or(after, |r| r.seq);
@@ -48,7 +54,7 @@ macro_rules! change_feed_suite {
             }
 
             /// Every key's records form an unbroken ETag chain ending at the stored version.
-            fn check_etag_chains(s: &dyn DocumentStore, records: &[ChangeRecord]) {
+            fn check_etag_chains(s: &Store, records: &[ChangeRecord]) {
                 let mut last: HashMap<&DocKey, Option<&str>> = HashMap::new();
                 for r in records {
                     let before = last.get(&r.key).copied().flatten();
@@ -79,30 +85,22 @@ macro_rules! change_feed_suite {
                     principal: Some("sip:user1@example.com".into()),
                     edit,
                 };
-                let (c1, d) = s
-                    .put_nowait(&k, &Expect::Absent, "<a/>", "e1", 5, &by(None))
+                let c1 = s
+                    .put_by(&k, &Expect::Absent, "<a/>", "e1", 5, &by(None))
                     .unwrap();
-                d.wait_blocking().unwrap();
-                let refused = s.put_nowait(&k, &Expect::Absent, "<b/>", "x", 6, &by(None));
+                let refused = s.put_by(&k, &Expect::Absent, "<b/>", "x", 6, &by(None));
                 assert!(matches!(refused, Err(StorageError::PreconditionFailed)));
-                let (c2, d) = s
-                    .put_nowait(
-                        &k,
-                        &Expect::Etag("e1".into()),
-                        "<b/>",
-                        "e2",
-                        7,
-                        &by(Some(edit.clone())),
-                    )
+                let e1 = Expect::Etag("e1".into());
+                let c2 = s
+                    .put_by(&k, &e1, "<b/>", "e2", 7, &by(Some(edit.clone())))
                     .unwrap();
-                d.wait_blocking().unwrap();
                 assert!(s.delete(&key(9, 9), &Expect::Any).unwrap().is_none());
-                let (c3, d) = s
-                    .delete_nowait(&k, &Expect::Etag("e2".into()), &ChangeOrigin::default())
+                let e2 = Expect::Etag("e2".into());
+                let c3 = s
+                    .delete_by(&k, &e2, &ChangeOrigin::default())
                     .unwrap()
                     .unwrap();
-                d.wait_blocking().unwrap();
-                let log = all_changes(s.as_ref(), 0);
+                let log = all_changes(&s, 0);
                 let seqs: Vec<u64> = log.iter().map(|r| r.seq).collect();
                 assert_eq!(seqs, vec![c1.seq, c2.seq, c3.seq]);
                 assert_eq!(seqs, vec![1, 2, 3]);
@@ -126,7 +124,7 @@ macro_rules! change_feed_suite {
                 );
                 assert_eq!(s.changes_since(1, 1).unwrap().len(), 1);
                 assert!(s.changes_since(3, 10).unwrap().is_empty());
-                assert_eq!(*s.watch_changes().borrow(), 3);
+                assert_eq!(*s.0.watch_changes().borrow(), 3);
             }
 
             // Must-show of issue #12: 10,000 writes from 8 concurrent writers to different
@@ -138,7 +136,7 @@ macro_rules! change_feed_suite {
                 const WRITERS: usize = 8;
                 const PER_WRITER: usize = 1250;
                 let s = store();
-                let feed = ChangeFeed::new(Arc::clone(&s));
+                let feed = feed(&s);
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
                     .enable_all()
@@ -164,7 +162,7 @@ macro_rules! change_feed_suite {
                 });
                 let writers: Vec<_> = (0..WRITERS)
                     .map(|w| {
-                        let s = Arc::clone(&s);
+                        let s = s.clone();
                         std::thread::spawn(move || {
                             let origin = ChangeOrigin {
                                 principal: Some(format!("sip:user{w}@example.com")),
@@ -178,10 +176,8 @@ macro_rules! change_feed_suite {
                                     None => Expect::Absent,
                                 };
                                 let etag = format!("w{w}i{i}");
-                                let (_, durable) = s
-                                    .put_nowait(&key(w, doc), &expect, "<r/>", &etag, 0, &origin)
+                                s.put_by(&key(w, doc), &expect, "<r/>", &etag, 0, &origin)
                                     .unwrap();
-                                durable.wait_blocking().unwrap();
                                 etags.insert(doc, etag);
                             }
                         })
@@ -204,7 +200,7 @@ macro_rules! change_feed_suite {
                     out
                 });
                 assert_eq!(
-                    late.try_next().unwrap(),
+                    rt.block_on(late.try_next()).unwrap(),
                     None,
                     "nothing after the last write"
                 );
@@ -213,7 +209,7 @@ macro_rules! change_feed_suite {
                     assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
                 }
                 assert_eq!(stalled, read);
-                check_etag_chains(s.as_ref(), &read);
+                check_etag_chains(&s, &read);
                 for w in 0..WRITERS {
                     let by_w = read
                         .iter()
@@ -226,7 +222,7 @@ macro_rules! change_feed_suite {
                 }
                 // A cursor from the middle resumes right after its position.
                 let mut mid = feed.subscribe_from(4321);
-                assert_eq!(mid.try_next().unwrap().map(|r| r.seq), Some(4322));
+                assert_eq!(block_on(mid.try_next()).unwrap().map(|r| r.seq), Some(4322));
                 assert_eq!(mid.position(), 4322);
             }
 
@@ -234,7 +230,7 @@ macro_rules! change_feed_suite {
             #[test]
             fn live_consumer_is_woken() {
                 let s = store();
-                let feed = ChangeFeed::new(Arc::clone(&s));
+                let feed = feed(&s);
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
                     .enable_all()
@@ -272,11 +268,11 @@ macro_rules! change_feed_suite {
                     s.changes_since(14, 10),
                     Err(StorageError::ChangesTrimmed { through: 15 })
                 );
-                let kept: Vec<u64> = all_changes(s.as_ref(), 15).iter().map(|r| r.seq).collect();
+                let kept: Vec<u64> = all_changes(&s, 15).iter().map(|r| r.seq).collect();
                 assert_eq!(kept, vec![16, 17, 18, 19, 20]);
-                let mut cursor = ChangeFeed::new(Arc::clone(&s)).subscribe_from(3);
+                let mut cursor = feed(&s).subscribe_from(3);
                 assert_eq!(
-                    cursor.try_next(),
+                    block_on(cursor.try_next()),
                     Err(StorageError::ChangesTrimmed { through: 15 })
                 );
             }
@@ -291,14 +287,14 @@ macro_rules! change_feed_suite {
                 for i in 0..3 {
                     s.put(&key(1, i), &Expect::Absent, "<a/>", "e", 0).unwrap();
                 }
-                assert_eq!(all_changes(s.as_ref(), 0).len(), 3);
+                assert_eq!(all_changes(&s, 0).len(), 3);
                 std::thread::sleep(Duration::from_millis(700));
                 s.put(&key(1, 3), &Expect::Absent, "<a/>", "e", 0).unwrap();
                 assert_eq!(
                     s.changes_since(0, 10),
                     Err(StorageError::ChangesTrimmed { through: 3 })
                 );
-                assert_eq!(all_changes(s.as_ref(), 3).len(), 1);
+                assert_eq!(all_changes(&s, 3).len(), 1);
             }
         }
     };

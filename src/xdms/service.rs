@@ -8,7 +8,8 @@ use crate::appusage::{Generated, Registry};
 use crate::authz::{self, Decision, Operation, Principal};
 use crate::event::{ChangeOrigin, ChangeRecord, Edit, EditKind};
 use crate::storage::{
-    now_ms, Committed, DocKey, DocumentStore, Expect, StorageError, StoredDocument, TreeKey,
+    now_ms, off_runtime, Committed, DocKey, DocumentStore, Expect, StorageError, StoredDocument,
+    TreeKey,
 };
 use crate::xcap::error::{Conflict, XcapError};
 use crate::xcap::etag::{Etag, PreconditionOutcome, Preconditions};
@@ -88,14 +89,14 @@ pub struct Xdms {
 }
 
 impl Xdms {
-    pub fn new(
+    pub async fn new(
         settings: XdmsSettings,
         registry: Arc<Registry>,
         store: Arc<dyn DocumentStore>,
         validator: Validator,
     ) -> Result<Xdms, StorageError> {
         let caps = generated::static_document(registry.xcap_caps_document(), "c");
-        let unique = UniqueUris::build(store.as_ref())?;
+        let unique = UniqueUris::build(store.as_ref()).await?;
         Ok(Xdms {
             registry,
             store,
@@ -177,9 +178,7 @@ impl Xdms {
                 else {
                     return Ok(None);
                 };
-                let store = self.store.clone();
-                let xui = xui.clone();
-                let docs = blocking(move || store.list_user(&xui)).await?;
+                let docs = self.store.list_user(xui).await.map_err(storage_error)?;
                 let auids: Vec<String> = self
                     .registry
                     .iter()
@@ -199,39 +198,33 @@ impl Xdms {
                 if target.key.path != "index" {
                     return Ok(None);
                 }
-                let store = self.store.clone();
-                let auid = target.key.auid.clone();
-                let sources = blocking(move || {
-                    let mut out = Vec::new();
-                    for meta in store.list_auid(&auid)? {
-                        if meta.key.path != "index" || meta.key.tree == TreeKey::Global {
-                            continue; // RL-15b
-                        }
-                        if let Some(doc) = store.get(&meta.key)? {
-                            out.push((meta.key.tree.clone(), doc));
-                        }
+                let mut sources = Vec::new();
+                let metas = self.store.list_auid(&target.key.auid).await;
+                for meta in metas.map_err(storage_error)? {
+                    if meta.key.path != "index" || meta.key.tree == TreeKey::Global {
+                        continue; // RL-15b
                     }
-                    Ok(out)
-                })
-                .await?;
+                    if let Some(doc) = self.store.get(&meta.key).await.map_err(storage_error)? {
+                        sources.push((meta.key.tree.clone(), doc));
+                    }
+                }
                 Ok(Some(generated::rls_services_global(&sources)))
             }
         }
     }
 
     async fn read_stored(&self, key: &DocKey) -> Result<Option<StoredDocument>, XcapError> {
-        // A read is a memory lookup in both backends: no need to leave the runtime thread.
-        self.store.get(key).map_err(storage_error)
+        self.store.get(key).await.map_err(storage_error)
     }
 
     /// The current version of a stored document with its parsed tree (read-your-writes: the
     /// store is consulted on every call, the parse is reused while the ETag is unchanged).
     /// For in-process consumers such as the policy decision service.
-    pub fn current_document(
+    pub async fn current_document(
         &self,
         key: &DocKey,
     ) -> Result<Option<(String, Arc<ParsedDoc>)>, XcapError> {
-        let Some(doc) = self.store.get(key).map_err(storage_error)? else {
+        let Some(doc) = self.store.get(key).await.map_err(storage_error)? else {
             return Ok(None);
         };
         let parsed = self.parsed(key, &doc)?;
@@ -330,7 +323,7 @@ impl Xdms {
         }
         let mut unique = self.unique.lock_for(&change.key.auid).await;
         if let Some(g) = unique.as_mut() {
-            let current = self.store.get(&change.key)?;
+            let current = self.store.get(&change.key).await?;
             let parsed = match &current {
                 Some(doc) => Some(self.parsed(&change.key, doc).map_err(|e| {
                     StorageError::Corrupt(format!("stored document does not parse: {e}"))
@@ -351,28 +344,8 @@ impl Xdms {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
-) -> Result<T, XcapError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r.map_err(storage_error),
-        Err(e) => Err(XcapError::Internal(format!("storage task failed: {e}"))),
-    }
-}
-
 /// Documents larger than this are parsed with the runtime told that the thread blocks.
 const OFF_RUNTIME_BYTES: usize = 32 * 1024;
-
-/// Runs CPU-heavy `f` so that the runtime moves this worker's other tasks to another thread
-/// meanwhile (`block_in_place`); inline where that is not possible (single-threaded runtime).
-fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
-    }
-}
 
 /// Seconds a client is asked to wait while storage cannot take writes.
 const WRITES_PAUSED_RETRY_SECS: u64 = 5;

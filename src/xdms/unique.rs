@@ -38,9 +38,9 @@ pub struct UniqueUris {
 pub struct Guard<'a>(MutexGuard<'a, Index>);
 
 impl UniqueUris {
-    pub fn build(store: &dyn DocumentStore) -> Result<UniqueUris, StorageError> {
+    pub async fn build(store: &dyn DocumentStore) -> Result<UniqueUris, StorageError> {
         Ok(UniqueUris {
-            index: Mutex::new(scan(store)?),
+            index: Mutex::new(scan(store).await?),
         })
     }
 
@@ -48,7 +48,7 @@ impl UniqueUris {
     /// cannot know what changed). Scans under the lock, so no commit interleaves.
     pub async fn rebuild(&self, store: &dyn DocumentStore) -> Result<(), StorageError> {
         let mut index = self.index.lock().await;
-        *index = scan(store)?;
+        *index = scan(store).await?;
         Ok(())
     }
 
@@ -62,15 +62,15 @@ impl UniqueUris {
 }
 
 /// Every URI with a uniqueness rule in the store, and the document holding it.
-fn scan(store: &dyn DocumentStore) -> Result<Index, StorageError> {
+async fn scan(store: &dyn DocumentStore) -> Result<Index, StorageError> {
     let mut index = Index::new();
     for auid in ["rls-services", "org.openmobilealliance.groups"] {
         let Some(k) = kind(auid) else { continue };
-        for meta in store.list_auid(auid)? {
+        for meta in store.list_auid(auid).await? {
             if meta.key.tree == TreeKey::Global {
                 continue;
             }
-            if let Some(doc) = store.get(&meta.key)? {
+            if let Some(doc) = store.get(&meta.key).await? {
                 if let Ok(parsed) = roxmltree::Document::parse(&doc.body) {
                     for uri in (k.extract)(&parsed) {
                         index.insert((auid.to_string(), uri), meta.key.clone());

@@ -161,6 +161,7 @@ impl Xdms {
                     || self
                         .store
                         .directory_exists(&target.key.auid, &target.key.tree, dir)
+                        .await
                         .map_err(storage_error)?;
                 if !exists {
                     // OP-03: the directory does not exist.
@@ -174,6 +175,7 @@ impl Xdms {
         if self
             .store
             .directory_exists(&target.key.auid, &target.key.tree, &target.key.path)
+            .await
             .map_err(storage_error)?
         {
             return Err(XcapError::conflict_with(
@@ -304,11 +306,10 @@ impl Xdms {
             g.check(&target.key, &doc)?;
         }
         let etag = self.next_etag().0;
-        // Applying is a few in-memory sled inserts; only the durability wait is long, and it
-        // holds no thread.
-        let (committed, durable) = self
+        // Resolves once durable; the wait holds no thread.
+        let committed = self
             .store
-            .put_nowait(
+            .put(
                 &target.key,
                 &expect,
                 doc.shared_text(),
@@ -316,8 +317,8 @@ impl Xdms {
                 now_ms(),
                 origin,
             )
+            .await
             .map_err(commit_error)?;
-        durable.wait().await.map_err(commit_error)?;
         if let Some(g) = unique.as_mut() {
             g.record(&target.key, Some(&doc));
         }
@@ -338,14 +339,14 @@ impl Xdms {
         origin: &ChangeOrigin,
     ) -> Result<(), CommitError> {
         let mut unique = self.unique.lock_for(&target.key.auid).await;
-        let Some((_, durable)) = self
+        let deleted = self
             .store
-            .delete_nowait(&target.key, &expect, origin)
-            .map_err(commit_error)?
-        else {
+            .delete(&target.key, &expect, origin)
+            .await
+            .map_err(commit_error)?;
+        if deleted.is_none() {
             return Err(CommitError::Xcap(XcapError::NotFound("no such document")));
-        };
-        durable.wait().await.map_err(commit_error)?;
+        }
         if let Some(g) = unique.as_mut() {
             g.record(&target.key, None);
         }
