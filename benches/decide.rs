@@ -77,7 +77,7 @@ async fn main() {
         vec![xcapd::storage::credentials::Role::Service],
         0,
     );
-    if let Err(e) = running.credentials.put_user(&im) {
+    if let Err(e) = running.credentials.put_user(&im).await {
         eprintln!("credentials: {e}");
         std::process::exit(1)
     }

@@ -11,10 +11,13 @@
 use std::path::{Path, PathBuf};
 
 use crate::identity::xui::{Xui, XuiError};
-use crate::storage::credentials::{make_credential, Credential, CredentialStore, Role};
+use crate::storage::credentials::{make_credential, Credential, Role};
 use crate::storage::sled_credentials::SledCredentials;
 use crate::storage::{now_ms, StorageError};
-use crate::storage::{SledOptions, SledStore};
+use crate::storage::{Blocking, SledOptions, SledStore};
+
+/// The credential store of a data directory, used synchronously (the CLI has no runtime).
+type Creds = Blocking<SledCredentials>;
 
 /// sled page cache of the short-lived CLI process.
 const CACHE_CAPACITY_BYTES: u64 = 16 * 1024 * 1024;
@@ -165,7 +168,7 @@ fn check_realm(realm: &str) -> Result<String, CliUserError> {
 
 /// Stores `cred`, first naming the owner of any username spelling another user holds (the store
 /// itself only answers `PreconditionFailed`).
-fn store_checked(store: &SledCredentials, cred: &Credential) -> Result<(), CliUserError> {
+fn store_checked(store: &Creds, cred: &Credential) -> Result<(), CliUserError> {
     for e in &cred.ha1 {
         if let Some((owner, _)) = store.lookup_ha1(&e.username, &cred.realm, &e.algorithm)? {
             if owner != cred.xui {
@@ -185,10 +188,7 @@ fn store_checked(store: &SledCredentials, cred: &Credential) -> Result<(), CliUs
 /// opens it (journal replayed, format checked). Without `create`, a store that was never
 /// created is `None` (and nothing is created on disk). The [`SledStore`] is returned too: it
 /// must outlive the credential writes.
-fn open_db(
-    data_dir: &Path,
-    create: bool,
-) -> Result<Option<(SledStore, SledCredentials)>, CliUserError> {
+fn open_db(data_dir: &Path, create: bool) -> Result<Option<(SledStore, Creds)>, CliUserError> {
     if !create && !SledStore::exists_in_data_dir(data_dir) {
         return Ok(None);
     }
@@ -198,7 +198,7 @@ fn open_db(
     };
     match SledStore::open_in_data_dir(data_dir, opts) {
         Ok(store) => {
-            let creds = SledCredentials::new(store.db())?;
+            let creds = Blocking::new(SledCredentials::new(store.db())?);
             Ok(Some((store, creds)))
         }
         Err(StorageError::Backend(e)) if e.contains(SLED_LOCK_MESSAGE) => {
@@ -234,11 +234,11 @@ mod tests {
 
     const ALICE: &str = "sip:alice@example.com";
 
-    fn store_at(dir: &Path) -> (sled::Db, SledCredentials) {
+    fn store_at(dir: &Path) -> (sled::Db, Creds) {
         // sled releases the previous opener's file lock from a background thread: wait for it.
         let config = sled::Config::new().path(dir.join("sled"));
         let db = crate::storage::sled_common::open_waiting(&config).unwrap();
-        let creds = SledCredentials::new(&db).unwrap();
+        let creds = crate::storage::Blocking::new(SledCredentials::new(&db).unwrap());
         (db, creds)
     }
 
@@ -448,7 +448,7 @@ mod tests {
                 .starts_with("the data directory is in use: stop the server first"));
         }
         // What the CLI wrote is visible to the server through the shared Db.
-        let creds = SledCredentials::new(server.db()).unwrap();
+        let creds = crate::storage::Blocking::new(SledCredentials::new(server.db()).unwrap());
         assert!(creds.get_user(ALICE).unwrap().is_some());
         drop(creds);
         drop(server);

@@ -142,6 +142,7 @@ async fn users_crud_stores_ha1_only_and_normalizes_xuis() {
     );
     let (xui, ha1) = creds
         .lookup_ha1("alice", "example.com", SHA_256)
+        .await
         .unwrap()
         .expect("HA1 for the bare spelling");
     assert_eq!(xui, "sip:alice@example.com");
@@ -193,6 +194,7 @@ async fn users_crud_stores_ha1_only_and_normalizes_xuis() {
     assert_eq!(a.json()["roles"], json!(["admin", "user"]));
     let (_, ha1) = creds
         .lookup_ha1("sip:alice@example.com", "example.com", SHA_256)
+        .await
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -213,7 +215,11 @@ async fn users_crud_stores_ha1_only_and_normalizes_xuis() {
         assert_eq!(a.status, 400, "{path} {body}: {}", a.body);
         assert!(a.json()["error"].is_string());
     }
-    assert!(creds.get_user("sip:bob@example.com").unwrap().is_none());
+    assert!(creds
+        .get_user("sip:bob@example.com")
+        .await
+        .unwrap()
+        .is_none());
 
     // A username spelling of another user in the same realm: 409 naming the owner.
     let a = admin(
@@ -236,6 +242,7 @@ async fn users_crud_stores_ha1_only_and_normalizes_xuis() {
     assert_eq!(a.json(), json!({"deleted": "sip:alice@example.com"}));
     assert!(creds
         .lookup_ha1("alice", "example.com", SHA_256)
+        .await
         .unwrap()
         .is_none());
     for (method, path, body) in [
@@ -691,6 +698,7 @@ async fn admin_scripts_work_against_the_running_server() {
     assert_eq!(v["roles"], json!(["admin"]));
     let (_, ha1) = creds
         .lookup_ha1("carol", "example.com", SHA_256)
+        .await
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -709,6 +717,7 @@ async fn admin_scripts_work_against_the_running_server() {
     assert_eq!(code, 0, "{err}");
     let (_, ha1) = creds
         .lookup_ha1("carol", "example.com", SHA_256)
+        .await
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -763,7 +772,11 @@ async fn admin_scripts_work_against_the_running_server() {
     assert_ne!(code, 0, "501 without a signing key");
     let (code, _, _) = script(&s, "user-del.sh", &["carol"], None).await;
     assert_eq!(code, 0);
-    assert!(creds.get_user("sip:carol@example.com").unwrap().is_none());
+    assert!(creds
+        .get_user("sip:carol@example.com")
+        .await
+        .unwrap()
+        .is_none());
     let (code, _, err) = script(&s, "user-add.sh", &["x"], None).await;
     assert_eq!(code, 2, "usage error");
     assert!(err.contains("usage"));

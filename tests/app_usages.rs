@@ -76,6 +76,7 @@ async fn op23a_fixtures_valid_accepted_invalid_refused_through_the_proxy() {
             vec![Role::Service],
             0,
         ))
+        .await
         .unwrap();
     let client = reqwest::Client::new();
     let put = |uri: String, who: String, mime: &'static str, body: String| {
@@ -446,6 +447,7 @@ async fn ix04_server_written_usages() {
             vec![Role::Service],
             0,
         ))
+        .await
         .unwrap();
     let client = reqwest::Client::new();
     for (auid, name, ct) in [

@@ -170,6 +170,7 @@ async fn decide_over_http_is_for_service_principals_only() {
             vec![Role::Service],
             0,
         ))
+        .await
         .unwrap();
     let url = s.root.replace("/xcap-root", "/policy/v1/im/decide");
     let body = r#"{"recipient":"sip:bob@example.com","sender":"sip:alice@example.com","media":"pager","anonymous":false}"#;

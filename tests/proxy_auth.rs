@@ -25,6 +25,7 @@ async fn auth_server(adjust: impl FnOnce(&mut xcapd::config::Config)) -> TestSer
             vec![Role::User],
             0,
         ))
+        .await
         .unwrap();
     creds
         .put_user(&make_credential(
@@ -34,6 +35,7 @@ async fn auth_server(adjust: impl FnOnce(&mut xcapd::config::Config)) -> TestSer
             vec![Role::User],
             0,
         ))
+        .await
         .unwrap();
     creds
         .put_user(&make_credential(
@@ -43,6 +45,7 @@ async fn auth_server(adjust: impl FnOnce(&mut xcapd::config::Config)) -> TestSer
             vec![Role::Admin],
             0,
         ))
+        .await
         .unwrap();
     s
 }
@@ -414,6 +417,7 @@ async fn global_documents_challenge_in_every_users_realm() {
             vec![Role::User],
             0,
         ))
+        .await
         .unwrap();
     let client = reqwest::Client::new();
     let caps = s.url("xcap-caps/global/index");

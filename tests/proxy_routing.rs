@@ -48,6 +48,7 @@ async fn proxy_routes_to_remote_xdms_and_reports_its_failure() {
             vec![Role::User],
             0,
         ))
+        .await
         .unwrap();
     let mut alice = digest_client("alice@example.com", "pw");
     let url = proxy.url(ALICE_LISTS);

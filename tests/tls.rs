@@ -138,6 +138,7 @@ async fn ht02_tls_listener_with_basic_auth_over_tls() {
             vec![Role::User],
             0,
         ))
+        .await
         .unwrap();
     let addr = s.running().http_addr;
     let path = "/xcap-root/xcap-caps/global/index";
@@ -180,6 +181,7 @@ async fn ht02_basic_is_not_offered_on_plain_http() {
             vec![Role::User],
             0,
         ))
+        .await
         .unwrap();
     let r = reqwest::Client::new()
         .get(s.url("xcap-caps/global/index"))

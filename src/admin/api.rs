@@ -57,15 +57,6 @@ pub(super) async fn read_json<T: DeserializeOwned>(
     serde_json::from_slice(bytes).map_err(|e| AdminError::BadRequest(format!("invalid JSON: {e}")))
 }
 
-/// Runs a storage call off the async runtime (sled writes wait for an fsync).
-pub(super) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, AdminError> + Send + 'static,
-) -> Result<T, AdminError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| AdminError::Internal(format!("storage task failed: {e}")))?
-}
-
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = status;
@@ -132,8 +123,7 @@ impl From<&Credential> for UserView {
 }
 
 pub(super) async fn list_users(State(state): Shared) -> Result<Response<Body>, AdminError> {
-    let creds = state.creds.clone();
-    let users = blocking(move || Ok(creds.list_users()?)).await?;
+    let users = state.creds.list_users().await?;
     let views: Vec<UserView> = users.iter().map(UserView::from).collect();
     Ok(json(StatusCode::OK, &views))
 }
@@ -143,9 +133,7 @@ pub(super) async fn get_user(
     xui: Result<Path<String>, PathRejection>,
 ) -> Result<Response<Body>, AdminError> {
     let xui = xui_param(&state, xui)?;
-    let creds = state.creds.clone();
-    let key = xui.as_str().to_string();
-    let user = blocking(move || Ok(creds.get_user(&key)?)).await?;
+    let user = state.creds.get_user(xui.as_str()).await?;
     match user {
         Some(c) => Ok(json(StatusCode::OK, &UserView::from(&c))),
         None => Err(no_such_user(&xui)),
@@ -197,13 +185,14 @@ fn check_password(password: &str) -> Result<(), AdminError> {
 }
 
 /// Stores `cred`; a username spelling held by another user in the realm is a 409 naming them.
-fn store_user(creds: &dyn CredentialStore, cred: &Credential) -> Result<(), AdminError> {
-    match creds.put_user(cred) {
+async fn store_user(creds: &dyn CredentialStore, cred: &Credential) -> Result<(), AdminError> {
+    match creds.put_user(cred).await {
         Ok(()) => Ok(()),
         Err(StorageError::PreconditionFailed) => {
             for e in &cred.ha1 {
-                if let Some((owner, _)) =
-                    creds.lookup_ha1(&e.username, &cred.realm, &e.algorithm)?
+                if let Some((owner, _)) = creds
+                    .lookup_ha1(&e.username, &cred.realm, &e.algorithm)
+                    .await?
                 {
                     if owner != cred.xui {
                         return Err(AdminError::Conflict(format!(
@@ -244,15 +233,11 @@ pub(super) async fn put_user(
             .ok_or_else(|| AdminError::BadRequest(format!("{xui} has no domain: give a realm")))?,
     };
     check_realm(&realm)?;
-    let creds = state.creds.clone();
-    let (created, cred) = blocking(move || {
-        let old = creds.get_user(xui.as_str())?;
-        let created_ms = old.as_ref().map_or_else(now_ms, |c| c.created_ms);
-        let cred = make_credential(xui.as_str(), &realm, &req.password, roles, created_ms);
-        store_user(creds.as_ref(), &cred)?;
-        Ok((old.is_none(), cred))
-    })
-    .await?;
+    let old = state.creds.get_user(xui.as_str()).await?;
+    let created_ms = old.as_ref().map_or_else(now_ms, |c| c.created_ms);
+    let cred = make_credential(xui.as_str(), &realm, &req.password, roles, created_ms);
+    store_user(state.creds.as_ref(), &cred).await?;
+    let created = old.is_none();
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -267,9 +252,7 @@ pub(super) async fn delete_user(
     xui: Result<Path<String>, PathRejection>,
 ) -> Result<Response<Body>, AdminError> {
     let xui = xui_param(&state, xui)?;
-    let creds = state.creds.clone();
-    let key = xui.as_str().to_string();
-    if !blocking(move || Ok(creds.delete_user(&key)?)).await? {
+    if !state.creds.delete_user(xui.as_str()).await? {
         return Err(no_such_user(&xui));
     }
     tracing::info!(target: "xcapd::admin", xui = %xui, "user deleted");
@@ -308,29 +291,24 @@ pub(super) async fn set_password(
     let xui = xui_param(&state, xui)?;
     let req: SetPassword = read_json(body, MAX_SMALL_BODY).await?;
     check_password(&req.password)?;
-    let creds = state.creds.clone();
-    let key = xui.as_str().to_string();
-    let cred = blocking(move || {
-        let Some(old) = creds.get_user(&key)? else {
-            return Ok(None);
-        };
-        let mut cred = make_credential(
-            &old.xui,
-            &old.realm,
-            &req.password,
-            old.roles.clone(),
-            old.created_ms,
-        );
-        cred.tokens_not_before = if req.revoke_tokens {
-            crate::storage::credentials::revocation_epoch()
-        } else {
-            old.tokens_not_before
-        };
-        store_user(creds.as_ref(), &cred)?;
-        Ok(Some(cred))
-    })
-    .await?
-    .ok_or_else(|| no_such_user(&xui))?;
+    let old = state
+        .creds
+        .get_user(xui.as_str())
+        .await?
+        .ok_or_else(|| no_such_user(&xui))?;
+    let mut cred = make_credential(
+        &old.xui,
+        &old.realm,
+        &req.password,
+        old.roles.clone(),
+        old.created_ms,
+    );
+    cred.tokens_not_before = if req.revoke_tokens {
+        crate::storage::credentials::revocation_epoch()
+    } else {
+        old.tokens_not_before
+    };
+    store_user(state.creds.as_ref(), &cred).await?;
     tracing::info!(target: "xcapd::admin", xui = %cred.xui, "password changed");
     Ok(json(StatusCode::OK, &UserView::from(&cred)))
 }
@@ -405,11 +383,7 @@ pub(super) async fn issue_token(
             "ttl_secs must be between 1 and {MAX_TOKEN_TTL_SECS}"
         )));
     }
-    let stored = {
-        let creds = state.creds.clone();
-        let key = xui.as_str().to_string();
-        blocking(move || Ok(creds.get_user(&key)?)).await?
-    };
+    let stored = state.creds.get_user(xui.as_str()).await?;
     let roles: Vec<Role> = match &req.roles {
         Some(names) => parse_roles(names)?,
         None => stored.as_ref().map(|c| c.roles.clone()).unwrap_or_default(),

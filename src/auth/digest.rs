@@ -207,6 +207,22 @@ pub struct DigestParams {
     pub nc: Option<String>,
 }
 
+/// Credentials that passed [`DigestAuthenticator::precheck`], waiting for their HA1.
+#[derive(Debug)]
+pub struct Prechecked {
+    params: DigestParams,
+    alg: Algorithm,
+    nc: u32,
+    key: NonceKey,
+}
+
+impl Prechecked {
+    /// What to look the HA1 up by: username as sent, realm, algorithm.
+    pub fn lookup(&self) -> (&str, &str, Algorithm) {
+        (&self.params.username, &self.params.realm, self.alg)
+    }
+}
+
 /// H(A1) for the non-session algorithms, lowercase hex: H(username ":" realm ":" password)
 /// (§3.4.2). This is what the credential store keeps instead of the password.
 pub fn ha1(username: &str, realm: &str, password: &str, alg: Algorithm) -> String {
@@ -380,6 +396,17 @@ impl DigestAuthenticator {
         now: u64,
         ha1: impl Fn(&str, &str, Algorithm) -> Option<String>,
     ) -> Result<DigestIdentity, DigestError> {
+        let checked = self.precheck(uri, p)?;
+        let (user, realm, alg) = checked.lookup();
+        let stored = ha1(user, realm, alg);
+        self.complete(checked, method, stored.as_deref(), now)
+    }
+
+    /// The first half of verification, everything that needs no stored credential: algorithm,
+    /// `qop`, `nc`, `cnonce`, the `uri` against the request-target, the nonce's authenticity
+    /// and `opaque`. A forged or foreign request ends here without a credential lookup; a
+    /// caller whose lookup is I/O does it between this and [`DigestAuthenticator::complete`].
+    pub fn precheck(&self, uri: &str, p: DigestParams) -> Result<Prechecked, DigestError> {
         let alg = match p.algorithm.as_deref() {
             None => Algorithm::Md5, // §3.3: absent means MD5
             Some(token) => Algorithm::from_token(token).ok_or(DigestError::UnknownAlgorithm)?,
@@ -393,8 +420,7 @@ impl DigestAuthenticator {
         }
         let nc_text = p.nc.as_deref().ok_or(DigestError::Malformed)?;
         let nc = parse_nc(nc_text).ok_or(DigestError::Malformed)?;
-        let cnonce = p.cnonce.as_deref().unwrap_or("");
-        if cnonce.is_empty() {
+        if p.cnonce.as_deref().unwrap_or("").is_empty() {
             return Err(DigestError::Malformed);
         }
         if !uri_matches(uri, &p.uri) {
@@ -408,10 +434,38 @@ impl DigestAuthenticator {
         if !opaque_ok {
             return Err(DigestError::OpaqueMismatch);
         }
-        let stored = ha1(&p.username, &p.realm, alg)
+        Ok(Prechecked {
+            params: p,
+            alg,
+            nc,
+            key,
+        })
+    }
+
+    /// The second half: the `response` against the stored HA1 (`None`: no such user), then
+    /// nonce expiry and the replay table.
+    pub fn complete(
+        &self,
+        checked: Prechecked,
+        method: &str,
+        stored_ha1: Option<&str>,
+        now: u64,
+    ) -> Result<DigestIdentity, DigestError> {
+        let Prechecked {
+            params: p,
+            alg,
+            nc,
+            key,
+        } = checked;
+        let stored = stored_ha1
             .ok_or(DigestError::UnknownUser)?
             .to_ascii_lowercase();
         // The client hashed the values exactly as it sent them (nc, qop case included).
+        let (nc_text, cnonce, qop) = (
+            p.nc.as_deref().unwrap_or(""),
+            p.cnonce.as_deref().unwrap_or(""),
+            p.qop.as_deref().unwrap_or(""),
+        );
         let expected =
             compute_response(alg, &stored, &p.nonce, nc_text, cnonce, qop, method, &p.uri);
         if !ct_eq(
@@ -647,6 +701,31 @@ mod tests {
             assert_eq!(got, expected, "{alg}");
         }
         assert_eq!(p.response, "8ca523f5e9506fed4657c9700eebdbec");
+    }
+
+    // RFC 7616 §3.4: a credential whose nonce we did not issue is refused in the first half,
+    // so a caller whose HA1 lookup is I/O never looks anything up for it.
+    #[test]
+    fn precheck_refuses_a_foreign_nonce_before_any_lookup() {
+        let a = authenticator(DigestConfig::default());
+        let header = RFC_AUTH_MD5
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let p = parse_authorization(&header).unwrap();
+        assert_eq!(
+            a.precheck("/dir/index.html", p).map(|_| ()),
+            Err(DigestError::BadNonce)
+        );
+        // And a genuine one passes it, naming what to look up.
+        let challenge = md5_challenge(&a, T0);
+        let header = client_header(&challenge, USER, PASS, "GET", "/a", 1, "c0ffee");
+        let checked = a
+            .precheck("/a", parse_authorization(&header).unwrap())
+            .unwrap();
+        assert_eq!(checked.lookup(), (USER, REALM, Algorithm::Md5));
+        let stored = ha1(USER, REALM, PASS, Algorithm::Md5);
+        assert!(a.complete(checked, "GET", Some(&stored), T0).is_ok());
     }
 
     #[test]

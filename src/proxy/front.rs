@@ -17,7 +17,6 @@ use crate::identity::xui::Xui;
 use crate::storage::credentials::{CredentialStore, Role};
 use crate::xcap::uri::{self, Tree};
 use parking_lot::Mutex;
-use std::cell::RefCell;
 use std::net::IpAddr;
 use std::sync::Arc;
 use thiserror::Error;
@@ -151,7 +150,7 @@ impl Front {
     /// addresses ("realm per domain"); for global documents and anything else that names no
     /// user, [`Front::global_realms`], so every user reads xcap-caps and the other global
     /// documents with the credentials of their own documents.
-    pub fn realms_for(&self, target: &str, now: u64) -> Arc<[String]> {
+    pub async fn realms_for(&self, target: &str, now: u64) -> Arc<[String]> {
         if let Ok(parsed) = uri::parse(target, &self.root_path) {
             if let Tree::Users(raw) = parsed.tree {
                 if let Some(domain) = Xui::parse(&raw, self.default_domain.as_deref())
@@ -162,24 +161,23 @@ impl Front {
                 }
             }
         }
-        self.global_realms(now)
+        self.global_realms(now).await
     }
 
     /// The configured realm; without one, the realms of the credential store (most users
     /// first, at most [`MAX_GLOBAL_REALMS`], re-read every [`REALM_CACHE_SECS`]), so a client that
     /// reads only the first challenge works whenever its users share one domain; "xcapd" when
     /// the store has no user yet.
-    fn global_realms(&self, now: u64) -> Arc<[String]> {
+    async fn global_realms(&self, now: u64) -> Arc<[String]> {
         if let Some(realm) = &self.fixed_realm {
             return Arc::from(vec![realm.clone()]);
         }
-        let mut cache = self.realm_cache.lock();
-        if let Some((at, realms)) = cache.as_ref() {
+        if let Some((at, realms)) = self.realm_cache.lock().as_ref() {
             if now.saturating_sub(*at) < REALM_CACHE_SECS {
                 return realms.clone();
             }
         }
-        let mut realms = match self.creds.realms() {
+        let mut realms = match self.creds.realms().await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list realms for a challenge");
@@ -191,11 +189,11 @@ impl Front {
             realms.push("xcapd".into());
         }
         let realms: Arc<[String]> = Arc::from(realms);
-        *cache = Some((now, realms.clone()));
+        *self.realm_cache.lock() = Some((now, realms.clone()));
         realms
     }
 
-    pub fn authenticate(&self, req: &RequestInfo<'_>, now: u64) -> AuthOutcome {
+    pub async fn authenticate(&self, req: &RequestInfo<'_>, now: u64) -> AuthOutcome {
         let client = trust::client_address(
             req.peer,
             header(req.headers, "x-forwarded-for").as_deref(),
@@ -203,14 +201,14 @@ impl Front {
         );
         // AP-04: an asserted identity counts only from a trusted hop.
         if let Some(raw) = trust::asserted_identity(client, &self.trusted_peers, req.headers) {
-            return match self.principal_from_identity(&raw) {
+            return match self.principal_from_identity(&raw).await {
                 Some(p) => self.check_intended(req, p),
-                None => AuthOutcome::Challenge(self.challenges(req, false, now)),
+                None => AuthOutcome::Challenge(self.challenges(req, false, now).await),
             };
         }
         let address = client.to_string();
         let Some(authorization) = header(req.headers, "authorization") else {
-            return AuthOutcome::Challenge(self.challenges(req, false, now));
+            return AuthOutcome::Challenge(self.challenges(req, false, now).await);
         };
         let scheme = authorization
             .split_whitespace()
@@ -219,17 +217,23 @@ impl Front {
             .to_ascii_lowercase();
         let basic_allowed = self.basic && (req.tls || self.tls || self.basic_without_tls);
         // Parsed once: the claimed user name feeds the lockout before verification.
+        let basic_realms = if scheme == "basic" && basic_allowed {
+            Some(self.realms_for(req.target, now).await)
+        } else {
+            None
+        };
         let credentials = match scheme.as_str() {
             "digest" if self.digest.is_some() => parse_authorization(&authorization)
                 .map(Credentials::Digest)
                 .unwrap_or(Credentials::Unusable),
-            "basic" if basic_allowed => parse_basic(&authorization)
-                .map(|(user, password)| Credentials::Basic {
-                    realms: self.realms_for(req.target, now),
+            "basic" => match (parse_basic(&authorization), basic_realms) {
+                (Ok((user, password)), Some(realms)) => Credentials::Basic {
+                    realms,
                     user,
                     password,
-                })
-                .unwrap_or(Credentials::Unusable),
+                },
+                _ => Credentials::Unusable,
+            },
             "bearer" if self.jwt.is_some() => Credentials::Bearer,
             _ => Credentials::Unusable,
         };
@@ -247,13 +251,13 @@ impl Front {
             return AuthOutcome::Throttled(secs);
         }
         let result = match credentials {
-            Credentials::Digest(p) => self.digest(req, p, now),
+            Credentials::Digest(p) => self.digest(req, p, now).await,
             Credentials::Basic {
                 realms,
                 user,
                 password,
-            } => self.basic(&realms, &user, &password),
-            Credentials::Bearer => self.bearer(&authorization),
+            } => self.basic(&realms, &user, &password).await,
+            Credentials::Bearer => self.bearer(&authorization).await,
             Credentials::Unusable => Err(Failure::Invalid),
         };
         match result {
@@ -263,11 +267,11 @@ impl Front {
                 }
                 self.check_intended(req, principal)
             }
-            Err(Failure::Stale) => AuthOutcome::Challenge(self.challenges(req, true, now)),
+            Err(Failure::Stale) => AuthOutcome::Challenge(self.challenges(req, true, now).await),
             Err(Failure::Invalid) => {
                 self.lockout.failure(claimed.as_deref(), &address, now);
                 tracing::info!(target: "xcapd::auth", client = %client, scheme = %scheme, "authentication failed");
-                AuthOutcome::Challenge(self.challenges(req, false, now))
+                AuthOutcome::Challenge(self.challenges(req, false, now).await)
             }
         }
     }
@@ -285,8 +289,8 @@ impl Front {
             .unwrap_or_else(|_| username.to_ascii_lowercase())
     }
 
-    fn challenges(&self, req: &RequestInfo<'_>, stale: bool, now: u64) -> Vec<String> {
-        let realms = self.realms_for(req.target, now);
+    async fn challenges(&self, req: &RequestInfo<'_>, stale: bool, now: u64) -> Vec<String> {
+        let realms = self.realms_for(req.target, now).await;
         let mut out = Vec::new();
         if let Some(d) = &self.digest {
             for realm in realms.iter() {
@@ -303,7 +307,7 @@ impl Front {
         out
     }
 
-    fn digest(
+    async fn digest(
         &self,
         req: &RequestInfo<'_>,
         params: DigestParams,
@@ -312,45 +316,47 @@ impl Front {
         let Some(d) = &self.digest else {
             return Err(Failure::Invalid);
         };
-        let found: RefCell<Option<String>> = RefCell::new(None);
-        let verified =
-            d.verify_params(
-                req.method,
-                req.target,
-                params,
-                now,
-                |user, realm, alg| match self.creds.lookup_ha1(user, realm, alg.as_str()) {
-                    Ok(Some((xui, ha1))) => {
-                        *found.borrow_mut() = Some(xui);
-                        Some(ha1)
-                    }
-                    _ => None,
-                },
-            );
-        match verified {
-            Ok(_) => {
-                let xui = found.into_inner().ok_or(Failure::Invalid)?;
-                Ok(self.principal_for(&xui))
+        let stale = |e: DigestError| {
+            if e.is_stale() {
+                Failure::Stale
+            } else {
+                Failure::Invalid
             }
-            Err(DigestError::Stale) => Err(Failure::Stale),
-            Err(e) if e.is_stale() => Err(Failure::Stale),
-            Err(_) => Err(Failure::Invalid),
-        }
+        };
+        // Nothing is looked up for a request whose nonce, opaque or uri are wrong.
+        let checked = d.precheck(req.target, params).map_err(stale)?;
+        let (user, realm, alg) = checked.lookup();
+        let found = self
+            .creds
+            .lookup_ha1(user, realm, alg.as_str())
+            .await
+            .ok()
+            .flatten();
+        let (xui, ha1) = found.unzip();
+        d.complete(checked, req.method, ha1.as_deref(), now)
+            .map_err(stale)?;
+        let xui = xui.ok_or(Failure::Invalid)?;
+        Ok(self.principal_for(&xui).await)
     }
 
-    fn basic(&self, realms: &[String], user: &str, password: &str) -> Result<Principal, Failure> {
+    async fn basic(
+        &self,
+        realms: &[String],
+        user: &str,
+        password: &str,
+    ) -> Result<Principal, Failure> {
         let alg = Algorithm::Sha256;
         for realm in realms {
-            if let Ok(Some((xui, ha1))) = self.creds.lookup_ha1(user, realm, alg.as_str()) {
+            if let Ok(Some((xui, ha1))) = self.creds.lookup_ha1(user, realm, alg.as_str()).await {
                 if verify_basic(user, password, realm, &ha1, alg) {
-                    return Ok(self.principal_for(&xui));
+                    return Ok(self.principal_for(&xui).await);
                 }
             }
         }
         Err(Failure::Invalid)
     }
 
-    fn bearer(&self, authorization: &str) -> Result<Principal, Failure> {
+    async fn bearer(&self, authorization: &str) -> Result<Principal, Failure> {
         let (Some(jwt), Some(token)) = (&self.jwt, bearer_token(authorization)) else {
             return Err(Failure::Invalid);
         };
@@ -363,6 +369,7 @@ impl Front {
             let user = self
                 .creds
                 .get_user(xui.as_str())
+                .await
                 .ok()
                 .flatten()
                 .ok_or(Failure::Invalid)?;
@@ -377,10 +384,11 @@ impl Front {
     }
 
     /// Roles come from the credential store; an unknown user is a plain user.
-    fn principal_for(&self, xui: &str) -> Principal {
+    async fn principal_for(&self, xui: &str) -> Principal {
         let roles = self
             .creds
             .get_user(xui)
+            .await
             .ok()
             .flatten()
             .map(|c| c.roles)
@@ -388,9 +396,9 @@ impl Front {
         principal_with_roles(xui, &roles)
     }
 
-    fn principal_from_identity(&self, raw: &str) -> Option<Principal> {
+    async fn principal_from_identity(&self, raw: &str) -> Option<Principal> {
         let xui = Xui::from_identity_header(raw, self.default_domain.as_deref()).ok()?;
-        Some(self.principal_for(xui.as_str()))
+        Some(self.principal_for(xui.as_str()).await)
     }
 
     /// AP-03: an authenticated user may act only as itself; admins and services as anyone.

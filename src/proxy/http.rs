@@ -40,16 +40,18 @@ pub async fn authenticate(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let outcome = front.authenticate(
-        &RequestInfo {
-            method: &method,
-            target: &target,
-            headers: &headers,
-            peer: peer.ip(),
-            tls: false,
-        },
-        now,
-    );
+    let outcome = front
+        .authenticate(
+            &RequestInfo {
+                method: &method,
+                target: &target,
+                headers: &headers,
+                peer: peer.ip(),
+                tls: false,
+            },
+            now,
+        )
+        .await;
     let principal = match outcome {
         AuthOutcome::Authenticated(p) => p,
         AuthOutcome::Challenge(challenges) => {

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
+use super::credentials::{Credential, CredentialStore};
 use super::{
     ChangeOrigin, ChangeRecord, Committed, DocKey, DocMeta, DocumentStore, Expect, StorageError,
     StoredDocument, TreeKey,
@@ -70,7 +71,7 @@ impl<S: ?Sized> Clone for Blocking<S> {
     }
 }
 
-impl<S: DocumentStore> Blocking<S> {
+impl<S> Blocking<S> {
     pub fn new(store: S) -> Self {
         Blocking(Arc::new(store))
     }
@@ -159,6 +160,38 @@ impl<S: DocumentStore + ?Sized> Blocking<S> {
 
     pub fn health(&self) -> Result<(), StorageError> {
         block_on(self.0.health())
+    }
+}
+
+/// The credential store used synchronously (the offline `xcapd user` commands, tests).
+impl<S: CredentialStore + ?Sized> Blocking<S> {
+    pub fn get_user(&self, xui: &str) -> Result<Option<Credential>, StorageError> {
+        block_on(self.0.get_user(xui))
+    }
+
+    pub fn lookup_ha1(
+        &self,
+        username: &str,
+        realm: &str,
+        algorithm: &str,
+    ) -> Result<Option<(String, String)>, StorageError> {
+        block_on(self.0.lookup_ha1(username, realm, algorithm))
+    }
+
+    pub fn put_user(&self, cred: &Credential) -> Result<(), StorageError> {
+        block_on(self.0.put_user(cred))
+    }
+
+    pub fn delete_user(&self, xui: &str) -> Result<bool, StorageError> {
+        block_on(self.0.delete_user(xui))
+    }
+
+    pub fn list_users(&self) -> Result<Vec<Credential>, StorageError> {
+        block_on(self.0.list_users())
+    }
+
+    pub fn realms(&self) -> Result<Vec<String>, StorageError> {
+        block_on(self.0.realms())
     }
 }
 

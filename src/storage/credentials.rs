@@ -14,7 +14,8 @@ use std::str::FromStr;
 
 use parking_lot::RwLock;
 
-use super::StorageError;
+use super::{StorageError, StoreFuture};
+use std::future::ready;
 
 /// Canonical name of the MD5 Digest algorithm (RFC 7616 §3.3).
 pub const MD5: &str = "MD5";
@@ -126,38 +127,40 @@ impl Credential {
     }
 }
 
-/// Domain-level credential storage. Listings are sorted by XUI.
+/// Domain-level credential storage. Listings are sorted by XUI. Async like every domain
+/// store (design.md §4); writes resolve once durable.
 pub trait CredentialStore: Send + Sync + 'static {
-    fn get_user(&self, xui: &str) -> Result<Option<Credential>, StorageError>;
+    fn get_user<'a>(&'a self, xui: &'a str) -> StoreFuture<'a, Option<Credential>>;
     /// Finds the HA1 for a Digest username as the client sent it (any spelling registered),
     /// realm and algorithm; returns (xui, ha1 hex). Usernames and realms compare exactly; the
     /// algorithm goes through [`canonical_algorithm`], so `md5-sess` finds the MD5 HA1 that the
     /// session variant is built on (RFC 7616 §3.4.2). Unknown algorithms and names that cannot be
     /// stored (empty, NUL) are `Ok(None)`: they come from the client.
-    fn lookup_ha1(
-        &self,
-        username: &str,
-        realm: &str,
-        algorithm: &str,
-    ) -> Result<Option<(String, String)>, StorageError>;
+    fn lookup_ha1<'a>(
+        &'a self,
+        username: &'a str,
+        realm: &'a str,
+        algorithm: &'a str,
+    ) -> StoreFuture<'a, Option<(String, String)>>;
     /// Creates or replaces the user `cred.xui`; the previous HA1 spellings of that user are
-    /// dropped. Durable when it returns. `InvalidKey` when [`validate_credential`] fails,
-    /// `PreconditionFailed` (nothing stored) when a (username, realm, algorithm) of `cred`
-    /// already belongs to another user.
-    fn put_user(&self, cred: &Credential) -> Result<(), StorageError>;
-    /// True if the user existed. Durable when it returns.
-    fn delete_user(&self, xui: &str) -> Result<bool, StorageError>;
-    fn list_users(&self) -> Result<Vec<Credential>, StorageError>;
+    /// dropped. `InvalidKey` when [`validate_credential`] fails, `PreconditionFailed` (nothing
+    /// stored) when a (username, realm, algorithm) of `cred` already belongs to another user.
+    fn put_user<'a>(&'a self, cred: &'a Credential) -> StoreFuture<'a, ()>;
+    /// True if the user existed.
+    fn delete_user<'a>(&'a self, xui: &'a str) -> StoreFuture<'a, bool>;
+    fn list_users(&self) -> StoreFuture<'_, Vec<Credential>>;
     /// The realms that hold at least one user, most users first (ties by name). Used to
     /// challenge requests that name no user (global documents) in every realm users have.
-    fn realms(&self) -> Result<Vec<String>, StorageError> {
-        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
-        for cred in self.list_users()? {
-            *counts.entry(cred.realm).or_default() += 1;
-        }
-        let mut realms: Vec<(String, usize)> = counts.into_iter().collect();
-        realms.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        Ok(realms.into_iter().map(|(r, _)| r).collect())
+    fn realms(&self) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+            for cred in self.list_users().await? {
+                *counts.entry(cred.realm).or_default() += 1;
+            }
+            let mut realms: Vec<(String, usize)> = counts.into_iter().collect();
+            realms.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            Ok(realms.into_iter().map(|(r, _)| r).collect())
+        })
     }
 }
 
@@ -338,13 +341,13 @@ impl MemoryCredentials {
     }
 }
 
-impl CredentialStore for MemoryCredentials {
-    fn get_user(&self, xui: &str) -> Result<Option<Credential>, StorageError> {
+impl MemoryCredentials {
+    fn get_user_now(&self, xui: &str) -> Result<Option<Credential>, StorageError> {
         component("XUI", xui)?;
         Ok(self.state.read().users.get(xui).cloned())
     }
 
-    fn lookup_ha1(
+    fn lookup_ha1_now(
         &self,
         username: &str,
         realm: &str,
@@ -357,7 +360,7 @@ impl CredentialStore for MemoryCredentials {
         Ok(self.state.read().by_username.get(&key).cloned())
     }
 
-    fn put_user(&self, cred: &Credential) -> Result<(), StorageError> {
+    fn put_user_now(&self, cred: &Credential) -> Result<(), StorageError> {
         validate_credential(cred)?;
         let mut state = self.state.write();
         let taken = cred.ha1.iter().any(|e| {
@@ -383,7 +386,7 @@ impl CredentialStore for MemoryCredentials {
         Ok(())
     }
 
-    fn delete_user(&self, xui: &str) -> Result<bool, StorageError> {
+    fn delete_user_now(&self, xui: &str) -> Result<bool, StorageError> {
         component("XUI", xui)?;
         let mut state = self.state.write();
         let Some(old) = state.users.remove(xui) else {
@@ -395,8 +398,35 @@ impl CredentialStore for MemoryCredentials {
         Ok(true)
     }
 
-    fn list_users(&self) -> Result<Vec<Credential>, StorageError> {
+    fn list_users_now(&self) -> Result<Vec<Credential>, StorageError> {
         Ok(self.state.read().users.values().cloned().collect())
+    }
+}
+
+impl CredentialStore for MemoryCredentials {
+    fn get_user<'a>(&'a self, xui: &'a str) -> StoreFuture<'a, Option<Credential>> {
+        Box::pin(ready(self.get_user_now(xui)))
+    }
+
+    fn lookup_ha1<'a>(
+        &'a self,
+        username: &'a str,
+        realm: &'a str,
+        algorithm: &'a str,
+    ) -> StoreFuture<'a, Option<(String, String)>> {
+        Box::pin(ready(self.lookup_ha1_now(username, realm, algorithm)))
+    }
+
+    fn put_user<'a>(&'a self, cred: &'a Credential) -> StoreFuture<'a, ()> {
+        Box::pin(ready(self.put_user_now(cred)))
+    }
+
+    fn delete_user<'a>(&'a self, xui: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(ready(self.delete_user_now(xui)))
+    }
+
+    fn list_users(&self) -> StoreFuture<'_, Vec<Credential>> {
+        Box::pin(ready(self.list_users_now()))
     }
 }
 
@@ -571,8 +601,8 @@ macro_rules! credential_store_suite {
             };
             use $crate::storage::StorageError;
 
-            fn store() -> impl CredentialStore {
-                ($make)()
+            fn store() -> $crate::storage::Blocking<dyn CredentialStore> {
+                $crate::storage::Blocking(Arc::new(($make)()))
             }
 
             const ALICE: &str = "sip:alice@example.com";
@@ -588,7 +618,12 @@ macro_rules! credential_store_suite {
             }
 
             /// Every spelling × algorithm resolves to (`xui`, HA1 over `password`) in `realm`.
-            fn assert_resolves(s: &impl CredentialStore, xui: &str, realm: &str, password: &str) {
+            fn assert_resolves(
+                s: &$crate::storage::Blocking<dyn CredentialStore>,
+                xui: &str,
+                realm: &str,
+                password: &str,
+            ) {
                 for username in $crate::storage::credentials::username_spellings(xui) {
                     for alg in [MD5, SHA_256] {
                         assert_eq!(
@@ -600,7 +635,11 @@ macro_rules! credential_store_suite {
                 }
             }
 
-            fn assert_unresolved(s: &impl CredentialStore, xui: &str, realm: &str) {
+            fn assert_unresolved(
+                s: &$crate::storage::Blocking<dyn CredentialStore>,
+                xui: &str,
+                realm: &str,
+            ) {
                 for username in $crate::storage::credentials::username_spellings(xui) {
                     for alg in [MD5, SHA_256] {
                         assert_eq!(

@@ -19,7 +19,8 @@ use super::credentials::{
     lookup_key, validate_credential, Credential, CredentialStore, Ha1Entry, Role,
 };
 use super::sled_common::{abort, from_sled, from_tx, utf8, Reader, TxResult};
-use super::StorageError;
+use super::{StorageError, StoreFuture};
+use std::future::ready;
 
 const SEP: u8 = 0;
 const RECORD_VERSION: u8 = 1;
@@ -49,8 +50,8 @@ impl SledCredentials {
         })
     }
 
-    fn flush(&self) -> Result<(), StorageError> {
-        self.db.flush().map(drop).map_err(from_sled)
+    async fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush_async().await.map(drop).map_err(from_sled)
     }
 }
 
@@ -240,8 +241,8 @@ fn validate_xui(xui: &str) -> Result<(), StorageError> {
     Ok(())
 }
 
-impl CredentialStore for SledCredentials {
-    fn get_user(&self, xui: &str) -> Result<Option<Credential>, StorageError> {
+impl SledCredentials {
+    fn get_user_now(&self, xui: &str) -> Result<Option<Credential>, StorageError> {
         validate_xui(xui)?;
         match self.users.get(xui.as_bytes()).map_err(from_sled)? {
             None => Ok(None),
@@ -249,7 +250,7 @@ impl CredentialStore for SledCredentials {
         }
     }
 
-    fn lookup_ha1(
+    fn lookup_ha1_now(
         &self,
         username: &str,
         realm: &str,
@@ -265,7 +266,7 @@ impl CredentialStore for SledCredentials {
             .transpose()
     }
 
-    fn put_user(&self, cred: &Credential) -> Result<(), StorageError> {
+    fn put_user_now(&self, cred: &Credential) -> Result<(), StorageError> {
         validate_credential(cred)?;
         let record = encode_user(cred)?;
         let entries = index_entries(cred)?;
@@ -291,11 +292,10 @@ impl CredentialStore for SledCredentials {
                 users.insert(cred.xui.as_bytes(), record.as_slice())?;
                 Ok(())
             })
-            .map_err(from_tx)?;
-        self.flush()
+            .map_err(from_tx)
     }
 
-    fn delete_user(&self, xui: &str) -> Result<bool, StorageError> {
+    fn delete_user_now(&self, xui: &str) -> Result<bool, StorageError> {
         validate_xui(xui)?;
         let existed = (&self.users, &self.usernames)
             .transaction(|(users, usernames)| {
@@ -307,13 +307,10 @@ impl CredentialStore for SledCredentials {
                 Ok(true)
             })
             .map_err(from_tx)?;
-        if existed {
-            self.flush()?;
-        }
         Ok(existed)
     }
 
-    fn list_users(&self) -> Result<Vec<Credential>, StorageError> {
+    fn list_users_now(&self) -> Result<Vec<Credential>, StorageError> {
         self.users
             .iter()
             .map(|item| {
@@ -324,17 +321,54 @@ impl CredentialStore for SledCredentials {
     }
 }
 
+impl CredentialStore for SledCredentials {
+    fn get_user<'a>(&'a self, xui: &'a str) -> StoreFuture<'a, Option<Credential>> {
+        Box::pin(ready(self.get_user_now(xui)))
+    }
+
+    fn lookup_ha1<'a>(
+        &'a self,
+        username: &'a str,
+        realm: &'a str,
+        algorithm: &'a str,
+    ) -> StoreFuture<'a, Option<(String, String)>> {
+        Box::pin(ready(self.lookup_ha1_now(username, realm, algorithm)))
+    }
+
+    /// Durable when it resolves (sled flushed).
+    fn put_user<'a>(&'a self, cred: &'a Credential) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.put_user_now(cred)?;
+            self.flush().await
+        })
+    }
+
+    fn delete_user<'a>(&'a self, xui: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let existed = self.delete_user_now(xui)?;
+            if existed {
+                self.flush().await?;
+            }
+            Ok(existed)
+        })
+    }
+
+    fn list_users(&self) -> StoreFuture<'_, Vec<Credential>> {
+        Box::pin(ready(self.list_users_now()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::storage::credentials::{make_credential, MD5, SHA_256};
-    use crate::storage::{DocKey, Expect, SledOptions, SledStore, TreeKey};
+    use crate::storage::{Blocking, DocKey, Expect, SledOptions, SledStore, TreeKey};
     use proptest::prelude::*;
 
     const ALICE: &str = "sip:alice@example.com";
     const REALM: &str = "example.com";
 
-    fn open(path: &std::path::Path) -> (sled::Db, SledCredentials) {
+    fn open(path: &std::path::Path) -> (sled::Db, Blocking<SledCredentials>) {
         // sled releases its file lock from a background thread after the last handle drops;
         // a reopen right after a drop may have to wait for it on a loaded machine.
         let mut attempt = 0;
@@ -349,13 +383,13 @@ mod tests {
                 Err(e) => panic!("reopen: {e}"),
             }
         };
-        let creds = SledCredentials::new(&db).unwrap();
+        let creds = Blocking::new(SledCredentials::new(&db).unwrap());
         (db, creds)
     }
 
     /// Every index entry as (username, realm, algorithm, xui, ha1), read from the tree itself.
-    fn index_dump(c: &SledCredentials) -> Vec<(String, String, String, String, String)> {
-        c.usernames
+    fn index_dump(c: &Blocking<SledCredentials>) -> Vec<(String, String, String, String, String)> {
+        c.0.usernames
             .iter()
             .map(|item| {
                 let (k, v) = item.unwrap();
@@ -369,7 +403,7 @@ mod tests {
     }
 
     /// The index holds exactly one entry per HA1 entry of every stored user, and nothing else.
-    fn assert_index_matches_users(c: &SledCredentials) {
+    fn assert_index_matches_users(c: &Blocking<SledCredentials>) {
         let mut expected: Vec<_> = c
             .list_users()
             .unwrap()
@@ -458,14 +492,14 @@ mod tests {
         let key = DocKey::new("resource-lists", TreeKey::User(ALICE.into()), "index");
         {
             let docs = SledStore::open(dir.path(), SledOptions::default()).unwrap();
-            let creds = SledCredentials::new(docs.db()).unwrap();
+            let creds = Blocking::new(SledCredentials::new(docs.db()).unwrap());
             docs.put(&key, &Expect::Absent, "<a/>", "e1", 1).unwrap();
             creds
                 .put_user(&make_credential(ALICE, REALM, "pw", vec![Role::User], 1))
                 .unwrap();
         }
         let docs = SledStore::open(dir.path(), SledOptions::default()).unwrap();
-        let creds = SledCredentials::new(docs.db()).unwrap();
+        let creds = Blocking::new(SledCredentials::new(docs.db()).unwrap());
         assert_eq!(docs.get(&key).unwrap().unwrap().etag, "e1");
         assert_eq!(docs.list_user(ALICE).unwrap().len(), 1);
         assert!(creds.get_user(ALICE).unwrap().is_some());
@@ -476,7 +510,7 @@ mod tests {
     #[test]
     fn token_epoch_round_trips_and_is_optional() {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let c = SledCredentials::new(&db).unwrap();
+        let c = Blocking::new(SledCredentials::new(&db).unwrap());
         let plain = make_credential(ALICE, REALM, "pw", vec![Role::User], 9);
         let plain_record = encode_user(&plain).unwrap();
         let revoked = Credential {
@@ -499,7 +533,7 @@ mod tests {
     #[test]
     fn damaged_records_are_corrupt_errors() {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let c = SledCredentials::new(&db).unwrap();
+        let c = Blocking::new(SledCredentials::new(&db).unwrap());
         let good = make_credential(ALICE, REALM, "pw", vec![Role::User], 9);
         c.put_user(&good).unwrap();
         let record = encode_user(&good).unwrap();
@@ -528,7 +562,7 @@ mod tests {
             encode_user(&bad_hex).unwrap(),
             Vec::new(),
         ] {
-            c.users.insert(ALICE, raw.clone()).unwrap();
+            c.0.users.insert(ALICE, raw.clone()).unwrap();
             assert!(
                 matches!(c.get_user(ALICE), Err(StorageError::Corrupt(_))),
                 "{raw:?}"
@@ -539,7 +573,7 @@ mod tests {
                 Err(StorageError::Corrupt(_))
             ));
         }
-        c.usernames
+        c.0.usernames
             .insert(index_key("alice", REALM, MD5), &[1, 0, 0][..])
             .unwrap();
         assert!(matches!(
