@@ -403,14 +403,16 @@ impl InstrumentedStore {
         InstrumentedStore { inner, metrics }
     }
 
-    /// Times a store call into the `op` storage histogram.
+    /// Times a store call into the `op` storage histogram, from before the call is made (a
+    /// backend may do its work when the future is created) until it resolves.
     fn timed<'a, T: Send + 'a>(
         &'a self,
         op: &'static str,
-        call: StoreFuture<'a, T>,
+        call: impl FnOnce(&'a dyn DocumentStore) -> StoreFuture<'a, T>,
     ) -> StoreFuture<'a, T> {
+        let started = Instant::now();
+        let call = call(self.inner.as_ref());
         Box::pin(async move {
-            let started = Instant::now();
             let result = call.await;
             self.metrics
                 .observe_storage(op, started.elapsed().as_micros() as u64);
@@ -427,7 +429,7 @@ impl InstrumentedStore {
 
 impl DocumentStore for InstrumentedStore {
     fn get<'a>(&'a self, key: &'a DocKey) -> StoreFuture<'a, Option<StoredDocument>> {
-        self.timed("get", self.inner.get(key))
+        self.timed("get", |s| s.get(key))
     }
 
     /// Timed until durable (the journal's group sync included).
@@ -440,12 +442,11 @@ impl DocumentStore for InstrumentedStore {
         modified_ms: u64,
         origin: &'a ChangeOrigin,
     ) -> StoreFuture<'a, Committed> {
-        let call = self.inner.put(key, expect, body, etag, modified_ms, origin);
+        let call = self.timed("put", |s| {
+            s.put(key, expect, body, etag, modified_ms, origin)
+        });
         Box::pin(async move {
-            let committed = self
-                .timed("put", call)
-                .await
-                .inspect_err(|e| self.count_refusal(e))?;
+            let committed = call.await.inspect_err(|e| self.count_refusal(e))?;
             if committed.outcome == WriteOutcome::Created {
                 self.metrics.add_documents(1);
             }
@@ -459,12 +460,9 @@ impl DocumentStore for InstrumentedStore {
         expect: &'a Expect,
         origin: &'a ChangeOrigin,
     ) -> StoreFuture<'a, Option<Committed>> {
-        let call = self.inner.delete(key, expect, origin);
+        let call = self.timed("delete", |s| s.delete(key, expect, origin));
         Box::pin(async move {
-            let deleted = self
-                .timed("delete", call)
-                .await
-                .inspect_err(|e| self.count_refusal(e))?;
+            let deleted = call.await.inspect_err(|e| self.count_refusal(e))?;
             if deleted.is_some() {
                 self.metrics.add_documents(-1);
             }
@@ -473,11 +471,11 @@ impl DocumentStore for InstrumentedStore {
     }
 
     fn list_user<'a>(&'a self, xui: &'a str) -> StoreFuture<'a, Vec<DocMeta>> {
-        self.timed("list_user", self.inner.list_user(xui))
+        self.timed("list_user", |s| s.list_user(xui))
     }
 
     fn list_auid<'a>(&'a self, auid: &'a str) -> StoreFuture<'a, Vec<DocMeta>> {
-        self.timed("list_auid", self.inner.list_auid(auid))
+        self.timed("list_auid", |s| s.list_auid(auid))
     }
 
     fn directory_exists<'a>(
@@ -486,18 +484,15 @@ impl DocumentStore for InstrumentedStore {
         tree: &'a TreeKey,
         dir: &'a str,
     ) -> StoreFuture<'a, bool> {
-        self.timed(
-            "directory_exists",
-            self.inner.directory_exists(auid, tree, dir),
-        )
+        self.timed("directory_exists", |s| s.directory_exists(auid, tree, dir))
     }
 
     fn last_seq(&self) -> StoreFuture<'_, u64> {
-        self.timed("last_seq", self.inner.last_seq())
+        self.timed("last_seq", |s| s.last_seq())
     }
 
     fn changes_since(&self, after: u64, limit: usize) -> StoreFuture<'_, Vec<ChangeRecord>> {
-        self.timed("changes_since", self.inner.changes_since(after, limit))
+        self.timed("changes_since", |s| s.changes_since(after, limit))
     }
 
     fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -505,7 +500,7 @@ impl DocumentStore for InstrumentedStore {
     }
 
     fn flush(&self) -> StoreFuture<'_, ()> {
-        self.timed("flush", self.inner.flush())
+        self.timed("flush", |s| s.flush())
     }
 
     fn health(&self) -> StoreFuture<'_, ()> {

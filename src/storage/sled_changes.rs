@@ -27,6 +27,8 @@ pub(crate) struct SledChanges {
     meta: sled::Tree,
     retention: ChangeRetention,
     trimmed_through: AtomicU64,
+    /// When the age bound was last checked (ms since the epoch).
+    last_age_check_ms: AtomicU64,
     /// The newest readable change (feed wake-up).
     changed: watch::Sender<u64>,
 }
@@ -58,17 +60,31 @@ impl SledChanges {
             meta,
             retention,
             trimmed_through: AtomicU64::new(trimmed),
+            last_age_check_ms: AtomicU64::new(0),
             changed: watch::channel(last_seq).0,
         })
     }
 
-    /// Records up to `seq` are applied: wake the readers and trim.
+    /// Records up to `seq` are applied: wake the readers and trim. The count bound is checked
+    /// exactly on every batch (arithmetic only); the age bound, which needs the oldest record,
+    /// at most every quarter of the age limit (and at least every second), so the journal
+    /// thread does not walk the log on every batch.
     pub(crate) fn applied(&self, seq: u64, now_ms: u64) {
         self.changed.send_if_modified(|head| {
             let newer = seq > *head;
             *head = (*head).max(seq);
             newer
         });
+        let held = seq.saturating_sub(self.trimmed_through.load(Ordering::Acquire));
+        let over_count = held > self.retention.max_entries;
+        let interval = (self.retention.max_age.as_millis() as u64 / 4).clamp(1, 1000);
+        let age_due = now_ms >= self.last_age_check_ms.load(Ordering::Relaxed) + interval;
+        if !over_count && !age_due {
+            return;
+        }
+        if age_due {
+            self.last_age_check_ms.store(now_ms, Ordering::Relaxed);
+        }
         if let Err(e) = self.trim(seq, now_ms) {
             tracing::warn!(target: "xcapd::storage", error = %e, "cannot trim the change log");
         }
