@@ -5,6 +5,7 @@
 # alternating the binaries so that the machine's drift hits both alike.
 #
 #   scripts/bench-compare.sh OLD_BIN NEW_BIN [seconds-per-scenario] [rounds]   (default 6 3)
+#   ONLY=put-document scripts/bench-compare.sh ...   runs that one scenario (more pairs per minute)
 # needs target/release/xcapd-load (cargo build --release --bin xcapd-load).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,9 @@ PY
 SEL='~~/resource-lists/list%5B@name=%22friends%22%5D/entry%5B@uri=%22sip:user50@example.com%22%5D'
 NEWSEL='~~/resource-lists/list%5B@name=%22friends%22%5D/entry%5B@uri=%22sip:new{n}@example.com%22%5D'
 
+ONLY=${ONLY:-}
+wanted() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
+
 one() { # label binary
   local label=$1 bin=$2 data
   data=$(mktemp -d "$WORK/data.XXXX")
@@ -37,14 +41,22 @@ one() { # label binary
   SRV=$!
   for _ in $(seq 1 100); do curl -sf $X/xcap-caps/global/index >/dev/null && break; sleep 0.1; done
   curl -sf -X PUT -H "Content-Type: $RL" --data-binary @"$WORK/l100.xml" $X/resource-lists/users/sip:small@example.com/index >/dev/null
-  printf '%-6s %-44s ' "$label" "PUT document, 100 entries, durable (4)"
-  $LOAD --duration "$SECS" --connections 4 --method PUT --content-type $RL --body-file "$WORK/l100.xml" --url "$X/resource-lists/users/sip:writer{c}@example.com/index"
-  printf '%-6s %-44s ' "$label" "GET document, 100 entries (4)"
-  $LOAD --duration "$SECS" --connections 4 --url $X/resource-lists/users/sip:small@example.com/index
-  printf '%-6s %-44s ' "$label" "GET element by attribute, 100 entries (4)"
-  $LOAD --duration "$SECS" --connections 4 --url "$X/resource-lists/users/sip:small@example.com/index/$SEL"
-  printf '%-6s %-44s ' "$label" "PUT element into 100-entry list (1)"
-  $LOAD --duration "$SECS" --connections 1 --method PUT --content-type application/xcap-el+xml --body '<entry uri="sip:new{n}@example.com"/>' --url "$X/resource-lists/users/sip:small@example.com/index/$NEWSEL"
+  if wanted put-document; then
+    printf '%-6s %-44s ' "$label" "PUT document, 100 entries, durable (4)"
+    $LOAD --duration "$SECS" --connections 4 --method PUT --content-type $RL --body-file "$WORK/l100.xml" --url "$X/resource-lists/users/sip:writer{c}@example.com/index"
+  fi
+  if wanted get-document; then
+    printf '%-6s %-44s ' "$label" "GET document, 100 entries (4)"
+    $LOAD --duration "$SECS" --connections 4 --url $X/resource-lists/users/sip:small@example.com/index
+  fi
+  if wanted get-element; then
+    printf '%-6s %-44s ' "$label" "GET element by attribute, 100 entries (4)"
+    $LOAD --duration "$SECS" --connections 4 --url "$X/resource-lists/users/sip:small@example.com/index/$SEL"
+  fi
+  if wanted put-element; then
+    printf '%-6s %-44s ' "$label" "PUT element into 100-entry list (1)"
+    $LOAD --duration "$SECS" --connections 1 --method PUT --content-type application/xcap-el+xml --body '<entry uri="sip:new{n}@example.com"/>' --url "$X/resource-lists/users/sip:small@example.com/index/$NEWSEL"
+  fi
   kill "$SRV"; wait "$SRV" 2>/dev/null || true; SRV=
   rm -rf "$data"
 }
