@@ -61,6 +61,7 @@ async fn main() {
         .parse()
         .unwrap_or_else(|_| std::process::exit(2));
     c.server.data_dir = dir.clone();
+    c.sip.listen = "127.0.0.1:0".into();
     c.server.auth = AuthMode::Required;
     c.auth.trusted_peers = vec!["127.0.0.1/32".into()];
     c.log.level = "warn".into();

@@ -8,6 +8,7 @@
 #   ONLY=put-document scripts/bench-compare.sh ...   runs that one scenario (more pairs per minute)
 # needs target/release/xcapd-load (cargo build --release --bin xcapd-load).
 set -euo pipefail
+export XCAPD_SIP=127.0.0.1:0   # several servers run at once: each picks its own SIP port
 cd "$(dirname "$0")/.."
 OLD=$1; NEW=$2; SECS=${3:-6}; ROUNDS=${4:-3}
 LOAD=${LOAD:-target/release/xcapd-load}

@@ -10,6 +10,7 @@
 #
 #   scripts/bench-limits.sh [xcapd-binary] [megabytes]
 set -euo pipefail
+export XCAPD_SIP=127.0.0.1:0   # several servers run at once: each picks its own SIP port
 cd "$(dirname "$0")/.."
 cargo build --release --bin xcapd --bin xcapd-load >/dev/null
 BIN=$(realpath "${1:-target/release/xcapd}")

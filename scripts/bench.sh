@@ -6,6 +6,7 @@
 #
 #   scripts/bench.sh [seconds-per-scenario]        (default 10)
 set -euo pipefail
+export XCAPD_SIP=127.0.0.1:0   # several servers run at once: each picks its own SIP port
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
 PORT=${BENCH_PORT:-18080}

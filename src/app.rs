@@ -58,6 +58,8 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// The admin API listener; None when `admin.listen` is empty.
     pub admin_addr: Option<SocketAddr>,
+    /// The SIP listener (UDP and TCP); None when `sip.listen` is empty.
+    pub sip_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     pub decisions: Arc<DecisionService>,
     pub xdms: Arc<Xdms>,
@@ -223,6 +225,20 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         addr: config.server.http,
         message: e.to_string(),
     })?;
+    let sip = match config.sip.listen_addr()? {
+        None => None,
+        Some(addr) => {
+            Some(
+                crate::sip::transport::bind(addr)
+                    .await
+                    .map_err(|e| AppError::Bind {
+                        addr,
+                        message: format!("SIP: {e}"),
+                    })?,
+            )
+        }
+    };
+    let sip_addr = sip.as_ref().map(|l| l.addr);
     let settings = build::xdms_settings(&config, http_addr);
     let feed = ChangeFeed::new(store.clone());
     // Read before the indexes are built from the store: changes after it are followed.
@@ -274,9 +290,10 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let task = match admin {
         None => task,
         Some((listener, addr, app)) => {
+            let admin_stop = stopped(shutdown_rx.clone());
             let admin_task = tokio::spawn(async move {
                 axum::serve(listener, app)
-                    .with_graceful_shutdown(stopped(shutdown_rx))
+                    .with_graceful_shutdown(admin_stop)
                     .await
                     .map_err(|e| AppError::Serve(e.to_string()))
             });
@@ -285,10 +302,22 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         }
     };
     let task = abort_with(task, follower);
+    let task = match sip {
+        None => task,
+        Some(listeners) => {
+            tracing::info!(addr = %listeners.addr, "SIP listening (UDP and TCP)");
+            let (endpoint, transport) = build::sip_endpoint(&config);
+            abort_with(
+                task,
+                crate::sip::transport::spawn(listeners, endpoint, transport, shutdown_rx.clone()),
+            )
+        }
+    };
     tracing::info!(addr = %http_addr, root = %config.server.xcap_root, "xcapd listening");
     Ok(Running {
         http_addr,
         admin_addr,
+        sip_addr,
         metrics,
         decisions,
         xdms,

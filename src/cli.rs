@@ -32,6 +32,9 @@ struct ConfigArgs {
     /// Data directory for the embedded store.
     #[arg(long, global = true)]
     data: Option<PathBuf>,
+    /// SIP listen address (UDP and TCP), e.g. 127.0.0.1:5060; port 0 picks one; "" disables.
+    #[arg(long, global = true)]
+    sip: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -102,6 +105,9 @@ fn load_config(args: &ConfigArgs) -> Result<Config, String> {
     config
         .apply_env(|k| std::env::var(k).ok())
         .map_err(|e| e.to_string())?;
+    if let Some(sip) = &args.sip {
+        config.sip.listen = sip.clone();
+    }
     if let Some(http) = args.http {
         config.server.http = http;
     }

@@ -388,14 +388,51 @@ impl std::fmt::Debug for AdminConfig {
 impl AdminConfig {
     /// The admin listener address; None when the admin API is disabled.
     pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        if self.listen.trim().is_empty() {
-            return Ok(None);
+        optional_addr("admin.listen", &self.listen)
+    }
+}
+
+/// A listen address that may be empty (the listener is off).
+fn optional_addr(key: &str, value: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.parse()
+        .map(Some)
+        .map_err(|e| ConfigError::Invalid(format!("{key} {value:?}: {e}")))
+}
+
+/// `[sip]`: the SIP endpoint (RFC 3261) the xcap-diff notifier and the IM Server use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// UDP and TCP listen address (same port for both); empty disables SIP. Port 0 picks a
+    /// free port (logged). Overridden by `--sip` and `XCAPD_SIP`.
+    pub listen: String,
+    /// Largest SIP message accepted (headers and body).
+    pub max_message_bytes: usize,
+    /// Open SIP TCP connections at most; more are closed at once.
+    pub max_tcp_connections: usize,
+    /// A TCP connection that sends nothing for this long is closed.
+    pub tcp_idle_timeout_secs: u64,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen: "127.0.0.1:5060".into(),
+            max_message_bytes: 64 * 1024,
+            max_tcp_connections: 1024,
+            tcp_idle_timeout_secs: 300,
         }
-        self.listen
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|e| ConfigError::Invalid(format!("admin.listen {:?}: {e}", self.listen)))
+    }
+}
+
+impl SipConfig {
+    /// The SIP listen address; None when SIP is disabled.
+    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        optional_addr("sip.listen", &self.listen)
     }
 }
 
@@ -403,6 +440,7 @@ impl AdminConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
+    pub sip: SipConfig,
     pub policy: PolicyConfig,
     pub auth: AuthConfig,
     pub admin: AdminConfig,
@@ -429,8 +467,9 @@ impl Config {
         Config::from_toml(&path.display().to_string(), &text)
     }
 
-    /// Applies `XCAPD_HTTP`, `XCAPD_DATA_DIR`, `XCAPD_XCAP_ROOT`, `XCAPD_PUBLIC_URL`,
-    /// `XCAPD_DEFAULT_DOMAIN`, `XCAPD_STORAGE`, `XCAPD_AUTH`, `XCAPD_LOG`.
+    /// Applies `XCAPD_HTTP`, `XCAPD_SIP`, `XCAPD_DATA_DIR`, `XCAPD_XCAP_ROOT`,
+    /// `XCAPD_PUBLIC_URL`, `XCAPD_DEFAULT_DOMAIN`, `XCAPD_STORAGE`, `XCAPD_AUTH`, `XCAPD_LOG`,
+    /// `XCAPD_ADMIN_LISTEN`, `XCAPD_ADMIN_TOKEN_FILE`.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let env_err = |name: &str, message: String| ConfigError::Env {
             name: name.to_string(),
@@ -478,6 +517,9 @@ impl Config {
         if let Some(v) = get("XCAPD_ADMIN_LISTEN") {
             self.admin.listen = v;
         }
+        if let Some(v) = get("XCAPD_SIP") {
+            self.sip.listen = v;
+        }
         if let Some(v) = get("XCAPD_ADMIN_TOKEN_FILE") {
             self.admin.token_file = v;
         }
@@ -519,6 +561,19 @@ impl Config {
         if !self.admin.token.is_empty() && !self.admin.token_file.is_empty() {
             return Err(ConfigError::Invalid(
                 "set either admin.token or admin.token_file, not both".into(),
+            ));
+        }
+        if let Some(sip) = self.sip.listen_addr()? {
+            if sip.port() != 0 && sip == self.server.http {
+                // Different protocols may share a port number, but TCP cannot.
+                return Err(ConfigError::Invalid(format!(
+                    "sip.listen {sip} is the XCAP listener's address"
+                )));
+            }
+        }
+        if self.sip.max_message_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "sip.max_message_bytes must be at least 1024".into(),
             ));
         }
         if self.storage.change_log_max_entries == 0 {
@@ -607,6 +662,26 @@ mod tests {
         c.apply_env(|k| (k == "XCAPD_ADMIN_LISTEN").then(String::new))
             .unwrap();
         assert_eq!(c.admin.listen_addr().unwrap(), None);
+    }
+
+    // `[sip] listen`: loopback 5060 by default, XCAPD_SIP overrides, "" disables; it may not
+    // take the XCAP listener's TCP address.
+    #[test]
+    fn sip_listener_default_env_and_clash() {
+        let mut c = Config::default();
+        assert_eq!(
+            c.sip.listen_addr().unwrap(),
+            Some("127.0.0.1:5060".parse().unwrap())
+        );
+        c.apply_env(|k| (k == "XCAPD_SIP").then(|| "127.0.0.1:0".to_string()))
+            .unwrap();
+        assert_eq!(c.sip.listen_addr().unwrap().map(|a| a.port()), Some(0));
+        c.sip.listen = String::new();
+        assert_eq!(c.sip.listen_addr().unwrap(), None);
+        c.sip.listen = "127.0.0.1:8080".into();
+        assert!(matches!(c.validate(), Err(ConfigError::Invalid(_))));
+        c.sip.listen = "not an address".into();
+        assert!(c.validate().is_err());
     }
 
     #[test]

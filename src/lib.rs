@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod serve;
+pub mod sip;
 pub mod storage;
 pub mod telemetry;
 pub mod tls;

@@ -13,6 +13,7 @@ const EL: &str = "application/xcap-el+xml";
 
 fn spawn(port: u16, data: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_xcapd"))
+        .env("XCAPD_SIP", "127.0.0.1:0")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["serve", "--http", &format!("127.0.0.1:{port}"), "--data"])
         .arg(data)

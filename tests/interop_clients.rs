@@ -17,6 +17,8 @@ const ALICE: &str = "sip:alice@example.com";
 
 fn xcapd(cwd: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_xcapd"));
+    // Each test server picks its own SIP port.
+    c.env("XCAPD_SIP", "127.0.0.1:0");
     c.current_dir(cwd);
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("XCAPD_") {

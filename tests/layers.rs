@@ -58,6 +58,10 @@ fn l0_core_has_no_io() {
     check("policy", IO);
     check("event", IO);
     check("identity", IO);
+    // The SIP syntax and transaction state machines are pure too (issue #13 scope 1).
+    check("sip/message", IO);
+    check("sip/header", IO);
+    check("sip/transaction", IO);
     check(
         "identity",
         &[

@@ -253,6 +253,7 @@ fn spawn_xcapd(dir: &std::path::Path, name: &str, port: u16, config: &str) -> st
         .arg(dir.join(format!("{name}-data")))
         .env("XCAPD_LOG", "warn")
         .env("XCAPD_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("XCAPD_SIP", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -43,6 +43,7 @@ impl Server {
     async fn start(config: &Path, data: &Path) -> Server {
         let (port, admin_port) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_xcapd"))
+            .env("XCAPD_SIP", "127.0.0.1:0")
             .args(["serve", "--config"])
             .arg(config)
             .args(["--http", &format!("127.0.0.1:{port}"), "--data"])

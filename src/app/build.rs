@@ -170,3 +170,26 @@ pub(super) async fn admin_server(
         }
     })
 }
+
+/// The SIP endpoint and its transport settings.
+pub(super) fn sip_endpoint(
+    config: &Config,
+) -> (
+    Arc<crate::sip::endpoint::Endpoint>,
+    crate::sip::transport::TransportConfig,
+) {
+    let limits = crate::sip::message::Limits {
+        max_message_bytes: config.sip.max_message_bytes,
+        ..Default::default()
+    };
+    let endpoint = crate::sip::endpoint::Endpoint::new(crate::sip::endpoint::EndpointConfig {
+        limits,
+        ..Default::default()
+    });
+    let transport = crate::sip::transport::TransportConfig {
+        limits,
+        max_tcp_connections: config.sip.max_tcp_connections,
+        tcp_idle_timeout: std::time::Duration::from_secs(config.sip.tcp_idle_timeout_secs),
+    };
+    (Arc::new(endpoint), transport)
+}

@@ -43,6 +43,7 @@ pub fn test_config(dir: &Path) -> Config {
     c.storage.backend = StorageBackend::Sled;
     c.log.level = "warn".into();
     c.admin.listen = "127.0.0.1:0".into();
+    c.sip.listen = "127.0.0.1:0".into();
     c.admin.token = ADMIN_TOKEN.into();
     c
 }
