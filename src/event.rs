@@ -44,7 +44,8 @@ pub struct Edit {
     /// Prefix → namespace bindings of the request's `xmlns()` query (URI-14), so the selector
     /// can be resolved again (RFC 5874 §4 namespace declarations).
     pub namespaces: Vec<(String, String)>,
-    /// PUT element: the element as stored; PUT attribute: the value; deletes: `None`.
+    /// PUT element: the element as stored, with the namespace declarations it inherits written
+    /// on it (so it reads the same anywhere); PUT attribute: the value; deletes: `None`.
     pub value: Option<String>,
     /// Element edits: the element's 1-based position among its parent's element children, in
     /// the new document for a PUT and in the old one for a DELETE (RFC 5261 `pos` needs it).

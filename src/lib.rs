@@ -37,6 +37,7 @@ pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 pub mod xcap;
+pub mod xcap_diff;
 pub mod xdms;
 pub mod xml;
 pub mod xsd;

@@ -84,7 +84,7 @@ async fn xe24_document_changed_events_in_commit_order() {
     );
     assert_eq!(
         edit.value.as_deref(),
-        Some("<entry uri=\"sip:b@example.com\"/>")
+        Some("<entry xmlns=\"urn:ietf:params:xml:ns:resource-lists\" uri=\"sip:b@example.com\"/>")
     );
     assert_eq!((edit.position, edit.created), (Some(1), true));
     assert_eq!(c.origin.edit, None, "a document DELETE");

@@ -62,6 +62,8 @@ fn l0_core_has_no_io() {
     check("sip/message", IO);
     check("sip/header", IO);
     check("sip/transaction", IO);
+    check("xcap_diff", IO);
+    check("xcap_diff", &["crate::storage", "crate::xdms"]);
     check(
         "identity",
         &[

@@ -199,6 +199,86 @@ pub fn get_attribute_in(parsed: &Document<'_>, sel: &ResolvedSelector) -> Result
         .ok_or(XmlError::NoMatch)
 }
 
+/// The element a terminal-free selector selects, as stored, with every namespace declaration
+/// it inherits written on its start tag, so the text means the same wherever it is placed
+/// (RFC 5874 §3 XD-11b; RFC 5261 §4.3: added content takes the patch document's context).
+pub fn standalone_element_in(
+    doc: &str,
+    parsed: &Document<'_>,
+    sel: &ResolvedSelector,
+) -> Result<String, XmlError> {
+    if sel.terminal.is_some() {
+        return Err(XmlError::NoMatch);
+    }
+    let node = locate_element(parsed, &sel.steps)?;
+    let text = &doc[node.range()];
+    // The start tag's name ends at the first whitespace, '/' or '>'.
+    let name_end = text
+        .find(|c: char| c.is_ascii_whitespace() || c == '/' || c == '>')
+        .unwrap_or(text.len());
+    let declared = start_tag_attribute_names(text);
+    let declared_here = |prefix: Option<&str>| {
+        declared.iter().any(|n| match prefix {
+            None => *n == "xmlns",
+            Some(p) => n.strip_prefix("xmlns:") == Some(p),
+        })
+    };
+    let mut extra = String::new();
+    for ns in node.namespaces() {
+        let prefix = ns.name();
+        if prefix == Some("xml") || declared_here(prefix) {
+            continue;
+        }
+        let value = ns
+            .uri()
+            .replace('&', "&amp;")
+            .replace('"', "&quot;")
+            .replace('<', "&lt;");
+        match prefix {
+            None => extra.push_str(&format!(" xmlns=\"{value}\"")),
+            Some(p) => extra.push_str(&format!(" xmlns:{p}=\"{value}\"")),
+        }
+    }
+    Ok(format!(
+        "{}{}{}",
+        &text[..name_end],
+        extra,
+        &text[name_end..]
+    ))
+}
+
+/// The attribute names written on an element's start tag (namespace declarations included),
+/// read from its well-formed text: `name S? = S? "value"` pairs after the element name.
+fn start_tag_attribute_names(element: &str) -> Vec<&str> {
+    let b = element.as_bytes();
+    let mut i = element
+        .find(|c: char| c.is_ascii_whitespace() || c == '/' || c == '>')
+        .unwrap_or(b.len());
+    let mut names = Vec::new();
+    loop {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= b.len() || b[i] == b'/' || b[i] == b'>' {
+            return names;
+        }
+        let start = i;
+        while i < b.len() && !b[i].is_ascii_whitespace() && b[i] != b'=' {
+            i += 1;
+        }
+        names.push(&element[start..i]);
+        while i < b.len() && b[i] != b'"' && b[i] != b'\'' {
+            i += 1;
+        }
+        let Some(&quote) = b.get(i) else { return names };
+        i += 1;
+        while i < b.len() && b[i] != quote {
+            i += 1;
+        }
+        i += 1;
+    }
+}
+
 /// The 1-based position of the element the selector's steps select among its parent's element
 /// children (RFC 5261 §4.3 `pos` needs it to place an added element). `None` when the steps
 /// select no single element.
@@ -218,6 +298,29 @@ pub fn element_position(parsed: &Document<'_>, sel: &ResolvedSelector) -> Option
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    // RFC 5874 XD-11b: the text of a located element carries the declarations it inherits,
+    // and not the ones it makes itself twice.
+    #[test]
+    fn standalone_element_declares_inherited_namespaces() {
+        let text =
+            r#"<r xmlns="urn:d" xmlns:p="urn:p"><a  xmlns:q = 'urn:q' q:x="1"><p:b/></a></r>"#;
+        let doc = Document::parse(text).unwrap();
+        let sel = ResolvedSelector {
+            steps: vec![step_in("urn:d", "r", None), step_in("urn:d", "a", None)],
+            terminal: None,
+        };
+        let out = standalone_element_in(text, &doc, &sel).unwrap();
+        assert!(
+            out.starts_with("<a xmlns=\"urn:d\" xmlns:p=\"urn:p\"  xmlns:q = 'urn:q'"),
+            "{out}"
+        );
+        assert_eq!(out.matches("xmlns:q").count(), 1);
+        let again = Document::parse(&out).unwrap();
+        let b = again.root_element().first_element_child().unwrap();
+        assert_eq!(b.tag_name().namespace(), Some("urn:p"));
+        assert_eq!(again.root_element().tag_name().namespace(), Some("urn:d"));
+    }
 
     // RFC 5261 §4.3: positions count element siblings only (text and comments are not counted).
     #[test]
@@ -261,6 +364,17 @@ pub(crate) mod tests {
 
     /// Parses a tiny path syntax: `a/b[2]/c[@x=v]/*[1][@y=w]` with names in no namespace, or
     /// with `{ns}` prefixes like `{urn:x}a`. Optional terminal `/@att` or `/namespace::*`.
+    pub fn step_in(ns: &str, local: &str, position: Option<usize>) -> ResolvedStep {
+        ResolvedStep {
+            name: ResolvedNameTest::Name(ExpandedName {
+                ns: Some(ns.to_string()),
+                local: local.to_string(),
+            }),
+            position,
+            attr: None,
+        }
+    }
+
     pub fn sel(path: &str) -> ResolvedSelector {
         let mut steps = Vec::new();
         let mut terminal = None;

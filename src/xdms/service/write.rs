@@ -360,7 +360,7 @@ fn put_edit(node: &Node, doc: &ParsedDoc, created: bool) -> Option<Edit> {
     let (kind, value) = match node.kind {
         NodeTarget::Element => (
             EditKind::PutElement,
-            xml::get_element_in(doc.text(), doc.doc(), &node.selector).ok(),
+            xml::standalone_element_in(doc.text(), doc.doc(), &node.selector).ok(),
         ),
         NodeTarget::Attribute => (
             EditKind::PutAttribute,
