@@ -10,6 +10,9 @@ pub mod patch;
 
 use std::fmt::Write as _;
 
+use crate::xcap::error::escape_text;
+use crate::xml::attvalue::escape as escape_attr;
+
 /// `urn:ietf:params:xml:ns:xcap-diff` (XD-01).
 pub const NS_XCAP_DIFF: &str = "urn:ietf:params:xml:ns:xcap-diff";
 /// The media type of diff documents (XD-01).
@@ -202,18 +205,6 @@ fn write_op(out: &mut String, op: &PatchOp) {
         }
     }
     out.push('\n');
-}
-
-pub(crate) fn escape_attr(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('"', "&quot;")
-}
-
-fn escape_text(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 #[cfg(test)]

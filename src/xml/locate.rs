@@ -172,11 +172,7 @@ pub fn get_element_in(
     parsed: &Document<'_>,
     sel: &ResolvedSelector,
 ) -> Result<String, XmlError> {
-    if sel.terminal.is_some() {
-        return Err(XmlError::NoMatch);
-    }
-    let node = locate_element(parsed, &sel.steps)?;
-    Ok(doc[node.range()].to_string())
+    select_element(parsed, sel).map(|node| doc[node.range()].to_string())
 }
 
 /// Attribute GET (OP-29, NS-11): the decoded (normalized) value; the caller quotes it.
@@ -207,10 +203,7 @@ pub fn standalone_element_in(
     parsed: &Document<'_>,
     sel: &ResolvedSelector,
 ) -> Result<String, XmlError> {
-    if sel.terminal.is_some() {
-        return Err(XmlError::NoMatch);
-    }
-    let node = locate_element(parsed, &sel.steps)?;
+    let node = select_element(parsed, sel)?;
     let text = &doc[node.range()];
     // The start tag's name ends at the first whitespace, '/' or '>'.
     let name_end = text
