@@ -60,6 +60,8 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     /// The SIP listener (UDP and TCP); None when `sip.listen` is empty.
     pub sip_addr: Option<SocketAddr>,
+    /// Sends SIP requests (NOTIFY, MESSAGE) from the SIP UDP socket.
+    pub sip_client: Option<Arc<crate::sip::client::Client>>,
     pub metrics: Arc<Metrics>,
     pub decisions: Arc<DecisionService>,
     pub xdms: Arc<Xdms>,
@@ -302,15 +304,21 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         }
     };
     let task = abort_with(task, follower);
+    let mut sip_client = None;
     let task = match sip {
         None => task,
         Some(listeners) => {
             tracing::info!(addr = %listeners.addr, "SIP listening (UDP and TCP)");
             let (endpoint, transport) = build::sip_endpoint(&config);
-            abort_with(
-                task,
-                crate::sip::transport::spawn(listeners, endpoint, transport, shutdown_rx.clone()),
-            )
+            let addr = listeners.addr;
+            let (sip_task, client) =
+                crate::sip::transport::spawn(listeners, endpoint, transport, shutdown_rx.clone())
+                    .map_err(|e| AppError::Bind {
+                    addr,
+                    message: format!("SIP: {e}"),
+                })?;
+            sip_client = Some(client);
+            abort_with(task, sip_task)
         }
     };
     tracing::info!(addr = %http_addr, root = %config.server.xcap_root, "xcapd listening");
@@ -318,6 +326,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         http_addr,
         admin_addr,
         sip_addr,
+        sip_client,
         metrics,
         decisions,
         xdms,

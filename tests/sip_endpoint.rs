@@ -281,3 +281,56 @@ async fn sip_can_be_disabled() {
     assert_eq!(s.get("xcap-caps/global/index").await.status, 200);
     s.stop().await;
 }
+
+// RFC 3261 §17.1.3, §18.1.2: a request the server sends goes out from its SIP UDP socket with
+// a Via naming that socket; the peer's response reaches the server's transaction there.
+#[tokio::test]
+async fn requests_sent_by_the_server_get_their_responses() {
+    use xcapd::sip::client::Outcome;
+    use xcapd::sip::message::{parse, Headers, Limits, Message, Method, StartLine};
+    let s = TestServer::start().await;
+    let sip = s.running().sip_addr.unwrap();
+    let client = s.running().sip_client.clone().expect("SIP client");
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let dest = peer.local_addr().unwrap();
+    let mut headers = Headers::new();
+    headers.push("From", format!("<sip:xcapd@{sip}>;tag=n1"));
+    headers.push("To", format!("<sip:peer@{dest}>"));
+    headers.push("Call-ID", "out-1@127.0.0.1");
+    headers.push("CSeq", "1 OPTIONS");
+    headers.push("Max-Forwards", "70");
+    let request = Message {
+        start: StartLine::Request {
+            method: Method::Options,
+            uri: format!("sip:peer@{dest}"),
+        },
+        headers,
+        body: Vec::new(),
+    };
+    let waiter = tokio::spawn(async move { client.request(request, dest).await });
+    let mut buf = vec![0u8; 65536];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(2), peer.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(from, sip, "sent from the SIP socket");
+    let req = parse(&buf[..n], &Limits::default()).unwrap();
+    let via = req.headers.get("Via").unwrap().to_string();
+    assert!(
+        via.starts_with(&format!("SIP/2.0/UDP {sip};branch=z9hG4bK")),
+        "{via}"
+    );
+    let reply = format!(
+        "SIP/2.0 200 OK\r\nVia: {via}\r\nFrom: <sip:xcapd@{sip}>;tag=n1\r\nTo: <sip:peer@{dest}>;tag=p\r\nCall-ID: out-1@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    peer.send_to(reply.as_bytes(), from).await.unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(2), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(outcome, Outcome::Final(ref m) if m.status() == Some(200)),
+        "{outcome:?}"
+    );
+    s.stop().await;
+}

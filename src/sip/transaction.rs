@@ -10,6 +10,25 @@ pub const T1: Duration = Duration::from_millis(500);
 pub const T2: Duration = Duration::from_secs(4);
 pub const T4: Duration = Duration::from_secs(5);
 
+/// The base timers of client transactions (RFC 3261 §17.1.1.1 allows other values on
+/// networks that call for them; tests use short ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    pub t1: Duration,
+    pub t2: Duration,
+    pub t4: Duration,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            t1: T1,
+            t2: T2,
+            t4: T4,
+        }
+    }
+}
+
 /// Server transaction states (§17.2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerState {
@@ -109,6 +128,7 @@ pub enum ClientAction {
 pub struct ClientTransaction {
     state: ClientState,
     reliable: bool,
+    timers: Timers,
     /// Timer E: next retransmission and its interval (unreliable transports only).
     retransmit: Option<(Instant, Duration)>,
     /// Timer F: the transaction gives up.
@@ -118,13 +138,23 @@ pub struct ClientTransaction {
 }
 
 impl ClientTransaction {
-    /// Starts the transaction: the request is sent now.
+    /// Starts the transaction with the RFC timers: the request is sent now.
     pub fn start(reliable: bool, now: Instant) -> (ClientTransaction, ClientAction) {
+        Self::start_with(Timers::default(), reliable, now)
+    }
+
+    /// [`ClientTransaction::start`] with other base timers.
+    pub fn start_with(
+        timers: Timers,
+        reliable: bool,
+        now: Instant,
+    ) -> (ClientTransaction, ClientAction) {
         let tx = ClientTransaction {
             state: ClientState::Trying,
             reliable,
-            retransmit: (!reliable).then_some((now + T1, T1)),
-            give_up: now + T1 * 64,
+            timers,
+            retransmit: (!reliable).then_some((now + timers.t1, timers.t1)),
+            give_up: now + timers.t1 * 64,
             forget: None,
         };
         (tx, ClientAction::Send)
@@ -147,7 +177,13 @@ impl ClientTransaction {
         }
         self.state = ClientState::Completed;
         self.retransmit = None;
-        self.forget = Some(now + if self.reliable { Duration::ZERO } else { T4 });
+        self.forget = Some(
+            now + if self.reliable {
+                Duration::ZERO
+            } else {
+                self.timers.t4
+            },
+        );
         Some(ClientAction::Final(code))
     }
 
@@ -166,9 +202,9 @@ impl ClientTransaction {
                 }
                 // Trying doubles up to T2; Proceeding retransmits every T2 (§17.1.2.2).
                 let next = if self.state == ClientState::Proceeding {
-                    T2
+                    self.timers.t2
                 } else {
-                    (interval * 2).min(T2)
+                    (interval * 2).min(self.timers.t2)
                 };
                 self.retransmit = Some((now + next, next));
                 Some(ClientAction::Send)

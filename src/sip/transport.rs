@@ -14,8 +14,10 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::client::Client;
 use super::endpoint::{Endpoint, Transport};
-use super::message::{frame, Limits};
+use super::message::{frame, parse, Limits};
+use super::transaction::Timers;
 
 /// How often completed transactions are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -58,24 +60,31 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<SipListeners> {
     Err(last_err.unwrap_or_else(|| std::io::Error::other("no free SIP port")))
 }
 
-/// Serves both transports until `shutdown` turns true.
+/// Serves both transports until `shutdown` turns true. The returned [`Client`] sends requests
+/// from the UDP socket; their responses are routed back to it here.
 pub fn spawn(
     listeners: SipListeners,
     endpoint: Arc<Endpoint>,
     config: TransportConfig,
     shutdown: watch::Receiver<bool>,
-) -> JoinHandle<()> {
+) -> std::io::Result<(JoinHandle<()>, Arc<Client>)> {
     let SipListeners { udp, tcp, .. } = listeners;
+    let udp = Arc::new(udp);
+    let client = Client::new(Arc::clone(&udp), Timers::default())?;
+    let driver = tokio::spawn(Arc::clone(&client).drive());
     let udp_task = tokio::spawn(serve_udp(
         udp,
         Arc::clone(&endpoint),
+        Arc::clone(&client),
         config,
         shutdown.clone(),
     ));
     let tcp_task = tokio::spawn(serve_tcp(tcp, endpoint, config, shutdown));
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let _ = tokio::join!(udp_task, tcp_task);
-    })
+        driver.abort();
+    });
+    Ok((task, client))
 }
 
 async fn stopped(mut shutdown: watch::Receiver<bool>) {
@@ -83,8 +92,9 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) {
 }
 
 async fn serve_udp(
-    socket: UdpSocket,
+    socket: Arc<UdpSocket>,
     endpoint: Arc<Endpoint>,
+    client: Arc<Client>,
     config: TransportConfig,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -99,6 +109,13 @@ async fn serve_udp(
             received = socket.recv_from(&mut buf) => {
                 // ICMP errors surface as receive errors on some systems: keep serving.
                 let Ok((n, source)) = received else { continue };
+                if buf[..n].starts_with(b"SIP/") {
+                    // A response: for one of our client transactions, if any (§18.1.2).
+                    if let Ok(response) = parse(&buf[..n], &config.limits) {
+                        client.on_response(response);
+                    }
+                    continue;
+                }
                 if let Some(out) = endpoint.on_message(&buf[..n], source, Transport::Udp, Instant::now()) {
                     if let Err(e) = socket.send_to(&out.bytes, out.destination).await {
                         tracing::debug!(target: "xcapd::sip", error = %e, to = %out.destination, "cannot send a SIP response");

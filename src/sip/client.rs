@@ -1,0 +1,308 @@
+//! Requests xcapd sends (NOTIFY for the xcap-diff notifier, later MESSAGE for the IM Server)
+//! over UDP, each in a non-INVITE client transaction (RFC 3261 §17.1.2): a fresh branch in a
+//! Via naming our address with `rport` (RFC 3581), retransmissions on Timer E, Timer F giving
+//! up, responses matched by branch and method (§17.1.3). The caller awaits the outcome.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use tokio::net::UdpSocket;
+use tokio::sync::{oneshot, Notify};
+
+use super::header::{CSeq, Via};
+use super::message::{Message, StartLine};
+use super::transaction::{ClientAction, ClientTransaction, Timers};
+
+/// How a request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The final response.
+    Final(Message),
+    /// No final response within Timer F (RFC 3261 §8.1.3.1: treat as 408).
+    Timeout,
+}
+
+struct Pending {
+    tx: ClientTransaction,
+    method: String,
+    bytes: Vec<u8>,
+    destination: SocketAddr,
+    done: Option<oneshot::Sender<Outcome>>,
+}
+
+/// Sends requests from the endpoint's UDP socket.
+pub struct Client {
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    timers: Timers,
+    pending: Mutex<HashMap<String, Pending>>,
+    wake: Notify,
+}
+
+impl Client {
+    /// A client on `socket` (shared with the server side, so responses arrive there and are
+    /// handed in with [`Client::on_response`]). Spawn [`Client::drive`] once.
+    pub fn new(socket: Arc<UdpSocket>, timers: Timers) -> std::io::Result<Arc<Client>> {
+        let local = socket.local_addr()?;
+        Ok(Arc::new(Client {
+            socket,
+            local,
+            timers,
+            pending: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+        }))
+    }
+
+    /// Sends `request` to `destination` and waits for its outcome. The top Via is set here.
+    pub async fn request(&self, mut request: Message, destination: SocketAddr) -> Outcome {
+        let branch = new_branch();
+        let method = match &request.start {
+            StartLine::Request { method, .. } => method.as_str().to_string(),
+            StartLine::Response { .. } => return Outcome::Timeout,
+        };
+        let via = format!("SIP/2.0/UDP {};branch={branch};rport", self.local);
+        let mut headers = super::message::Headers::new();
+        headers.push("Via", via);
+        for (n, v) in request.headers.iter() {
+            if !n.eq_ignore_ascii_case("Via") {
+                headers.push(n, v);
+            }
+        }
+        request.headers = headers;
+        let bytes = request.to_bytes();
+        let (done, outcome) = oneshot::channel();
+        let (tx, _) = ClientTransaction::start_with(self.timers, false, Instant::now());
+        self.pending.lock().insert(
+            branch,
+            Pending {
+                tx,
+                method,
+                bytes: bytes.clone(),
+                destination,
+                done: Some(done),
+            },
+        );
+        self.wake.notify_one();
+        if let Err(e) = self.socket.send_to(&bytes, destination).await {
+            tracing::debug!(target: "xcapd::sip", error = %e, %destination, "cannot send a SIP request");
+        }
+        outcome.await.unwrap_or(Outcome::Timeout)
+    }
+
+    /// A response arrived on the socket: hands it to its transaction (§17.1.3: the top Via's
+    /// branch and the CSeq method). Unmatched responses are dropped.
+    pub fn on_response(&self, response: Message) {
+        let Some(code) = response.status() else {
+            return;
+        };
+        let branch = response
+            .headers
+            .get("Via")
+            .and_then(Via::parse)
+            .and_then(|v| v.branch().map(str::to_string));
+        let method = response
+            .headers
+            .get("CSeq")
+            .and_then(CSeq::parse)
+            .map(|c| c.method.as_str().to_string());
+        let (Some(branch), Some(method)) = (branch, method) else {
+            return;
+        };
+        let mut pending = self.pending.lock();
+        let Some(p) = pending.get_mut(&branch) else {
+            return;
+        };
+        if p.method != method {
+            return;
+        }
+        if let Some(ClientAction::Final(_)) = p.tx.on_response(code, Instant::now()) {
+            if let Some(done) = p.done.take() {
+                let _ = done.send(Outcome::Final(response));
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    /// Runs the timers of every pending transaction: retransmissions, timeouts, and forgetting
+    /// completed ones. Runs until the task is dropped.
+    pub async fn drive(self: Arc<Self>) {
+        loop {
+            let mut resend = Vec::new();
+            let next = {
+                let now = Instant::now();
+                let mut pending = self.pending.lock();
+                pending.retain(|_, p| {
+                    match p.tx.poll(now) {
+                        Some(ClientAction::Send) => resend.push((p.bytes.clone(), p.destination)),
+                        Some(ClientAction::Timeout) => {
+                            if let Some(done) = p.done.take() {
+                                let _ = done.send(Outcome::Timeout);
+                            }
+                        }
+                        _ => {}
+                    }
+                    p.tx.next_wake().is_some()
+                });
+                pending.values().filter_map(|p| p.tx.next_wake()).min()
+            };
+            for (bytes, destination) in resend {
+                let _ = self.socket.send_to(&bytes, destination).await;
+            }
+            match next {
+                Some(at) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at.into()) => {}
+                        () = self.wake.notified() => {}
+                    }
+                }
+                None => self.wake.notified().await,
+            }
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.lock().len()
+    }
+}
+
+/// A branch with the RFC 3261 magic cookie and 96 random bits.
+fn new_branch() -> String {
+    let mut bytes = [0u8; 12];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        // No randomness: still unique within the process.
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        bytes[..8].copy_from_slice(&NEXT.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("z9hG4bK{hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::{parse, Headers, Limits, Method};
+    use std::time::Duration;
+
+    fn options() -> Message {
+        let mut headers = Headers::new();
+        headers.push("From", "<sip:xcapd@127.0.0.1>;tag=1");
+        headers.push("To", "<sip:peer@127.0.0.1>");
+        headers.push("Call-ID", "c1@127.0.0.1");
+        headers.push("CSeq", "1 OPTIONS");
+        headers.push("Max-Forwards", "70");
+        Message {
+            start: StartLine::Request {
+                method: Method::Options,
+                uri: "sip:peer@127.0.0.1".into(),
+            },
+            headers,
+            body: Vec::new(),
+        }
+    }
+
+    fn fast() -> Timers {
+        Timers {
+            t1: Duration::from_millis(40),
+            t2: Duration::from_millis(320),
+            t4: Duration::from_millis(100),
+        }
+    }
+
+    /// A client on a UDP socket whose incoming responses are handed to it.
+    async fn client() -> Arc<Client> {
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let client = Client::new(Arc::clone(&socket), fast()).unwrap();
+        tokio::spawn(Arc::clone(&client).drive());
+        let c = Arc::clone(&client);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            while let Ok((n, _)) = socket.recv_from(&mut buf).await {
+                if let Ok(m) = parse(&buf[..n], &Limits::default()) {
+                    c.on_response(m);
+                }
+            }
+        });
+        client
+    }
+
+    // RFC 3261 §17.1.2.2: retransmitted (Timer E) until the peer answers; the final response
+    // is the outcome; the answer echoes our Via branch.
+    #[tokio::test]
+    async fn retransmits_until_answered() {
+        let c = client().await;
+        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let dest = peer.local_addr().unwrap();
+        let waiter = {
+            let c = Arc::clone(&c);
+            tokio::spawn(async move { c.request(options(), dest).await })
+        };
+        let mut buf = vec![0u8; 65536];
+        let mut copies = Vec::new();
+        for _ in 0..3 {
+            let (n, from) = peer.recv_from(&mut buf).await.unwrap();
+            copies.push((parse(&buf[..n], &Limits::default()).unwrap(), from));
+        }
+        assert!(
+            copies.windows(2).all(|w| w[0].0 == w[1].0),
+            "the same request each time"
+        );
+        let (req, from) = &copies[0];
+        let via = req.headers.get("Via").unwrap().to_string();
+        assert!(
+            via.contains(";branch=z9hG4bK") && via.contains(";rport"),
+            "{via}"
+        );
+        let reply = format!(
+            "SIP/2.0 200 OK\r\nVia: {via}\r\nFrom: <sip:xcapd@127.0.0.1>;tag=1\r\nTo: <sip:peer@127.0.0.1>;tag=2\r\nCall-ID: c1@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        peer.send_to(reply.as_bytes(), from).await.unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(2), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        match outcome {
+            Outcome::Final(m) => assert_eq!(m.status(), Some(200)),
+            other => panic!("{other:?}"),
+        }
+        // Timer K forgets the transaction.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(c.pending(), 0);
+    }
+
+    // RFC 3261 §17.1.2.2: Timer F ends a request nobody answers; a response for another
+    // branch or method is not ours.
+    #[tokio::test]
+    async fn times_out_and_ignores_foreign_responses() {
+        let c = client().await;
+        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let dest = peer.local_addr().unwrap();
+        let started = Instant::now();
+        let waiter = {
+            let c = Arc::clone(&c);
+            tokio::spawn(async move { c.request(options(), dest).await })
+        };
+        let mut buf = vec![0u8; 65536];
+        let (n, from) = peer.recv_from(&mut buf).await.unwrap();
+        let req = parse(&buf[..n], &Limits::default()).unwrap();
+        let via = req
+            .headers
+            .get("Via")
+            .unwrap()
+            .replace("z9hG4bK", "z9hG4bKother");
+        let foreign = format!(
+            "SIP/2.0 200 OK\r\nVia: {via}\r\nCall-ID: c1@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        peer.send_to(foreign.as_bytes(), from).await.unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(outcome, Outcome::Timeout);
+        assert!(started.elapsed() >= fast().t1 * 64);
+        assert_eq!(c.pending(), 0);
+    }
+}
