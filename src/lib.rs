@@ -28,6 +28,7 @@ pub mod decision;
 pub mod event;
 pub mod identity;
 pub mod metrics;
+pub mod notifier;
 pub mod policy;
 pub mod proxy;
 pub mod serve;

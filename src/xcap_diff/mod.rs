@@ -104,11 +104,25 @@ pub struct DocumentReport {
     pub change: DocumentChange,
 }
 
+/// One `<element>` or `<attribute>` report (XD-11, XD-12): `sel` is the subscribed component
+/// URI as sent (XE-11); `None` content means the component does not exist (`exists="false"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComponentReport {
+    /// `content`: the element with the namespace declarations it needs (XD-11b).
+    Element {
+        sel: String,
+        content: Option<String>,
+    },
+    /// `value`: the attribute value.
+    Attribute { sel: String, value: Option<String> },
+}
+
 /// An xcap-diff document under construction.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct XcapDiff {
     pub xcap_root: String,
     pub documents: Vec<DocumentReport>,
+    pub components: Vec<ComponentReport>,
     pub prefixes: Prefixes,
 }
 
@@ -150,6 +164,45 @@ impl XcapDiff {
                         write_op(&mut out, op);
                     }
                     out.push_str("  </d:document>\n");
+                }
+            }
+        }
+        for component in &self.components {
+            match component {
+                ComponentReport::Element {
+                    sel,
+                    content: Some(c),
+                } => {
+                    let _ = writeln!(
+                        out,
+                        "  <d:element sel=\"{}\">{c}</d:element>",
+                        escape_attr(sel)
+                    );
+                }
+                ComponentReport::Element { sel, content: None } => {
+                    let _ = writeln!(
+                        out,
+                        "  <d:element sel=\"{}\" exists=\"false\"/>",
+                        escape_attr(sel)
+                    );
+                }
+                ComponentReport::Attribute {
+                    sel,
+                    value: Some(v),
+                } => {
+                    let _ = writeln!(
+                        out,
+                        "  <d:attribute sel=\"{}\">{}</d:attribute>",
+                        escape_attr(sel),
+                        escape_text(v)
+                    );
+                }
+                ComponentReport::Attribute { sel, value: None } => {
+                    let _ = writeln!(
+                        out,
+                        "  <d:attribute sel=\"{}\" exists=\"false\"/>",
+                        escape_attr(sel)
+                    );
                 }
             }
         }
@@ -289,5 +342,48 @@ mod tests {
             ops[1].first_element_child().unwrap().tag_name().namespace(),
             Some("urn:x")
         );
+    }
+
+    // XD-11, XD-12, XE-14: components with their content, or exists="false".
+    #[test]
+    fn component_reports() {
+        let mut diff = XcapDiff::new("http://x/xcap-root");
+        diff.components = vec![
+            ComponentReport::Element {
+                sel: "a/users/u/index/~~/r/l".into(),
+                content: Some("<l xmlns=\"urn:r\"/>".into()),
+            },
+            ComponentReport::Element {
+                sel: "a/~~/gone".into(),
+                content: None,
+            },
+            ComponentReport::Attribute {
+                sel: "a/~~/r/@n".into(),
+                value: Some("x&y".into()),
+            },
+            ComponentReport::Attribute {
+                sel: "a/~~/r/@m".into(),
+                value: None,
+            },
+        ];
+        let xml = diff.to_xml();
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let kids: Vec<_> = doc
+            .root_element()
+            .children()
+            .filter(|n| n.is_element())
+            .collect();
+        assert_eq!(
+            kids[0]
+                .first_element_child()
+                .unwrap()
+                .tag_name()
+                .namespace(),
+            Some("urn:r")
+        );
+        assert_eq!(kids[1].attribute("exists"), Some("false"));
+        assert_eq!(kids[2].text(), Some("x&y"));
+        assert!(kids[3].has_tag_name((NS_XCAP_DIFF, "attribute")));
+        assert_eq!(kids[3].attribute("exists"), Some("false"));
     }
 }
