@@ -5,6 +5,7 @@
 //! - [`endpoint`]: the user agent server (validation, server transactions, answers) (L2);
 //! - [`transport`]: UDP and TCP sockets on `[sip] listen` (L1).
 
+pub mod auth;
 pub mod client;
 pub mod endpoint;
 pub mod header;
