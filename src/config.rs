@@ -564,6 +564,11 @@ impl Config {
             ));
         }
         if let Some(sip) = self.sip.listen_addr()? {
+            if self.server.auth == AuthMode::None && !sip.ip().is_loopback() {
+                return Err(ConfigError::Invalid(format!(
+                    "auth = \"none\" trusts every client; refusing SIP on non-loopback address {sip}"
+                )));
+            }
             if sip.port() != 0 && sip == self.server.http {
                 // Different protocols may share a port number, but TCP cannot.
                 return Err(ConfigError::Invalid(format!(
@@ -576,9 +581,10 @@ impl Config {
                 "sip.max_message_bytes must be at least 1024".into(),
             ));
         }
-        if self.storage.change_log_max_entries == 0 {
+        if self.storage.change_log_max_entries == 0 || self.storage.change_log_max_age_hours == 0 {
             return Err(ConfigError::Invalid(
-                "storage.change_log_max_entries must be at least 1".into(),
+                "storage.change_log_max_entries and change_log_max_age_hours must be at least 1"
+                    .into(),
             ));
         }
         if self.server.validation_workers == 0 {
@@ -682,6 +688,12 @@ mod tests {
         assert!(matches!(c.validate(), Err(ConfigError::Invalid(_))));
         c.sip.listen = "not an address".into();
         assert!(c.validate().is_err());
+        c.sip.listen = "0.0.0.0:5060".into();
+        c.server.auth = AuthMode::None;
+        assert!(
+            c.validate().is_err(),
+            "development mode stays on loopback for SIP too"
+        );
     }
 
     #[test]

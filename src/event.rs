@@ -35,6 +35,42 @@ impl EditKind {
     }
 }
 
+/// Where a created element sits among its siblings' nodes (text and comments included), as
+/// RFC 5261 `<add>` needs it to place the element exactly (RFC 4825 §8.2.3 inserts it after
+/// its previous sibling element, before its next one, or as the first or last child).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Right after the preceding element sibling.
+    AfterPrevious,
+    /// Right before the following element sibling.
+    BeforeNext,
+    /// The parent's last child node.
+    Append,
+    /// The parent's first child node.
+    Prepend,
+}
+
+impl Placement {
+    pub fn code(self) -> u8 {
+        match self {
+            Placement::AfterPrevious => 1,
+            Placement::BeforeNext => 2,
+            Placement::Append => 3,
+            Placement::Prepend => 4,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Placement> {
+        Some(match code {
+            1 => Placement::AfterPrevious,
+            2 => Placement::BeforeNext,
+            3 => Placement::Append,
+            4 => Placement::Prepend,
+            _ => return None,
+        })
+    }
+}
+
 /// An element or attribute edit (RFC 4825 §7.4–§7.9), as the XDMS made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Edit {
@@ -52,6 +88,9 @@ pub struct Edit {
     pub position: Option<u32>,
     /// PUT: whether the node was created (true) or replaced (false).
     pub created: bool,
+    /// A created element: where it sits between its sibling nodes; `None` when no sibling
+    /// element or parent edge touches it (text or comments on both sides).
+    pub placement: Option<Placement>,
 }
 
 /// Who made a write and how, passed to the store with the write (design.md §2: the record is

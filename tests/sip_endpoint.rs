@@ -334,3 +334,63 @@ async fn requests_sent_by_the_server_get_their_responses() {
     );
     s.stop().await;
 }
+
+// A flood of bare line ends over TCP is dropped as it comes (keep-alive padding) and answered
+// with pongs; the connection still serves requests afterwards. Two different Content-Length
+// values cannot be framed: 400 and the connection closes (no request smuggled behind it).
+#[tokio::test]
+async fn tcp_crlf_flood_and_conflicting_lengths() {
+    let s = TestServer::start().await;
+    let addr = s.running().sip_addr.unwrap();
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let local = tcp.local_addr().unwrap();
+    tcp.write_all(&vec![b'\n'; 200_000]).await.unwrap();
+    let req = request("OPTIONS", "fl1", "", local).replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let resp = read_response(&mut tcp, &mut buf).await.unwrap();
+    assert!(
+        resp.starts_with("SIP/2.0 200") && resp.contains("z9hG4bKfl1"),
+        "{resp}"
+    );
+    let smuggle = request("OPTIONS", "fl2", "", local)
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+        .replace(
+            "Content-Length: 0\r\n",
+            "Content-Length: 60\r\nContent-Length: 0\r\n",
+        );
+    tcp.write_all(smuggle.as_bytes()).await.unwrap();
+    let resp = read_response(&mut tcp, &mut buf).await.unwrap();
+    assert!(resp.starts_with("SIP/2.0 400 Bad Content-Length"), "{resp}");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the connection is closed");
+    s.stop().await;
+}
+
+// RFC 3261 §8.2.1 looks at the method first (405 even for an odd Request-URI); §9.2: CANCEL
+// matches no transaction of ours (481); §21.5.14: too large is 513.
+#[tokio::test]
+async fn method_first_cancel_and_too_large() {
+    let s = TestServer::start_with(|c| c.sip.max_message_bytes = 2048).await;
+    let udp = Udp::new(s.running().sip_addr.unwrap()).await;
+    let odd = request("MESSAGE", "o1", "", udp.local()).replacen(
+        "sip:xcapd@127.0.0.1 SIP",
+        "im:xcapd@127.0.0.1 SIP",
+        1,
+    );
+    assert_eq!(status(&udp.ask(&odd).await), 405);
+    assert_eq!(
+        status(&udp.ask(&request("CANCEL", "c1", "", udp.local())).await),
+        481
+    );
+    let big = request(
+        "OPTIONS",
+        "b1",
+        &format!("X-Pad: {}\r\n", "a".repeat(4000)),
+        udp.local(),
+    );
+    let resp = udp.ask(&big).await;
+    assert!(resp.starts_with("SIP/2.0 513"), "{resp}");
+    s.stop().await;
+}

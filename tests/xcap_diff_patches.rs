@@ -293,17 +293,18 @@ async fn xd13_patches_from_the_change_log_reproduce_every_version() {
   <list name="work"><!-- colleagues -->
     <entry uri="sip:c@example.com"/>
   </list>
+  <list name="empty"> <!-- nobody yet --> </list>
 </resource-lists>"#;
     assert_eq!(s.put(ALICE_LISTS, RL, initial).await.status, 201);
     let feed = &s.running().feed;
     let mut cursor = feed.subscribe_from(feed.head());
     let mut previous = s.get(ALICE_LISTS).await.body;
-    let lists = ["friends", "work"];
+    let lists = ["friends", "work", "empty"];
     let (mut patched, mut fetched, mut refused) = (0, 0, 0);
     for seed in [1u64, 7, 42] {
         let mut rng = Lcg(seed);
         for i in 0..60 {
-            let list = lists[rng.next(2)];
+            let list = lists[rng.next(3)];
             let base = format!("{ALICE_LISTS}/~~/resource-lists/list%5B@name=%22{list}%22%5D");
             let k = rng.next(4) + 1;
             let response = match rng.next(7) {

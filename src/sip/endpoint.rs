@@ -109,13 +109,22 @@ impl Endpoint {
         transport: Transport,
         now: Instant,
     ) -> Option<Outgoing> {
-        let parsed = parse(bytes, &self.config.limits);
-        let msg = match parsed {
-            Ok(m) => m,
+        match parse(bytes, &self.config.limits) {
+            Ok(msg) => self.on_parsed(&msg, source, transport, now),
             // Not even a message whose Via we can read: dropped (§18.3 says discard).
-            Err(ParseError::Empty) => return None,
-            Err(e) => return self.reject(bytes, &e, source),
-        };
+            Err(ParseError::Empty) => None,
+            Err(e) => self.reject(bytes, &e, source),
+        }
+    }
+
+    /// Handles one parsed message.
+    pub fn on_parsed(
+        &self,
+        msg: &Message,
+        source: SocketAddr,
+        transport: Transport,
+        now: Instant,
+    ) -> Option<Outgoing> {
         let StartLine::Request { method, uri } = &msg.start else {
             // No client transactions yet: stray responses are dropped (§18.1.2).
             return None;
@@ -123,7 +132,7 @@ impl Endpoint {
         if *method == Method::Ack {
             return None; // never answered (§17.1.1.3); no INVITE transactions here
         }
-        let answerable = match required(&msg) {
+        let answerable = match required(msg) {
             Fields::Valid(a) => a,
             Fields::Unanswerable => return None,
             Fields::Invalid(partial, why) => {
@@ -151,22 +160,20 @@ impl Endpoint {
             });
         }
         if txs.len() >= self.config.max_transactions {
-            txs.retain(|_, tx| tx.poll(now) != ServerState::Terminated);
-            if txs.len() >= self.config.max_transactions {
-                let mut extra = Headers::new();
-                extra.push("Retry-After", "5");
-                let bytes = response(
-                    &answerable,
-                    source,
-                    503,
-                    "Service Unavailable",
-                    &self.config.server,
-                    &extra,
-                );
-                return Some(Outgoing { destination, bytes });
-            }
+            // Full until the periodic sweep frees completed ones: no scan per request here.
+            let mut extra = Headers::new();
+            extra.push("Retry-After", "5");
+            let bytes = response(
+                &answerable,
+                source,
+                503,
+                "Service Unavailable",
+                &self.config.server,
+                &extra,
+            );
+            return Some(Outgoing { destination, bytes });
         }
-        let (code, reason, extra) = self.answer(&msg, method, uri);
+        let (code, reason, extra) = self.answer(msg, method, uri);
         let bytes = response(
             &answerable,
             source,
@@ -197,41 +204,42 @@ impl Endpoint {
     /// The final answer to a valid request (code, reason phrase, headers to add).
     fn answer(&self, msg: &Message, method: &Method, uri: &str) -> (u16, &'static str, Headers) {
         let mut extra = Headers::new();
+        // §8.2.1 first: the method.
+        match method {
+            Method::Options | Method::Subscribe => {}
+            // §9.2: no transaction of ours can be cancelled (every request is answered at once).
+            Method::Cancel => return (481, "Call/Transaction Does Not Exist", extra),
+            Method::Other(_) => {
+                extra.push("Allow", ALLOW);
+                return (501, "Not Implemented", extra);
+            }
+            _ => {
+                extra.push("Allow", ALLOW);
+                return (405, "Method Not Allowed", extra);
+            }
+        }
+        // §8.2.2.1: the Request-URI scheme.
         let scheme = uri.split(':').next().unwrap_or("").to_ascii_lowercase();
         if !matches!(scheme.as_str(), "sip" | "sips" | "tel") {
             return (416, "Unsupported URI Scheme", extra);
         }
         // §8.2.2.3: this endpoint supports no extension a client could require.
         let required: Vec<&str> = msg.headers.values("Require");
-        if !required.is_empty() && *method != Method::Cancel {
+        if !required.is_empty() {
             extra.push("Unsupported", required.join(", "));
             return (420, "Bad Extension", extra);
         }
-        match method {
-            Method::Options => {
-                extra.push("Allow", ALLOW);
-                extra.push("Accept", "application/resource-lists+xml");
-                (200, "OK", extra)
-            }
-            Method::Subscribe => {
-                let events: Vec<&str> = msg.headers.get_all("Event").collect();
-                match events.as_slice() {
-                    [one] if Event::parse(one).is_some() => {
-                        // RFC 6665 §4.2.1.1 / XE-01: no package is served yet.
-                        (489, "Bad Event", extra)
-                    }
-                    [] => (400, "Missing Event header", extra),
-                    _ => (400, "Malformed Event header", extra),
-                }
-            }
-            Method::Other(_) => {
-                extra.push("Allow", ALLOW);
-                (501, "Not Implemented", extra)
-            }
-            _ => {
-                extra.push("Allow", ALLOW);
-                (405, "Method Not Allowed", extra)
-            }
+        if *method == Method::Options {
+            extra.push("Allow", ALLOW);
+            extra.push("Accept", "application/resource-lists+xml");
+            return (200, "OK", extra);
+        }
+        let events: Vec<&str> = msg.headers.get_all("Event").collect();
+        match events.as_slice() {
+            // RFC 6665 §4.2.1.1 / XE-01: no package is served yet.
+            [one] if Event::parse(one).is_some() => (489, "Bad Event", extra),
+            [] => (400, "Missing Event header", extra),
+            _ => (400, "Malformed Event header", extra),
         }
     }
 
@@ -268,13 +276,13 @@ impl Endpoint {
         let (Fields::Valid(a) | Fields::Invalid(a, _)) = required(&fake) else {
             return None;
         };
-        let reason = match e {
-            ParseError::ContentLength => "Bad Content-Length",
-            ParseError::TooLarge => "Message Too Large",
-            ParseError::Version => "Version Not Supported",
-            _ => "Malformed Request",
+        let (code, reason) = match e {
+            ParseError::ContentLength => (400, "Bad Content-Length"),
+            // §21.5.14 / §21.5.20.
+            ParseError::TooLarge => (513, "Message Too Large"),
+            ParseError::Version => (505, "Version Not Supported"),
+            _ => (400, "Malformed Request"),
         };
-        let code = if *e == ParseError::Version { 505 } else { 400 };
         let destination = reply_to(&a.top_via, source, Transport::Udp);
         Some(Outgoing {
             destination,

@@ -337,8 +337,10 @@ fn header_end(buf: &[u8]) -> Option<usize> {
 }
 
 /// Stream framing (RFC 3261 §18.3): the length of the first complete message in `buf`, `None`
-/// when more bytes are needed. Leading CRLFs (keep-alives, §7.5) are part of what is consumed.
-/// A stream message must carry Content-Length.
+/// when more bytes are needed. Leading CRLFs (keep-alives, §7.5) are part of what is consumed
+/// and count against the size limit. A stream message must carry Content-Length; the header
+/// block is read as [`parse`] reads it (folded lines joined, every Content-Length equal), so
+/// the framer and the parser never disagree about where a message ends.
 pub fn frame(buf: &[u8], limits: &Limits) -> Result<Option<usize>, ParseError> {
     let skipped = buf
         .iter()
@@ -346,28 +348,36 @@ pub fn frame(buf: &[u8], limits: &Limits) -> Result<Option<usize>, ParseError> {
         .count();
     let rest = &buf[skipped..];
     let Some(head_len) = header_end(rest) else {
-        if rest.len() > limits.max_message_bytes {
+        if buf.len() > limits.max_message_bytes {
             return Err(ParseError::TooLarge);
         }
         return Ok(None);
     };
     let head = std::str::from_utf8(&rest[..head_len]).map_err(|_| ParseError::HeaderLine)?;
-    let mut length = None;
-    for line in head.lines() {
+    let mut length: Option<usize> = None;
+    for line in head.split('\n').skip(1) {
+        if line.starts_with([' ', '\t']) {
+            continue; // a folded continuation belongs to the header before it
+        }
         if let Some((name, value)) = line.split_once(':') {
             if canonical_name(name.trim()) == "Content-Length" {
-                length = Some(parse_length(value)?);
+                let n = parse_length(value)?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(ParseError::ContentLength);
+                }
+                length = Some(n);
             }
         }
     }
     let length = length.ok_or(ParseError::ContentLength)?;
-    let total = head_len
-        .checked_add(length)
+    let total = skipped
+        .checked_add(head_len)
+        .and_then(|t| t.checked_add(length))
         .ok_or(ParseError::ContentLength)?;
     if total > limits.max_message_bytes {
         return Err(ParseError::TooLarge);
     }
-    Ok((rest.len() >= total).then_some(skipped + total))
+    Ok((buf.len() >= total).then_some(total))
 }
 
 fn parse_length(value: &str) -> Result<usize, ParseError> {
@@ -607,6 +617,20 @@ mod tests {
             ..lim
         };
         assert_eq!(frame(&[b'a'; 200], &huge), Err(ParseError::TooLarge));
+    }
+
+    // The framer reads Content-Length as the parser does: a folded line is no header, and
+    // two different lengths are an error, never a second message.
+    #[test]
+    fn framing_agrees_with_parsing() {
+        let lim = Limits::default();
+        let two = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 60\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(frame(two, &lim), Err(ParseError::ContentLength));
+        let folded =
+            b"OPTIONS sip:a@b SIP/2.0\r\nX-A: 1\r\n Content-Length: 9\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(frame(folded, &lim), Ok(Some(folded.len())));
+        let flood = vec![b'\n'; 70_000];
+        assert_eq!(frame(&flood, &lim), Err(ParseError::TooLarge));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::client::Client;
 use super::endpoint::{Endpoint, Transport};
-use super::message::{frame, parse, Limits};
+use super::message::{frame, parse, Limits, ParseError};
 use super::transaction::Timers;
 
 /// How often completed transactions are swept.
@@ -98,7 +98,8 @@ async fn serve_udp(
     config: TransportConfig,
     shutdown: watch::Receiver<bool>,
 ) {
-    let mut buf = vec![0u8; config.limits.max_message_bytes.max(1024)];
+    // One byte more than the limit: a datagram that fills it was cut, so it is too large.
+    let mut buf = vec![0u8; config.limits.max_message_bytes.max(1024) + 1];
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     let stop = stopped(shutdown);
     tokio::pin!(stop);
@@ -109,6 +110,12 @@ async fn serve_udp(
             received = socket.recv_from(&mut buf) => {
                 // ICMP errors surface as receive errors on some systems: keep serving.
                 let Ok((n, source)) = received else { continue };
+                if n > config.limits.max_message_bytes {
+                    if let Some(out) = endpoint.reject(&buf[..n], &ParseError::TooLarge, source) {
+                        let _ = socket.send_to(&out.bytes, out.destination).await;
+                    }
+                    continue;
+                }
                 if buf[..n].starts_with(b"SIP/") {
                     // A response: for one of our client transactions, if any (§18.1.2).
                     if let Ok(response) = parse(&buf[..n], &config.limits) {
@@ -159,7 +166,15 @@ async fn serve_tcp(
     }
 }
 
-/// One TCP connection: frames messages out of the byte stream (RFC 3261 §18.3).
+/// A request may take this long to arrive whole over TCP (slow senders cannot hold a slot).
+const MESSAGE_DEADLINE: Duration = Duration::from_secs(30);
+/// A response must be written within this.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One TCP connection: frames messages out of the byte stream (RFC 3261 §18.3). Leading CRLFs
+/// are dropped as they come (a CRLF CRLF ping gets its pong, RFC 5626 §4.4.1); a message that
+/// cannot be framed or parsed is answered if possible and ends the connection, since the
+/// stream cannot be trusted to resynchronise.
 async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -168,44 +183,78 @@ async fn serve_connection(
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
+    let mut crlfs = 0usize;
+    let mut partial_since: Option<Instant> = None;
     loop {
         loop {
-            // A CRLF CRLF ping alone in the buffer gets a CRLF pong (RFC 5626 §4.4.1).
-            if buf.len() >= 4 && buf.iter().all(|b| *b == b'\r' || *b == b'\n') {
-                if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    buf.clear();
-                    if stream.write_all(b"\r\n").await.is_err() {
+            let leading = buf
+                .iter()
+                .take_while(|b| **b == b'\r' || **b == b'\n')
+                .count();
+            if leading > 0 {
+                crlfs += leading;
+                let ping = buf[..leading].windows(4).any(|w| w == b"\r\n\r\n") || crlfs >= 4;
+                buf.drain(..leading);
+                if ping && buf.is_empty() {
+                    crlfs = 0;
+                    if !write(&mut stream, b"\r\n").await {
                         return;
                     }
                 }
+            }
+            if buf.is_empty() {
                 break;
             }
+            crlfs = 0;
             match frame(&buf, &config.limits) {
                 Ok(Some(n)) => {
                     let message: Vec<u8> = buf.drain(..n).collect();
-                    if let Some(out) =
-                        endpoint.on_message(&message, peer, Transport::Tcp, Instant::now())
-                    {
-                        if stream.write_all(&out.bytes).await.is_err() {
+                    let answer = match parse(&message, &config.limits) {
+                        Ok(m) => endpoint.on_parsed(&m, peer, Transport::Tcp, Instant::now()),
+                        Err(e) => {
+                            if let Some(out) = endpoint.reject(&message, &e, peer) {
+                                let _ = write(&mut stream, &out.bytes).await;
+                            }
+                            return;
+                        }
+                    };
+                    if let Some(out) = answer {
+                        if !write(&mut stream, &out.bytes).await {
                             return;
                         }
                     }
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    // Unframeable: answer 400 if the head can be read, then close (the stream
-                    // cannot be resynchronised).
                     if let Some(out) = endpoint.reject(&buf, &e, peer) {
-                        let _ = stream.write_all(&out.bytes).await;
+                        let _ = write(&mut stream, &out.bytes).await;
                     }
                     return;
                 }
             }
         }
-        let read = tokio::time::timeout(config.tcp_idle_timeout, stream.read(&mut chunk)).await;
-        match read {
+        partial_since = match (buf.is_empty(), partial_since) {
+            (true, _) => None,
+            (false, None) => Some(Instant::now()),
+            (false, since) => since,
+        };
+        let wait = match partial_since {
+            Some(since) => MESSAGE_DEADLINE
+                .saturating_sub(since.elapsed())
+                .min(config.tcp_idle_timeout),
+            None => config.tcp_idle_timeout,
+        };
+        match tokio::time::timeout(wait, stream.read(&mut chunk)).await {
             Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
             _ => return,
         }
     }
+}
+
+/// Writes with a deadline; false when the connection should close.
+async fn write(stream: &mut TcpStream, bytes: &[u8]) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(bytes)).await,
+        Ok(Ok(()))
+    )
 }

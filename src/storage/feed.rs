@@ -62,8 +62,10 @@ impl ChangeFeed {
     }
 
     /// A cursor yielding every committed change with a sequence number above `seq`, in order
-    /// and without gaps, then live changes as they commit. `subscribe_from(0)` starts at the
-    /// oldest change retention kept.
+    /// and without gaps, then live changes as they commit. When retention already trimmed
+    /// change `seq + 1` (also for `subscribe_from(0)` once anything was trimmed), the cursor
+    /// answers [`StorageError::ChangesTrimmed`]: resync from the documents and go on from
+    /// [`ChangeFeed::head`].
     pub fn subscribe_from(&self, seq: u64) -> FeedCursor {
         FeedCursor {
             store: Arc::clone(&self.store),

@@ -13,7 +13,7 @@ use super::feed::{check_window, ChangeRetention};
 use super::sled_common::{from_sled, len32, push_bytes, push_opt, Reader};
 use super::sled_records::{decode_doc_key, decode_seq, doc_key_bytes};
 use super::{ChangeOrigin, ChangeRecord, DocKey, StorageError};
-use crate::event::{Edit, EditKind};
+use crate::event::{Edit, EditKind, Placement};
 
 /// `meta` key: every change up to this seq was trimmed.
 const TRIMMED_KEY: &[u8] = b"changes_trimmed";
@@ -179,6 +179,7 @@ pub(crate) fn encode(
                     out.extend_from_slice(&p.to_be_bytes());
                 }
             }
+            out.push(edit.placement.map_or(0, Placement::code));
         }
     }
     Ok(out)
@@ -214,6 +215,13 @@ pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<ChangeRecord, StorageErro
                 0 => None,
                 _ => Some(r.u32()?),
             };
+            let placement = match r.u8()? {
+                0 => None,
+                code => Some(
+                    Placement::from_code(code)
+                        .ok_or_else(|| StorageError::Corrupt("unknown placement".into()))?,
+                ),
+            };
             Some(Edit {
                 kind,
                 node_selector,
@@ -221,6 +229,7 @@ pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<ChangeRecord, StorageErro
                 value,
                 position,
                 created,
+                placement,
             })
         }
     };
@@ -294,6 +303,7 @@ mod tests {
             value: Some("<entry uri=\"sip:b@x\"/>".into()),
             position: Some(2),
             created: true,
+            placement: Some(Placement::BeforeNext),
         }));
         assert_eq!(round_trip(&edited), edited);
     }
@@ -308,6 +318,7 @@ mod tests {
             value: None,
             position: None,
             created: false,
+            placement: None,
         }));
         let bytes = encode(&r.key, None, Some("e"), 1, &r.origin).unwrap();
         for n in 0..bytes.len() {

@@ -13,7 +13,7 @@ macro_rules! change_feed_suite {
             use std::collections::HashMap;
             use std::sync::Arc;
             use std::time::Duration;
-            use $crate::event::{ChangeOrigin, Edit, EditKind};
+            use $crate::event::{ChangeOrigin, Edit, EditKind, Placement};
             use $crate::storage::{
                 block_on, Blocking, ChangeFeed, ChangeRecord, ChangeRetention, DocKey,
                 DocumentStore, Expect, StorageError, TreeKey,
@@ -80,6 +80,7 @@ macro_rules! change_feed_suite {
                     value: Some("<entry uri=\"sip:b@x\"/>".into()),
                     position: Some(2),
                     created: true,
+                    placement: Some(Placement::AfterPrevious),
                 };
                 let by = |edit: Option<Edit>| ChangeOrigin {
                     principal: Some("sip:user1@example.com".into()),

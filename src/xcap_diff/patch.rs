@@ -1,15 +1,16 @@
 //! The RFC 5261 patch of one recorded XCAP edit (RFC 4825 §7.4–§7.9 → RFC 5261 §4.3–§4.5;
 //! XD-07…XD-10), built from the change log's [`Edit`] alone, so patches are exact after a
 //! restart too. Element positions come from the record: an element PUT that created a node is
-//! `<add pos="prepend">` into its parent or `<add pos="after">` its preceding sibling; a
-//! replaced or deleted element is addressed by position among its parent's element children,
-//! which cannot match anything else. Selector steps keep the request's names and predicates,
+//! added after its preceding sibling element, before its following one, or as its parent's
+//! first or last child, as the record's placement says; a replaced or deleted element is
+//! addressed by position among its parent's element children, which cannot match anything
+//! else. Selector steps keep the request's names and predicates,
 //! written with the diff document's prefixes (XD-08).
 
 use thiserror::Error;
 
 use super::{AddPos, PatchOp, Prefixes};
-use crate::event::{Edit, EditKind};
+use crate::event::{Edit, EditKind, Placement};
 use crate::xcap::selector::{
     Bindings, ExpandedName, NodeSelector, ResolvedNameTest, ResolvedStep, ResolvedTerminal,
 };
@@ -61,25 +62,32 @@ pub fn patch_ops(
         EditKind::PutElement => {
             let content = edit.value.clone().ok_or(PatchError::Incomplete)?;
             let position = edit.position.ok_or(PatchError::Incomplete)?;
-            match (edit.created, parent.is_empty()) {
-                (true, true) => return Err(PatchError::Root),
-                (true, false) if position <= 1 => PatchOp::Add {
-                    sel: parent,
-                    pos: Some(AddPos::Prepend),
-                    attribute: None,
-                    content,
-                },
-                (true, false) => PatchOp::Add {
-                    sel: nth(position - 1),
-                    pos: Some(AddPos::After),
-                    attribute: None,
-                    content,
-                },
-                (false, _) => PatchOp::Replace {
+            if !edit.created {
+                PatchOp::Replace {
                     sel: nth(position),
                     content,
                     attribute: false,
-                },
+                }
+            } else if parent.is_empty() {
+                return Err(PatchError::Root);
+            } else {
+                // RFC 5261 §4.3 (XD-09): placed exactly where the XDMS put it (RFC 4825 §8.2.3).
+                let (sel, pos) = match edit.placement.ok_or(PatchError::Incomplete)? {
+                    Placement::AfterPrevious if position > 1 => {
+                        (nth(position - 1), Some(AddPos::After))
+                    }
+                    // The next element is still number `position` in the previous version.
+                    Placement::BeforeNext => (nth(position), Some(AddPos::Before)),
+                    Placement::Append => (parent, None),
+                    Placement::Prepend => (parent, Some(AddPos::Prepend)),
+                    Placement::AfterPrevious => return Err(PatchError::Incomplete),
+                };
+                PatchOp::Add {
+                    sel,
+                    pos,
+                    attribute: None,
+                    content,
+                }
             }
         }
         EditKind::DeleteElement => {
@@ -168,6 +176,7 @@ mod tests {
             value: value.map(str::to_string),
             position,
             created,
+            placement: created.then_some(Placement::AfterPrevious),
         }
     }
 
@@ -197,8 +206,31 @@ mod tests {
         );
         let first = Edit {
             position: Some(1),
+            placement: Some(Placement::Prepend),
             ..e.clone()
         };
+        let before = Edit {
+            placement: Some(Placement::BeforeNext),
+            ..e.clone()
+        };
+        assert!(
+            matches!(&ops(&before)[0], PatchOp::Add { pos: Some(AddPos::Before), sel, .. } if sel.ends_with("/*[3]"))
+        );
+        let last = Edit {
+            placement: Some(Placement::Append),
+            ..e.clone()
+        };
+        assert!(
+            matches!(&ops(&last)[0], PatchOp::Add { pos: None, sel, .. } if sel == "x1:resource-lists/x1:list[@name=\"friends\"]")
+        );
+        let between_text = Edit {
+            placement: None,
+            ..e.clone()
+        };
+        assert_eq!(
+            patch_ops(&between_text, Some(RL), &mut Prefixes::default()),
+            Err(PatchError::Incomplete)
+        );
         assert!(
             matches!(&ops(&first)[0], PatchOp::Add { pos: Some(AddPos::Prepend), sel, .. } if sel == "x1:resource-lists/x1:list[@name=\"friends\"]")
         );

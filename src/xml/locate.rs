@@ -272,6 +272,28 @@ fn start_tag_attribute_names(element: &str) -> Vec<&str> {
     }
 }
 
+/// Where the element the selector's steps select sits among its sibling nodes (see
+/// [`Placement`]); `None` when it is found nowhere or only text and comments touch it.
+pub fn element_placement(
+    parsed: &Document<'_>,
+    sel: &ResolvedSelector,
+) -> Option<crate::event::Placement> {
+    use crate::event::Placement;
+    let node = locate(parsed, &sel.steps).ok()?;
+    let (prev, next) = (node.prev_sibling(), node.next_sibling());
+    if prev.is_some_and(|n| n.is_element()) {
+        Some(Placement::AfterPrevious)
+    } else if next.is_some_and(|n| n.is_element()) {
+        Some(Placement::BeforeNext)
+    } else if next.is_none() {
+        Some(Placement::Append)
+    } else if prev.is_none() {
+        Some(Placement::Prepend)
+    } else {
+        None
+    }
+}
+
 /// The 1-based position of the element the selector's steps select among its parent's element
 /// children (RFC 5261 §4.3 `pos` needs it to place an added element). `None` when the steps
 /// select no single element.
@@ -313,6 +335,37 @@ pub(crate) mod tests {
         let b = again.root_element().first_element_child().unwrap();
         assert_eq!(b.tag_name().namespace(), Some("urn:p"));
         assert_eq!(again.root_element().tag_name().namespace(), Some("urn:d"));
+    }
+
+    // RFC 5261 §4.3: the placement of an element among sibling nodes of any kind.
+    #[test]
+    fn element_placement_reads_neighbour_nodes() {
+        use crate::event::Placement;
+        let text = "<r><a/><b/>t<c/><!--x--></r>";
+        let doc = Document::parse(text).unwrap();
+        assert_eq!(
+            element_placement(&doc, &sel("r/b")),
+            Some(Placement::AfterPrevious)
+        );
+        assert_eq!(
+            element_placement(&doc, &sel("r/a")),
+            Some(Placement::BeforeNext)
+        );
+        assert_eq!(
+            element_placement(&doc, &sel("r/c")),
+            None,
+            "text before, comment after"
+        );
+        let last = Document::parse("<r>t<c/></r>").unwrap();
+        assert_eq!(
+            element_placement(&last, &sel("r/c")),
+            Some(Placement::Append)
+        );
+        let first = Document::parse("<r><c/>t</r>").unwrap();
+        assert_eq!(
+            element_placement(&first, &sel("r/c")),
+            Some(Placement::Prepend)
+        );
     }
 
     // RFC 5261 §4.3: positions count element siblings only (text and comments are not counted).

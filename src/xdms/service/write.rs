@@ -388,9 +388,16 @@ fn edit_of(
     doc: &ParsedDoc,
     created: bool,
 ) -> Edit {
-    let position = match node.kind {
-        NodeTarget::Element => xml::element_position(doc.doc(), &node.selector),
-        _ => None,
+    let (position, placement) = match node.kind {
+        NodeTarget::Element => (
+            xml::element_position(doc.doc(), &node.selector),
+            if created {
+                xml::element_placement(doc.doc(), &node.selector)
+            } else {
+                None
+            },
+        ),
+        _ => (None, None),
     };
     Edit {
         kind,
@@ -403,6 +410,7 @@ fn edit_of(
         value,
         position,
         created,
+        placement,
     }
 }
 
