@@ -60,6 +60,8 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     /// The SIP listener (UDP and TCP); None when `sip.listen` is empty.
     pub sip_addr: Option<SocketAddr>,
+    /// The SIP-over-TLS listener; None when `sip.tls_listen` is empty.
+    pub sip_tls_addr: Option<SocketAddr>,
     /// Sends SIP requests (NOTIFY, MESSAGE) from the SIP UDP socket.
     pub sip_client: Option<Arc<crate::sip::client::Client>>,
     pub metrics: Arc<Metrics>,
@@ -241,6 +243,18 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         }
     };
     let sip_addr = sip.as_ref().map(|l| l.addr);
+    let sip_tls = match config.sip.tls_listen_addr()? {
+        None => None,
+        Some(addr) => {
+            let tls = crate::tls::sip_server_config(
+                std::path::Path::new(&config.server.tls_cert_file),
+                std::path::Path::new(&config.server.tls_key_file),
+            )?;
+            let (listener, bound) = bind(addr).await?;
+            Some((listener, bound, tls))
+        }
+    };
+    let sip_tls_addr = sip_tls.as_ref().map(|(_, a, _)| *a);
     let settings = build::xdms_settings(&config, http_addr);
     let feed = ChangeFeed::new(store.clone());
     // Read before the indexes are built from the store: changes after it are followed.
@@ -305,20 +319,40 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     };
     let task = abort_with(task, follower);
     let mut sip_client = None;
+    let (sip_endpoint, sip_transport) = build::sip_endpoint(&config);
     let task = match sip {
         None => task,
         Some(listeners) => {
             tracing::info!(addr = %listeners.addr, "SIP listening (UDP and TCP)");
-            let (endpoint, transport) = build::sip_endpoint(&config);
             let addr = listeners.addr;
-            let (sip_task, client) =
-                crate::sip::transport::spawn(listeners, endpoint, transport, shutdown_rx.clone())
-                    .map_err(|e| AppError::Bind {
-                    addr,
-                    message: format!("SIP: {e}"),
-                })?;
+            let (sip_task, client) = crate::sip::transport::spawn(
+                listeners,
+                Arc::clone(&sip_endpoint),
+                sip_transport,
+                shutdown_rx.clone(),
+            )
+            .map_err(|e| AppError::Bind {
+                addr,
+                message: format!("SIP: {e}"),
+            })?;
             sip_client = Some(client);
             abort_with(task, sip_task)
+        }
+    };
+    let task = match sip_tls {
+        None => task,
+        Some((listener, addr, tls)) => {
+            tracing::info!(%addr, "SIP over TLS listening");
+            abort_with(
+                task,
+                crate::sip::transport::spawn_tls(
+                    listener,
+                    tls,
+                    sip_endpoint,
+                    sip_transport,
+                    shutdown_rx.clone(),
+                ),
+            )
         }
     };
     tracing::info!(addr = %http_addr, root = %config.server.xcap_root, "xcapd listening");
@@ -326,6 +360,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         http_addr,
         admin_addr,
         sip_addr,
+        sip_tls_addr,
         sip_client,
         metrics,
         decisions,

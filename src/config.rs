@@ -410,6 +410,9 @@ pub struct SipConfig {
     /// UDP and TCP listen address (same port for both); empty disables SIP. Port 0 picks a
     /// free port (logged). Overridden by `--sip` and `XCAPD_SIP`.
     pub listen: String,
+    /// SIP over TLS (RFC 3261 §26.2) listen address, with `server.tls_cert_file` /
+    /// `tls_key_file`; empty (default) = off. (env `XCAPD_SIP_TLS`)
+    pub tls_listen: String,
     /// Largest SIP message accepted (headers and body).
     pub max_message_bytes: usize,
     /// Open SIP TCP connections at most; more are closed at once.
@@ -422,6 +425,7 @@ impl Default for SipConfig {
     fn default() -> Self {
         SipConfig {
             listen: "127.0.0.1:5060".into(),
+            tls_listen: String::new(),
             max_message_bytes: 64 * 1024,
             max_tcp_connections: 1024,
             tcp_idle_timeout_secs: 300,
@@ -433,6 +437,11 @@ impl SipConfig {
     /// The SIP listen address; None when SIP is disabled.
     pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
         optional_addr("sip.listen", &self.listen)
+    }
+
+    /// The SIP-over-TLS listen address; None when off.
+    pub fn tls_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        optional_addr("sip.tls_listen", &self.tls_listen)
     }
 }
 
@@ -520,6 +529,9 @@ impl Config {
         if let Some(v) = get("XCAPD_SIP") {
             self.sip.listen = v;
         }
+        if let Some(v) = get("XCAPD_SIP_TLS") {
+            self.sip.tls_listen = v;
+        }
         if let Some(v) = get("XCAPD_ADMIN_TOKEN_FILE") {
             self.admin.token_file = v;
         }
@@ -573,6 +585,18 @@ impl Config {
                 // Different protocols may share a port number, but TCP cannot.
                 return Err(ConfigError::Invalid(format!(
                     "sip.listen {sip} is the XCAP listener's address"
+                )));
+            }
+        }
+        if let Some(tls) = self.sip.tls_listen_addr()? {
+            if self.server.tls_cert_file.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "sip.tls_listen needs server.tls_cert_file and server.tls_key_file".into(),
+                ));
+            }
+            if self.server.auth == AuthMode::None && !tls.ip().is_loopback() {
+                return Err(ConfigError::Invalid(format!(
+                    "auth = \"none\" trusts every client; refusing SIP on non-loopback address {tls}"
                 )));
             }
         }

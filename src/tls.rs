@@ -30,6 +30,19 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Builds a server configuration from PEM files (HTTP/1.1 only, as the XDMS serves).
 pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_with_alpn(cert_file, key_file, vec![b"http/1.1".to_vec()])
+}
+
+/// The same certificate for SIP over TLS (RFC 3261 §26.2; no ALPN).
+pub fn sip_server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_with_alpn(cert_file, key_file, Vec::new())
+}
+
+fn server_config_with_alpn(
+    cert_file: &Path,
+    key_file: &Path,
+    alpn: Vec<Vec<u8>>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let read = |p: &Path| {
         std::fs::read(p).map_err(|e| TlsError::Read {
             path: p.display().to_string(),
@@ -58,7 +71,7 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConf
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = alpn;
     Ok(Arc::new(cfg))
 }
 

@@ -83,13 +83,9 @@ fn certificates(
     )
 }
 
-async fn https_get(
-    addr: std::net::SocketAddr,
-    cert: &std::path::Path,
-    path: &str,
-    auth: Option<&str>,
-) -> String {
-    let pem = std::fs::read(cert).unwrap();
+/// A TLS client trusting the test CA in `ca`.
+fn connector(ca: &std::path::Path) -> tokio_rustls::TlsConnector {
+    let pem = std::fs::read(ca).unwrap();
     let mut roots = RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut pem.as_slice()) {
         roots.add(c.unwrap()).unwrap();
@@ -100,7 +96,16 @@ async fn https_get(
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+}
+
+async fn https_get(
+    addr: std::net::SocketAddr,
+    cert: &std::path::Path,
+    path: &str,
+    auth: Option<&str>,
+) -> String {
+    let connector = connector(cert);
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut tls = connector
         .connect(ServerName::IpAddress(addr.ip().into()), tcp)
@@ -199,5 +204,45 @@ async fn ht02_basic_is_not_offered_on_plain_http() {
         .get_all("www-authenticate")
         .iter()
         .all(|v| !v.to_str().unwrap().starts_with("Basic")));
+    s.stop().await;
+}
+
+// RFC 3261 §26.2: SIP over TLS with the server's certificate; the endpoint answers as over TCP.
+#[tokio::test]
+async fn sip_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = certificates(dir.path());
+    let (c2, k2) = (cert.display().to_string(), key.display().to_string());
+    let s = TestServer::start_with(move |c| {
+        c.server.tls_cert_file = c2;
+        c.server.tls_key_file = k2;
+        c.sip.tls_listen = "127.0.0.1:0".into();
+    })
+    .await;
+    let addr = s.running().sip_tls_addr.expect("SIP over TLS listening");
+    let connector = connector(&ca);
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let local = tcp.local_addr().unwrap();
+    let mut tls = connector
+        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+        .await
+        .expect("TLS handshake");
+    let req = format!(
+        "OPTIONS sips:xcapd@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bKtls1\r\nMax-Forwards: 70\r\nFrom: <sips:alice@example.com>;tag=t\r\nTo: <sips:xcapd@127.0.0.1>\r\nCall-ID: tls-1@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), tls.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let resp = String::from_utf8_lossy(&buf);
+    assert!(resp.starts_with("SIP/2.0 200 OK"), "{resp}");
+    assert!(resp.contains("z9hG4bKtls1"));
     s.stop().await;
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -133,12 +133,17 @@ async fn serve_udp(
     }
 }
 
-async fn serve_tcp(
+/// Accepts connections until `shutdown`, at most `max` open at once (more are closed at once),
+/// each served by `serve` in its own task.
+async fn accept_loop<F, Fut>(
     listener: TcpListener,
-    endpoint: Arc<Endpoint>,
-    config: TransportConfig,
+    max: usize,
     shutdown: watch::Receiver<bool>,
-) {
+    serve: F,
+) where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let open = Arc::new(AtomicUsize::new(0));
     let stop = stopped(shutdown.clone());
     tokio::pin!(stop);
@@ -147,23 +152,75 @@ async fn serve_tcp(
             () = &mut stop => return,
             accepted = listener.accept() => {
                 let Ok((stream, peer)) = accepted else { continue };
-                if open.load(Ordering::Acquire) >= config.max_tcp_connections {
-                    tracing::warn!(target: "xcapd::sip", %peer, "SIP TCP connection limit reached: closing");
+                if open.load(Ordering::Acquire) >= max {
+                    tracing::warn!(target: "xcapd::sip", %peer, "SIP connection limit reached: closing");
                     continue;
                 }
+                let _ = stream.set_nodelay(true);
                 open.fetch_add(1, Ordering::AcqRel);
-                let (endpoint, open, shutdown) = (Arc::clone(&endpoint), Arc::clone(&open), shutdown.clone());
+                let (open, shutdown, connection) = (Arc::clone(&open), shutdown.clone(), serve(stream, peer));
                 tokio::spawn(async move {
-                    let _ = stream.set_nodelay(true);
                     tokio::select! {
                         () = stopped(shutdown) => {}
-                        () = serve_connection(stream, peer, &endpoint, config) => {}
+                        () = connection => {}
                     }
                     open.fetch_sub(1, Ordering::AcqRel);
                 });
             }
         }
     }
+}
+
+async fn serve_tcp(
+    listener: TcpListener,
+    endpoint: Arc<Endpoint>,
+    config: TransportConfig,
+    shutdown: watch::Receiver<bool>,
+) {
+    accept_loop(
+        listener,
+        config.max_tcp_connections,
+        shutdown,
+        |stream, peer| {
+            let endpoint = Arc::clone(&endpoint);
+            async move { serve_connection(stream, peer, &endpoint, config).await }
+        },
+    )
+    .await;
+}
+
+/// A TLS handshake must finish within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves SIP over TLS (RFC 3261 §26.2, `sips:` on 5061 by convention) on `listener` with the
+/// server certificate in `tls`, until `shutdown`; connections follow the TCP connection cap
+/// and framing rules.
+pub fn spawn_tls(
+    listener: TcpListener,
+    tls: Arc<tokio_rustls::rustls::ServerConfig>,
+    endpoint: Arc<Endpoint>,
+    config: TransportConfig,
+    shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::spawn(async move {
+        accept_loop(
+            listener,
+            config.max_tcp_connections,
+            shutdown,
+            |stream, peer| {
+                let (endpoint, acceptor) = (Arc::clone(&endpoint), acceptor.clone());
+                async move {
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    if let Ok(Ok(tls)) = handshake.await {
+                        serve_connection(tls, peer, &endpoint, config).await;
+                    }
+                }
+            },
+        )
+        .await;
+    })
 }
 
 /// A request may take this long to arrive whole over TCP (slow senders cannot hold a slot).
@@ -175,8 +232,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// are dropped as they come (a CRLF CRLF ping gets its pong, RFC 5626 §4.4.1); a message that
 /// cannot be framed or parsed is answered if possible and ends the connection, since the
 /// stream cannot be trusted to resynchronise.
-async fn serve_connection(
-    mut stream: TcpStream,
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     peer: SocketAddr,
     endpoint: &Endpoint,
     config: TransportConfig,
@@ -252,7 +309,7 @@ async fn serve_connection(
 }
 
 /// Writes with a deadline; false when the connection should close.
-async fn write(stream: &mut TcpStream, bytes: &[u8]) -> bool {
+async fn write<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> bool {
     matches!(
         tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(bytes)).await,
         Ok(Ok(()))
