@@ -266,7 +266,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let decisions = build::decision_service(&config, &xdms, &targets);
     let routes = Arc::new(Routes::new(config.root_path(), targets, xdms.clone()));
     let app = build::xcap_router(
-        &config, &xdms, &decisions, routes, &creds, &metrics, dev_mode,
+        &config, &xdms, &decisions, &feed, routes, &creds, &metrics, dev_mode,
     )?;
     let admin = build::admin_server(&config, &xdms, &store, &creds, &metrics).await?;
     let admin_addr = admin.as_ref().map(|(_, addr, _)| *addr);

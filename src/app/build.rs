@@ -83,10 +83,12 @@ pub(super) fn decision_service(
 
 /// The XCAP HTTP stack: decision API and XDMS routes behind the proxy's routing, the
 /// authenticating front (unless in development mode), gzip, access log and request metrics.
+#[allow(clippy::too_many_arguments)] // one per part of the stack
 pub(super) fn xcap_router(
     config: &Config,
     xdms: &Arc<Xdms>,
     decisions: &Arc<DecisionService>,
+    feed: &ChangeFeed,
     routes: Arc<Routes>,
     creds: &Arc<dyn CredentialStore>,
     metrics: &Arc<Metrics>,
@@ -96,6 +98,10 @@ pub(super) fn xcap_router(
         .route(
             crate::decision::http::PATH,
             axum::routing::post(crate::decision::http::decide).with_state(decisions.clone()),
+        )
+        .route(
+            crate::xdms::changes::PATH,
+            axum::routing::get(crate::xdms::changes::changes).with_state(feed.clone()),
         )
         .merge(crate::xdms::http::router(HttpState {
             xdms: xdms.clone(),

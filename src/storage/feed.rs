@@ -79,6 +79,32 @@ impl ChangeFeed {
     pub fn head(&self) -> u64 {
         *self.store.watch_changes().borrow()
     }
+
+    /// One page of changes after `after` (at most `limit`), waiting up to `wait` for the first
+    /// one when there is none yet (long polling by remote readers).
+    pub async fn page(
+        &self,
+        after: u64,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<Vec<ChangeRecord>, StorageError> {
+        let mut wake = self.store.watch_changes();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Marked seen before the read, so a commit after it ends the wait below.
+            wake.borrow_and_update();
+            let page = checked(after, self.store.changes_since(after, limit).await?)?;
+            if !page.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(page);
+            }
+            if tokio::time::timeout_at(deadline, wake.changed())
+                .await
+                .is_err()
+            {
+                return Ok(Vec::new());
+            }
+        }
+    }
 }
 
 /// A position in the change log; see [`ChangeFeed::subscribe_from`].

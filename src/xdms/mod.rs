@@ -3,6 +3,7 @@
 //! are the only places HTTP types appear.
 
 pub mod cache;
+pub mod changes;
 pub mod generated;
 pub mod http;
 pub mod locks;
