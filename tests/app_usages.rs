@@ -5,24 +5,6 @@
 mod common;
 use common::*;
 
-/// (fixture directory = AUID, MIME type, document name).
-const USAGES: &[(&str, &str, &str)] = &[
-    ("resource-lists", "application/resource-lists+xml", "index"),
-    ("rls-services", "application/rls-services+xml", "index"),
-    ("pres-rules", "application/auth-policy+xml", "index"),
-    (
-        "org.openmobilealliance.pres-rules",
-        "application/auth-policy+xml",
-        "pres-rules",
-    ),
-    ("pidf-manipulation", "application/pidf+xml", "index"),
-    (
-        "org.example.notes",
-        "application/vnd.example.notes+xml",
-        "index",
-    ),
-];
-
 fn fixtures(auid: &str, prefix: &str) -> Vec<(String, String)> {
     let dir = repo_path(&format!("tests/fixtures/{auid}"));
     let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
@@ -109,7 +91,7 @@ async fn op23a_fixtures_valid_accepted_invalid_refused_through_the_proxy() {
             .await
         }
     };
-    let all = USAGES
+    let all = USER_WRITABLE_USAGES
         .iter()
         .map(|u| (u, false))
         .chain(SERVER_WRITTEN.iter().map(|u| (u, true)));
@@ -151,7 +133,7 @@ async fn op23a_fixtures_valid_accepted_invalid_refused_through_the_proxy() {
     )
     .await
     .body;
-    for (auid, _, _) in USAGES.iter().chain(SERVER_WRITTEN) {
+    for (auid, _, _) in USER_WRITABLE_USAGES.iter().chain(SERVER_WRITTEN) {
         assert!(
             caps.contains(&format!("<auid>{auid}</auid>")),
             "xcap-caps lists {auid}"

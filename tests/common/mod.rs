@@ -312,3 +312,21 @@ impl DigestClient {
         (401, unauthorized)
     }
 }
+
+/// The shipped usages users write, as (fixture directory = AUID, MIME type, document name).
+pub const USER_WRITABLE_USAGES: &[(&str, &str, &str)] = &[
+    ("resource-lists", "application/resource-lists+xml", "index"),
+    ("rls-services", "application/rls-services+xml", "index"),
+    ("pres-rules", "application/auth-policy+xml", "index"),
+    (
+        "org.openmobilealliance.pres-rules",
+        "application/auth-policy+xml",
+        "pres-rules",
+    ),
+    ("pidf-manipulation", "application/pidf+xml", "index"),
+    (
+        "org.example.notes",
+        "application/vnd.example.notes+xml",
+        "index",
+    ),
+];
