@@ -65,6 +65,15 @@ fn park_on<F: Future>(fut: F) -> F::Output {
 /// A [`DocumentStore`] used synchronously; writes without an origin are the server's own.
 pub struct Blocking<S: ?Sized>(pub Arc<S>);
 
+/// The store itself stays reachable (its own inherent methods, its fields in tests).
+impl<S: ?Sized> std::ops::Deref for Blocking<S> {
+    type Target = S;
+
+    fn deref(&self) -> &S {
+        &self.0
+    }
+}
+
 impl<S: ?Sized> Clone for Blocking<S> {
     fn clone(&self) -> Self {
         Blocking(Arc::clone(&self.0))

@@ -491,14 +491,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = DocKey::new("resource-lists", TreeKey::User(ALICE.into()), "index");
         {
-            let docs = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+            let docs = Blocking::new(SledStore::open(dir.path(), SledOptions::default()).unwrap());
             let creds = Blocking::new(SledCredentials::new(docs.db()).unwrap());
             docs.put(&key, &Expect::Absent, "<a/>", "e1", 1).unwrap();
             creds
                 .put_user(&make_credential(ALICE, REALM, "pw", vec![Role::User], 1))
                 .unwrap();
         }
-        let docs = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+        let docs = Blocking::new(SledStore::open(dir.path(), SledOptions::default()).unwrap());
         let creds = Blocking::new(SledCredentials::new(docs.db()).unwrap());
         assert_eq!(docs.get(&key).unwrap().unwrap().etag, "e1");
         assert_eq!(docs.list_user(ALICE).unwrap().len(), 1);

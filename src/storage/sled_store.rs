@@ -555,73 +555,11 @@ impl DocumentStore for SledStore {
     }
 }
 
-/// Test shorthands: the trait's calls run to completion on the calling thread. Inherent methods
-/// win over the trait's in method resolution, so the tests below call `store.put(..)` as the
-/// server's own writes.
-#[cfg(test)]
-impl SledStore {
-    fn facade(&self) -> (&Self, super::ChangeOrigin) {
-        (self, super::ChangeOrigin::default())
-    }
-
-    pub(crate) fn put(
-        &self,
-        key: &DocKey,
-        expect: &Expect,
-        body: &str,
-        etag: &str,
-        modified_ms: u64,
-    ) -> Result<Committed, StorageError> {
-        let (s, origin) = self.facade();
-        super::block_on(DocumentStore::put(
-            s,
-            key,
-            expect,
-            body,
-            etag,
-            modified_ms,
-            &origin,
-        ))
-    }
-
-    pub(crate) fn delete(
-        &self,
-        key: &DocKey,
-        expect: &Expect,
-    ) -> Result<Option<Committed>, StorageError> {
-        let (s, origin) = self.facade();
-        super::block_on(DocumentStore::delete(s, key, expect, &origin))
-    }
-
-    pub(crate) fn get(&self, key: &DocKey) -> Result<Option<StoredDocument>, StorageError> {
-        self.get_now(key)
-    }
-
-    pub(crate) fn list_user(&self, xui: &str) -> Result<Vec<DocMeta>, StorageError> {
-        self.list_user_now(xui)
-    }
-
-    pub(crate) fn list_auid(&self, auid: &str) -> Result<Vec<DocMeta>, StorageError> {
-        self.list_auid_now(auid)
-    }
-
-    pub(crate) fn last_seq(&self) -> Result<u64, StorageError> {
-        self.last_seq_now()
-    }
-
-    pub(crate) fn changes_since(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<ChangeRecord>, StorageError> {
-        self.changes_since_now(after, limit)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::open::FORMAT_KEY;
     use super::*;
+    use crate::storage::Blocking;
 
     // URI-07: components may hold '/', ':', '@', '%'; the NUL-separated encoding decodes back.
     #[test]
@@ -684,7 +622,7 @@ mod tests {
     /// removes them, and the listings report the real size.
     #[test]
     fn large_bodies_are_kept_apart_and_cleaned_up() {
-        let store = SledStore::open_temporary().unwrap();
+        let store = Blocking::new(SledStore::open_temporary().unwrap());
         let key = DocKey::new("resource-lists", TreeKey::User("sip:a@x".into()), "index");
         let big = format!("<r>{}</r>", "é".repeat(EXTERNAL_BODY_MIN));
         store.put(&key, &Expect::Absent, &big, "e1", 1).unwrap();
@@ -730,7 +668,7 @@ mod tests {
     /// and moved out of sled by the next write of the document.
     #[test]
     fn legacy_bodies_in_sled_are_read_and_replaced() {
-        let store = SledStore::open_temporary().unwrap();
+        let store = Blocking::new(SledStore::open_temporary().unwrap());
         let key = DocKey::new("resource-lists", TreeKey::Global, "index");
         let pkey = doc_key_bytes(&key.auid, &key.tree, &key.path);
         let big = "z".repeat(EXTERNAL_BODY_MIN + 5);
@@ -756,14 +694,14 @@ mod tests {
         let key = DocKey::new("resource-lists", TreeKey::Global, "index");
         let big = "y".repeat(3 * EXTERNAL_BODY_MIN);
         {
-            let store = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+            let store = Blocking::new(SledStore::open(dir.path(), SledOptions::default()).unwrap());
             store.put(&key, &Expect::Absent, &big, "e1", 1).unwrap();
             store.journal.close().unwrap();
             std::mem::forget(store); // as after kill -9: no close, no final sled flush
         }
         let copy = tempfile::tempdir().unwrap();
         durability_tests::copy_dir(dir.path(), copy.path());
-        let store = SledStore::open(copy.path(), SledOptions::default()).unwrap();
+        let store = Blocking::new(SledStore::open(copy.path(), SledOptions::default()).unwrap());
         let doc = store.get(&key).unwrap().unwrap();
         assert_eq!((&*doc.body, doc.etag.as_str()), (big.as_str(), "e1"));
     }
@@ -796,7 +734,7 @@ mod tests {
         let key = DocKey::new("resource-lists", TreeKey::User("sip:a@b".into()), "index");
         let large = DocKey::new("resource-lists", TreeKey::User("sip:a@b".into()), "big");
         {
-            let store = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+            let store = Blocking::new(SledStore::open(dir.path(), SledOptions::default()).unwrap());
             let first = store.put(&key, &Expect::Absent, "<v1/>", "e1", 1).unwrap();
             store.put(&large, &Expect::Absent, &big, "b1", 1).unwrap();
             store.journal.inject_failures(1);
@@ -834,7 +772,7 @@ mod tests {
             assert_eq!(next.seq, first.seq + 2, "no gap left by the refused write");
             assert_eq!(&*store.get(&large).unwrap().unwrap().body, big);
         }
-        let store = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+        let store = Blocking::new(SledStore::open(dir.path(), SledOptions::default()).unwrap());
         let doc = store.get(&key).unwrap().unwrap();
         assert_eq!((&*doc.body, doc.etag.as_str()), ("<v3/>", "e3"));
         assert_eq!(store.get(&large).unwrap().unwrap().etag, "b1");
@@ -851,7 +789,7 @@ mod tests {
         );
         let global = DocKey::new("xcap-caps", TreeKey::Global, "index");
         let seq = {
-            let store = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+            let store = Blocking::new(SledStore::open(dir.path(), SledOptions::default()).unwrap());
             store.put(&alice, &Expect::Absent, "<a/>", "e1", 1).unwrap();
             store
                 .put(&global, &Expect::Absent, "<g/>", "g1", 2)
@@ -864,7 +802,7 @@ mod tests {
             store.put(&gone, &Expect::Absent, "<p/>", "p1", 3).unwrap();
             store.delete(&gone, &Expect::Any).unwrap().unwrap().seq
         };
-        let store = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+        let store = Blocking::new(SledStore::open(dir.path(), SledOptions::default()).unwrap());
         assert_eq!(store.last_seq().unwrap(), seq);
         let doc = store.get(&alice).unwrap().unwrap();
         assert_eq!(
@@ -892,7 +830,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = DocKey::new("a", TreeKey::Global, "d");
         {
-            let store = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+            let store = Blocking::new(SledStore::open(dir.path(), SledOptions::default()).unwrap());
             store.put(&key, &Expect::Absent, "old", "e0", 0).unwrap();
             store.close().unwrap();
             store.close().unwrap();
@@ -900,7 +838,7 @@ mod tests {
                 .put(&key, &Expect::Etag("e0".into()), "x", "e", 0)
                 .unwrap();
         }
-        let store = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+        let store = Blocking::new(SledStore::open(dir.path(), SledOptions::default()).unwrap());
         let doc = store.get(&key).unwrap().unwrap();
         assert_eq!((&*doc.body, doc.etag.as_str()), ("x", "e"));
     }
@@ -910,6 +848,7 @@ mod tests {
 mod durability_tests {
     //! Durability and throughput of the acknowledged-write path (design §4, §10).
     use super::*;
+    use crate::storage::Blocking;
     use std::io::Write;
     use std::process::{Command, Stdio};
     use std::time::Instant;
@@ -936,10 +875,10 @@ mod durability_tests {
             journal_segment_bytes: segment,
             ..SledOptions::default()
         };
-        let store = Arc::new(SledStore::open(Path::new(dir), opts).unwrap());
+        let store = Blocking::new(SledStore::open(Path::new(dir), opts).unwrap());
         let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for t in 0..4 {
-            let store = Arc::clone(&store);
+            let store = store.clone();
             let acked = Arc::clone(&acked);
             std::thread::spawn(move || {
                 for i in 0.. {
@@ -1033,7 +972,7 @@ mod durability_tests {
             "child acknowledged only {}",
             acked.len()
         );
-        let store = Arc::new(SledStore::open(dir.path(), SledOptions::default()).unwrap());
+        let store = Blocking::new(SledStore::open(dir.path(), SledOptions::default()).unwrap());
         let lost: Vec<_> = acked
             .iter()
             .filter(|(t, i)| store.get(&key(*t, *i)).unwrap().is_none())
@@ -1070,7 +1009,7 @@ mod durability_tests {
     /// Issue #12 must-show: after kill -9 and the journal replay the change log holds every
     /// change up to the last seq exactly once, each key's records form an unbroken ETag chain
     /// ending at the stored version, and the feed resumes after the last seq.
-    fn check_change_log_after_abort(store: &Arc<SledStore>) {
+    fn check_change_log_after_abort(store: &Blocking<SledStore>) {
         let last = store.last_seq().unwrap();
         let mut records: Vec<ChangeRecord> = Vec::new();
         loop {
@@ -1106,7 +1045,7 @@ mod durability_tests {
             store.list_auid("resource-lists").unwrap().len()
         );
         // Resumes: a consumer at the last seq gets the next write, numbered last + 1.
-        let feed = super::super::ChangeFeed::new(Arc::clone(store) as Arc<dyn DocumentStore>);
+        let feed = super::super::ChangeFeed::new(Arc::clone(&store.0) as Arc<dyn DocumentStore>);
         let mut cursor = feed.subscribe_from(last);
         assert_eq!(super::super::block_on(cursor.try_next()).unwrap(), None);
         store
@@ -1126,7 +1065,7 @@ mod durability_tests {
         let dir = tempfile::tempdir().unwrap();
         let kept = DocKey::new("resource-lists", TreeKey::User("sip:a@x".into()), "index");
         {
-            let store = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+            let store = Blocking::new(SledStore::open(dir.path(), SledOptions::default()).unwrap());
             store.put(&kept, &Expect::Absent, "<a/>", "e1", 1).unwrap();
             // Damage as a crash could leave it, behind the store's back.
             store
@@ -1148,7 +1087,7 @@ mod durability_tests {
         // sled releases its lock only when the forgotten Db would drop: reopen from a copy.
         let copy = tempfile::tempdir().unwrap();
         copy_dir(dir.path(), copy.path());
-        let store = SledStore::open(copy.path(), SledOptions::default()).unwrap();
+        let store = Blocking::new(SledStore::open(copy.path(), SledOptions::default()).unwrap());
         let listed: Vec<DocKey> = store
             .list_user("sip:a@x")
             .unwrap()
@@ -1178,12 +1117,12 @@ mod durability_tests {
         total: usize,
     ) -> (std::time::Duration, u64, u64) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SledStore::open(dir.path(), opts).unwrap());
+        let store = Blocking::new(SledStore::open(dir.path(), opts).unwrap());
         let body = "<resource-lists xmlns=\"urn:ietf:params:xml:ns:resource-lists\"><list/></resource-lists>";
         let start = Instant::now();
         let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let store = Arc::clone(&store);
+                let store = store.clone();
                 std::thread::spawn(move || {
                     for i in 0..total / threads {
                         store
