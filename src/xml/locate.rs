@@ -203,7 +203,34 @@ pub fn standalone_element_in(
     parsed: &Document<'_>,
     sel: &ResolvedSelector,
 ) -> Result<String, XmlError> {
+    select_element(parsed, sel).map(|node| standalone_text(doc, node))
+}
+
+/// What a change record keeps of an element an edit created or replaced, read with one
+/// selector evaluation: its standalone text, its position among its parent's element
+/// children and its placement among sibling nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElementFacts {
+    pub text: String,
+    pub position: Option<u32>,
+    pub placement: Option<crate::event::Placement>,
+}
+
+/// [`ElementFacts`] of the element a terminal-free selector selects.
+pub fn element_facts(
+    doc: &str,
+    parsed: &Document<'_>,
+    sel: &ResolvedSelector,
+) -> Result<ElementFacts, XmlError> {
     let node = select_element(parsed, sel)?;
+    Ok(ElementFacts {
+        text: standalone_text(doc, node),
+        position: position_of(node),
+        placement: placement_of(node),
+    })
+}
+
+fn standalone_text(doc: &str, node: Node<'_, '_>) -> String {
     let text = &doc[node.range()];
     // The start tag's name ends at the first whitespace, '/' or '>'.
     let name_end = text
@@ -232,12 +259,7 @@ pub fn standalone_element_in(
             Some(p) => extra.push_str(&format!(" xmlns:{p}=\"{value}\"")),
         }
     }
-    Ok(format!(
-        "{}{}{}",
-        &text[..name_end],
-        extra,
-        &text[name_end..]
-    ))
+    format!("{}{}{}", &text[..name_end], extra, &text[name_end..])
 }
 
 /// The attribute names written on an element's start tag (namespace declarations included),
@@ -278,8 +300,11 @@ pub fn element_placement(
     parsed: &Document<'_>,
     sel: &ResolvedSelector,
 ) -> Option<crate::event::Placement> {
+    placement_of(locate(parsed, &sel.steps).ok()?)
+}
+
+fn placement_of(node: Node<'_, '_>) -> Option<crate::event::Placement> {
     use crate::event::Placement;
-    let node = locate(parsed, &sel.steps).ok()?;
     let (prev, next) = (node.prev_sibling(), node.next_sibling());
     if prev.is_some_and(|n| n.is_element()) {
         Some(Placement::AfterPrevious)
@@ -301,7 +326,10 @@ pub fn element_position(parsed: &Document<'_>, sel: &ResolvedSelector) -> Option
     if sel.steps.is_empty() {
         return None;
     }
-    let node = locate(parsed, &sel.steps).ok()?;
+    position_of(locate(parsed, &sel.steps).ok()?)
+}
+
+fn position_of(node: Node<'_, '_>) -> Option<u32> {
     let before = node
         .prev_siblings()
         .skip(1)

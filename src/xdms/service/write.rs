@@ -4,6 +4,7 @@
 //! record (design.md §2, §3), and server-wide uniqueness (RL-12).
 
 use super::*;
+use crate::event::Placement;
 
 /// How often a write is retried when another writer committed between our read and our
 /// compare-and-swap (only possible when several processes share a store).
@@ -357,48 +358,48 @@ impl Xdms {
 
 /// The change-record edit of a node PUT (RFC 5874 §4 needs the new node and its place).
 fn put_edit(node: &Node, doc: &ParsedDoc, created: bool) -> Option<Edit> {
-    let (kind, value) = match node.kind {
-        NodeTarget::Element => (
-            EditKind::PutElement,
-            xml::standalone_element_in(doc.text(), doc.doc(), &node.selector).ok(),
-        ),
+    let (kind, value, position, placement) = match node.kind {
+        // One selector evaluation for everything the record keeps of the element.
+        NodeTarget::Element => {
+            let facts = xml::element_facts(doc.text(), doc.doc(), &node.selector).ok();
+            let (value, position, placement) = match facts {
+                Some(f) => (Some(f.text), f.position, f.placement.filter(|_| created)),
+                None => (None, None, None),
+            };
+            (EditKind::PutElement, value, position, placement)
+        }
         NodeTarget::Attribute => (
             EditKind::PutAttribute,
             xml::get_attribute_in(doc.doc(), &node.selector).ok(),
+            None,
+            None,
         ),
         NodeTarget::Namespaces => return None,
     };
-    Some(edit_of(node, kind, value, doc, created))
+    Some(edit_of(node, kind, value, position, created, placement))
 }
 
 /// The change-record edit of a node DELETE, positioned in the document before the delete.
 fn delete_edit(node: &Node, old: &ParsedDoc) -> Option<Edit> {
-    let kind = match node.kind {
-        NodeTarget::Element => EditKind::DeleteElement,
-        NodeTarget::Attribute => EditKind::DeleteAttribute,
+    let (kind, position) = match node.kind {
+        NodeTarget::Element => (
+            EditKind::DeleteElement,
+            xml::element_position(old.doc(), &node.selector),
+        ),
+        NodeTarget::Attribute => (EditKind::DeleteAttribute, None),
         NodeTarget::Namespaces => return None,
     };
-    Some(edit_of(node, kind, None, old, false))
+    Some(edit_of(node, kind, None, position, false, None))
 }
 
 fn edit_of(
     node: &Node,
     kind: EditKind,
     value: Option<String>,
-    doc: &ParsedDoc,
+    position: Option<u32>,
     created: bool,
+    placement: Option<Placement>,
 ) -> Edit {
-    let (position, placement) = match node.kind {
-        NodeTarget::Element => (
-            xml::element_position(doc.doc(), &node.selector),
-            if created {
-                xml::element_placement(doc.doc(), &node.selector)
-            } else {
-                None
-            },
-        ),
-        _ => (None, None),
-    };
     Edit {
         kind,
         node_selector: node.parsed.to_string(),
