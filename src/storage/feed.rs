@@ -9,8 +9,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use super::{ChangeRecord, DocumentStore, StorageError};
 
 /// Changes read from the log per page.
@@ -68,8 +66,7 @@ impl ChangeFeed {
     /// [`ChangeFeed::head`].
     pub fn subscribe_from(&self, seq: u64) -> FeedCursor {
         FeedCursor {
-            store: Arc::clone(&self.store),
-            wake: self.store.watch_changes(),
+            feed: self.clone(),
             after: seq,
             buffer: VecDeque::new(),
         }
@@ -97,11 +94,10 @@ impl ChangeFeed {
             if !page.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(page);
             }
-            if tokio::time::timeout_at(deadline, wake.changed())
-                .await
-                .is_err()
-            {
-                return Ok(Vec::new());
+            match tokio::time::timeout_at(deadline, wake.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(StorageError::Backend("the store was closed".into())),
+                Err(_) => return Ok(Vec::new()),
             }
         }
     }
@@ -109,12 +105,15 @@ impl ChangeFeed {
 
 /// A position in the change log; see [`ChangeFeed::subscribe_from`].
 pub struct FeedCursor {
-    store: Arc<dyn DocumentStore>,
-    wake: watch::Receiver<u64>,
+    feed: ChangeFeed,
     /// The last sequence number handed out (or the starting point).
     after: u64,
     buffer: VecDeque<ChangeRecord>,
 }
+
+/// How long one wait of a caught-up cursor lasts before it looks again (nothing is lost by
+/// looking: the log is the record).
+const IDLE_WAIT: Duration = Duration::from_secs(3600);
 
 impl FeedCursor {
     /// The sequence number of the last change handed out: where to resume after a restart.
@@ -133,18 +132,8 @@ impl FeedCursor {
             if let Some(record) = self.take_buffered() {
                 return Ok(record);
             }
-            // Marked seen before the read: a change applied after it wakes the wait below.
-            let head = *self.wake.borrow_and_update();
-            if head > self.after {
-                let page = self.read_page().await?;
-                if !page.is_empty() {
-                    self.buffer.extend(page);
-                    continue;
-                }
-            }
-            if self.wake.changed().await.is_err() {
-                return Err(StorageError::Backend("the store was closed".into()));
-            }
+            let page = self.feed.page(self.after, PAGE, IDLE_WAIT).await?;
+            self.buffer.extend(page);
         }
     }
 
@@ -152,7 +141,7 @@ impl FeedCursor {
     /// log read).
     pub async fn try_next(&mut self) -> Result<Option<ChangeRecord>, StorageError> {
         if self.buffer.is_empty() {
-            let page = self.read_page().await?;
+            let page = self.feed.page(self.after, PAGE, Duration::ZERO).await?;
             self.buffer.extend(page);
         }
         Ok(self.take_buffered())
@@ -162,12 +151,6 @@ impl FeedCursor {
         let record = self.buffer.pop_front()?;
         self.after = record.seq;
         Some(record)
-    }
-
-    /// One page of the log, checked to continue where this cursor is.
-    async fn read_page(&self) -> Result<Vec<ChangeRecord>, StorageError> {
-        let page = self.store.changes_since(self.after, PAGE).await?;
-        checked(self.after, page)
     }
 }
 
