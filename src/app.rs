@@ -64,6 +64,8 @@ pub struct Running {
     pub sip_tls_addr: Option<SocketAddr>,
     /// Sends SIP requests (NOTIFY, MESSAGE) from the SIP UDP socket.
     pub sip_client: Option<Arc<crate::sip::client::Client>>,
+    /// The xcap-diff notifier; None when SIP is off.
+    pub notifier: Option<Arc<crate::notifier::Notifier>>,
     pub metrics: Arc<Metrics>,
     pub decisions: Arc<DecisionService>,
     pub xdms: Arc<Xdms>,
@@ -319,6 +321,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     };
     let task = abort_with(task, follower);
     let mut sip_client = None;
+    let mut notifier = None;
     let (sip_endpoint, sip_transport) = build::sip_endpoint(&config);
     let task = match sip {
         None => task,
@@ -335,8 +338,23 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
                 addr,
                 message: format!("SIP: {e}"),
             })?;
+            let (n, notifier_task) = build::notifier(
+                &config,
+                &xdms,
+                &subscriptions,
+                &feed,
+                &client,
+                &metrics,
+                &creds,
+                dev_mode,
+                addr,
+                shutdown_rx.clone(),
+            )
+            .await?;
+            sip_endpoint.set_handler(n.clone());
+            notifier = Some(n);
             sip_client = Some(client);
-            abort_with(task, sip_task)
+            abort_with(abort_with(task, sip_task), notifier_task)
         }
     };
     let task = match sip_tls {
@@ -362,6 +380,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         sip_addr,
         sip_tls_addr,
         sip_client,
+        notifier,
         metrics,
         decisions,
         xdms,

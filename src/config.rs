@@ -419,6 +419,21 @@ pub struct SipConfig {
     pub max_tcp_connections: usize,
     /// A TCP connection that sends nothing for this long is closed.
     pub tcp_idle_timeout_secs: u64,
+    /// The SIP/IP core (CIDRs, e.g. Kamailio's address): only from these peers is a
+    /// P-Asserted-Identity believed (RFC 3325); everyone else authenticates with SIP Digest.
+    pub trusted_peers: Vec<String>,
+    /// The host[:port] xcapd puts in its Contact and Via; empty = the SIP listen address.
+    pub advertised_address: String,
+    /// RFC 3261 Timer T1 in ms (NOTIFY retransmissions; Timer F = 64 × T1).
+    pub timer_t1_ms: u64,
+    /// xcap-diff: at most one NOTIFY per subscription this often, changes coalesced in between
+    /// (RFC 5875 §4.10, XE-18); the first change after a quiet period goes out at once.
+    pub notify_interval_ms: u64,
+    /// Subscription durations (RFC 5875 §4.5, XE-08): granted when none is asked, shortest
+    /// accepted (423 below it), longest granted.
+    pub subscription_default_secs: u32,
+    pub subscription_min_secs: u32,
+    pub subscription_max_secs: u32,
 }
 
 impl Default for SipConfig {
@@ -429,6 +444,13 @@ impl Default for SipConfig {
             max_message_bytes: 64 * 1024,
             max_tcp_connections: 1024,
             tcp_idle_timeout_secs: 300,
+            trusted_peers: Vec::new(),
+            advertised_address: String::new(),
+            timer_t1_ms: 500,
+            notify_interval_ms: 5000,
+            subscription_default_secs: 3600,
+            subscription_min_secs: 60,
+            subscription_max_secs: 86_400,
         }
     }
 }
@@ -600,6 +622,21 @@ impl Config {
                 )));
             }
         }
+        let s = &self.sip;
+        if s.subscription_min_secs > s.subscription_default_secs
+            || s.subscription_default_secs > s.subscription_max_secs
+            || s.subscription_min_secs == 0
+        {
+            return Err(ConfigError::Invalid(
+                "sip.subscription_min_secs ≤ subscription_default_secs ≤ subscription_max_secs, min > 0"
+                    .into(),
+            ));
+        }
+        if s.timer_t1_ms == 0 {
+            return Err(ConfigError::Invalid("sip.timer_t1_ms must be > 0".into()));
+        }
+        crate::auth::trust::TrustedPeers::parse(&s.trusted_peers)
+            .map_err(|e| ConfigError::Invalid(format!("sip.trusted_peers: {e}")))?;
         if self.sip.max_message_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "sip.max_message_bytes must be at least 1024".into(),

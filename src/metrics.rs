@@ -11,6 +11,9 @@
 //! [`DocumentStore`] decorator that times every storage call, and [`track_requests`], the HTTP
 //! middleware that records each XCAP request.
 
+mod sip;
+pub use sip::SipMetrics;
+
 use crate::storage::{
     ChangeOrigin, ChangeRecord, Committed, DocKey, DocMeta, DocumentStore, Expect, StorageError,
     StoreFuture, StoredDocument, TreeKey, WriteOutcome,
@@ -126,6 +129,8 @@ pub struct Metrics {
     documents_known: AtomicBool,
     /// Writes refused because storage could not take writes (disk space, journal failure).
     writes_refused: AtomicU64,
+    /// The SIP notifier's.
+    pub sip: SipMetrics,
 }
 
 impl Metrics {
@@ -157,6 +162,7 @@ impl Metrics {
             documents: AtomicI64::new(0),
             documents_known: AtomicBool::new(false),
             writes_refused: AtomicU64::new(0),
+            sip: SipMetrics::default(),
         }
     }
 
@@ -336,6 +342,7 @@ impl Metrics {
             );
             let _ = writeln!(out, "xcapd_documents {n}");
         }
+        self.sip.render(&mut out);
         out
     }
 }

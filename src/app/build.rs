@@ -196,6 +196,100 @@ pub(super) fn sip_endpoint(
         limits,
         max_tcp_connections: config.sip.max_tcp_connections,
         tcp_idle_timeout: std::time::Duration::from_secs(config.sip.tcp_idle_timeout_secs),
+        timers: crate::sip::transaction::Timers {
+            t1: std::time::Duration::from_millis(config.sip.timer_t1_ms),
+            ..Default::default()
+        },
     };
     (Arc::new(endpoint), transport)
+}
+
+/// Who sent a SIP request: P-Asserted-Identity from `sip.trusted_peers`, else SIP Digest with
+/// the HTTP side's credentials (MD5 offered first: what SIP user agents implement, RFC 3261
+/// §22.4), or the From URI in the development mode.
+fn sip_authenticator(
+    config: &Config,
+    creds: &Arc<dyn CredentialStore>,
+    dev_mode: bool,
+) -> Result<crate::sip::auth::SipAuthenticator, AppError> {
+    use crate::auth::digest::{Algorithm, DigestAuthenticator, DigestConfig};
+    let mut algorithms: Vec<Algorithm> = config
+        .auth
+        .digest_algorithms
+        .iter()
+        .filter_map(|a| Algorithm::from_token(a))
+        .collect();
+    algorithms.sort_by_key(|a| *a != Algorithm::Md5);
+    if algorithms.is_empty() {
+        algorithms.push(Algorithm::Md5);
+    }
+    let mut secret = [0u8; 32];
+    getrandom::getrandom(&mut secret)
+        .map_err(|e| AppError::Serve(format!("no randomness for SIP nonces: {e}")))?;
+    let digest = DigestAuthenticator::new(
+        secret,
+        DigestConfig {
+            nonce_lifetime_secs: config.auth.nonce_lifetime_secs,
+            algorithms,
+            ..DigestConfig::default()
+        },
+        |buf| {
+            let _ = getrandom::getrandom(buf);
+        },
+    );
+    let trusted_peers = crate::auth::trust::TrustedPeers::parse(&config.sip.trusted_peers)
+        .map_err(|e| AppError::Config(ConfigError::Invalid(format!("sip.trusted_peers: {e}"))))?;
+    Ok(crate::sip::auth::SipAuthenticator {
+        digest,
+        creds: creds.clone(),
+        trusted_peers,
+        default_domain: settings_default_domain(config),
+        dev_mode,
+    })
+}
+
+/// The xcap-diff notifier on the SIP endpoint (issue #13), resuming stored subscriptions.
+#[allow(clippy::too_many_arguments)] // one per part it stands on
+pub(super) async fn notifier(
+    config: &Config,
+    xdms: &Arc<Xdms>,
+    store: &Arc<dyn SubscriptionStore>,
+    feed: &ChangeFeed,
+    client: &Arc<crate::sip::client::Client>,
+    metrics: &Arc<Metrics>,
+    creds: &Arc<dyn CredentialStore>,
+    dev_mode: bool,
+    sip_addr: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(Arc<crate::notifier::Notifier>, JoinHandle<()>), AppError> {
+    use crate::notifier::{request::Durations, NotifierConfig, NotifierParts};
+    let s = &config.sip;
+    let host = if s.advertised_address.is_empty() {
+        sip_addr.to_string()
+    } else {
+        s.advertised_address.clone()
+    };
+    let notifier_config = NotifierConfig {
+        public_root: xdms.settings().public_root.clone(),
+        root_path: config.root_path().to_string(),
+        default_domain: settings_default_domain(config),
+        durations: Durations {
+            default_secs: s.subscription_default_secs,
+            min_secs: s.subscription_min_secs,
+            max_secs: s.subscription_max_secs,
+        },
+        notify_interval: std::time::Duration::from_millis(s.notify_interval_ms),
+        contact: format!("sip:{host}"),
+    };
+    let parts = NotifierParts {
+        config: notifier_config,
+        xdms: xdms.clone(),
+        store: store.clone(),
+        feed: feed.clone(),
+        client: client.clone(),
+        metrics: metrics.clone(),
+        auth: sip_authenticator(config, creds, dev_mode)?,
+        shutdown,
+    };
+    Ok(crate::notifier::Notifier::start(parts).await?)
 }

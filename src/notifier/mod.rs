@@ -1,10 +1,22 @@
 //! The xcap-diff notifier (RFC 5875, RFC 6665; standards.md §9, XE-*), layer L2: tells
 //! subscribed XDM clients of every document change, in order, read from the storage change
-//! feed. Built in steps (issue #13); so far:
+//! feed.
 //! - [`request`]: what a SUBSCRIBE asks for (entries, Accept, diff-processing, duration);
-//! - [`state`]: the reported state of a subscribed component.
+//! - [`service`]: SUBSCRIBE answered (identity, authorization, dialog, storage), resumption;
+//! - [`registry`]: live subscriptions and the change-feed reader feeding them;
+//! - [`actor`]: one task per subscription sending its NOTIFYs;
+//! - [`report`], [`state`], [`dialog`], [`saved`]: the pure parts (document chains,
+//!   component state, NOTIFY requests, the stored package state).
 //!
 //! The diff documents and patches themselves are [`crate::xcap_diff`].
 
+mod actor;
+pub mod dialog;
+mod registry;
+pub mod report;
 pub mod request;
+pub mod saved;
+mod service;
 pub mod state;
+
+pub use service::{Notifier, NotifierConfig, NotifierParts};

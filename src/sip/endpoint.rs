@@ -1,12 +1,16 @@
 //! The SIP user agent server of xcapd (RFC 3261 §8.2, §17.2, §18.2; RFC 3581; RFC 6665 §4.2):
 //! request validation, server transactions, and the answers of this endpoint: OPTIONS (200
-//! with what we accept), SUBSCRIBE (489 for every event package until the xcap-diff notifier
-//! serves `xcap-diff`), 405 for methods we know but do not serve, 501 for the rest, 400 with a
-//! reason for malformed requests, 416 / 420 for URI schemes and extensions we do not handle.
+//! with what we accept), SUBSCRIBE for a package a [`RequestHandler`] serves handed to it
+//! (its answer comes later, [`Endpoint::finish`]), 489 for other packages, 405 for methods we
+//! know but do not serve, 501 for the rest, 400 with a reason for malformed requests, 416 /
+//! 420 for URI schemes and extensions we do not handle.
 //! No sockets: the transport hands in bytes with their source and sends what comes back.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -17,6 +21,76 @@ use super::transaction::{ServerState, ServerTransaction};
 
 /// The methods this endpoint answers itself (RFC 3261 §20.5 `Allow`).
 pub const ALLOW: &str = "OPTIONS, SUBSCRIBE";
+
+/// A service behind the endpoint (the xcap-diff notifier): it answers the requests it serves,
+/// asynchronously (authentication and storage are I/O).
+pub trait RequestHandler: Send + Sync + 'static {
+    /// The event packages it serves with SUBSCRIBE (RFC 6665 §7.2: `Allow-Events`).
+    fn event_packages(&self) -> &[&'static str];
+    /// The final answer to `request` (a SUBSCRIBE for one of its packages).
+    fn handle(&self, request: Incoming) -> Pin<Box<dyn Future<Output = Reply> + Send + '_>>;
+}
+
+/// A request handed to a [`RequestHandler`].
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub message: Message,
+    pub source: SocketAddr,
+    pub transport: Transport,
+}
+
+/// A handler's final answer.
+#[derive(Debug, Default)]
+pub struct Reply {
+    pub code: u16,
+    pub reason: String,
+    /// Added after the headers copied from the request.
+    pub headers: Headers,
+    /// The To tag of a dialog this answer creates (RFC 3261 §12.1.1); otherwise one derived
+    /// from the request.
+    pub to_tag: Option<String>,
+    /// Told once the answer was handed to the transport (a NOTIFY must follow the 2xx).
+    pub sent: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Reply {
+    pub fn new(code: u16, reason: impl Into<String>) -> Reply {
+        Reply {
+            code,
+            reason: reason.into(),
+            ..Reply::default()
+        }
+    }
+}
+
+/// What the endpoint made of a received message.
+pub enum Handled {
+    /// Send this now.
+    Reply(Outgoing),
+    /// Hand [`Deferred::incoming`] to the handler and give its answer to [`Endpoint::finish`].
+    Deferred(Box<Deferred>),
+    /// Nothing to send (dropped, absorbed retransmission, ACK, response).
+    Nothing,
+}
+
+impl Handled {
+    /// The answer to send now, if any (no handler: nothing is ever deferred).
+    pub fn reply(self) -> Option<Outgoing> {
+        match self {
+            Handled::Reply(out) => Some(out),
+            _ => None,
+        }
+    }
+}
+
+/// A request whose server transaction waits for the handler's answer (RFC 3261 §17.2.1: a
+/// retransmission meanwhile is absorbed).
+pub struct Deferred {
+    pub incoming: Incoming,
+    key: TxKey,
+    answerable: Answerable,
+    destination: SocketAddr,
+}
 
 /// Transport a message came over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,10 +154,13 @@ enum TxKey {
 pub struct Endpoint {
     config: EndpointConfig,
     transactions: Mutex<HashMap<TxKey, ServerTransaction>>,
+    /// Set once the services are built (they send through the transports this endpoint feeds).
+    handler: OnceLock<Arc<dyn RequestHandler>>,
 }
 
 /// The fields every request must carry to be answered at all (§8.2.6.1: a response copies
 /// them); a request missing one of the others gets a 400 naming it.
+#[derive(Debug, Clone)]
 struct Answerable {
     via: Vec<String>,
     top_via: Via,
@@ -98,7 +175,18 @@ impl Endpoint {
         Endpoint {
             config,
             transactions: Mutex::new(HashMap::new()),
+            handler: OnceLock::new(),
         }
+    }
+
+    /// The installed handler, if any.
+    pub fn handler(&self) -> Option<Arc<dyn RequestHandler>> {
+        self.handler.get().cloned()
+    }
+
+    /// Installs the service that answers the requests it serves (once; later calls are ignored).
+    pub fn set_handler(&self, handler: Arc<dyn RequestHandler>) {
+        let _ = self.handler.set(handler);
     }
 
     /// Handles one received message (a datagram or a framed stream message).
@@ -108,43 +196,46 @@ impl Endpoint {
         source: SocketAddr,
         transport: Transport,
         now: Instant,
-    ) -> Option<Outgoing> {
+    ) -> Handled {
         match parse(bytes, &self.config.limits) {
-            Ok(msg) => self.on_parsed(&msg, source, transport, now),
+            Ok(msg) => self.on_parsed(msg, source, transport, now),
             // Not even a message whose Via we can read: dropped (§18.3 says discard).
-            Err(ParseError::Empty) => None,
-            Err(e) => self.reject(bytes, &e, source),
+            Err(ParseError::Empty) => Handled::Nothing,
+            Err(e) => self
+                .reject(bytes, &e, source)
+                .map_or(Handled::Nothing, Handled::Reply),
         }
     }
 
     /// Handles one parsed message.
     pub fn on_parsed(
         &self,
-        msg: &Message,
+        msg: Message,
         source: SocketAddr,
         transport: Transport,
         now: Instant,
-    ) -> Option<Outgoing> {
+    ) -> Handled {
         let StartLine::Request { method, uri } = &msg.start else {
-            // No client transactions yet: stray responses are dropped (§18.1.2).
-            return None;
+            // Responses are the client's (§18.1.2), never the server's.
+            return Handled::Nothing;
         };
         if *method == Method::Ack {
-            return None; // never answered (§17.1.1.3); no INVITE transactions here
+            return Handled::Nothing; // never answered (§17.1.1.3); no INVITE transactions here
         }
-        let answerable = match required(msg) {
+        let answerable = match required(&msg) {
             Fields::Valid(a) => a,
-            Fields::Unanswerable => return None,
+            Fields::Unanswerable => return Handled::Nothing,
             Fields::Invalid(partial, why) => {
                 let bytes = response(
                     &partial,
                     source,
                     400,
                     why,
+                    None,
                     &self.config.server,
                     &Headers::new(),
                 );
-                return Some(Outgoing {
+                return Handled::Reply(Outgoing {
                     destination: reply_to(&partial.top_via, source, transport),
                     bytes,
                 });
@@ -154,9 +245,11 @@ impl Endpoint {
         let destination = reply_to(&answerable.top_via, source, transport);
         let mut txs = self.transactions.lock();
         if let Some(tx) = txs.get(&key) {
-            return tx.on_retransmission().map(|b| Outgoing {
-                destination,
-                bytes: b.to_vec(),
+            return tx.on_retransmission().map_or(Handled::Nothing, |b| {
+                Handled::Reply(Outgoing {
+                    destination,
+                    bytes: b.to_vec(),
+                })
             });
         }
         if txs.len() >= self.config.max_transactions {
@@ -168,17 +261,35 @@ impl Endpoint {
                 source,
                 503,
                 "Service Unavailable",
+                None,
                 &self.config.server,
                 &extra,
             );
-            return Some(Outgoing { destination, bytes });
+            return Handled::Reply(Outgoing { destination, bytes });
         }
-        let (code, reason, extra) = self.answer(msg, method, uri);
+        let (code, reason, extra) = match self.answer(&msg, method, uri) {
+            Answer::Now(code, reason, extra) => (code, reason, extra),
+            Answer::Handler => {
+                // The transaction exists from now on, so retransmissions are absorbed.
+                txs.insert(key.clone(), ServerTransaction::new(transport.reliable()));
+                return Handled::Deferred(Box::new(Deferred {
+                    incoming: Incoming {
+                        message: msg,
+                        source,
+                        transport,
+                    },
+                    key,
+                    answerable,
+                    destination,
+                }));
+            }
+        };
         let bytes = response(
             &answerable,
             source,
             code,
             reason,
+            None,
             &self.config.server,
             &extra,
         );
@@ -187,7 +298,47 @@ impl Endpoint {
         if tx.poll(now) != ServerState::Terminated {
             txs.insert(key, tx);
         }
-        sent.map(|bytes| Outgoing { destination, bytes })
+        sent.map_or(Handled::Nothing, |bytes| {
+            Handled::Reply(Outgoing { destination, bytes })
+        })
+    }
+
+    /// The handler's answer to a deferred request: the bytes to send (also kept by the
+    /// transaction for retransmissions of the request).
+    pub fn finish(&self, deferred: &Deferred, reply: &Reply, now: Instant) -> Option<Outgoing> {
+        let mut headers = reply.headers.clone();
+        self.allow_events(&mut headers);
+        let bytes = response(
+            &deferred.answerable,
+            deferred.incoming.source,
+            reply.code,
+            &reply.reason,
+            reply.to_tag.as_deref(),
+            &self.config.server,
+            &headers,
+        );
+        let mut txs = self.transactions.lock();
+        let mut tx = txs
+            .remove(&deferred.key)
+            .unwrap_or_else(|| ServerTransaction::new(deferred.incoming.transport.reliable()));
+        let sent = tx.on_response(reply.code, bytes, now).map(<[u8]>::to_vec);
+        if tx.poll(now) != ServerState::Terminated {
+            txs.insert(deferred.key.clone(), tx);
+        }
+        sent.map(|bytes| Outgoing {
+            destination: deferred.destination,
+            bytes,
+        })
+    }
+
+    /// RFC 6665 §7.2.2 (XE-01): the packages served, on answers to SUBSCRIBE and OPTIONS.
+    fn allow_events(&self, headers: &mut Headers) {
+        if let Some(h) = self.handler.get() {
+            let packages = h.event_packages();
+            if !packages.is_empty() {
+                headers.push("Allow-Events", packages.join(", "));
+            }
+        }
     }
 
     /// Forgets transactions whose Timer J fired; called periodically by the transport.
@@ -201,45 +352,60 @@ impl Endpoint {
         self.transactions.lock().len()
     }
 
-    /// The final answer to a valid request (code, reason phrase, headers to add).
-    fn answer(&self, msg: &Message, method: &Method, uri: &str) -> (u16, &'static str, Headers) {
+    /// The final answer to a valid request, or the handler's turn.
+    fn answer(&self, msg: &Message, method: &Method, uri: &str) -> Answer {
         let mut extra = Headers::new();
         // §8.2.1 first: the method.
         match method {
             Method::Options | Method::Subscribe => {}
             // §9.2: no transaction of ours can be cancelled (every request is answered at once).
-            Method::Cancel => return (481, "Call/Transaction Does Not Exist", extra),
+            Method::Cancel => return Answer::Now(481, "Call/Transaction Does Not Exist", extra),
             Method::Other(_) => {
                 extra.push("Allow", ALLOW);
-                return (501, "Not Implemented", extra);
+                return Answer::Now(501, "Not Implemented", extra);
             }
             _ => {
                 extra.push("Allow", ALLOW);
-                return (405, "Method Not Allowed", extra);
+                return Answer::Now(405, "Method Not Allowed", extra);
             }
         }
         // §8.2.2.1: the Request-URI scheme.
         let scheme = uri.split(':').next().unwrap_or("").to_ascii_lowercase();
         if !matches!(scheme.as_str(), "sip" | "sips" | "tel") {
-            return (416, "Unsupported URI Scheme", extra);
+            return Answer::Now(416, "Unsupported URI Scheme", extra);
         }
         // §8.2.2.3: this endpoint supports no extension a client could require.
         let required: Vec<&str> = msg.headers.values("Require");
         if !required.is_empty() {
             extra.push("Unsupported", required.join(", "));
-            return (420, "Bad Extension", extra);
+            return Answer::Now(420, "Bad Extension", extra);
         }
+        self.allow_events(&mut extra);
         if *method == Method::Options {
             extra.push("Allow", ALLOW);
             extra.push("Accept", "application/resource-lists+xml");
-            return (200, "OK", extra);
+            return Answer::Now(200, "OK", extra);
         }
         let events: Vec<&str> = msg.headers.get_all("Event").collect();
         match events.as_slice() {
-            // RFC 6665 §4.2.1.1 / XE-01: no package is served yet.
-            [one] if Event::parse(one).is_some() => (489, "Bad Event", extra),
-            [] => (400, "Missing Event header", extra),
-            _ => (400, "Malformed Event header", extra),
+            [one] => match Event::parse(one) {
+                Some(event) => {
+                    let served = self.handler.get().is_some_and(|h| {
+                        h.event_packages()
+                            .iter()
+                            .any(|p| p.eq_ignore_ascii_case(&event.package))
+                    });
+                    if served {
+                        Answer::Handler
+                    } else {
+                        // RFC 6665 §4.2.1.1 / XE-01.
+                        Answer::Now(489, "Bad Event", extra)
+                    }
+                }
+                None => Answer::Now(400, "Malformed Event header", extra),
+            },
+            [] => Answer::Now(400, "Missing Event header", extra),
+            _ => Answer::Now(400, "Malformed Event header", extra),
         }
     }
 
@@ -291,11 +457,18 @@ impl Endpoint {
                 source,
                 code,
                 reason,
+                None,
                 &self.config.server,
                 &Headers::new(),
             ),
         })
     }
+}
+
+/// What [`Endpoint::answer`] decided.
+enum Answer {
+    Now(u16, &'static str, Headers),
+    Handler,
 }
 
 /// How far a request's mandatory fields (§8.1.1) hold.
@@ -388,11 +561,13 @@ fn reply_to(via: &Via, source: SocketAddr, transport: Transport) -> SocketAddr {
 /// A response to the request whose fields are `a` (§8.2.6): the Via list with `received` and
 /// `rport` on the top value (§18.2.1, RFC 3581 §4), From, To (tagged when it was not), Call-ID,
 /// CSeq.
+#[allow(clippy::too_many_arguments)] // the parts of one response
 fn response(
     a: &Answerable,
     source: SocketAddr,
     code: u16,
     reason: &str,
+    to_tag: Option<&str>,
     server: &str,
     extra: &Headers,
 ) -> Vec<u8> {
@@ -416,7 +591,8 @@ fn response(
     headers.push("From", a.from.clone());
     let to = match NameAddr::parse(&a.to) {
         Some(mut to) if to.tag().is_none() && code > 100 => {
-            to.params.set("tag", Some(local_tag(a)));
+            let tag = to_tag.map_or_else(|| local_tag(a), str::to_string);
+            to.params.set("tag", Some(tag));
             to.to_value()
         }
         _ => a.to.clone(),

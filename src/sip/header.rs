@@ -115,6 +115,42 @@ impl Via {
     }
 }
 
+/// Where a SIP or SIPS URI points (RFC 3261 §19.1.1, §8.1.2): host, port and the `transport`
+/// parameter; `None` for other schemes or a URI without a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UriTarget {
+    pub host: String,
+    pub port: Option<u16>,
+    pub transport: Option<String>,
+    pub secure: bool,
+}
+
+impl UriTarget {
+    pub fn parse(uri: &str) -> Option<UriTarget> {
+        let (scheme, rest) = uri.trim().split_once(':')?;
+        let secure = match scheme.to_ascii_lowercase().as_str() {
+            "sip" => false,
+            "sips" => true,
+            _ => return None,
+        };
+        let rest = rest.split('?').next().unwrap_or(rest);
+        let (hostport, params) = match rest.find(';') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let hostport = hostport.rsplit_once('@').map_or(hostport, |(_, h)| h);
+        let (host, port) = split_host_port(hostport)?;
+        let transport = Params::parse(params)
+            .and_then(|p| p.get("transport").flatten().map(str::to_ascii_lowercase));
+        Some(UriTarget {
+            host,
+            port,
+            transport,
+            secure,
+        })
+    }
+}
+
 /// `host[:port]`, host being a name, an IPv4 address or a bracketed IPv6 reference.
 fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::client::Client;
-use super::endpoint::{Endpoint, Transport};
+use super::endpoint::{Deferred, Endpoint, Handled, Transport};
 use super::message::{frame, parse, Limits, ParseError};
 use super::transaction::Timers;
 
@@ -36,6 +36,8 @@ pub struct TransportConfig {
     pub limits: Limits,
     pub max_tcp_connections: usize,
     pub tcp_idle_timeout: Duration,
+    /// Client transaction timers (requests xcapd sends).
+    pub timers: Timers,
 }
 
 /// Binds UDP and TCP to `addr`; with port 0, to one free port for both (retried if TCP finds
@@ -70,7 +72,7 @@ pub fn spawn(
 ) -> std::io::Result<(JoinHandle<()>, Arc<Client>)> {
     let SipListeners { udp, tcp, .. } = listeners;
     let udp = Arc::new(udp);
-    let client = Client::new(Arc::clone(&udp), Timers::default())?;
+    let client = Client::new(Arc::clone(&udp), config.timers)?;
     let driver = tokio::spawn(Arc::clone(&client).drive());
     let udp_task = tokio::spawn(serve_udp(
         udp,
@@ -123,13 +125,44 @@ async fn serve_udp(
                     }
                     continue;
                 }
-                if let Some(out) = endpoint.on_message(&buf[..n], source, Transport::Udp, Instant::now()) {
-                    if let Err(e) = socket.send_to(&out.bytes, out.destination).await {
-                        tracing::debug!(target: "xcapd::sip", error = %e, to = %out.destination, "cannot send a SIP response");
+                match endpoint.on_message(&buf[..n], source, Transport::Udp, Instant::now()) {
+                    Handled::Reply(out) => {
+                        if let Err(e) = socket.send_to(&out.bytes, out.destination).await {
+                            tracing::debug!(target: "xcapd::sip", error = %e, to = %out.destination, "cannot send a SIP response");
+                        }
                     }
+                    Handled::Deferred(deferred) => {
+                        let (endpoint, socket) = (Arc::clone(&endpoint), Arc::clone(&socket));
+                        tokio::spawn(async move {
+                            answer_deferred(&endpoint, *deferred, |bytes, to| async move {
+                                let _ = socket.send_to(&bytes, to).await;
+                            })
+                            .await;
+                        });
+                    }
+                    Handled::Nothing => {}
                 }
             }
         }
+    }
+}
+
+/// Runs the handler for a deferred request and sends its answer with `send`; the handler
+/// learns when the answer is out (its NOTIFY must come after the 2xx).
+async fn answer_deferred<F, Fut>(endpoint: &Endpoint, deferred: Deferred, send: F)
+where
+    F: FnOnce(Vec<u8>, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let Some(handler) = endpoint.handler() else {
+        return;
+    };
+    let mut reply = handler.handle(deferred.incoming.clone()).await;
+    if let Some(out) = endpoint.finish(&deferred, &reply, Instant::now()) {
+        send(out.bytes, out.destination).await;
+    }
+    if let Some(sent) = reply.sent.take() {
+        let _ = sent.send(());
     }
 }
 
@@ -228,16 +261,21 @@ const MESSAGE_DEADLINE: Duration = Duration::from_secs(30);
 /// A response must be written within this.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Answers queued for one connection at most (deferred answers wait for room).
+const CONNECTION_QUEUE: usize = 64;
+
 /// One TCP connection: frames messages out of the byte stream (RFC 3261 §18.3). Leading CRLFs
 /// are dropped as they come (a CRLF CRLF ping gets its pong, RFC 5626 §4.4.1); a message that
 /// cannot be framed or parsed is answered if possible and ends the connection, since the
-/// stream cannot be trusted to resynchronise.
+/// stream cannot be trusted to resynchronise. Answers the handler gives later come back
+/// through a queue and are written between reads.
 async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     peer: SocketAddr,
-    endpoint: &Endpoint,
+    endpoint: &Arc<Endpoint>,
     config: TransportConfig,
 ) {
+    let (queue, mut queued) = mpsc::channel::<Vec<u8>>(CONNECTION_QUEUE);
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
     let mut crlfs = 0usize;
@@ -267,7 +305,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(Some(n)) => {
                     let message: Vec<u8> = buf.drain(..n).collect();
                     let answer = match parse(&message, &config.limits) {
-                        Ok(m) => endpoint.on_parsed(&m, peer, Transport::Tcp, Instant::now()),
+                        Ok(m) => endpoint.on_parsed(m, peer, Transport::Tcp, Instant::now()),
                         Err(e) => {
                             if let Some(out) = endpoint.reject(&message, &e, peer) {
                                 let _ = write(&mut stream, &out.bytes).await;
@@ -275,10 +313,22 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                             return;
                         }
                     };
-                    if let Some(out) = answer {
-                        if !write(&mut stream, &out.bytes).await {
-                            return;
+                    match answer {
+                        Handled::Reply(out) => {
+                            if !write(&mut stream, &out.bytes).await {
+                                return;
+                            }
                         }
+                        Handled::Deferred(deferred) => {
+                            let (endpoint, queue) = (Arc::clone(endpoint), queue.clone());
+                            tokio::spawn(async move {
+                                answer_deferred(&endpoint, *deferred, |bytes, _| async move {
+                                    let _ = queue.send(bytes).await;
+                                })
+                                .await;
+                            });
+                        }
+                        Handled::Nothing => {}
                     }
                 }
                 Ok(None) => break,
@@ -301,9 +351,16 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 .min(config.tcp_idle_timeout),
             None => config.tcp_idle_timeout,
         };
-        match tokio::time::timeout(wait, stream.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => return,
+        tokio::select! {
+            read = tokio::time::timeout(wait, stream.read(&mut chunk)) => match read {
+                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => return,
+            },
+            Some(bytes) = queued.recv() => {
+                if !write(&mut stream, &bytes).await {
+                    return;
+                }
+            }
         }
     }
 }

@@ -156,6 +156,21 @@ impl Xdms {
         }
     }
 
+    /// Whether `principal` may read the documents of `auid` in `tree` (RFC 4825 §5.7 and the
+    /// usage's policy, exactly as a GET decides; XD-15): the xcap-diff notifier asks this of
+    /// every subscribed resource.
+    pub fn may_read(&self, principal: &Principal, auid: &str, tree: &TreeKey) -> bool {
+        let Some(usage) = self.registry.get(auid) else {
+            return false;
+        };
+        let auth = &usage.descriptor.authorization;
+        let (read, owner) = match tree {
+            TreeKey::Global => (auth.global_read.unwrap_or(auth.read), None),
+            TreeKey::User(xui) => (auth.read, Some(xui.as_str())),
+        };
+        authz::decide(principal, owner, read, auth.write, Operation::Read) == Decision::Allow
+    }
+
     /// Whether the addressed document is built by the server (read-only).
     fn generated_kind(&self, target: &Target) -> Option<Generated> {
         let d = &target.usage.descriptor;

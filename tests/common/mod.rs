@@ -2,6 +2,8 @@
 //! and talks to it over loopback sockets.
 #![allow(dead_code)]
 
+pub mod sip_ua;
+
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
 use xcapd::app::{self, Running};

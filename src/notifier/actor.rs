@@ -1,0 +1,533 @@
+//! One xcap-diff subscription at work (RFC 5875 §4.7, §4.10; RFC 6665 §4.2.2; standards.md
+//! XE-10, XE-13…XE-18, XE-23, XD-14): a task per dialog that takes the changes of the
+//! documents it watches, sends one NOTIFY at a time, at most one per notify interval (changes
+//! in between coalesced; the first after a quiet period at once), the full state after every
+//! accepted SUBSCRIBE, and the final NOTIFY when the subscription ends. After each NOTIFY the
+//! subscriber acknowledged, the reported state is stored, so a restart chains on from it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use super::dialog::{ends_subscription, notify, Dialog, State};
+use super::report::Documents;
+use super::request::{DiffProcessing, Entry};
+use super::saved::Saved;
+use super::service::Shared;
+use super::state::component_report;
+use crate::event::{ChangeOrigin, ChangeRecord};
+use crate::sip::client::Outcome;
+use crate::sip::header::UriTarget;
+use crate::storage::now_ms;
+use crate::storage::subscriptions::Subscription;
+use crate::xcap::keys::{DocKey, TreeKey};
+use crate::xcap_diff::{ComponentReport, DocumentChange, DocumentReport, XcapDiff};
+
+/// What a subscription's task is told.
+pub(super) enum Msg {
+    /// A committed change of a document in a watched usage and tree.
+    Change(Arc<ChangeRecord>),
+    /// An accepted refresh (or `Expires: 0`): the full state follows once the 2xx is out.
+    Refresh(Refresh),
+    /// Changes were trimmed before they were read: compare with the documents themselves.
+    Resync,
+}
+
+pub(super) struct Refresh {
+    pub expires_at_ms: u64,
+    pub entries: Option<Vec<Entry>>,
+    pub mode: DiffProcessing,
+    pub remote_cseq: u32,
+    pub sent: oneshot::Receiver<()>,
+}
+
+/// How a NOTIFY went.
+enum Sent {
+    Delivered,
+    /// RFC 6665 §4.2.2: the subscription is gone (timeout or a final failure code).
+    Gone,
+    /// Another failure: the same changes are tried again after the notify interval.
+    Retry,
+}
+
+/// NOTIFYs that fail with a code that does not end the subscription are tried this often.
+const MAX_RETRIES: u32 = 3;
+/// The 2xx to a SUBSCRIBE goes out before its NOTIFY; this long at most is waited for it.
+const AFTER_2XX: Duration = Duration::from_secs(2);
+
+pub(super) struct Actor {
+    pub shared: Arc<Shared>,
+    pub dialog: Dialog,
+    pub subscriber: String,
+    pub entries: Vec<Entry>,
+    pub mode: DiffProcessing,
+    pub expires_at_ms: u64,
+    pub docs: Documents,
+    /// Component `sel` → digest of what was last reported (`None`: reported absent).
+    pub components: HashMap<String, Option<String>>,
+    /// Documents holding subscribed components that changed since the last NOTIFY.
+    pub dirty: HashSet<DocKey>,
+    /// The last change seen, and the last one covered by a delivered NOTIFY.
+    pub seen_seq: u64,
+    pub notified_seq: u64,
+    pub last_sent: Option<Instant>,
+    pub failures: u32,
+}
+
+/// How a task starts.
+pub(super) enum Start {
+    /// A new subscription: the full state once the 2xx is out.
+    New(oneshot::Receiver<()>),
+    /// Restored after a restart: changes since the stored position follow from the feed.
+    Resumed,
+}
+
+impl Actor {
+    pub async fn run(mut self, mut mailbox: mpsc::UnboundedReceiver<Msg>, start: Start) {
+        let mut shutdown = self.shared.shutdown.clone();
+        if let Start::New(sent) = start {
+            let _ = tokio::time::timeout(AFTER_2XX, sent).await;
+            if !self.full_state().await {
+                return self.end().await;
+            }
+        }
+        loop {
+            // Coalesce: everything already queued counts for the next NOTIFY (XE-18).
+            while let Ok(msg) = mailbox.try_recv() {
+                if !self.on_msg(msg).await {
+                    return self.end().await;
+                }
+            }
+            let pending = self.docs.has_pending() || !self.dirty.is_empty();
+            let due = self
+                .last_sent
+                .map(|t| t + self.shared.config.notify_interval);
+            if pending && due.is_none_or(|t| t <= Instant::now()) {
+                if !self.changes().await {
+                    return self.end().await;
+                }
+                continue;
+            }
+            let expiry = Duration::from_millis(self.expires_at_ms.saturating_sub(now_ms()));
+            tokio::select! {
+                msg = mailbox.recv() => match msg {
+                    Some(msg) => {
+                        if !self.on_msg(msg).await {
+                            return self.end().await;
+                        }
+                    }
+                    None => return,
+                },
+                () = sleep_until(due), if pending => {}
+                () = tokio::time::sleep(expiry) => {
+                    // XE-23: the final NOTIFY carries what changed since the last one.
+                    let body = self.change_body().await;
+                    let state = State::Terminated { reason: "timeout" };
+                    let _ = self.send(state, body).await;
+                    return self.end().await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// False when the subscription ended.
+    async fn on_msg(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::Change(change) => {
+                self.on_change(&change);
+                true
+            }
+            Msg::Refresh(r) => {
+                self.expires_at_ms = r.expires_at_ms;
+                self.mode = r.mode;
+                self.dialog.remote_cseq = r.remote_cseq;
+                if let Some(entries) = r.entries {
+                    self.entries = entries;
+                    self.components.clear();
+                }
+                let _ = tokio::time::timeout(AFTER_2XX, r.sent).await;
+                if r.expires_at_ms == 0 {
+                    // XE-23: unsubscribed; the current state with `terminated`.
+                    let body = self.full_body().await;
+                    let _ = self
+                        .send(State::Terminated { reason: "timeout" }, body)
+                        .await;
+                    return false;
+                }
+                self.full_state().await
+            }
+            Msg::Resync => {
+                self.resync().await;
+                true
+            }
+        }
+    }
+
+    fn on_change(&mut self, change: &ChangeRecord) {
+        if change.seq <= self.notified_seq {
+            return; // reported before a restart
+        }
+        self.seen_seq = self.seen_seq.max(change.seq);
+        let mut watched = false;
+        for e in &self.entries {
+            match e {
+                Entry::Component { key, .. } if *key == change.key => {
+                    self.dirty.insert(key.clone());
+                }
+                Entry::Collection { .. } | Entry::Document { .. } if e.covers(&change.key) => {
+                    watched = true;
+                }
+                _ => {}
+            }
+        }
+        if watched {
+            self.docs.accept(change);
+        }
+    }
+
+    /// The subscriber's documents and components now (XE-10): sent in full, and from now on
+    /// the reported state.
+    async fn full_state(&mut self) -> bool {
+        let expires = self.remaining_secs();
+        let body = self.full_body().await;
+        self.send_and_save(State::Active { expires }, body).await
+    }
+
+    async fn full_body(&mut self) -> Vec<u8> {
+        let current = self.current_documents().await;
+        let mut diff = XcapDiff::new(self.shared.config.public_root.clone());
+        for (sel, etag) in current.values() {
+            diff.documents.push(DocumentReport {
+                sel: sel.clone(),
+                previous_etag: None,
+                new_etag: Some(etag.clone()),
+                change: DocumentChange::Fetch,
+            });
+        }
+        self.docs
+            .reset(current.into_iter().map(|(k, (_, etag))| (k, etag)));
+        self.components.clear();
+        let keys: HashSet<DocKey> = self.component_keys().collect();
+        self.dirty.clear();
+        diff.components = self.component_reports(&keys, true).await;
+        diff.to_xml().into_bytes()
+    }
+
+    /// Every existing document the entries name, with the `sel` it is reported under
+    /// (XE-11: a document entry's own URI; collection members by document selector).
+    async fn current_documents(&self) -> BTreeMap<DocKey, (String, String)> {
+        let store = self.shared.xdms.store();
+        let mut out = BTreeMap::new();
+        for e in &self.entries {
+            match e {
+                Entry::Collection { auid, tree, .. } => {
+                    let listed = match tree {
+                        TreeKey::User(xui) => store.list_user(xui).await,
+                        TreeKey::Global => store.list_auid(auid).await,
+                    };
+                    for meta in listed.unwrap_or_default() {
+                        if e.covers(&meta.key) && !out.contains_key(&meta.key) {
+                            let sel = meta.key.document_selector();
+                            out.insert(meta.key, (sel, meta.etag));
+                        }
+                    }
+                }
+                Entry::Document { sel, key } => {
+                    if let Ok(Some(doc)) = store.get(key).await {
+                        out.insert(key.clone(), (sel.clone(), doc.etag));
+                    }
+                }
+                Entry::Component { .. } => {}
+            }
+        }
+        out
+    }
+
+    fn component_keys(&self) -> impl Iterator<Item = DocKey> + '_ {
+        self.entries.iter().filter_map(|e| match e {
+            Entry::Component { key, .. } => Some(key.clone()),
+            _ => None,
+        })
+    }
+
+    /// Reports for the components in `keys` whose state differs from the last report
+    /// (XE-10b: one that never existed is not reported; XE-14: a removal is, once).
+    async fn component_reports(
+        &mut self,
+        keys: &HashSet<DocKey>,
+        initial: bool,
+    ) -> Vec<ComponentReport> {
+        let mut out = Vec::new();
+        let registry = self.shared.xdms.registry().clone();
+        for e in &self.entries {
+            let Entry::Component {
+                sel,
+                key,
+                node_selector,
+                query,
+            } = e
+            else {
+                continue;
+            };
+            if !keys.contains(key) {
+                continue;
+            }
+            let doc = match self.shared.xdms.current_document(key).await {
+                Ok(d) => d.map(|(_, parsed)| parsed),
+                Err(_) => continue, // unreadable now: reported with the next change
+            };
+            let default_ns = registry
+                .get(&key.auid)
+                .and_then(|u| u.descriptor.default_namespace.as_deref());
+            let report = component_report(
+                sel,
+                node_selector,
+                query.as_deref(),
+                default_ns,
+                doc.as_deref(),
+            );
+            let digest = match &report {
+                ComponentReport::Element { content, .. } => content.as_deref().map(digest),
+                ComponentReport::Attribute { value, .. } => value.as_deref().map(digest),
+            };
+            let before = self.components.get(sel).cloned().flatten();
+            if before == digest || (initial && digest.is_none()) {
+                continue;
+            }
+            self.components.insert(sel.clone(), digest);
+            out.push(report);
+        }
+        out
+    }
+
+    /// The body reporting every pending change (and clearing them).
+    async fn change_body(&mut self) -> Vec<u8> {
+        let mut diff = XcapDiff::new(self.shared.config.public_root.clone());
+        let registry = self.shared.xdms.registry().clone();
+        let entries = &self.entries;
+        diff.documents = self.docs.take_reports(
+            self.mode,
+            |k| sel_of(entries, k),
+            |auid| {
+                registry
+                    .get(auid)
+                    .and_then(|u| u.descriptor.default_namespace.as_deref())
+            },
+            &mut diff.prefixes,
+        );
+        let dirty = std::mem::take(&mut self.dirty);
+        diff.components = self.component_reports(&dirty, false).await;
+        if diff.documents.is_empty() && diff.components.is_empty() {
+            return Vec::new();
+        }
+        diff.to_xml().into_bytes()
+    }
+
+    /// One NOTIFY for the pending changes; false when the subscription ended.
+    async fn changes(&mut self) -> bool {
+        let before = (
+            self.docs.clone(),
+            self.components.clone(),
+            self.dirty.clone(),
+        );
+        let body = self.change_body().await;
+        if body.is_empty() {
+            return true; // the changes cancelled out (or were not part of the chain)
+        }
+        let expires = self.remaining_secs();
+        match self.send(State::Active { expires }, body).await {
+            Sent::Delivered => {
+                self.failures = 0;
+                self.save().await;
+                true
+            }
+            Sent::Gone => false,
+            Sent::Retry => {
+                (self.docs, self.components, self.dirty) = before;
+                self.failures += 1;
+                self.failures < MAX_RETRIES
+            }
+        }
+    }
+
+    /// Trimmed changes: whatever differs from the reported state is reported in the fetch
+    /// form, still chained from the last reported ETag (XD-14).
+    async fn resync(&mut self) {
+        let current = self.current_documents().await;
+        let reported: Vec<(DocKey, String)> = self
+            .docs
+            .reported()
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect();
+        let seq = self.seen_seq;
+        let mut jump = |key: DocKey, previous: Option<String>, new: Option<String>| {
+            self.docs.accept(&ChangeRecord {
+                seq,
+                key,
+                previous_etag: previous,
+                new_etag: new,
+                at_ms: now_ms(),
+                origin: ChangeOrigin::default(),
+            });
+        };
+        for (key, etag) in &reported {
+            match current.get(key) {
+                Some((_, now)) if now == etag => {}
+                Some((_, now)) => jump(key.clone(), Some(etag.clone()), Some(now.clone())),
+                None => jump(key.clone(), Some(etag.clone()), None),
+            }
+        }
+        for (key, (_, etag)) in current {
+            if !reported.iter().any(|(k, _)| *k == key) {
+                jump(key, None, Some(etag));
+            }
+        }
+        let keys: Vec<DocKey> = self.component_keys().collect();
+        self.dirty.extend(keys);
+    }
+
+    async fn send_and_save(&mut self, state: State, body: Vec<u8>) -> bool {
+        match self.send(state, body).await {
+            Sent::Delivered => {
+                self.save().await;
+                true
+            }
+            Sent::Gone | Sent::Retry => false,
+        }
+    }
+
+    /// Sends one NOTIFY and waits for its final answer (XE-17: one in flight).
+    async fn send(&mut self, state: State, body: Vec<u8>) -> Sent {
+        self.last_sent = Some(Instant::now());
+        self.dialog.local_cseq = self.dialog.local_cseq.wrapping_add(1);
+        let shared = &self.shared;
+        let request = notify(
+            &self.dialog,
+            self.dialog.local_cseq,
+            state,
+            &shared.config.contact,
+            body,
+        );
+        let Some(destination) = resolve(self.dialog.next_hop()).await else {
+            tracing::info!(target: "xcapd::notifier", call_id = %self.dialog.id.call_id, "subscriber's contact does not resolve: subscription removed");
+            return Sent::Gone;
+        };
+        let started = Instant::now();
+        let outcome = shared.client.request(request, destination).await;
+        let code = match &outcome {
+            Outcome::Final(m) => m.status().unwrap_or(500),
+            Outcome::Timeout => 408,
+        };
+        shared
+            .metrics
+            .sip
+            .observe_notify(code, started.elapsed().as_micros() as u64);
+        match outcome {
+            Outcome::Final(_) if (200..300).contains(&code) => {
+                self.notified_seq = self.seen_seq;
+                Sent::Delivered
+            }
+            Outcome::Final(_) if !ends_subscription(code) => Sent::Retry,
+            _ => {
+                tracing::info!(target: "xcapd::notifier", call_id = %self.dialog.id.call_id, code, "NOTIFY failed: subscription removed");
+                Sent::Gone
+            }
+        }
+    }
+
+    fn remaining_secs(&self) -> u32 {
+        (self.expires_at_ms.saturating_sub(now_ms()) / 1000).min(u32::MAX as u64) as u32
+    }
+
+    /// The stored form of this subscription.
+    pub fn record(&self) -> Subscription {
+        let saved = Saved {
+            remote_uri: self.dialog.remote_uri.clone(),
+            local_uri: self.dialog.local_uri.clone(),
+            mode: self.mode,
+            documents: self
+                .docs
+                .reported()
+                .map(|(k, e)| (k.clone(), e.clone()))
+                .collect(),
+            components: self
+                .components
+                .iter()
+                .map(|(s, d)| (s.clone(), d.clone()))
+                .collect(),
+        };
+        Subscription {
+            dialog: self.dialog.id.clone(),
+            subscriber: self.subscriber.clone(),
+            event: super::dialog::PACKAGE.to_string(),
+            resources: self.entries.iter().map(|e| e.sel().to_string()).collect(),
+            remote_target: self.dialog.remote_target.clone(),
+            route_set: self.dialog.route_set.clone(),
+            local_cseq: self.dialog.local_cseq,
+            remote_cseq: self.dialog.remote_cseq,
+            expires_at_ms: self.expires_at_ms,
+            notified_seq: self.notified_seq,
+            package_state: saved.encode(),
+        }
+    }
+
+    async fn save(&self) {
+        if let Err(e) = self.shared.store.put(self.record()).await {
+            tracing::warn!(target: "xcapd::notifier", error = %e, "cannot store a subscription's progress");
+        }
+    }
+
+    /// The subscription is over: forgotten here and in the store.
+    async fn end(self) {
+        self.shared.registry.lock().remove(&self.dialog.id);
+        let live = self.shared.registry.lock().len();
+        self.shared.metrics.sip.set_subscriptions(live);
+        if let Err(e) = self.shared.store.remove(self.dialog.id.clone()).await {
+            tracing::warn!(target: "xcapd::notifier", error = %e, "cannot remove a subscription");
+        }
+    }
+}
+
+/// The `sel` of a document report (XE-11): the URI of a document entry naming it, else its
+/// document selector (a collection member).
+fn sel_of(entries: &[Entry], key: &DocKey) -> String {
+    entries
+        .iter()
+        .find_map(|e| match e {
+            Entry::Document { sel, key: k } if k == key => Some(sel.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| key.document_selector())
+}
+
+fn digest(text: &str) -> String {
+    Sha256::digest(text.as_bytes())[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The socket address of a next hop (RFC 3263 without SRV: the host's address, port 5060 or
+/// 5061 for SIPS).
+async fn resolve(target: Option<UriTarget>) -> Option<SocketAddr> {
+    let t = target?;
+    let port = t.port.unwrap_or(if t.secure { 5061 } else { 5060 });
+    let host = t.host.trim_matches(['[', ']']).to_string();
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Some(SocketAddr::new(ip, port));
+    }
+    let mut found = tokio::net::lookup_host((host.as_str(), port)).await.ok()?;
+    found.next()
+}

@@ -1,0 +1,139 @@
+//! The live subscriptions of the xcap-diff notifier and the one reader of the change feed that
+//! hands each committed change to the subscriptions watching its document (RFC 5874 §6,
+//! standards.md XE-13, XE-24; design.md §2: the feed is the record, nothing is missed).
+//! Subscriptions are indexed by application usage and tree, the unit every entry covers.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::actor::Msg;
+use super::request::Entry;
+use super::service::Shared;
+use crate::storage::subscriptions::DialogId;
+use crate::storage::StorageError;
+use crate::xcap::keys::{DocKey, TreeKey};
+
+/// How one live subscription is reached.
+pub(super) struct Handle {
+    pub mailbox: UnboundedSender<Msg>,
+    /// The subscriber's canonical XUI (refreshes must come from the same identity).
+    pub subscriber: String,
+    watched: Vec<(String, TreeKey)>,
+}
+
+impl Handle {
+    pub fn new(mailbox: UnboundedSender<Msg>, subscriber: String) -> Handle {
+        Handle {
+            mailbox,
+            subscriber,
+            watched: Vec::new(),
+        }
+    }
+}
+
+/// Live subscriptions by dialog, and which watch which `(auid, tree)`.
+#[derive(Default)]
+pub(super) struct Registry {
+    actors: HashMap<DialogId, Handle>,
+    by_tree: HashMap<(String, TreeKey), HashSet<DialogId>>,
+}
+
+impl Registry {
+    pub fn insert(&mut self, dialog: DialogId, handle: Handle, entries: &[Entry]) {
+        self.remove(&dialog);
+        self.actors.insert(dialog.clone(), handle);
+        self.reindex(&dialog, entries);
+    }
+
+    pub fn get(&self, dialog: &DialogId) -> Option<&Handle> {
+        self.actors.get(dialog)
+    }
+
+    /// The subscription now watches `entries` (a refresh with a new list, XE-09).
+    pub fn reindex(&mut self, dialog: &DialogId, entries: &[Entry]) {
+        let Some(handle) = self.actors.get_mut(dialog) else {
+            return;
+        };
+        for w in handle.watched.drain(..) {
+            if let Some(set) = self.by_tree.get_mut(&w) {
+                set.remove(dialog);
+                if set.is_empty() {
+                    self.by_tree.remove(&w);
+                }
+            }
+        }
+        for e in entries {
+            let w = match e {
+                Entry::Collection { auid, tree, .. } => (auid.clone(), tree.clone()),
+                Entry::Document { key, .. } | Entry::Component { key, .. } => {
+                    (key.auid.clone(), key.tree.clone())
+                }
+            };
+            if !handle.watched.contains(&w) {
+                self.by_tree
+                    .entry(w.clone())
+                    .or_default()
+                    .insert(dialog.clone());
+                handle.watched.push(w);
+            }
+        }
+    }
+
+    pub fn remove(&mut self, dialog: &DialogId) {
+        self.reindex(dialog, &[]);
+        self.actors.remove(dialog);
+    }
+
+    /// The mailboxes of the subscriptions that may watch `key`.
+    pub fn watching(&self, key: &DocKey) -> Vec<UnboundedSender<Msg>> {
+        let Some(set) = self.by_tree.get(&(key.auid.clone(), key.tree.clone())) else {
+            return Vec::new();
+        };
+        set.iter()
+            .filter_map(|d| self.actors.get(d).map(|h| h.mailbox.clone()))
+            .collect()
+    }
+
+    pub fn mailboxes(&self) -> Vec<UnboundedSender<Msg>> {
+        self.actors.values().map(|h| h.mailbox.clone()).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.actors.len()
+    }
+}
+
+/// Pause before reading the feed again after an error (the store is unavailable).
+const RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Reads every change after `after`, in order, and hands it to the subscriptions watching its
+/// document. When retention trimmed changes the notifier had not read (a long stop), every
+/// subscription is told to resync from the documents themselves and reading goes on from the
+/// head of the log.
+pub(super) async fn dispatch(shared: Arc<Shared>, after: u64) {
+    let mut cursor = shared.feed.subscribe_from(after);
+    loop {
+        match cursor.next().await {
+            Ok(change) => {
+                let change = Arc::new(change);
+                for mailbox in shared.registry.lock().watching(&change.key) {
+                    let _ = mailbox.send(Msg::Change(Arc::clone(&change)));
+                }
+            }
+            Err(StorageError::ChangesTrimmed { through }) => {
+                tracing::warn!(target: "xcapd::notifier", through, "changes trimmed before they were notified: resyncing every subscription");
+                let head = shared.feed.head();
+                for mailbox in shared.registry.lock().mailboxes() {
+                    let _ = mailbox.send(Msg::Resync);
+                }
+                cursor = shared.feed.subscribe_from(head);
+            }
+            Err(e) => {
+                tracing::warn!(target: "xcapd::notifier", error = %e, "cannot read the change feed");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! The xcap-diff notifier service (RFC 5875 §4; RFC 6665 §4.2.1; standards.md XE-01…XE-09,
+//! XE-16, XE-19, XE-20, XD-15): answers SUBSCRIBE requests the SIP endpoint hands over — who
+//! is subscribing (P-Asserted-Identity from the SIP/IP core, else SIP Digest), what they may
+//! watch (exactly what an HTTP GET with the same identity may read), the dialog and its
+//! duration — and runs one task per subscription ([`super::actor`]) fed from the change feed
+//! ([`super::registry`]). Subscriptions are stored, so a restart resumes them.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::actor::{Actor, Msg, Refresh, Start};
+use super::dialog::{Dialog, PACKAGE};
+use super::registry::{dispatch, Handle, Registry};
+use super::report::Documents;
+use super::request::{
+    check_accept, diff_processing, grant_expires, parse_entries, Durations, Entry, SubscribeError,
+    MIME_RESOURCE_LISTS,
+};
+use super::saved::Saved;
+use crate::authz::Principal;
+use crate::metrics::Metrics;
+use crate::sip::auth::{SipAuthenticator, SipIdentity};
+use crate::sip::client::Client;
+use crate::sip::endpoint::{Incoming, Reply, RequestHandler};
+use crate::sip::header::{delta_seconds, CSeq, Event, NameAddr};
+use crate::sip::message::Message;
+use crate::storage::subscriptions::{DialogId, Subscription, SubscriptionStore};
+use crate::storage::{now_ms, ChangeFeed, StorageError};
+use crate::xcap_diff::MIME_XCAP_DIFF;
+use crate::xdms::Xdms;
+
+/// Settings of the notifier.
+#[derive(Debug, Clone)]
+pub struct NotifierConfig {
+    /// The absolute XCAP root (`xcap-root` of every diff, base of relative entries, XE-03).
+    pub public_root: String,
+    /// Its path, e.g. `/xcap-root`.
+    pub root_path: String,
+    pub default_domain: Option<String>,
+    pub durations: Durations,
+    /// XE-18: at most one NOTIFY per subscription this often.
+    pub notify_interval: Duration,
+    /// The notifier's Contact URI.
+    pub contact: String,
+}
+
+/// What every subscription task shares.
+pub(super) struct Shared {
+    pub config: NotifierConfig,
+    pub xdms: Arc<Xdms>,
+    pub store: Arc<dyn SubscriptionStore>,
+    pub feed: ChangeFeed,
+    pub client: Arc<Client>,
+    pub metrics: Arc<Metrics>,
+    pub registry: Mutex<Registry>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The notifier; install it on the SIP endpoint with `Endpoint::set_handler`.
+pub struct Notifier {
+    shared: Arc<Shared>,
+    auth: SipAuthenticator,
+}
+
+/// The parts the notifier is built from.
+pub struct NotifierParts {
+    pub config: NotifierConfig,
+    pub xdms: Arc<Xdms>,
+    pub store: Arc<dyn SubscriptionStore>,
+    pub feed: ChangeFeed,
+    pub client: Arc<Client>,
+    pub metrics: Arc<Metrics>,
+    pub auth: SipAuthenticator,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Notifier {
+    /// Resumes the stored subscriptions (expired ones get their final NOTIFY) and starts
+    /// reading the change feed where the least advanced one stopped (XE-24, issue #13 scope 6).
+    pub async fn start(
+        parts: NotifierParts,
+    ) -> Result<(Arc<Notifier>, JoinHandle<()>), StorageError> {
+        let shared = Arc::new(Shared {
+            config: parts.config,
+            xdms: parts.xdms,
+            store: parts.store,
+            feed: parts.feed,
+            client: parts.client,
+            metrics: parts.metrics,
+            registry: Mutex::new(Registry::default()),
+            shutdown: parts.shutdown,
+        });
+        let stored = shared.store.all().await?;
+        let mut from = shared.feed.head();
+        for sub in stored {
+            match restore(&shared, sub) {
+                Some((actor, dialog, entries)) => {
+                    from = from.min(actor.notified_seq);
+                    spawn(&shared, actor, dialog, &entries, Start::Resumed);
+                }
+                None => continue,
+            }
+        }
+        let live = shared.registry.lock().len();
+        shared.metrics.sip.set_subscriptions(live);
+        if live > 0 {
+            tracing::info!(target: "xcapd::notifier", subscriptions = live, from, "xcap-diff subscriptions resumed");
+        }
+        let task = tokio::spawn(dispatch(Arc::clone(&shared), from));
+        Ok((
+            Arc::new(Notifier {
+                shared,
+                auth: parts.auth,
+            }),
+            task,
+        ))
+    }
+
+    /// Live subscriptions.
+    pub fn subscriptions(&self) -> usize {
+        self.shared.registry.lock().len()
+    }
+
+    async fn subscribe(&self, incoming: Incoming) -> Reply {
+        let msg = &incoming.message;
+        let now = now_ms() / 1000;
+        // RFC 6665 §4.2.1.3: authenticate before anything is revealed (scope 2).
+        let subscriber = match self.auth.identify(msg, incoming.source.ip(), now).await {
+            SipIdentity::Authenticated(xui) => xui,
+            SipIdentity::Challenge(challenges) => {
+                let mut r = Reply::new(401, "Unauthorized");
+                for c in challenges {
+                    r.headers.push("WWW-Authenticate", c);
+                }
+                return r;
+            }
+        };
+        let event = msg
+            .headers
+            .get("Event")
+            .and_then(Event::parse)
+            .map(|e| diff_processing(&e))
+            .unwrap_or(super::request::DiffProcessing::NoPatching);
+        if let Err(e) = check_accept(&msg.headers.values("Accept")) {
+            let mut r = refusal(&e);
+            r.headers.push("Accept", MIME_XCAP_DIFF);
+            return r;
+        }
+        let requested = match msg.headers.get("Expires") {
+            None => None,
+            Some(v) => match delta_seconds(v) {
+                Some(n) => Some(n),
+                None => return Reply::new(400, "Malformed Expires header"),
+            },
+        };
+        let expires = match grant_expires(requested, &self.shared.config.durations) {
+            Ok(n) => n,
+            Err(e) => return refusal(&e),
+        };
+        let cseq = msg
+            .headers
+            .get("CSeq")
+            .and_then(CSeq::parse)
+            .map_or(0, |c| c.seq);
+        let to_tag = msg
+            .headers
+            .get("To")
+            .and_then(NameAddr::parse)
+            .and_then(|t| t.tag().map(str::to_string));
+        let principal = Principal::User(subscriber.clone());
+        let entries = match self.entries(msg, &principal, to_tag.is_some()) {
+            Ok(e) => e,
+            Err(r) => return r,
+        };
+        match to_tag {
+            Some(tag) => {
+                self.refresh(msg, tag, &subscriber, entries, event, expires, cseq)
+                    .await
+            }
+            None => {
+                let entries = entries.unwrap_or_default();
+                self.create(msg, subscriber, entries, event, expires).await
+            }
+        }
+    }
+
+    /// The readable entries of the body (XD-15: unreadable ones are left out; 403 only when
+    /// nothing is left). A refresh may come without a body (keeps its list, XE-09).
+    fn entries(
+        &self,
+        msg: &Message,
+        principal: &Principal,
+        refresh: bool,
+    ) -> Result<Option<Vec<Entry>>, Reply> {
+        if msg.body.is_empty() {
+            return if refresh {
+                Ok(None)
+            } else {
+                Err(Reply::new(400, "Missing resource-lists body"))
+            };
+        }
+        if let Some(ct) = msg.headers.get("Content-Type") {
+            let media = ct.split(';').next().unwrap_or("").trim();
+            if !media.eq_ignore_ascii_case(MIME_RESOURCE_LISTS) {
+                let mut r = Reply::new(415, "Unsupported Media Type");
+                r.headers.push("Accept", MIME_RESOURCE_LISTS);
+                return Err(r);
+            }
+        }
+        let c = &self.shared.config;
+        let all = parse_entries(
+            &msg.body,
+            &c.public_root,
+            &c.root_path,
+            c.default_domain.as_deref(),
+        )
+        .map_err(|e| refusal(&e))?;
+        let readable: Vec<Entry> = all
+            .into_iter()
+            .filter(|e| {
+                let (auid, tree) = match e {
+                    Entry::Collection { auid, tree, .. } => (auid, tree),
+                    Entry::Document { key, .. } | Entry::Component { key, .. } => {
+                        (&key.auid, &key.tree)
+                    }
+                };
+                self.shared.xdms.may_read(principal, auid, tree)
+            })
+            .collect();
+        if readable.is_empty() {
+            return Err(Reply::new(403, "Forbidden"));
+        }
+        Ok(Some(readable))
+    }
+
+    /// A new subscription (RFC 6665 §4.2.1.1): a dialog, stored, then 200 and the full state.
+    async fn create(
+        &self,
+        msg: &Message,
+        subscriber: String,
+        entries: Vec<Entry>,
+        mode: super::request::DiffProcessing,
+        expires: u32,
+    ) -> Reply {
+        let local_tag = random_tag();
+        let dialog = match Dialog::from_subscribe(msg, &local_tag) {
+            Ok(d) => d,
+            Err(e) => return Reply::new(400, e.to_string()),
+        };
+        let id = dialog.id.clone();
+        let (sent_tx, sent_rx) = oneshot::channel();
+        let actor = Actor {
+            shared: Arc::clone(&self.shared),
+            dialog: dialog.clone(),
+            subscriber,
+            entries: entries.clone(),
+            mode,
+            expires_at_ms: now_ms() + u64::from(expires) * 1000,
+            docs: Documents::default(),
+            components: HashMap::new(),
+            dirty: Default::default(),
+            seen_seq: 0,
+            notified_seq: 0,
+            last_sent: None,
+            failures: 0,
+        };
+        let mut reply = self.accepted(&local_tag, expires);
+        reply.sent = Some(sent_tx);
+        if expires == 0 {
+            // RFC 6665 §4.2.1.1: a fetch; one NOTIFY with the state, terminated.
+            let (tx, rx) = mpsc::unbounded_channel();
+            let refresh = Refresh {
+                expires_at_ms: 0,
+                entries: None,
+                mode,
+                remote_cseq: dialog.remote_cseq,
+                sent: sent_rx,
+            };
+            let _ = tx.send(Msg::Refresh(refresh));
+            drop(tx);
+            tokio::spawn(actor.run(rx, Start::Resumed));
+            return reply;
+        }
+        if let Err(e) = self.shared.store.put(actor.record()).await {
+            tracing::warn!(target: "xcapd::notifier", error = %e, "cannot store a subscription");
+            let mut r = Reply::new(503, "Service Unavailable");
+            r.headers.push("Retry-After", "5");
+            return r;
+        }
+        spawn(&self.shared, actor, id, &entries, Start::New(sent_rx));
+        let live = self.shared.registry.lock().len();
+        self.shared.metrics.sip.set_subscriptions(live);
+        reply
+    }
+
+    /// A refresh (RFC 6665 §4.2.1.2; XE-09, XE-16), or `Expires: 0` (XE-23).
+    #[allow(clippy::too_many_arguments)] // the parts of one SUBSCRIBE
+    async fn refresh(
+        &self,
+        msg: &Message,
+        to_tag: String,
+        subscriber: &str,
+        entries: Option<Vec<Entry>>,
+        mode: super::request::DiffProcessing,
+        expires: u32,
+        cseq: u32,
+    ) -> Reply {
+        let from_tag = msg
+            .headers
+            .get("From")
+            .and_then(NameAddr::parse)
+            .and_then(|f| f.tag().map(str::to_string))
+            .unwrap_or_default();
+        let id = DialogId {
+            call_id: msg.headers.get("Call-ID").unwrap_or_default().to_string(),
+            local_tag: to_tag.clone(),
+            remote_tag: from_tag,
+        };
+        let (sent_tx, sent_rx) = oneshot::channel();
+        {
+            let mut registry = self.shared.registry.lock();
+            let Some(handle) = registry.get(&id) else {
+                return Reply::new(481, "Subscription Does Not Exist");
+            };
+            if handle.subscriber != subscriber {
+                return Reply::new(403, "Forbidden");
+            }
+            let refresh = Refresh {
+                expires_at_ms: if expires == 0 {
+                    0
+                } else {
+                    now_ms() + u64::from(expires) * 1000
+                },
+                entries: entries.clone(),
+                mode,
+                remote_cseq: cseq,
+                sent: sent_rx,
+            };
+            if handle.mailbox.send(Msg::Refresh(refresh)).is_err() {
+                return Reply::new(481, "Subscription Does Not Exist");
+            }
+            if let Some(entries) = &entries {
+                registry.reindex(&id, entries);
+            }
+        }
+        let mut reply = self.accepted(&to_tag, expires);
+        reply.sent = Some(sent_tx);
+        reply
+    }
+
+    /// 200 (never 202, RFC 6665 §8.3.1) with the granted duration and our Contact.
+    fn accepted(&self, to_tag: &str, expires: u32) -> Reply {
+        let mut r = Reply::new(200, "OK");
+        r.to_tag = Some(to_tag.to_string());
+        r.headers.push("Expires", expires.to_string());
+        r.headers
+            .push("Contact", format!("<{}>", self.shared.config.contact));
+        r
+    }
+}
+
+impl RequestHandler for Notifier {
+    fn event_packages(&self) -> &[&'static str] {
+        &[PACKAGE]
+    }
+
+    fn handle(&self, request: Incoming) -> Pin<Box<dyn Future<Output = Reply> + Send + '_>> {
+        Box::pin(self.subscribe(request))
+    }
+}
+
+/// The answer to a refused SUBSCRIBE.
+fn refusal(e: &SubscribeError) -> Reply {
+    match e {
+        SubscribeError::BadBody | SubscribeError::NothingSubscribed => {
+            Reply::new(400, e.to_string())
+        }
+        SubscribeError::NotAcceptable => Reply::new(406, "Not Acceptable"),
+        SubscribeError::IntervalTooBrief { min } => {
+            let mut r = Reply::new(423, "Interval Too Brief");
+            r.headers.push("Min-Expires", min.to_string());
+            r
+        }
+    }
+}
+
+/// Registers a subscription's task and starts it.
+fn spawn(shared: &Arc<Shared>, actor: Actor, id: DialogId, entries: &[Entry], start: Start) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    shared
+        .registry
+        .lock()
+        .insert(id, Handle::new(tx, actor.subscriber.clone()), entries);
+    tokio::spawn(actor.run(rx, start));
+}
+
+/// A stored subscription as a task again; `None` (and removed) when it cannot be.
+fn restore(shared: &Arc<Shared>, sub: Subscription) -> Option<(Actor, DialogId, Vec<Entry>)> {
+    let saved = Saved::decode(&sub.package_state);
+    let c = &shared.config;
+    let mut entries = Vec::new();
+    for sel in &sub.resources {
+        let body = resource_list(sel);
+        if let Ok(mut e) = parse_entries(
+            body.as_bytes(),
+            &c.public_root,
+            &c.root_path,
+            c.default_domain.as_deref(),
+        ) {
+            entries.append(&mut e);
+        }
+    }
+    let Some(saved) = saved.filter(|_| !entries.is_empty()) else {
+        let (store, dialog) = (Arc::clone(&shared.store), sub.dialog.clone());
+        tokio::spawn(async move { store.remove(dialog).await });
+        return None;
+    };
+    let dialog = Dialog {
+        id: sub.dialog.clone(),
+        remote_uri: saved.remote_uri,
+        local_uri: saved.local_uri,
+        remote_target: sub.remote_target,
+        route_set: sub.route_set,
+        local_cseq: sub.local_cseq,
+        remote_cseq: sub.remote_cseq,
+    };
+    let actor = Actor {
+        shared: Arc::clone(shared),
+        dialog,
+        subscriber: sub.subscriber,
+        entries: entries.clone(),
+        mode: saved.mode,
+        // An expired one ends at once with its final NOTIFY.
+        expires_at_ms: sub.expires_at_ms,
+        docs: Documents::with_reported(saved.documents),
+        components: saved.components.into_iter().collect(),
+        dirty: Default::default(),
+        seen_seq: sub.notified_seq,
+        notified_seq: sub.notified_seq,
+        last_sent: None,
+        failures: 0,
+    };
+    Some((actor, sub.dialog, entries))
+}
+
+/// A one-entry resource list (stored subscriptions keep their entry URIs only).
+fn resource_list(sel: &str) -> String {
+    format!(
+        "<resource-lists xmlns=\"urn:ietf:params:xml:ns:resource-lists\"><list><entry uri=\"{}\"/></list></resource-lists>",
+        crate::xml::attvalue::escape(sel)
+    )
+}
+
+/// A dialog tag with 64 random bits (RFC 3261 §19.3: at least 32).
+fn random_tag() -> String {
+    let mut bytes = [0u8; 8];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        bytes = NEXT.fetch_add(1, Ordering::Relaxed).to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

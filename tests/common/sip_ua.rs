@@ -1,0 +1,200 @@
+//! A minimal SIP subscriber over UDP for the notifier tests, written from RFC 3261 / RFC 6665
+//! independently of the server code: sends SUBSCRIBEs from its own socket (its Contact), reads
+//! the responses and NOTIFYs that come back, and answers NOTIFYs with the code a test asks.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::UdpSocket;
+
+pub struct Ua {
+    pub socket: UdpSocket,
+    pub server: SocketAddr,
+    pub user: String,
+    pub call_id: String,
+    pub from_tag: String,
+    /// The notifier's tag, once a 2xx set up the dialog.
+    pub to_tag: Option<String>,
+    pub cseq: u32,
+    branch: u32,
+}
+
+/// A received SIP message, split for the tests.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub text: String,
+    pub from: SocketAddr,
+}
+
+impl Msg {
+    pub fn status(&self) -> Option<u16> {
+        let first = self.text.lines().next()?;
+        first
+            .strip_prefix("SIP/2.0 ")
+            .and_then(|r| r.split(' ').next()?.parse().ok())
+    }
+
+    pub fn is_notify(&self) -> bool {
+        self.text.starts_with("NOTIFY ")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers(name).into_iter().next()
+    }
+
+    pub fn headers(&self, name: &str) -> Vec<&str> {
+        self.head()
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+            })
+            .collect()
+    }
+
+    fn head(&self) -> &str {
+        self.text.split("\r\n\r\n").next().unwrap_or("")
+    }
+
+    pub fn body(&self) -> &str {
+        self.text.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+    }
+
+    /// The `tag` parameter of a From or To value.
+    pub fn tag(&self, name: &str) -> Option<String> {
+        let v = self.header(name)?;
+        let i = v.find(";tag=")? + 5;
+        Some(v[i..].split(';').next()?.trim().to_string())
+    }
+}
+
+/// The resource-lists body naming `uris`.
+pub fn resource_lists(uris: &[&str]) -> String {
+    let entries: String = uris
+        .iter()
+        .map(|u| format!("<entry uri=\"{u}\"/>"))
+        .collect();
+    format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<resource-lists xmlns=\"urn:ietf:params:xml:ns:resource-lists\"><list>{entries}</list></resource-lists>")
+}
+
+impl Ua {
+    pub async fn new(server: SocketAddr, user: &str) -> Ua {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = socket.local_addr().unwrap().port();
+        Ua {
+            socket,
+            server,
+            user: user.into(),
+            call_id: format!("sub-{port}@127.0.0.1"),
+            from_tag: format!("ft{port}"),
+            to_tag: None,
+            cseq: 0,
+            branch: 0,
+        }
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.socket.local_addr().unwrap()
+    }
+
+    /// A SUBSCRIBE in this UA's dialog (a refresh once `to_tag` is known).
+    pub fn subscribe(
+        &mut self,
+        event: &str,
+        expires: Option<u32>,
+        extra: &str,
+        body: &str,
+    ) -> String {
+        self.cseq += 1;
+        self.branch += 1;
+        let local = self.local();
+        let to = match &self.to_tag {
+            Some(t) => format!("<{}>;tag={t}", self.user),
+            None => format!("<{}>", self.user),
+        };
+        let expires = expires.map_or(String::new(), |e| format!("Expires: {e}\r\n"));
+        let ct = if body.is_empty() {
+            String::new()
+        } else {
+            "Content-Type: application/resource-lists+xml\r\n".to_string()
+        };
+        format!(
+            "SUBSCRIBE {user} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKua{port}x{b};rport\r\nMax-Forwards: 70\r\nFrom: <{user}>;tag={ft}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: {cseq} SUBSCRIBE\r\nContact: <sip:ua@{local}>\r\nEvent: {event}\r\n{expires}{extra}{ct}Content-Length: {len}\r\n\r\n{body}",
+            user = self.user,
+            port = local.port(),
+            b = self.branch,
+            ft = self.from_tag,
+            cid = self.call_id,
+            cseq = self.cseq,
+            len = body.len(),
+        )
+    }
+
+    pub async fn send(&self, text: &str) {
+        self.socket
+            .send_to(text.as_bytes(), self.server)
+            .await
+            .unwrap();
+    }
+
+    pub async fn recv(&self, wait: Duration) -> Option<Msg> {
+        let mut buf = vec![0u8; 65536];
+        match tokio::time::timeout(wait, self.socket.recv_from(&mut buf)).await {
+            Ok(Ok((n, from))) => Some(Msg {
+                text: String::from_utf8_lossy(&buf[..n]).into_owned(),
+                from,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Sends `text` and waits for its final response; NOTIFYs arriving meanwhile are kept
+    /// (answered later by the test).
+    pub async fn request(&mut self, text: &str) -> (Msg, Vec<Msg>) {
+        self.send(text).await;
+        let mut notifies = Vec::new();
+        loop {
+            let m = self.recv(Duration::from_secs(5)).await.expect("a response");
+            if m.is_notify() {
+                notifies.push(m);
+                continue;
+            }
+            match m.status() {
+                Some(code) if code >= 200 => {
+                    if (200..300).contains(&code) && self.to_tag.is_none() {
+                        self.to_tag = m.tag("To");
+                    }
+                    return (m, notifies);
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next NOTIFY within `wait` (responses are skipped).
+    pub async fn next_notify(&self, wait: Duration) -> Option<Msg> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let m = self.recv(left).await?;
+            if m.is_notify() {
+                return Some(m);
+            }
+        }
+    }
+
+    /// Answers a NOTIFY with `code` (RFC 3261 §8.2.6: Via, From, To, Call-ID, CSeq copied).
+    pub async fn answer(&self, notify: &Msg, code: u16) {
+        let mut out = format!("SIP/2.0 {code} Answer\r\n");
+        for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+            for v in notify.headers(name) {
+                out.push_str(&format!("{name}: {v}\r\n"));
+            }
+        }
+        out.push_str("Content-Length: 0\r\n\r\n");
+        self.socket
+            .send_to(out.as_bytes(), notify.from)
+            .await
+            .unwrap();
+    }
+}

@@ -1,0 +1,422 @@
+//! The xcap-diff notifier over real UDP sockets on port 0 (RFC 5875, RFC 5874, RFC 6665):
+//! SUBSCRIBE answers, the initial state, change NOTIFYs from real XCAP writes with chained
+//! ETags and exact patches, coalescing, unsubscription, failures, authentication, restart.
+
+mod common;
+use common::sip_ua::{resource_lists, Msg, Ua};
+use common::*;
+use std::time::Duration;
+
+const ALICE: &str = "sip:alice@example.com";
+const DOC: &str = "resource-lists/users/sip:alice@example.com/index";
+const LIST: &str = "resource-lists/users/sip:alice@example.com/index/~~/resource-lists/list%5B@name=%22friends%22%5D";
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn server(interval_ms: u64) -> TestServer {
+    TestServer::start_with(|c| {
+        c.sip.notify_interval_ms = interval_ms;
+        c.sip.timer_t1_ms = 50;
+    })
+    .await
+}
+
+fn attr<'a>(text: &'a str, element_start: &str, name: &str) -> Option<&'a str> {
+    let i = text.find(element_start)?;
+    let rest = &text[i..];
+    let end = rest.find('>')?;
+    let tag = &rest[..end];
+    let j = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+    tag[j..].split('"').next()
+}
+
+/// The NOTIFY that follows a 2xx (it may have overtaken the response).
+async fn notify_after(ua: &Ua, early: Vec<Msg>) -> Msg {
+    match early.into_iter().next() {
+        Some(n) => n,
+        None => ua.next_notify(WAIT).await.expect("a NOTIFY after the 2xx"),
+    }
+}
+
+/// Subscribes and returns the 2xx and the initial NOTIFY (answered 200).
+async fn subscribe(ua: &mut Ua, event: &str, uris: &[&str]) -> (Msg, Msg) {
+    let req = ua.subscribe(event, Some(600), "", &resource_lists(uris));
+    let (resp, early) = ua.request(&req).await;
+    let notify = notify_after(ua, early).await;
+    ua.answer(&notify, 200).await;
+    (resp, notify)
+}
+
+// XE-01, XE-08, XE-10, XE-11, XE-13, XD-05a/d/e, XD-14: 200 with the duration and a dialog;
+// the first NOTIFY lists the existing document with its ETag; element edits arrive as chained
+// patches, the deletion as previous-etag only.
+#[tokio::test]
+async fn xe10_initial_state_then_chained_patches() {
+    let s = server(0).await;
+    let r = s
+        .put(
+            DOC,
+            "application/resource-lists+xml",
+            buddy_list(&["sip:bob@example.com"]),
+        )
+        .await;
+    let e0 = r.etag().trim_matches('"').to_string();
+    let mut ua = Ua::new(s.running().sip_addr.unwrap(), ALICE).await;
+    let (resp, first) = subscribe(&mut ua, "xcap-diff;diff-processing=xcap-patching", &[DOC]).await;
+    assert_eq!(resp.status(), Some(200), "{}", resp.text);
+    assert_eq!(resp.header("Expires"), Some("600"));
+    assert!(resp.header("Contact").is_some());
+    assert!(resp.tag("To").is_some());
+    assert!(resp.header("Allow-Events").unwrap().contains("xcap-diff"));
+    assert_eq!(first.header("Event"), Some("xcap-diff"));
+    assert!(first
+        .header("Subscription-State")
+        .unwrap()
+        .starts_with("active;expires="));
+    assert_eq!(
+        first.header("Content-Type"),
+        Some("application/xcap-diff+xml")
+    );
+    assert_eq!(first.tag("From"), resp.tag("To"), "the dialog's tags");
+    let body = first.body();
+    assert_eq!(
+        attr(body, "<d:document", "sel"),
+        Some(DOC),
+        "XE-11: sel as subscribed"
+    );
+    assert_eq!(attr(body, "<d:document", "new-etag"), Some(e0.as_str()));
+    assert_eq!(attr(body, "<d:document", "previous-etag"), None);
+
+    let r = s
+        .put(
+            &format!("{DOC}/~~/resource-lists/list/entry%5B@uri=%22sip:carol@example.com%22%5D"),
+            "application/xcap-el+xml",
+            "<entry uri=\"sip:carol@example.com\"/>",
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let e1 = r.etag().trim_matches('"').to_string();
+    let n = ua.next_notify(WAIT).await.expect("a NOTIFY for the edit");
+    ua.answer(&n, 200).await;
+    let body = n.body();
+    assert_eq!(
+        attr(body, "<d:document", "previous-etag"),
+        Some(e0.as_str())
+    );
+    assert_eq!(attr(body, "<d:document", "new-etag"), Some(e1.as_str()));
+    assert!(body.contains("<d:add"), "XD-05a: a patch\n{body}");
+    assert!(body.contains("sip:carol@example.com"), "{body}");
+
+    let r = s.delete(DOC).await;
+    assert_eq!(r.status, 200);
+    let n = ua
+        .next_notify(WAIT)
+        .await
+        .expect("a NOTIFY for the deletion");
+    ua.answer(&n, 200).await;
+    let body = n.body();
+    assert_eq!(
+        attr(body, "<d:document", "previous-etag"),
+        Some(e1.as_str())
+    );
+    assert_eq!(
+        attr(body, "<d:document", "new-etag"),
+        None,
+        "XD-05e\n{body}"
+    );
+    s.stop().await;
+}
+
+// XE-18, XE-13, XD-14: with a notify interval, the first change goes out at once and the
+// next ones are coalesced into one chained report (no-patching: fetch form, XE-07).
+#[tokio::test]
+async fn xe18_changes_coalesced_within_the_interval() {
+    let s = server(800).await;
+    let mut ua = Ua::new(s.running().sip_addr.unwrap(), ALICE).await;
+    let (_, first) = subscribe(
+        &mut ua,
+        "xcap-diff",
+        &["resource-lists/users/sip:alice@example.com/"],
+    )
+    .await;
+    assert!(
+        !first.body().contains("<d:document"),
+        "XE-10: nothing exists yet"
+    );
+    let e1 = s
+        .put(
+            DOC,
+            "application/resource-lists+xml",
+            buddy_list(&["sip:a@x"]),
+        )
+        .await
+        .etag()
+        .trim_matches('"')
+        .to_string();
+    let n1 = ua
+        .next_notify(WAIT)
+        .await
+        .expect("the first change at once");
+    ua.answer(&n1, 200).await;
+    assert_eq!(
+        attr(n1.body(), "<d:document", "new-etag"),
+        Some(e1.as_str()),
+        "XD-05d"
+    );
+    let e2 = s
+        .put(
+            DOC,
+            "application/resource-lists+xml",
+            buddy_list(&["sip:b@x"]),
+        )
+        .await
+        .etag()
+        .trim_matches('"')
+        .to_string();
+    let e3 = s
+        .put(
+            DOC,
+            "application/resource-lists+xml",
+            buddy_list(&["sip:c@x"]),
+        )
+        .await
+        .etag()
+        .trim_matches('"')
+        .to_string();
+    let n2 = ua.next_notify(WAIT).await.expect("the coalesced NOTIFY");
+    ua.answer(&n2, 200).await;
+    let body = n2.body();
+    assert_eq!(body.matches("<d:document").count(), 1, "{body}");
+    assert_eq!(
+        attr(body, "<d:document", "previous-etag"),
+        Some(e1.as_str())
+    );
+    assert_eq!(attr(body, "<d:document", "new-etag"), Some(e3.as_str()));
+    assert!(
+        !body.contains("<d:add") && !body.contains("<d:replace"),
+        "XE-07: no patch"
+    );
+    assert_ne!(e2, e3);
+    assert!(
+        ua.next_notify(Duration::from_millis(1200)).await.is_none(),
+        "nothing else"
+    );
+    s.stop().await;
+}
+
+// XE-10, XE-14, XD-11: a component's content at first, its new content after a change, and
+// exists="false" once its ancestor is gone.
+#[tokio::test]
+async fn xe14_component_reports() {
+    let s = server(0).await;
+    s.put(
+        DOC,
+        "application/resource-lists+xml",
+        buddy_list(&["sip:bob@example.com"]),
+    )
+    .await;
+    let mut ua = Ua::new(s.running().sip_addr.unwrap(), ALICE).await;
+    let (_, first) = subscribe(&mut ua, "xcap-diff", &[LIST]).await;
+    let body = first.body();
+    assert_eq!(attr(body, "<d:element", "sel"), Some(LIST), "{body}");
+    assert!(body.contains("sip:bob@example.com"), "{body}");
+    assert!(!body.contains("<d:document"), "a component only: {body}");
+    s.put(
+        DOC,
+        "application/resource-lists+xml",
+        buddy_list(&["sip:dave@example.com"]),
+    )
+    .await;
+    let n = ua.next_notify(WAIT).await.expect("the component changed");
+    ua.answer(&n, 200).await;
+    assert!(n.body().contains("sip:dave@example.com"), "{}", n.body());
+    s.delete(DOC).await;
+    let n = ua.next_notify(WAIT).await.expect("the component is gone");
+    ua.answer(&n, 200).await;
+    assert!(n.body().contains("exists=\"false\""), "{}", n.body());
+    s.stop().await;
+}
+
+// XD-15, XE-10a, XE-20: what the subscriber may not read is left out; nothing readable is 403.
+#[tokio::test]
+async fn xd15_unreadable_entries() {
+    let s = server(0).await;
+    let bob_doc = "resource-lists/users/sip:bob@example.com/index";
+    s.put(
+        DOC,
+        "application/resource-lists+xml",
+        buddy_list(&["sip:x@x"]),
+    )
+    .await;
+    s.put(
+        bob_doc,
+        "application/resource-lists+xml",
+        buddy_list(&["sip:y@x"]),
+    )
+    .await;
+    let mut ua = Ua::new(s.running().sip_addr.unwrap(), ALICE).await;
+    let req = ua.subscribe("xcap-diff", Some(600), "", &resource_lists(&[bob_doc]));
+    let (resp, _) = ua.request(&req).await;
+    assert_eq!(resp.status(), Some(403), "{}", resp.text);
+    let mut ua = Ua::new(s.running().sip_addr.unwrap(), ALICE).await;
+    let (resp, first) = subscribe(&mut ua, "xcap-diff", &[bob_doc, DOC]).await;
+    assert_eq!(resp.status(), Some(200));
+    assert!(first.body().contains(DOC));
+    assert!(!first.body().contains("sip:bob"), "{}", first.body());
+    // Bob's later changes never reach Alice.
+    s.put(
+        bob_doc,
+        "application/resource-lists+xml",
+        buddy_list(&["sip:z@x"]),
+    )
+    .await;
+    assert!(ua.next_notify(Duration::from_millis(500)).await.is_none());
+    s.stop().await;
+}
+
+// XE-05, XE-08, XE-20, RFC 6665 §4.2.1.1 / §4.2.1.2: 406, 423 with Min-Expires, 400 without
+// a body, 481 for an unknown dialog; XE-16, XE-23: a refresh gets the full state again,
+// Expires: 0 a final NOTIFY with terminated.
+#[tokio::test]
+async fn xe23_refusals_refresh_and_unsubscribe() {
+    let s = server(0).await;
+    s.put(
+        DOC,
+        "application/resource-lists+xml",
+        buddy_list(&["sip:x@x"]),
+    )
+    .await;
+    let sip = s.running().sip_addr.unwrap();
+    let mut ua = Ua::new(sip, ALICE).await;
+    let body = resource_lists(&[DOC]);
+    let req = ua.subscribe("xcap-diff", Some(600), "Accept: text/plain\r\n", &body);
+    assert_eq!(ua.request(&req).await.0.status(), Some(406));
+    let req = ua.subscribe("xcap-diff", Some(5), "", &body);
+    let (r, _) = ua.request(&req).await;
+    assert_eq!(r.status(), Some(423));
+    assert_eq!(r.header("Min-Expires"), Some("60"));
+    let req = ua.subscribe("xcap-diff", Some(600), "", "");
+    assert_eq!(ua.request(&req).await.0.status(), Some(400));
+    ua.to_tag = Some("nosuchdialog".into());
+    let req = ua.subscribe("xcap-diff", Some(600), "", &body);
+    assert_eq!(ua.request(&req).await.0.status(), Some(481));
+    ua.to_tag = None;
+
+    let (resp, _) = subscribe(&mut ua, "xcap-diff", &[DOC]).await;
+    assert_eq!(resp.status(), Some(200));
+    assert_eq!(s.running().notifier.as_ref().unwrap().subscriptions(), 1);
+    let req = ua.subscribe("xcap-diff", Some(900), "", "");
+    let (r, early) = ua.request(&req).await;
+    assert_eq!(r.status(), Some(200));
+    assert_eq!(r.header("Expires"), Some("900"));
+    let n = notify_after(&ua, early).await;
+    ua.answer(&n, 200).await;
+    assert!(n.body().contains("new-etag"), "XE-16: full state again");
+    let req = ua.subscribe("xcap-diff", Some(0), "", "");
+    let (r, early) = ua.request(&req).await;
+    assert_eq!(r.status(), Some(200));
+    let n = notify_after(&ua, early).await;
+    ua.answer(&n, 200).await;
+    assert_eq!(
+        n.header("Subscription-State"),
+        Some("terminated;reason=timeout")
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(s.running().notifier.as_ref().unwrap().subscriptions(), 0);
+    s.stop().await;
+}
+
+// XE-17, RFC 6665 §4.2.2: a NOTIFY answered 481, or never answered, removes the subscription.
+#[tokio::test]
+async fn xe17_failed_notify_removes_the_subscription() {
+    let s = server(0).await;
+    let sip = s.running().sip_addr.unwrap();
+    let notifier = s.running().notifier.clone().unwrap();
+    let mut gone = Ua::new(sip, ALICE).await;
+    let req = gone.subscribe("xcap-diff", Some(600), "", &resource_lists(&[DOC]));
+    let (resp, early) = gone.request(&req).await;
+    assert_eq!(resp.status(), Some(200));
+    let n = notify_after(&gone, early).await;
+    gone.answer(&n, 481).await;
+    let mut silent = Ua::new(sip, ALICE).await;
+    let req = silent.subscribe("xcap-diff", Some(600), "", &resource_lists(&[DOC]));
+    assert_eq!(silent.request(&req).await.0.status(), Some(200));
+    // Timer F is 64 × T1 = 3.2 s here; the NOTIFY is never answered.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while notifier.subscriptions() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(notifier.subscriptions(), 0);
+    assert!(
+        s.running().subscriptions.all().await.unwrap().is_empty(),
+        "removed from the store"
+    );
+    s.stop().await;
+}
+
+// Issue #13 scope 2, XE-20: with authentication on, a SUBSCRIBE gets a Digest challenge and
+// no state; the answer with the user's password is accepted; a P-Asserted-Identity counts
+// from a trusted peer only.
+#[tokio::test]
+async fn scope2_digest_and_asserted_identity() {
+    use xcapd::storage::credentials::{make_credential, Role};
+    for trusted in [false, true] {
+        let s = TestServer::start_with(|c| {
+            c.server.auth = xcapd::config::AuthMode::Required;
+            if trusted {
+                c.sip.trusted_peers = vec!["127.0.0.1/32".into()];
+            }
+        })
+        .await;
+        s.running()
+            .credentials
+            .put_user(&make_credential(
+                ALICE,
+                "example.com",
+                "alice-pw",
+                vec![Role::User],
+                0,
+            ))
+            .await
+            .unwrap();
+        let mut ua = Ua::new(s.running().sip_addr.unwrap(), ALICE).await;
+        let body = resource_lists(&[DOC]);
+        let pai = "P-Asserted-Identity: <sip:alice@example.com>\r\n";
+        let req = ua.subscribe("xcap-diff", Some(600), pai, &body);
+        let (r, _) = ua.request(&req).await;
+        if trusted {
+            assert_eq!(r.status(), Some(200), "{}", r.text);
+            s.stop().await;
+            continue;
+        }
+        assert_eq!(
+            r.status(),
+            Some(401),
+            "PAI from an untrusted peer is ignored"
+        );
+        let challenge = r
+            .headers("WWW-Authenticate")
+            .into_iter()
+            .find(|c| c.contains("MD5"))
+            .expect("an MD5 challenge")
+            .to_string();
+        let param = |name: &str| {
+            let i = challenge.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+            challenge[i..].split('"').next().unwrap().to_string()
+        };
+        let (realm, nonce, opaque) = (param("realm"), param("nonce"), param("opaque"));
+        let md5 = |s: String| {
+            use md5::Digest as _;
+            format!("{:x}", md5::Md5::digest(s.as_bytes()))
+        };
+        let ha1 = md5(format!("alice:{realm}:alice-pw"));
+        let ha2 = md5(format!("SUBSCRIBE:{ALICE}"));
+        let response = md5(format!("{ha1}:{nonce}:00000001:c1:auth:{ha2}"));
+        let auth = format!(
+            "Authorization: Digest username=\"alice\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{ALICE}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c1\", response=\"{response}\", opaque=\"{opaque}\"\r\n"
+        );
+        let req = ua.subscribe("xcap-diff", Some(600), &auth, &body);
+        let (r, _) = ua.request(&req).await;
+        assert_eq!(r.status(), Some(200), "{}", r.text);
+        s.stop().await;
+    }
+}
