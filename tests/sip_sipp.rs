@@ -1,6 +1,8 @@
-//! SIPp (Debian `sip-tester`) as a real SIP peer against the endpoint over UDP and TCP: OPTIONS,
-//! a SUBSCRIBE for an unserved package and an unserved method, 50 times each, all answered
-//! as RFC 3261 §8.2 / RFC 6665 §4.2.1.1 say. `make deps` and `.ci/run` install SIPp.
+//! SIPp (Debian `sip-tester`) as a real SIP peer: probes of the endpoint over UDP and TCP
+//! (OPTIONS, a SUBSCRIBE for an unserved package and an unserved method, 50 times each, all
+//! answered as RFC 3261 §8.2 / RFC 6665 §4.2.1.1 say), and xcap-diff subscribers (RFC 5875)
+//! with an XCAP PUT by curl in between: one that unsubscribes at the end, one that answers a
+//! NOTIFY 481 and one that never answers it. `make deps` and `.ci/run` install SIPp.
 
 mod common;
 use common::*;
@@ -50,4 +52,127 @@ async fn sipp_probes_over_udp_and_tcp() {
         );
     }
     s.stop().await;
+}
+
+/// Runs `scenario` once against `server` with `keys` (`-key name value`).
+fn sipp_once(
+    server: std::net::SocketAddr,
+    scenario: &str,
+    keys: &[(&str, &str)],
+) -> std::process::Output {
+    let mut cmd = Command::new("sipp");
+    cmd.arg(server.to_string())
+        .arg("-sf")
+        .arg(repo_path(scenario))
+        .args([
+            "-t",
+            "u1",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &free_port().to_string(),
+        ])
+        .args(["-m", "1", "-recv_timeout", "10000", "-timeout", "60s"])
+        .args(["-timeout_error", "-nostdin"])
+        .args(["-trace_err", "-error_file", "/dev/stderr"]);
+    for (k, v) in keys {
+        cmd.args(["-key", k, v]);
+    }
+    cmd.output()
+        .expect("sipp is installed (Debian package sip-tester; `make deps` installs it)")
+}
+
+fn report(out: &std::process::Output) -> String {
+    format!(
+        "{}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+const ALICE_DOC: &str = "resource-lists/users/sip:alice@example.com/index";
+
+/// A server with Alice's buddy list, quick NOTIFYs and short SIP timers.
+async fn xcap_diff_server() -> TestServer {
+    let s = TestServer::start_with(|c| {
+        c.sip.notify_interval_ms = 0;
+        c.sip.timer_t1_ms = 50;
+    })
+    .await;
+    let r = s
+        .put(
+            ALICE_DOC,
+            "application/resource-lists+xml",
+            buddy_list(&["sip:bob@example.com"]),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    s
+}
+
+async fn wait_for_no_subscriptions(s: &TestServer, within: std::time::Duration) {
+    let notifier = s.running().notifier.clone().unwrap();
+    let deadline = std::time::Instant::now() + within;
+    while notifier.subscriptions() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(notifier.subscriptions(), 0, "the subscription is gone");
+    assert!(s.running().subscriptions.all().await.unwrap().is_empty());
+}
+
+// XE-10, XD-14, XE-23: SIPp subscribes, sees the initial state, the change a curl PUT made
+// (chained from the reported ETag, with the new entry), unsubscribes and gets `terminated`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_subscriber_sees_a_curl_put() {
+    let s = xcap_diff_server().await;
+    let server = s.running().sip_addr.unwrap();
+    let url = s.url(ALICE_DOC);
+    let out = tokio::task::spawn_blocking(move || {
+        sipp_once(
+            server,
+            "tests/sipp/xcap_diff_subscriber.xml",
+            &[("xcap", &url)],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "sipp subscriber failed: {}",
+        report(&out)
+    );
+    let r = s.get(ALICE_DOC).await;
+    assert!(
+        r.body.contains("sip:carol@example.com"),
+        "curl's PUT landed"
+    );
+    wait_for_no_subscriptions(&s, std::time::Duration::from_secs(2)).await;
+    s.stop().await;
+}
+
+// RFC 6665 §4.2.2, XE-17: a NOTIFY answered 481, or never answered (Timer F: 64 × 50 ms here),
+// removes the subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_subscriber_that_refuses_or_goes_silent() {
+    for (scenario, within) in [
+        ("tests/sipp/xcap_diff_refusing.xml", 2),
+        ("tests/sipp/xcap_diff_silent.xml", 8),
+    ] {
+        let s = xcap_diff_server().await;
+        let server = s.running().sip_addr.unwrap();
+        let url = s.url(ALICE_DOC);
+        let out =
+            tokio::task::spawn_blocking(move || sipp_once(server, scenario, &[("xcap", &url)]))
+                .await
+                .unwrap();
+        assert!(out.status.success(), "{scenario}: {}", report(&out));
+        wait_for_no_subscriptions(&s, std::time::Duration::from_secs(within)).await;
+        s.stop().await;
+    }
 }
