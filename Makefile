@@ -3,7 +3,7 @@
 #   make test   run every test
 # Both install the system packages they need (as root) or print the apt line to run.
 
-APT_PACKAGES := libxml2-dev libclang-dev pkg-config libxml2-utils curl sip-tester
+APT_PACKAGES := libxml2-dev libclang-dev pkg-config libxml2-utils curl sip-tester kamailio
 CARGO ?= cargo
 
 .PHONY: run dev user test deps lint fmt bench check-schemas clean

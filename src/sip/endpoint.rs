@@ -306,7 +306,16 @@ impl Endpoint {
     /// The handler's answer to a deferred request: the bytes to send (also kept by the
     /// transaction for retransmissions of the request).
     pub fn finish(&self, deferred: &Deferred, reply: &Reply, now: Instant) -> Option<Outgoing> {
-        let mut headers = reply.headers.clone();
+        let mut headers = Headers::new();
+        if (200..300).contains(&reply.code) {
+            // §12.1.1: a 2xx that creates a dialog carries the request's Record-Route.
+            for rr in deferred.incoming.message.headers.values("Record-Route") {
+                headers.push("Record-Route", rr);
+            }
+        }
+        for (n, v) in reply.headers.iter() {
+            headers.push(n, v);
+        }
         self.allow_events(&mut headers);
         let bytes = response(
             &deferred.answerable,
