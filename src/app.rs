@@ -270,7 +270,8 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let app = build::xcap_router(
         &config, &xdms, &decisions, &feed, routes, &creds, &metrics, dev_mode,
     )?;
-    let admin = build::admin_server(&config, &xdms, &store, &creds, &metrics).await?;
+    let admin =
+        build::admin_server(&config, &xdms, &store, &creds, &subscriptions, &metrics).await?;
     let admin_addr = admin.as_ref().map(|(_, addr, _)| *addr);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let grace = std::time::Duration::from_secs(config.server.shutdown_grace_secs);

@@ -420,3 +420,49 @@ async fn scope2_digest_and_asserted_identity() {
         s.stop().await;
     }
 }
+
+// Issue #13 scope 9: operators see the stored subscriptions in the admin API, per user; the
+// metrics count them and the NOTIFYs.
+#[tokio::test]
+async fn scope9_admin_lists_subscriptions() {
+    let s = server(0).await;
+    let mut ua = Ua::new(s.running().sip_addr.unwrap(), ALICE).await;
+    subscribe(&mut ua, "xcap-diff", &[DOC]).await;
+    let admin = s.admin.clone().unwrap();
+    let get = |q: &'static str| {
+        s.client
+            .get(format!("{admin}/subscriptions{q}"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+    };
+    let list = |q: &'static str| async move {
+        let text = get(q).await.unwrap().text().await.unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()
+    };
+    let all = list("").await;
+    assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
+    assert_eq!(all[0]["call_id"], ua.call_id.as_str());
+    assert_eq!(all[0]["subscriber"], ALICE);
+    assert_eq!(all[0]["resources"][0], DOC);
+    let alice = list("?user=alice").await;
+    assert_eq!(alice.as_array().unwrap().len(), 1, "{alice}");
+    let bob = list("?user=sip:bob@example.com").await;
+    assert!(bob.as_array().unwrap().is_empty());
+    assert_eq!(get("?who=x").await.unwrap().status().as_u16(), 400);
+    let metrics = s
+        .client
+        .get(format!("{admin}/metrics"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("xcapd_sip_subscriptions 1"), "{metrics}");
+    assert!(
+        metrics.contains("xcapd_sip_notify_total{outcome=\"delivered\"} 1"),
+        "{metrics}"
+    );
+    s.stop().await;
+}

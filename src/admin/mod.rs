@@ -12,6 +12,7 @@
 mod api;
 mod auth;
 mod backup;
+mod subscriptions;
 
 pub use auth::{resolve_token, GENERATED_TOKEN_FILE, MIN_TOKEN_LEN};
 
@@ -35,6 +36,8 @@ pub struct AdminState {
     pub xdms: Arc<Xdms>,
     pub store: Arc<dyn DocumentStore>,
     pub creds: Arc<dyn CredentialStore>,
+    /// The xcap-diff notifier's subscriptions (`GET /subscriptions`).
+    pub subscriptions: Arc<dyn crate::storage::subscriptions::SubscriptionStore>,
     pub metrics: Arc<Metrics>,
     /// The admin bearer token (see [`resolve_token`]).
     pub token: String,
@@ -207,6 +210,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/users/{xui}/export", get(backup::export))
         .route("/users/{xui}/import", post(backup::import))
         .route("/users/{xui}/token", post(api::issue_token))
+        .route("/subscriptions", get(subscriptions::list))
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

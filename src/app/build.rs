@@ -144,6 +144,7 @@ pub(super) async fn admin_server(
     xdms: &Arc<Xdms>,
     store: &Arc<dyn DocumentStore>,
     creds: &Arc<dyn CredentialStore>,
+    subscriptions: &Arc<dyn SubscriptionStore>,
     metrics: &Arc<Metrics>,
 ) -> Result<Option<(tokio::net::TcpListener, SocketAddr, axum::Router)>, AppError> {
     Ok(match config.admin.listen_addr()? {
@@ -165,6 +166,7 @@ pub(super) async fn admin_server(
                 xdms: xdms.clone(),
                 store: store.clone(),
                 creds: creds.clone(),
+                subscriptions: subscriptions.clone(),
                 metrics: metrics.clone(),
                 token,
                 issuer,
