@@ -771,4 +771,16 @@ mod tests {
             Config::from_toml("t", "[server]\nhttp = \"0.0.0.0:8080\"\nauth = \"none\"\n").unwrap();
         assert!(matches!(c.validate(), Err(ConfigError::Invalid(_))));
     }
+
+    // The shipped example names every key with its default and parses as it is.
+    #[test]
+    fn example_config_parses_with_the_defaults() {
+        let text = include_str!("../config/xcapd.example.toml");
+        let c: Config = toml::from_str(text).expect("the example parses");
+        let d = SipConfig::default();
+        assert_eq!(c.sip.notify_interval_ms, d.notify_interval_ms);
+        assert_eq!(c.sip.timer_t1_ms, d.timer_t1_ms);
+        assert_eq!(c.sip.subscription_max_secs, d.subscription_max_secs);
+        c.validate().expect("the example is valid");
+    }
 }
