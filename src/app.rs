@@ -329,16 +329,14 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         Some(listeners) => {
             tracing::info!(addr = %listeners.addr, "SIP listening (UDP and TCP)");
             let addr = listeners.addr;
-            let (sip_task, client) = crate::sip::transport::spawn(
-                listeners,
-                Arc::clone(&sip_endpoint),
-                sip_transport,
-                shutdown_rx.clone(),
-            )
-            .map_err(|e| AppError::Bind {
+            let sent_by = (!config.sip.advertised_address.is_empty())
+                .then(|| config.sip.advertised_address.clone());
+            let client = crate::sip::transport::client(&listeners, sip_transport.timers, sent_by)
+                .map_err(|e| AppError::Bind {
                 addr,
                 message: format!("SIP: {e}"),
             })?;
+            // The notifier answers from the first request on: installed before serving.
             let (n, notifier_task) = build::notifier(
                 &config,
                 &xdms,
@@ -354,7 +352,14 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             .await?;
             sip_endpoint.set_handler(n.clone());
             notifier = Some(n);
-            sip_client = Some(client);
+            sip_client = Some(client.clone());
+            let sip_task = crate::sip::transport::spawn(
+                listeners,
+                Arc::clone(&sip_endpoint),
+                client,
+                sip_transport,
+                shutdown_rx.clone(),
+            );
             abort_with(abort_with(task, sip_task), notifier_task)
         }
     };

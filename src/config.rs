@@ -434,6 +434,9 @@ pub struct SipConfig {
     pub subscription_default_secs: u32,
     pub subscription_min_secs: u32,
     pub subscription_max_secs: u32,
+    /// Live xcap-diff subscriptions at most, in all and per subscriber (503 beyond).
+    pub max_subscriptions: usize,
+    pub max_subscriptions_per_user: usize,
 }
 
 impl Default for SipConfig {
@@ -451,6 +454,8 @@ impl Default for SipConfig {
             subscription_default_secs: 3600,
             subscription_min_secs: 60,
             subscription_max_secs: 86_400,
+            max_subscriptions: 100_000,
+            max_subscriptions_per_user: 32,
         }
     }
 }
@@ -632,8 +637,22 @@ impl Config {
                     .into(),
             ));
         }
-        if s.timer_t1_ms == 0 {
-            return Err(ConfigError::Invalid("sip.timer_t1_ms must be > 0".into()));
+        if s.timer_t1_ms == 0 || s.timer_t1_ms > 60_000 {
+            return Err(ConfigError::Invalid(
+                "sip.timer_t1_ms must be between 1 and 60000".into(),
+            ));
+        }
+        if s.notify_interval_ms > 3_600_000 {
+            return Err(ConfigError::Invalid(
+                "sip.notify_interval_ms must be at most 3600000 (one hour)".into(),
+            ));
+        }
+        if let Some(sip) = s.listen_addr()? {
+            if sip.ip().is_unspecified() && s.advertised_address.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "sip.listen {sip} is a wildcard address: set sip.advertised_address to the host[:port] peers reach"
+                )));
+            }
         }
         crate::auth::trust::TrustedPeers::parse(&s.trusted_peers)
             .map_err(|e| ConfigError::Invalid(format!("sip.trusted_peers: {e}")))?;

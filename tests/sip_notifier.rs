@@ -466,3 +466,32 @@ async fn scope9_admin_lists_subscriptions() {
     );
     s.stop().await;
 }
+
+// RFC 3261 §12.2.2: a refresh with a CSeq not above the last one is 500; RFC 6665 §8.2.1: the
+// Event `id` is echoed in NOTIFYs and must match on refresh (481 otherwise); the per-user cap
+// refuses further subscriptions with 503.
+#[tokio::test]
+async fn refresh_order_event_id_and_caps() {
+    let s = TestServer::start_with(|c| {
+        c.sip.notify_interval_ms = 0;
+        c.sip.max_subscriptions_per_user = 1;
+    })
+    .await;
+    let sip = s.running().sip_addr.unwrap();
+    let mut ua = Ua::new(sip, ALICE).await;
+    let (resp, first) = subscribe(&mut ua, "xcap-diff;id=5", &[DOC]).await;
+    assert_eq!(resp.status(), Some(200));
+    assert_eq!(first.header("Event"), Some("xcap-diff;id=5"));
+    // Same CSeq again (after a new branch): out of order.
+    ua.cseq -= 1;
+    let req = ua.subscribe("xcap-diff;id=5", Some(600), "", "");
+    assert_eq!(ua.request(&req).await.0.status(), Some(500));
+    let req = ua.subscribe("xcap-diff;id=6", Some(600), "", "");
+    assert_eq!(ua.request(&req).await.0.status(), Some(481), "another id");
+    let mut other = Ua::new(sip, ALICE).await;
+    let req = other.subscribe("xcap-diff", Some(600), "", &resource_lists(&[DOC]));
+    let (r, _) = other.request(&req).await;
+    assert_eq!(r.status(), Some(503), "{}", r.text);
+    assert!(r.header("Retry-After").is_some());
+    s.stop().await;
+}

@@ -282,6 +282,8 @@ pub(super) async fn notifier(
         },
         notify_interval: std::time::Duration::from_millis(s.notify_interval_ms),
         contact: format!("sip:{host}"),
+        max_subscriptions: s.max_subscriptions,
+        max_subscriptions_per_user: s.max_subscriptions_per_user,
     };
     let parts = NotifierParts {
         config: notifier_config,

@@ -19,11 +19,11 @@ use super::request::{DiffProcessing, Entry};
 use super::saved::Saved;
 use super::service::Shared;
 use super::state::component_report;
-use crate::event::{ChangeOrigin, ChangeRecord};
+use crate::event::ChangeRecord;
 use crate::sip::client::Outcome;
 use crate::sip::header::UriTarget;
-use crate::storage::now_ms;
 use crate::storage::subscriptions::Subscription;
+use crate::storage::{now_ms, StorageError};
 use crate::xcap::keys::{DocKey, TreeKey};
 use crate::xcap_diff::{ComponentReport, DocumentChange, DocumentReport, XcapDiff};
 
@@ -38,6 +38,8 @@ pub(super) enum Msg {
 }
 
 pub(super) struct Refresh {
+    /// A new Contact (a refresh is a target refresh, RFC 3261 §12.2.2).
+    pub remote_target: Option<String>,
     pub expires_at_ms: u64,
     pub entries: Option<Vec<Entry>>,
     pub mode: DiffProcessing,
@@ -56,6 +58,9 @@ enum Sent {
 
 /// NOTIFYs that fail with a code that does not end the subscription are tried this often.
 const MAX_RETRIES: u32 = 3;
+/// Reads of the documents a full state needs are tried this often, this far apart.
+const READ_ATTEMPTS: u32 = 3;
+const READ_RETRY: Duration = Duration::from_millis(300);
 /// The 2xx to a SUBSCRIBE goes out before its NOTIFY; this long at most is waited for it.
 const AFTER_2XX: Duration = Duration::from_secs(2);
 
@@ -71,6 +76,8 @@ pub(super) struct Actor {
     pub components: HashMap<String, Option<String>>,
     /// Documents holding subscribed components that changed since the last NOTIFY.
     pub dirty: HashSet<DocKey>,
+    /// Of those, the ones that could not be read for the last NOTIFY.
+    pub unread: HashSet<DocKey>,
     /// The last change seen, and the last one covered by a delivered NOTIFY.
     pub seen_seq: u64,
     pub notified_seq: u64,
@@ -146,6 +153,9 @@ impl Actor {
                 self.expires_at_ms = r.expires_at_ms;
                 self.mode = r.mode;
                 self.dialog.remote_cseq = r.remote_cseq;
+                if let Some(target) = r.remote_target {
+                    self.dialog.remote_target = target;
+                }
                 if let Some(entries) = r.entries {
                     self.entries = entries;
                     self.components.clear();
@@ -153,7 +163,7 @@ impl Actor {
                 let _ = tokio::time::timeout(AFTER_2XX, r.sent).await;
                 if r.expires_at_ms == 0 {
                     // XE-23: unsubscribed; the current state with `terminated`.
-                    let body = self.full_body().await;
+                    let body = self.full_body().await.unwrap_or_default();
                     let _ = self
                         .send(State::Terminated { reason: "timeout" }, body)
                         .await;
@@ -161,10 +171,7 @@ impl Actor {
                 }
                 self.full_state().await
             }
-            Msg::Resync => {
-                self.resync().await;
-                true
-            }
+            Msg::Resync => self.resync().await,
         }
     }
 
@@ -194,12 +201,40 @@ impl Actor {
     /// the reported state.
     async fn full_state(&mut self) -> bool {
         let expires = self.remaining_secs();
-        let body = self.full_body().await;
-        self.send_and_save(State::Active { expires }, body).await
+        match self.full_body().await {
+            Some(body) => self.send_and_save(State::Active { expires }, body).await,
+            None => {
+                // The state cannot be read: the subscriber is asked to subscribe again
+                // (RFC 6665 §4.2.2 `deactivated`) rather than be told something untrue.
+                let state = State::Terminated {
+                    reason: "deactivated",
+                };
+                let _ = self.send(state, Vec::new()).await;
+                false
+            }
+        }
     }
 
-    async fn full_body(&mut self) -> Vec<u8> {
-        let current = self.current_documents().await;
+    /// The documents now, retried a few times over a transient storage error.
+    async fn read_documents(&self) -> Option<BTreeMap<DocKey, (String, String)>> {
+        for attempt in 0..READ_ATTEMPTS {
+            match self.current_documents().await {
+                Ok(docs) => return Some(docs),
+                Err(e) => {
+                    tracing::warn!(target: "xcapd::notifier", error = %e, attempt, "cannot read a subscription's documents");
+                    tokio::time::sleep(READ_RETRY).await;
+                }
+            }
+        }
+        None
+    }
+
+    /// The full state (XE-10); `None` when storage cannot be read. Changes up to the feed's
+    /// head before the read are in it: they are not reported again.
+    async fn full_body(&mut self) -> Option<Vec<u8>> {
+        let head = self.shared.feed.head();
+        let current = self.read_documents().await?;
+        self.seen_seq = self.seen_seq.max(head);
         let mut diff = XcapDiff::new(self.shared.config.public_root.clone());
         for (sel, etag) in current.values() {
             diff.documents.push(DocumentReport {
@@ -215,22 +250,22 @@ impl Actor {
         let keys: HashSet<DocKey> = self.component_keys().collect();
         self.dirty.clear();
         diff.components = self.component_reports(&keys, true).await;
-        diff.to_xml().into_bytes()
+        Some(diff.to_xml().into_bytes())
     }
 
     /// Every existing document the entries name, with the `sel` it is reported under
     /// (XE-11: a document entry's own URI; collection members by document selector).
-    async fn current_documents(&self) -> BTreeMap<DocKey, (String, String)> {
+    async fn current_documents(&self) -> Result<BTreeMap<DocKey, (String, String)>, StorageError> {
         let store = self.shared.xdms.store();
         let mut out = BTreeMap::new();
         for e in &self.entries {
             match e {
                 Entry::Collection { auid, tree, .. } => {
                     let listed = match tree {
-                        TreeKey::User(xui) => store.list_user(xui).await,
-                        TreeKey::Global => store.list_auid(auid).await,
+                        TreeKey::User(xui) => store.list_user(xui).await?,
+                        TreeKey::Global => store.list_auid(auid).await?,
                     };
-                    for meta in listed.unwrap_or_default() {
+                    for meta in listed {
                         if e.covers(&meta.key) && !out.contains_key(&meta.key) {
                             let sel = meta.key.document_selector();
                             out.insert(meta.key, (sel, meta.etag));
@@ -238,14 +273,14 @@ impl Actor {
                     }
                 }
                 Entry::Document { sel, key } => {
-                    if let Ok(Some(doc)) = store.get(key).await {
+                    if let Some(doc) = store.get(key).await? {
                         out.insert(key.clone(), (sel.clone(), doc.etag));
                     }
                 }
                 Entry::Component { .. } => {}
             }
         }
-        out
+        Ok(out)
     }
 
     fn component_keys(&self) -> impl Iterator<Item = DocKey> + '_ {
@@ -279,7 +314,11 @@ impl Actor {
             }
             let doc = match self.shared.xdms.current_document(key).await {
                 Ok(d) => d.map(|(_, parsed)| parsed),
-                Err(_) => continue, // unreadable now: reported with the next change
+                Err(_) => {
+                    // Unreadable now: tried again with the next NOTIFY.
+                    self.unread.insert(key.clone());
+                    continue;
+                }
             };
             let default_ns = registry
                 .get(&key.auid)
@@ -322,6 +361,7 @@ impl Actor {
         );
         let dirty = std::mem::take(&mut self.dirty);
         diff.components = self.component_reports(&dirty, false).await;
+        self.dirty.extend(self.unread.drain());
         if diff.documents.is_empty() && diff.components.is_empty() {
             return Vec::new();
         }
@@ -337,6 +377,10 @@ impl Actor {
         );
         let body = self.change_body().await;
         if body.is_empty() {
+            if !self.dirty.is_empty() {
+                // Components that could not be read: not before a pause.
+                self.last_sent = Some(Instant::now());
+            }
             return true; // the changes cancelled out (or were not part of the chain)
         }
         let expires = self.remaining_secs();
@@ -356,39 +400,23 @@ impl Actor {
     }
 
     /// Trimmed changes: whatever differs from the reported state is reported in the fetch
-    /// form, still chained from the last reported ETag (XD-14).
-    async fn resync(&mut self) {
-        let current = self.current_documents().await;
-        let reported: Vec<(DocKey, String)> = self
-            .docs
-            .reported()
-            .map(|(k, e)| (k.clone(), e.clone()))
-            .collect();
-        let seq = self.seen_seq;
-        let mut jump = |key: DocKey, previous: Option<String>, new: Option<String>| {
-            self.docs.accept(&ChangeRecord {
-                seq,
-                key,
-                previous_etag: previous,
-                new_etag: new,
-                at_ms: now_ms(),
-                origin: ChangeOrigin::default(),
-            });
+    /// form, still chained from where each document's chain ends (XD-14).
+    async fn resync(&mut self) -> bool {
+        let head = self.shared.feed.head();
+        let Some(current) = self.read_documents().await else {
+            return false;
         };
-        for (key, etag) in &reported {
-            match current.get(key) {
-                Some((_, now)) if now == etag => {}
-                Some((_, now)) => jump(key.clone(), Some(etag.clone()), Some(now.clone())),
-                None => jump(key.clone(), Some(etag.clone()), None),
-            }
+        self.seen_seq = self.seen_seq.max(head);
+        for key in self.docs.known() {
+            let now = current.get(&key).map(|(_, etag)| etag.clone());
+            self.docs.jump(&key, now);
         }
         for (key, (_, etag)) in current {
-            if !reported.iter().any(|(k, _)| *k == key) {
-                jump(key, None, Some(etag));
-            }
+            self.docs.jump(&key, Some(etag));
         }
         let keys: Vec<DocKey> = self.component_keys().collect();
         self.dirty.extend(keys);
+        true
     }
 
     async fn send_and_save(&mut self, state: State, body: Vec<u8>) -> bool {
@@ -450,6 +478,7 @@ impl Actor {
             remote_uri: self.dialog.remote_uri.clone(),
             local_uri: self.dialog.local_uri.clone(),
             mode: self.mode,
+            event_id: self.dialog.event_id.clone(),
             documents: self
                 .docs
                 .reported()

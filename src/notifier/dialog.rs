@@ -26,6 +26,8 @@ pub struct Dialog {
     pub local_cseq: u32,
     /// The highest CSeq number of the subscriber's requests (§12.2.2: lower ones are stale).
     pub remote_cseq: u32,
+    /// The Event header's `id` parameter, echoed in every NOTIFY (RFC 6665 §8.2.1).
+    pub event_id: Option<String>,
 }
 
 /// Why a SUBSCRIBE cannot set up a dialog.
@@ -46,17 +48,16 @@ impl Dialog {
         let (Some(from), Some(to)) = (from, to) else {
             return Err(DialogError::Contact); // the endpoint checked both already
         };
-        let contact = h
-            .values("Contact")
-            .first()
-            .and_then(|c| NameAddr::parse(c))
-            .filter(|c| UriTarget::parse(&c.uri).is_some())
-            .ok_or(DialogError::Contact)?;
+        let contact = Dialog::contact_of(request).ok_or(DialogError::Contact)?;
         let mut route_set = Vec::new();
         for value in h.values("Record-Route") {
             let hop = NameAddr::parse(value).ok_or(DialogError::RecordRoute)?;
             route_set.push(hop.to_value());
         }
+        let event_id = h
+            .get("Event")
+            .and_then(crate::sip::header::Event::parse)
+            .and_then(|e| e.params.get("id").flatten().map(str::to_string));
         let remote_cseq = h
             .get("CSeq")
             .and_then(crate::sip::header::CSeq::parse)
@@ -69,11 +70,23 @@ impl Dialog {
             },
             remote_uri: from.uri,
             local_uri: to.uri,
-            remote_target: contact.uri,
+            remote_target: contact,
             route_set,
             local_cseq: 0,
             remote_cseq,
+            event_id,
         })
+    }
+
+    /// The Contact URI of a request in the dialog (a refresh is a target refresh, §12.2.2).
+    pub fn contact_of(request: &Message) -> Option<String> {
+        request
+            .headers
+            .values("Contact")
+            .first()
+            .and_then(|c| NameAddr::parse(c))
+            .filter(|c| UriTarget::parse(&c.uri).is_some())
+            .map(|c| c.uri)
     }
 
     /// Where the next NOTIFY goes first: the first route when there is a route set (loose
@@ -128,7 +141,10 @@ pub fn notify(dialog: &Dialog, cseq: u32, state: State, contact: &str, body: Vec
     h.push("Call-ID", dialog.id.call_id.clone());
     h.push("CSeq", format!("{cseq} NOTIFY"));
     h.push("Contact", format!("<{contact}>"));
-    h.push("Event", PACKAGE);
+    match &dialog.event_id {
+        Some(id) => h.push("Event", format!("{PACKAGE};id={id}")),
+        None => h.push("Event", PACKAGE),
+    }
     h.push("Subscription-State", state.value());
     h.push("Allow-Events", PACKAGE);
     if !body.is_empty() {
@@ -187,6 +203,21 @@ mod tests {
         assert_eq!(h.get("Subscription-State"), Some("active;expires=3600"));
         assert_eq!(h.values("Route").len(), 2);
         assert_eq!(h.get("Content-Type"), Some(MIME_XCAP_DIFF));
+        assert_eq!(h.get("Event"), Some("xcap-diff"));
+        let mut with_id = d.clone();
+        with_id.event_id = Some("7".into());
+        let n = notify(
+            &with_id,
+            2,
+            State::Active { expires: 1 },
+            "sip:x",
+            Vec::new(),
+        );
+        assert_eq!(
+            n.headers.get("Event"),
+            Some("xcap-diff;id=7"),
+            "RFC 6665 §8.2.1"
+        );
         // Without routes the Contact is the next hop.
         let d =
             Dialog::from_subscribe(&subscribe("Contact: <sip:a@10.0.0.1:5070>\r\n"), "t").unwrap();

@@ -20,14 +20,25 @@ pub(super) struct Handle {
     pub mailbox: UnboundedSender<Msg>,
     /// The subscriber's canonical XUI (refreshes must come from the same identity).
     pub subscriber: String,
+    /// The highest CSeq of the subscriber's requests (RFC 3261 §12.2.2: lower is stale).
+    pub remote_cseq: u32,
+    /// The Event header's `id` (RFC 6665 §8.2.1): refreshes must name the same.
+    pub event_id: Option<String>,
     watched: Vec<(String, TreeKey)>,
 }
 
 impl Handle {
-    pub fn new(mailbox: UnboundedSender<Msg>, subscriber: String) -> Handle {
+    pub fn new(
+        mailbox: UnboundedSender<Msg>,
+        subscriber: String,
+        remote_cseq: u32,
+        event_id: Option<String>,
+    ) -> Handle {
         Handle {
             mailbox,
             subscriber,
+            remote_cseq,
+            event_id,
             watched: Vec::new(),
         }
     }
@@ -38,17 +49,27 @@ impl Handle {
 pub(super) struct Registry {
     actors: HashMap<DialogId, Handle>,
     by_tree: HashMap<(String, TreeKey), HashSet<DialogId>>,
+    per_subscriber: HashMap<String, usize>,
 }
 
 impl Registry {
     pub fn insert(&mut self, dialog: DialogId, handle: Handle, entries: &[Entry]) {
         self.remove(&dialog);
+        *self
+            .per_subscriber
+            .entry(handle.subscriber.clone())
+            .or_default() += 1;
         self.actors.insert(dialog.clone(), handle);
         self.reindex(&dialog, entries);
     }
 
-    pub fn get(&self, dialog: &DialogId) -> Option<&Handle> {
-        self.actors.get(dialog)
+    pub fn get_mut(&mut self, dialog: &DialogId) -> Option<&mut Handle> {
+        self.actors.get_mut(dialog)
+    }
+
+    /// Live subscriptions of one subscriber.
+    pub fn count_of(&self, subscriber: &str) -> usize {
+        self.per_subscriber.get(subscriber).copied().unwrap_or(0)
     }
 
     /// The subscription now watches `entries` (a refresh with a new list, XE-09).
@@ -83,7 +104,14 @@ impl Registry {
 
     pub fn remove(&mut self, dialog: &DialogId) {
         self.reindex(dialog, &[]);
-        self.actors.remove(dialog);
+        if let Some(h) = self.actors.remove(dialog) {
+            if let Some(n) = self.per_subscriber.get_mut(&h.subscriber) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_subscriber.remove(&h.subscriber);
+                }
+            }
+        }
     }
 
     /// The mailboxes of the subscriptions that may watch `key`.
@@ -114,16 +142,23 @@ const RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 /// head of the log.
 pub(super) async fn dispatch(shared: Arc<Shared>, after: u64) {
     let mut cursor = shared.feed.subscribe_from(after);
+    let mut shutdown = shared.shutdown.clone();
     loop {
-        match cursor.next().await {
+        let next = tokio::select! {
+            next = cursor.next() => next,
+            _ = shutdown.changed() => return,
+        };
+        match next {
             Ok(change) => {
                 let change = Arc::new(change);
                 for mailbox in shared.registry.lock().watching(&change.key) {
                     let _ = mailbox.send(Msg::Change(Arc::clone(&change)));
                 }
             }
-            Err(StorageError::ChangesTrimmed { through }) => {
-                tracing::warn!(target: "xcapd::notifier", through, "changes trimmed before they were notified: resyncing every subscription");
+            // A log that cannot be read past a point (trimmed, or a gap) is left behind: every
+            // subscription compares with the documents themselves.
+            Err(e @ (StorageError::ChangesTrimmed { .. } | StorageError::Corrupt(_))) => {
+                tracing::warn!(target: "xcapd::notifier", error = %e, "changes cannot be read: resyncing every subscription");
                 let head = shared.feed.head();
                 for mailbox in shared.registry.lock().mailboxes() {
                     let _ = mailbox.send(Msg::Resync);

@@ -160,6 +160,36 @@ impl Documents {
         reports
     }
 
+    /// The document is now at `current`, read directly (changes were trimmed before they were
+    /// read): a step from where its chain ends to it, reported in the fetch form (XD-14 holds).
+    pub fn jump(&mut self, key: &DocKey, current: Option<String>) {
+        let end = match self.pending.iter().find(|c| c.key == *key) {
+            Some(c) => c.end.clone(),
+            None => self.reported.get(key).cloned(),
+        };
+        if end != current {
+            self.accept(&ChangeRecord {
+                seq: 0,
+                key: key.clone(),
+                previous_etag: end,
+                new_etag: current,
+                at_ms: 0,
+                origin: crate::event::ChangeOrigin::default(),
+            });
+        }
+    }
+
+    /// Every document reported or with pending changes.
+    pub fn known(&self) -> Vec<DocKey> {
+        let mut keys: Vec<DocKey> = self.reported.keys().cloned().collect();
+        for c in &self.pending {
+            if !self.reported.contains_key(&c.key) {
+                keys.push(c.key.clone());
+            }
+        }
+        keys
+    }
+
     /// The state was reported again in full (a refresh, XE-16): pending chains are superseded.
     pub fn reset(&mut self, current: impl IntoIterator<Item = (DocKey, String)>) {
         self.reported = current.into_iter().collect();
@@ -313,6 +343,25 @@ mod tests {
             (r[0].previous_etag.as_deref(), r[0].new_etag.as_deref()),
             (Some("a"), Some("w"))
         );
+    }
+
+    // XD-14 after trimmed changes: a jump continues from the pending chain's end.
+    #[test]
+    fn xd14_jump_from_the_chain_end() {
+        let mut d = Documents::with_reported([(key("index"), "a".to_string())]);
+        assert!(d.accept(&change(1, "index", Some("a"), Some("b"))));
+        d.jump(&key("index"), Some("z".into()));
+        d.jump(&key("new"), Some("n".into()));
+        d.jump(&key("index"), Some("z".into())); // no change: nothing added
+        let r = take(&mut d, DiffProcessing::XcapPatching);
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            (r[0].previous_etag.as_deref(), r[0].new_etag.as_deref()),
+            (Some("a"), Some("z"))
+        );
+        assert_eq!(r[0].change, DocumentChange::Fetch);
+        assert_eq!(r[1].new_etag.as_deref(), Some("n"));
+        assert_eq!(d.known().len(), 2);
     }
 
     // Memory bound: a chain longer than MAX_STEPS is reported as one fetch, still chained.

@@ -16,6 +16,8 @@ pub struct Saved {
     pub remote_uri: String,
     pub local_uri: String,
     pub mode: DiffProcessing,
+    /// The Event header's `id` (RFC 6665 §8.2.1).
+    pub event_id: Option<String>,
     /// ETag last reported per existing document.
     pub documents: Vec<(DocKey, String)>,
     /// Component `sel` → digest of the content last reported (`None`: reported as absent).
@@ -53,6 +55,7 @@ impl Saved {
             "remote": self.remote_uri,
             "local": self.local_uri,
             "mode": mode_name(self.mode),
+            "id": self.event_id,
             "docs": docs,
             "components": comps,
         })
@@ -94,6 +97,7 @@ impl Saved {
             remote_uri: text("remote")?,
             local_uri: text("local")?,
             mode,
+            event_id: text("id"),
             documents,
             components,
         })
@@ -111,6 +115,7 @@ mod tests {
             remote_uri: "sip:alice@example.com".into(),
             local_uri: "sip:alice@example.com".into(),
             mode: DiffProcessing::Aggregate,
+            event_id: Some("x1".into()),
             documents: vec![
                 (
                     DocKey::new(

@@ -20,8 +20,8 @@ use super::dialog::{Dialog, PACKAGE};
 use super::registry::{dispatch, Handle, Registry};
 use super::report::Documents;
 use super::request::{
-    check_accept, diff_processing, grant_expires, parse_entries, Durations, Entry, SubscribeError,
-    MIME_RESOURCE_LISTS,
+    check_accept, diff_processing, grant_expires, parse_entries, DiffProcessing, Durations, Entry,
+    SubscribeError, MIME_RESOURCE_LISTS,
 };
 use super::saved::Saved;
 use crate::authz::Principal;
@@ -49,6 +49,9 @@ pub struct NotifierConfig {
     pub notify_interval: Duration,
     /// The notifier's Contact URI.
     pub contact: String,
+    /// Live subscriptions at most, in all and per subscriber (503 beyond).
+    pub max_subscriptions: usize,
+    pub max_subscriptions_per_user: usize,
 }
 
 /// What every subscription task shares.
@@ -142,12 +145,13 @@ impl Notifier {
                 return r;
             }
         };
-        let event = msg
-            .headers
-            .get("Event")
-            .and_then(Event::parse)
-            .map(|e| diff_processing(&e))
-            .unwrap_or(super::request::DiffProcessing::NoPatching);
+        let event = msg.headers.get("Event").and_then(Event::parse);
+        let mode = event
+            .as_ref()
+            .map_or(DiffProcessing::NoPatching, diff_processing);
+        let event_id = event
+            .as_ref()
+            .and_then(|e| e.params.get("id").flatten().map(str::to_string));
         if let Err(e) = check_accept(&msg.headers.values("Accept")) {
             let mut r = refusal(&e);
             r.headers.push("Accept", MIME_XCAP_DIFF);
@@ -164,30 +168,25 @@ impl Notifier {
             Ok(n) => n,
             Err(e) => return refusal(&e),
         };
-        let cseq = msg
-            .headers
-            .get("CSeq")
-            .and_then(CSeq::parse)
-            .map_or(0, |c| c.seq);
+        let asked = Asked {
+            subscriber,
+            mode,
+            expires,
+            cseq: msg
+                .headers
+                .get("CSeq")
+                .and_then(CSeq::parse)
+                .map_or(0, |c| c.seq),
+            event_id,
+        };
         let to_tag = msg
             .headers
             .get("To")
             .and_then(NameAddr::parse)
             .and_then(|t| t.tag().map(str::to_string));
-        let principal = Principal::User(subscriber.clone());
-        let entries = match self.entries(msg, &principal, to_tag.is_some()) {
-            Ok(e) => e,
-            Err(r) => return r,
-        };
         match to_tag {
-            Some(tag) => {
-                self.refresh(msg, tag, &subscriber, entries, event, expires, cseq)
-                    .await
-            }
-            None => {
-                let entries = entries.unwrap_or_default();
-                self.create(msg, subscriber, entries, event, expires).await
-            }
+            Some(tag) => self.refresh(msg, tag, asked),
+            None => self.create(msg, asked).await,
         }
     }
 
@@ -241,14 +240,23 @@ impl Notifier {
     }
 
     /// A new subscription (RFC 6665 §4.2.1.1): a dialog, stored, then 200 and the full state.
-    async fn create(
-        &self,
-        msg: &Message,
-        subscriber: String,
-        entries: Vec<Entry>,
-        mode: super::request::DiffProcessing,
-        expires: u32,
-    ) -> Reply {
+    async fn create(&self, msg: &Message, asked: Asked) -> Reply {
+        let principal = Principal::User(asked.subscriber.clone());
+        let entries = match self.entries(msg, &principal, false) {
+            Ok(e) => e.unwrap_or_default(),
+            Err(r) => return r,
+        };
+        let c = &self.shared.config;
+        {
+            let registry = self.shared.registry.lock();
+            if registry.len() >= c.max_subscriptions
+                || registry.count_of(&asked.subscriber) >= c.max_subscriptions_per_user
+            {
+                let mut r = Reply::new(503, "Too Many Subscriptions");
+                r.headers.push("Retry-After", "60");
+                return r;
+            }
+        }
         let local_tag = random_tag();
         let dialog = match Dialog::from_subscribe(msg, &local_tag) {
             Ok(d) => d,
@@ -259,27 +267,29 @@ impl Notifier {
         let actor = Actor {
             shared: Arc::clone(&self.shared),
             dialog: dialog.clone(),
-            subscriber,
+            subscriber: asked.subscriber,
             entries: entries.clone(),
-            mode,
-            expires_at_ms: now_ms() + u64::from(expires) * 1000,
+            mode: asked.mode,
+            expires_at_ms: now_ms() + u64::from(asked.expires) * 1000,
             docs: Documents::default(),
             components: HashMap::new(),
             dirty: Default::default(),
+            unread: Default::default(),
             seen_seq: 0,
             notified_seq: 0,
             last_sent: None,
             failures: 0,
         };
-        let mut reply = self.accepted(&local_tag, expires);
+        let mut reply = self.accepted(&local_tag, asked.expires);
         reply.sent = Some(sent_tx);
-        if expires == 0 {
+        if asked.expires == 0 {
             // RFC 6665 §4.2.1.1: a fetch; one NOTIFY with the state, terminated.
             let (tx, rx) = mpsc::unbounded_channel();
             let refresh = Refresh {
+                remote_target: None,
                 expires_at_ms: 0,
                 entries: None,
-                mode,
+                mode: asked.mode,
                 remote_cseq: dialog.remote_cseq,
                 sent: sent_rx,
             };
@@ -300,18 +310,10 @@ impl Notifier {
         reply
     }
 
-    /// A refresh (RFC 6665 §4.2.1.2; XE-09, XE-16), or `Expires: 0` (XE-23).
-    #[allow(clippy::too_many_arguments)] // the parts of one SUBSCRIBE
-    async fn refresh(
-        &self,
-        msg: &Message,
-        to_tag: String,
-        subscriber: &str,
-        entries: Option<Vec<Entry>>,
-        mode: super::request::DiffProcessing,
-        expires: u32,
-        cseq: u32,
-    ) -> Reply {
+    /// A refresh (RFC 6665 §4.2.1.2; XE-09, XE-16), or `Expires: 0` (XE-23): the dialog is
+    /// looked up first (481), then who asks (403) and the CSeq order (500, RFC 3261 §12.2.2),
+    /// then the new list if there is one.
+    fn refresh(&self, msg: &Message, to_tag: String, asked: Asked) -> Reply {
         let from_tag = msg
             .headers
             .get("From")
@@ -326,31 +328,44 @@ impl Notifier {
         let (sent_tx, sent_rx) = oneshot::channel();
         {
             let mut registry = self.shared.registry.lock();
-            let Some(handle) = registry.get(&id) else {
+            let Some(handle) = registry
+                .get_mut(&id)
+                .filter(|h| h.event_id == asked.event_id)
+            else {
                 return Reply::new(481, "Subscription Does Not Exist");
             };
-            if handle.subscriber != subscriber {
+            if handle.subscriber != asked.subscriber {
                 return Reply::new(403, "Forbidden");
             }
+            if asked.cseq <= handle.remote_cseq {
+                return Reply::new(500, "CSeq Out of Order");
+            }
+            let principal = Principal::User(asked.subscriber.clone());
+            let entries = match self.entries(msg, &principal, true) {
+                Ok(e) => e,
+                Err(r) => return r,
+            };
             let refresh = Refresh {
-                expires_at_ms: if expires == 0 {
+                remote_target: Dialog::contact_of(msg),
+                expires_at_ms: if asked.expires == 0 {
                     0
                 } else {
-                    now_ms() + u64::from(expires) * 1000
+                    now_ms() + u64::from(asked.expires) * 1000
                 },
                 entries: entries.clone(),
-                mode,
-                remote_cseq: cseq,
+                mode: asked.mode,
+                remote_cseq: asked.cseq,
                 sent: sent_rx,
             };
             if handle.mailbox.send(Msg::Refresh(refresh)).is_err() {
                 return Reply::new(481, "Subscription Does Not Exist");
             }
+            handle.remote_cseq = asked.cseq;
             if let Some(entries) = &entries {
                 registry.reindex(&id, entries);
             }
         }
-        let mut reply = self.accepted(&to_tag, expires);
+        let mut reply = self.accepted(&to_tag, asked.expires);
         reply.sent = Some(sent_tx);
         reply
     }
@@ -376,6 +391,15 @@ impl RequestHandler for Notifier {
     }
 }
 
+/// What a SUBSCRIBE asks, once its sender is known.
+struct Asked {
+    subscriber: String,
+    mode: DiffProcessing,
+    expires: u32,
+    cseq: u32,
+    event_id: Option<String>,
+}
+
 /// The answer to a refused SUBSCRIBE.
 fn refusal(e: &SubscribeError) -> Reply {
     match e {
@@ -394,10 +418,13 @@ fn refusal(e: &SubscribeError) -> Reply {
 /// Registers a subscription's task and starts it.
 fn spawn(shared: &Arc<Shared>, actor: Actor, id: DialogId, entries: &[Entry], start: Start) {
     let (tx, rx) = mpsc::unbounded_channel();
-    shared
-        .registry
-        .lock()
-        .insert(id, Handle::new(tx, actor.subscriber.clone()), entries);
+    let handle = Handle::new(
+        tx,
+        actor.subscriber.clone(),
+        actor.dialog.remote_cseq,
+        actor.dialog.event_id.clone(),
+    );
+    shared.registry.lock().insert(id, handle, entries);
     tokio::spawn(actor.run(rx, start));
 }
 
@@ -428,8 +455,11 @@ fn restore(shared: &Arc<Shared>, sub: Subscription) -> Option<(Actor, DialogId, 
         local_uri: saved.local_uri,
         remote_target: sub.remote_target,
         route_set: sub.route_set,
-        local_cseq: sub.local_cseq,
+        // NOTIFYs sent after the last stored progress used CSeqs the subscriber has seen:
+        // go on well above them (a CSeq may jump, RFC 3261 §12.2.1.1).
+        local_cseq: sub.local_cseq.saturating_add(CSEQ_MARGIN),
         remote_cseq: sub.remote_cseq,
+        event_id: saved.event_id,
     };
     let actor = Actor {
         shared: Arc::clone(shared),
@@ -442,6 +472,7 @@ fn restore(shared: &Arc<Shared>, sub: Subscription) -> Option<(Actor, DialogId, 
         docs: Documents::with_reported(saved.documents),
         components: saved.components.into_iter().collect(),
         dirty: Default::default(),
+        unread: Default::default(),
         seen_seq: sub.notified_seq,
         notified_seq: sub.notified_seq,
         last_sent: None,
@@ -449,6 +480,9 @@ fn restore(shared: &Arc<Shared>, sub: Subscription) -> Option<(Actor, DialogId, 
     };
     Some((actor, sub.dialog, entries))
 }
+
+/// How far a restored dialog's CSeq jumps.
+const CSEQ_MARGIN: u32 = 1000;
 
 /// A one-entry resource list (stored subscriptions keep their entry URIs only).
 fn resource_list(sel: &str) -> String {

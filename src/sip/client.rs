@@ -36,7 +36,8 @@ struct Pending {
 /// Sends requests from the endpoint's UDP socket.
 pub struct Client {
     socket: Arc<UdpSocket>,
-    local: SocketAddr,
+    /// host[:port] of our Via (RFC 3261 §18.1.1 sent-by).
+    sent_by: String,
     timers: Timers,
     pending: Mutex<HashMap<String, Pending>>,
     wake: Notify,
@@ -45,11 +46,19 @@ pub struct Client {
 impl Client {
     /// A client on `socket` (shared with the server side, so responses arrive there and are
     /// handed in with [`Client::on_response`]). Spawn [`Client::drive`] once.
-    pub fn new(socket: Arc<UdpSocket>, timers: Timers) -> std::io::Result<Arc<Client>> {
-        let local = socket.local_addr()?;
+    /// `sent_by` defaults to the socket's address.
+    pub fn new(
+        socket: Arc<UdpSocket>,
+        timers: Timers,
+        sent_by: Option<String>,
+    ) -> std::io::Result<Arc<Client>> {
+        let sent_by = match sent_by {
+            Some(s) => s,
+            None => socket.local_addr()?.to_string(),
+        };
         Ok(Arc::new(Client {
             socket,
-            local,
+            sent_by,
             timers,
             pending: Mutex::new(HashMap::new()),
             wake: Notify::new(),
@@ -63,7 +72,7 @@ impl Client {
             StartLine::Request { method, .. } => method.as_str().to_string(),
             StartLine::Response { .. } => return Outcome::Timeout,
         };
-        let via = format!("SIP/2.0/UDP {};branch={branch};rport", self.local);
+        let via = format!("SIP/2.0/UDP {};branch={branch};rport", self.sent_by);
         let mut headers = super::message::Headers::new();
         headers.push("Via", via);
         for (n, v) in request.headers.iter() {
@@ -215,7 +224,7 @@ mod tests {
     /// A client on a UDP socket whose incoming responses are handed to it.
     async fn client() -> Arc<Client> {
         let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-        let client = Client::new(Arc::clone(&socket), fast()).unwrap();
+        let client = Client::new(Arc::clone(&socket), fast(), None).unwrap();
         tokio::spawn(Arc::clone(&client).drive());
         let c = Arc::clone(&client);
         tokio::spawn(async move {

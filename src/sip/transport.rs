@@ -24,7 +24,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Bound sockets, before serving.
 pub struct SipListeners {
-    pub udp: UdpSocket,
+    pub udp: Arc<UdpSocket>,
     pub tcp: TcpListener,
     /// The address both are bound to (the real port when 0 was asked for).
     pub addr: SocketAddr,
@@ -50,7 +50,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<SipListeners> {
         match TcpListener::bind(bound).await {
             Ok(tcp) => {
                 return Ok(SipListeners {
-                    udp,
+                    udp: Arc::new(udp),
                     tcp,
                     addr: bound,
                 })
@@ -62,17 +62,26 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<SipListeners> {
     Err(last_err.unwrap_or_else(|| std::io::Error::other("no free SIP port")))
 }
 
-/// Serves both transports until `shutdown` turns true. The returned [`Client`] sends requests
-/// from the UDP socket; their responses are routed back to it here.
+/// The client that sends requests (NOTIFY) from the UDP socket, with `sent_by` (host[:port])
+/// in its Via; the transport routes their responses to it once [`spawn`]ed.
+pub fn client(
+    listeners: &SipListeners,
+    timers: Timers,
+    sent_by: Option<String>,
+) -> std::io::Result<Arc<Client>> {
+    Client::new(Arc::clone(&listeners.udp), timers, sent_by)
+}
+
+/// Serves both transports until `shutdown` turns true; responses to `client`'s requests are
+/// routed back to it.
 pub fn spawn(
     listeners: SipListeners,
     endpoint: Arc<Endpoint>,
+    client: Arc<Client>,
     config: TransportConfig,
     shutdown: watch::Receiver<bool>,
-) -> std::io::Result<(JoinHandle<()>, Arc<Client>)> {
+) -> JoinHandle<()> {
     let SipListeners { udp, tcp, .. } = listeners;
-    let udp = Arc::new(udp);
-    let client = Client::new(Arc::clone(&udp), config.timers)?;
     let driver = tokio::spawn(Arc::clone(&client).drive());
     let udp_task = tokio::spawn(serve_udp(
         udp,
@@ -82,11 +91,10 @@ pub fn spawn(
         shutdown.clone(),
     ));
     let tcp_task = tokio::spawn(serve_tcp(tcp, endpoint, config, shutdown));
-    let task = tokio::spawn(async move {
+    tokio::spawn(async move {
         let _ = tokio::join!(udp_task, tcp_task);
         driver.abort();
-    });
-    Ok((task, client))
+    })
 }
 
 async fn stopped(mut shutdown: watch::Receiver<bool>) {
@@ -147,6 +155,9 @@ async fn serve_udp(
     }
 }
 
+/// A deferred request is answered within this (clients give up after Timer F, 32 s).
+const HANDLER_DEADLINE: Duration = Duration::from_secs(20);
+
 /// Runs the handler for a deferred request and sends its answer with `send`; the handler
 /// learns when the answer is out (its NOTIFY must come after the 2xx).
 async fn answer_deferred<F, Fut>(endpoint: &Endpoint, deferred: Deferred, send: F)
@@ -157,7 +168,18 @@ where
     let Some(handler) = endpoint.handler() else {
         return;
     };
-    let mut reply = handler.handle(deferred.incoming.clone()).await;
+    let incoming = deferred.incoming.clone();
+    // Its own task: a handler that panics or hangs still gets its request answered (and the
+    // server transaction completed), with 500 (RFC 3261 §21.5.1).
+    let mut handling = tokio::spawn(async move { handler.handle(incoming).await });
+    let mut reply = match tokio::time::timeout(HANDLER_DEADLINE, &mut handling).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(_)) | Err(_) => {
+            handling.abort();
+            tracing::error!(target: "xcapd::sip", "a SIP request handler failed or took too long");
+            super::endpoint::Reply::new(500, "Server Internal Error")
+        }
+    };
     if let Some(out) = endpoint.finish(&deferred, &reply, Instant::now()) {
         send(out.bytes, out.destination).await;
     }
