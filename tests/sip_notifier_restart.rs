@@ -114,8 +114,9 @@ async fn kill_dash_nine_resumes_subscriptions_in_chain() {
     let n = ua.next_notify(WAIT).await.expect("NOTIFY e0 → e1");
     ua.answer(&n, 200).await;
     assert_eq!(etags(&n), (Some(e0.clone()), Some(e1.clone())));
-    // The progress is stored once the 2xx is in; give it a moment, then kill.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The progress is stored once the 2xx is in, durable with sled's next background flush
+    // (every 500 ms): give it that, then kill.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     kill(&mut child);
 
     // A change while no notifier runs (SIP off).

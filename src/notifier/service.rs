@@ -293,7 +293,7 @@ impl Notifier {
                 remote_cseq: dialog.remote_cseq,
                 sent: sent_rx,
             };
-            let _ = tx.send(Msg::Refresh(refresh));
+            let _ = tx.send(Msg::Refresh(Box::new(refresh)));
             drop(tx);
             tokio::spawn(actor.run(rx, Start::Resumed));
             return reply;
@@ -357,7 +357,11 @@ impl Notifier {
                 remote_cseq: asked.cseq,
                 sent: sent_rx,
             };
-            if handle.mailbox.send(Msg::Refresh(refresh)).is_err() {
+            if handle
+                .mailbox
+                .send(Msg::Refresh(Box::new(refresh)))
+                .is_err()
+            {
                 return Reply::new(481, "Subscription Does Not Exist");
             }
             handle.remote_cseq = asked.cseq;

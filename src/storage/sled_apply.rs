@@ -84,6 +84,6 @@ impl ApplyTarget {
         self.files
             .sync()
             .map_err(|e| StorageError::Backend(format!("document body files: cannot sync: {e}")))?;
-        db.flush().map(drop).map_err(from_sled)
+        super::sled_common::flush_gated(db).map(drop)
     }
 }

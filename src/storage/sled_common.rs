@@ -22,6 +22,43 @@ pub(crate) fn open_waiting(config: &sled::Config) -> sled::Result<sled::Db> {
     }
 }
 
+/// sled 0.34 deadlocks when a transaction or batch (which take sled's process-wide write lock)
+/// queues while a flush holds sled's read lock and waits for sled's log flusher thread, which
+/// cannot take the read lock behind the queued writer (found under concurrent SUBSCRIBEs with
+/// gdb: issue #13). So every flush and every multi-tree transaction of ours passes this gate:
+/// transactions one at a time and never during a flush; flushes together. Nothing nests.
+static SLED_GATE: parking_lot::RwLock<()> = parking_lot::const_rwlock(());
+
+/// Runs `f` (a sled transaction) when no flush of ours is running; on a multi-threaded runtime
+/// the worker's other tasks move elsewhere while it waits.
+pub(crate) fn exclusively<T>(f: impl FnOnce() -> T) -> T {
+    super::off_runtime(|| {
+        let _gate = SLED_GATE.write();
+        f()
+    })
+}
+
+/// `db.flush()` through the gate (blocking; for threads that may block).
+pub(crate) fn flush_gated(db: &sled::Db) -> Result<usize, StorageError> {
+    let _gate = SLED_GATE.read();
+    db.flush().map_err(from_sled)
+}
+
+/// `db.flush()` through the gate on a blocking thread when there is a runtime.
+pub(crate) async fn flush_gated_async(db: &sled::Db) -> Result<(), StorageError> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            let db = db.clone();
+            runtime
+                .spawn_blocking(move || flush_gated(&db))
+                .await
+                .map_err(|e| StorageError::Backend(format!("flush task: {e}")))?
+                .map(drop)
+        }
+        Err(_) => flush_gated(db).map(drop),
+    }
+}
+
 pub(crate) fn from_sled(e: sled::Error) -> StorageError {
     match e {
         sled::Error::Corruption { .. } => StorageError::Corrupt(e.to_string()),

@@ -18,7 +18,9 @@ use sled::Transactional;
 use super::credentials::{
     lookup_key, validate_credential, Credential, CredentialStore, Ha1Entry, Role,
 };
-use super::sled_common::{abort, from_sled, from_tx, utf8, Reader, TxResult};
+use super::sled_common::{
+    abort, exclusively, flush_gated_async, from_sled, from_tx, utf8, Reader, TxResult,
+};
 use super::{StorageError, StoreFuture};
 use std::future::ready;
 
@@ -51,7 +53,7 @@ impl SledCredentials {
     }
 
     async fn flush(&self) -> Result<(), StorageError> {
-        self.db.flush_async().await.map(drop).map_err(from_sled)
+        flush_gated_async(&self.db).await
     }
 }
 
@@ -270,8 +272,8 @@ impl SledCredentials {
         validate_credential(cred)?;
         let record = encode_user(cred)?;
         let entries = index_entries(cred)?;
-        (&self.users, &self.usernames)
-            .transaction(|(users, usernames)| {
+        exclusively(|| {
+            (&self.users, &self.usernames).transaction(|(users, usernames)| {
                 for (key, _) in &entries {
                     if let Some(v) = usernames.get(key.as_slice())? {
                         match decode_index(&v) {
@@ -292,13 +294,14 @@ impl SledCredentials {
                 users.insert(cred.xui.as_bytes(), record.as_slice())?;
                 Ok(())
             })
-            .map_err(from_tx)
+        })
+        .map_err(from_tx)
     }
 
     fn delete_user_now(&self, xui: &str) -> Result<bool, StorageError> {
         validate_xui(xui)?;
-        let existed = (&self.users, &self.usernames)
-            .transaction(|(users, usernames)| {
+        let existed = exclusively(|| {
+            (&self.users, &self.usernames).transaction(|(users, usernames)| {
                 let Some(old) = current_user(users, xui)? else {
                     return Ok(false);
                 };
@@ -306,7 +309,8 @@ impl SledCredentials {
                 users.remove(xui.as_bytes())?;
                 Ok(true)
             })
-            .map_err(from_tx)?;
+        })
+        .map_err(from_tx)?;
         Ok(existed)
     }
 

@@ -12,7 +12,9 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
 
 use super::messages::{validate, Mailbox, MessageStore, NewMessage, StoredMessage};
-use super::sled_common::{from_sled, from_tx, len32, push_bytes, Reader, TxResult};
+use super::sled_common::{
+    exclusively, flush_gated_async, from_sled, from_tx, len32, push_bytes, Reader, TxResult,
+};
 use super::subscriptions::StoreFuture;
 use super::StorageError;
 
@@ -44,14 +46,16 @@ impl SledMessages {
     }
 
     async fn durable<T>(&self, value: T) -> Result<T, StorageError> {
-        self.db.flush_async().await.map_err(from_sled)?;
+        flush_gated_async(&self.db).await?;
         Ok(value)
     }
 
     fn transact<T>(&self, f: impl Fn(Trees<'_>) -> TxResult<T>) -> Result<T, StorageError> {
-        (&self.messages, &self.by_owner, &self.by_expiry)
-            .transaction(|(a, b, c)| f((a, b, c)))
-            .map_err(from_tx)
+        exclusively(|| {
+            (&self.messages, &self.by_owner, &self.by_expiry)
+                .transaction(|(a, b, c)| f((a, b, c)))
+                .map_err(from_tx)
+        })
     }
 
     fn remove_in(

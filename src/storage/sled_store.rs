@@ -188,7 +188,7 @@ impl SledStore {
             self.meta
                 .insert(STATE_KEY, STATE_CLOSED)
                 .map_err(from_sled)?;
-            self.db.flush().map_err(from_sled)?;
+            super::sled_common::flush_gated(&self.db)?;
         }
         Ok(())
     }
@@ -446,7 +446,7 @@ impl SledStore {
     }
 
     fn flush_now(&self) -> Result<(), StorageError> {
-        self.db.flush().map(drop).map_err(from_sled)
+        super::sled_common::flush_gated(&self.db).map(drop)
     }
 
     /// Not ready while writes would be refused: space under the reserve, a failed journal,
@@ -540,7 +540,7 @@ impl DocumentStore for SledStore {
             };
             let db = self.db.clone();
             runtime
-                .spawn_blocking(move || db.flush().map(drop).map_err(from_sled))
+                .spawn_blocking(move || super::sled_common::flush_gated(&db).map(drop))
                 .await
                 .map_err(|e| StorageError::Backend(format!("flush task: {e}")))?
         })

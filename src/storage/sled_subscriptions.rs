@@ -10,7 +10,9 @@
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
 
-use super::sled_common::{from_sled, from_tx, push_bytes, utf8, Reader, TxResult};
+use super::sled_common::{
+    exclusively, flush_gated_async, from_sled, from_tx, push_bytes, utf8, Reader, TxResult,
+};
 use super::subscriptions::{validate, DialogId, StoreFuture, Subscription, SubscriptionStore};
 use super::StorageError;
 
@@ -36,7 +38,7 @@ impl SledSubscriptions {
     }
 
     async fn durable<T>(&self, value: T) -> Result<T, StorageError> {
-        self.db.flush_async().await.map_err(from_sled)?;
+        flush_gated_async(&self.db).await?;
         Ok(value)
     }
 
@@ -58,9 +60,26 @@ impl SledSubscriptions {
         &self,
         f: impl Fn((&TransactionalTree, &TransactionalTree, &TransactionalTree)) -> TxResult<T>,
     ) -> Result<T, StorageError> {
-        (&self.subs, &self.by_aor, &self.by_expiry)
-            .transaction(|(a, b, c)| f((a, b, c)))
-            .map_err(from_tx)
+        exclusively(|| {
+            (&self.subs, &self.by_aor, &self.by_expiry)
+                .transaction(|(a, b, c)| f((a, b, c)))
+                .map_err(from_tx)
+        })
+    }
+
+    /// The record and its index entries, in one transaction (not yet flushed).
+    fn store(&self, sub: &Subscription) -> Result<(), StorageError> {
+        validate(sub)?;
+        let dkey = dialog_key(&sub.dialog);
+        let record = encode(sub)?;
+        self.transact(|trees| {
+            Self::remove_in(trees, &dkey)?;
+            let (subs, by_aor, by_expiry) = trees;
+            subs.insert(dkey.as_slice(), record.as_slice())?;
+            by_aor.insert(index_key(sub.subscriber.as_bytes(), &dkey), &[][..])?;
+            by_expiry.insert(index_key(&sub.expires_at_ms.to_be_bytes(), &dkey), &[][..])?;
+            Ok(())
+        })
     }
 
     fn load(&self, dkey: &[u8]) -> Result<Option<Subscription>, StorageError> {
@@ -74,19 +93,14 @@ impl SledSubscriptions {
 impl SubscriptionStore for SledSubscriptions {
     fn put(&self, sub: Subscription) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            validate(&sub)?;
-            let dkey = dialog_key(&sub.dialog);
-            let record = encode(&sub)?;
-            self.transact(|trees| {
-                Self::remove_in(trees, &dkey)?;
-                let (subs, by_aor, by_expiry) = trees;
-                subs.insert(dkey.as_slice(), record.as_slice())?;
-                by_aor.insert(index_key(sub.subscriber.as_bytes(), &dkey), &[][..])?;
-                by_expiry.insert(index_key(&sub.expires_at_ms.to_be_bytes(), &dkey), &[][..])?;
-                Ok(())
-            })?;
+            self.store(&sub)?;
             self.durable(()).await
         })
+    }
+
+    fn checkpoint(&self, sub: Subscription) -> StoreFuture<'_, ()> {
+        // Durable with sled's next background flush (every 500 ms).
+        Box::pin(async move { self.store(&sub) })
     }
 
     fn get(&self, dialog: DialogId) -> StoreFuture<'_, Option<Subscription>> {

@@ -46,6 +46,10 @@ pub struct Subscription {
 pub trait SubscriptionStore: Send + Sync + 'static {
     /// Creates or replaces (refresh, new CSeq, new feed position) the subscription.
     fn put(&self, sub: Subscription) -> StoreFuture<'_, ()>;
+    /// Like `put`, for progress (reported ETags, feed position) written after every NOTIFY:
+    /// readable at once, durable by the backend's next background flush rather than before it
+    /// resolves (a restart may then report the last changes again; `put` for what must last).
+    fn checkpoint(&self, sub: Subscription) -> StoreFuture<'_, ()>;
     fn get(&self, dialog: DialogId) -> StoreFuture<'_, Option<Subscription>>;
     /// `false` when there was no such subscription.
     fn remove(&self, dialog: DialogId) -> StoreFuture<'_, bool>;
@@ -101,6 +105,10 @@ impl SubscriptionStore for MemorySubscriptions {
 
     fn get(&self, dialog: DialogId) -> StoreFuture<'_, Option<Subscription>> {
         Box::pin(async move { Ok(self.subs.lock().get(&dialog).cloned()) })
+    }
+
+    fn checkpoint(&self, sub: Subscription) -> StoreFuture<'_, ()> {
+        self.put(sub)
     }
 
     fn remove(&self, dialog: DialogId) -> StoreFuture<'_, bool> {

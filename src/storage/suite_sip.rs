@@ -59,8 +59,17 @@ macro_rules! subscription_store_suite {
                     ..a.clone()
                 };
                 s.put(refreshed.clone()).await.unwrap();
-                assert_eq!(s.get(dialog(1)).await.unwrap(), Some(refreshed));
+                assert_eq!(s.get(dialog(1)).await.unwrap(), Some(refreshed.clone()));
                 assert_eq!(s.all().await.unwrap().len(), 1);
+                // Progress after a NOTIFY: readable at once, indexes moved with it.
+                let progressed = Subscription {
+                    notified_seq: 43,
+                    expires_at_ms: 6_000,
+                    ..refreshed
+                };
+                s.checkpoint(progressed.clone()).await.unwrap();
+                assert_eq!(s.get(dialog(1)).await.unwrap(), Some(progressed));
+                assert!(s.expire(5_999).await.unwrap().is_empty());
                 assert!(s.remove(dialog(1)).await.unwrap());
                 assert!(!s.remove(dialog(1)).await.unwrap());
                 assert_eq!(s.get(dialog(1)).await.unwrap(), None);
