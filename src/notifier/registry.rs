@@ -24,6 +24,8 @@ pub(super) struct Handle {
     pub remote_cseq: u32,
     /// The Event header's `id` (RFC 6665 §8.2.1): refreshes must name the same.
     pub event_id: Option<String>,
+    /// Its task, stopped at shutdown (before the runtime goes, so no timer outlives it).
+    pub task: Option<tokio::task::AbortHandle>,
     watched: Vec<(String, TreeKey)>,
 }
 
@@ -39,6 +41,7 @@ impl Handle {
             subscriber,
             remote_cseq,
             event_id,
+            task: None,
             watched: Vec::new(),
         }
     }
@@ -124,6 +127,15 @@ impl Registry {
             .collect()
     }
 
+    /// Stops every subscription's task (shutdown: the stored state is where they resume).
+    pub fn stop_all(&self) {
+        for h in self.actors.values() {
+            if let Some(task) = &h.task {
+                task.abort();
+            }
+        }
+    }
+
     pub fn mailboxes(&self) -> Vec<UnboundedSender<Msg>> {
         self.actors.values().map(|h| h.mailbox.clone()).collect()
     }
@@ -146,7 +158,10 @@ pub(super) async fn dispatch(shared: Arc<Shared>, after: u64) {
     loop {
         let next = tokio::select! {
             next = cursor.next() => next,
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                shared.registry.lock().stop_all();
+                return;
+            }
         };
         match next {
             Ok(change) => {

@@ -428,8 +428,12 @@ fn spawn(shared: &Arc<Shared>, actor: Actor, id: DialogId, entries: &[Entry], st
         actor.dialog.remote_cseq,
         actor.dialog.event_id.clone(),
     );
-    shared.registry.lock().insert(id, handle, entries);
-    tokio::spawn(actor.run(rx, start));
+    let mut registry = shared.registry.lock();
+    registry.insert(id.clone(), handle, entries);
+    let task = tokio::spawn(actor.run(rx, start));
+    if let Some(h) = registry.get_mut(&id) {
+        h.task = Some(task.abort_handle());
+    }
 }
 
 /// A stored subscription as a task again; `None` (and removed) when it cannot be.

@@ -40,12 +40,30 @@ pub struct TransportConfig {
     pub timers: Timers,
 }
 
+/// UDP socket buffers asked of the kernel (capped there by `net.core.rmem_max` / `wmem_max`):
+/// one write watched by a thousand subscribers sends a thousand NOTIFYs and receives their
+/// thousand answers at once; the default ~200 KB drops most of them, and retransmissions
+/// (Timer E) then add seconds.
+const UDP_BUFFER_BYTES: usize = 4 << 20;
+
+/// A UDP socket on `addr` with large buffers.
+fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: a smaller buffer still works.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
 /// Binds UDP and TCP to `addr`; with port 0, to one free port for both (retried if TCP finds
 /// the UDP port taken).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<SipListeners> {
     let mut last_err = None;
     for _ in 0..16 {
-        let udp = UdpSocket::bind(addr).await?;
+        let udp = udp_socket(addr)?;
         let bound = udp.local_addr()?;
         match TcpListener::bind(bound).await {
             Ok(tcp) => {
