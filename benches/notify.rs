@@ -329,7 +329,11 @@ async fn main() {
                     .lock()
                     .arrivals
                     .get(&etag)
-                    .map(|v| v.iter().map(|t| t.saturating_duration_since(acked)).collect())
+                    .map(|v| {
+                        v.iter()
+                            .map(|t| t.saturating_duration_since(acked))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 at.sort();
                 println!(

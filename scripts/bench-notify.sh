@@ -60,7 +60,7 @@ for c in 0 1 2 3; do
 done
 printf '%-40s ' "no subscriptions"
 $LOAD --connections 4 --duration "$SECS" --method PUT --content-type $RL --body-file "$WORK/l100.xml" --url "$X/resource-lists/users/sip:u{c}@example.com/index"
-$NOTIFY --sip 127.0.0.1:$SIP --http $X --subscribers "$N" --settle 1 --hold $((SECS + 30)) --pid "$SRV" > "$WORK/hold.log" &
+$NOTIFY --sip 127.0.0.1:$SIP --http $X --subscribers "$N" --settle 35 --hold $((SECS + 30)) --pid "$SRV" > "$WORK/hold.log" &
 HOLD=$!
 until grep -q READY "$WORK/hold.log" 2>/dev/null; do sleep 0.5; done
 printf '%-40s ' "$N subscriptions"

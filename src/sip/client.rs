@@ -3,7 +3,7 @@
 //! Via naming our address with `rport` (RFC 3581), retransmissions on Timer E, Timer F giving
 //! up, responses matched by branch and method (§17.1.3). The caller awaits the outcome.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,13 +33,33 @@ struct Pending {
     done: Option<oneshot::Sender<Outcome>>,
 }
 
+/// The transactions by branch, and when each wants its timers run next (entries may be stale:
+/// a popped one is checked against its transaction), so the driver touches only the due ones.
+#[derive(Default)]
+struct Table {
+    pending: HashMap<String, Pending>,
+    schedule: BTreeSet<(Instant, String)>,
+}
+
+impl Table {
+    /// Schedules `branch` at its transaction's next wake; true when that is the earliest.
+    fn schedule(&mut self, branch: &str) -> bool {
+        let Some(at) = self.pending.get(branch).and_then(|p| p.tx.next_wake()) else {
+            return false;
+        };
+        let earliest = self.schedule.first().is_none_or(|(first, _)| at < *first);
+        self.schedule.insert((at, branch.to_string()));
+        earliest
+    }
+}
+
 /// Sends requests from the endpoint's UDP socket.
 pub struct Client {
     socket: Arc<UdpSocket>,
     /// host[:port] of our Via (RFC 3261 §18.1.1 sent-by).
     sent_by: String,
     timers: Timers,
-    pending: Mutex<HashMap<String, Pending>>,
+    table: Mutex<Table>,
     wake: Notify,
 }
 
@@ -60,7 +80,7 @@ impl Client {
             socket,
             sent_by,
             timers,
-            pending: Mutex::new(HashMap::new()),
+            table: Mutex::new(Table::default()),
             wake: Notify::new(),
         }))
     }
@@ -84,17 +104,23 @@ impl Client {
         let bytes = request.to_bytes();
         let (done, outcome) = oneshot::channel();
         let (tx, _) = ClientTransaction::start_with(self.timers, false, Instant::now());
-        self.pending.lock().insert(
-            branch,
-            Pending {
-                tx,
-                method,
-                bytes: bytes.clone(),
-                destination,
-                done: Some(done),
-            },
-        );
-        self.wake.notify_one();
+        let earliest = {
+            let mut table = self.table.lock();
+            table.pending.insert(
+                branch.clone(),
+                Pending {
+                    tx,
+                    method,
+                    bytes: bytes.clone(),
+                    destination,
+                    done: Some(done),
+                },
+            );
+            table.schedule(&branch)
+        };
+        if earliest {
+            self.wake.notify_one();
+        }
         if let Err(e) = self.socket.send_to(&bytes, destination).await {
             tracing::debug!(target: "xcapd::sip", error = %e, %destination, "cannot send a SIP request");
         }
@@ -120,8 +146,8 @@ impl Client {
         let (Some(branch), Some(method)) = (branch, method) else {
             return;
         };
-        let mut pending = self.pending.lock();
-        let Some(p) = pending.get_mut(&branch) else {
+        let mut table = self.table.lock();
+        let Some(p) = table.pending.get_mut(&branch) else {
             return;
         };
         if p.method != method {
@@ -132,18 +158,28 @@ impl Client {
                 let _ = done.send(Outcome::Final(response));
             }
         }
-        self.wake.notify_one();
+        // Timer K now (or nothing): usually later than what is scheduled, so no wake-up.
+        if table.schedule(&branch) {
+            self.wake.notify_one();
+        }
     }
 
-    /// Runs the timers of every pending transaction: retransmissions, timeouts, and forgetting
-    /// completed ones. Runs until the task is dropped.
+    /// Runs the timers of the transactions that are due: retransmissions, timeouts, and
+    /// forgetting completed ones. Runs until the task is dropped.
     pub async fn drive(self: Arc<Self>) {
         loop {
             let mut resend = Vec::new();
             let next = {
                 let now = Instant::now();
-                let mut pending = self.pending.lock();
-                pending.retain(|_, p| {
+                let mut table = self.table.lock();
+                while let Some((at, branch)) = table.schedule.first().cloned() {
+                    if at > now {
+                        break;
+                    }
+                    table.schedule.pop_first();
+                    let Some(p) = table.pending.get_mut(&branch) else {
+                        continue;
+                    };
                     match p.tx.poll(now) {
                         Some(ClientAction::Send) => resend.push((p.bytes.clone(), p.destination)),
                         Some(ClientAction::Timeout) => {
@@ -153,9 +189,13 @@ impl Client {
                         }
                         _ => {}
                     }
-                    p.tx.next_wake().is_some()
-                });
-                pending.values().filter_map(|p| p.tx.next_wake()).min()
+                    if p.tx.next_wake().is_none() {
+                        table.pending.remove(&branch);
+                    } else {
+                        table.schedule(&branch);
+                    }
+                }
+                table.schedule.first().map(|(at, _)| *at)
             };
             for (bytes, destination) in resend {
                 let _ = self.socket.send_to(&bytes, destination).await;
@@ -173,7 +213,7 @@ impl Client {
     }
 
     pub fn pending(&self) -> usize {
-        self.pending.lock().len()
+        self.table.lock().pending.len()
     }
 }
 
