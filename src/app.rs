@@ -363,9 +363,9 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             abort_with(abort_with(task, sip_task), notifier_task)
         }
     };
-    let task = match sip_tls {
-        None => task,
-        Some((listener, addr, tls)) => {
+    // Config::validate makes SIP over TLS come with the UDP/TCP listener (its client).
+    let task = match (sip_tls, sip_client.clone()) {
+        (Some((listener, addr, tls)), Some(client)) => {
             tracing::info!(%addr, "SIP over TLS listening");
             abort_with(
                 task,
@@ -373,11 +373,13 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
                     listener,
                     tls,
                     sip_endpoint,
+                    client,
                     sip_transport,
                     shutdown_rx.clone(),
                 ),
             )
         }
+        _ => task,
     };
     tracing::info!(addr = %http_addr, root = %config.server.xcap_root, "xcapd listening");
     Ok(Running {

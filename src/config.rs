@@ -616,6 +616,12 @@ impl Config {
             }
         }
         if let Some(tls) = self.sip.tls_listen_addr()? {
+            if self.sip.listen_addr()?.is_none() {
+                return Err(ConfigError::Invalid(
+                    "sip.tls_listen needs sip.listen too (its UDP socket sends the notifier's requests)"
+                        .into(),
+                ));
+            }
             if self.server.tls_cert_file.is_empty() {
                 return Err(ConfigError::Invalid(
                     "sip.tls_listen needs server.tls_cert_file and server.tls_key_file".into(),

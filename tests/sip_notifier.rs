@@ -495,3 +495,100 @@ async fn refresh_order_event_id_and_caps() {
     assert!(r.header("Retry-After").is_some());
     s.stop().await;
 }
+
+/// Reads one SIP message from a stream (headers, then Content-Length bytes of body).
+async fn read_message(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.trim()
+                        .eq_ignore_ascii_case("Content-Length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let msg: Vec<u8> = buf.drain(..end + 4 + len).collect();
+                return Some(String::from_utf8_lossy(&msg).into_owned());
+            }
+        }
+        let mut chunk = [0u8; 8192];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+// RFC 3261 §18, RFC 5923 / RFC 5626 flow reuse: a subscriber on TCP gets its 200 and every
+// NOTIFY on its own connection (behind NAT its Contact is unreachable), and answers them there.
+#[tokio::test]
+async fn notifies_over_the_subscribers_tcp_connection() {
+    use tokio::io::AsyncWriteExt;
+    let s = server(0).await;
+    s.put(
+        DOC,
+        "application/resource-lists+xml",
+        buddy_list(&["sip:x@x"]),
+    )
+    .await;
+    let sip = s.running().sip_addr.unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(sip).await.unwrap();
+    let local = tcp.local_addr().unwrap();
+    let body = resource_lists(&[DOC]);
+    let subscribe = format!(
+        "SUBSCRIBE {ALICE} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKtcp1\r\nMax-Forwards: 70\r\nFrom: <{ALICE}>;tag=t1\r\nTo: <{ALICE}>\r\nCall-ID: tcp-1@x\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:ua@192.0.2.1:5999;transport=tcp>\r\nEvent: xcap-diff\r\nContent-Type: application/resource-lists+xml\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(subscribe.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        got.push(read_message(&mut tcp, &mut buf).await.expect("a message"));
+    }
+    assert!(got[0].starts_with("SIP/2.0 200"), "{}", got[0]);
+    assert!(got[1].starts_with("NOTIFY "), "{}", got[1]);
+    assert!(got[1].contains("Via: SIP/2.0/TCP "), "{}", got[1]);
+    let answer = |notify: &str| {
+        let mut out = String::from("SIP/2.0 200 OK\r\n");
+        for l in notify.split("\r\n\r\n").next().unwrap().lines().skip(1) {
+            let name = l.split(':').next().unwrap().trim().to_ascii_lowercase();
+            if ["via", "from", "to", "call-id", "cseq"].contains(&name.as_str()) {
+                out.push_str(l);
+                out.push_str("\r\n");
+            }
+        }
+        out.push_str("Content-Length: 0\r\n\r\n");
+        out
+    };
+    tcp.write_all(answer(&got[1]).as_bytes()).await.unwrap();
+    s.put(
+        DOC,
+        "application/resource-lists+xml",
+        buddy_list(&["sip:y@x"]),
+    )
+    .await;
+    let n = read_message(&mut tcp, &mut buf)
+        .await
+        .expect("the change NOTIFY");
+    assert!(
+        n.starts_with("NOTIFY ") && n.contains("previous-etag"),
+        "{n}"
+    );
+    tcp.write_all(answer(&n).as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        s.running().notifier.as_ref().unwrap().subscriptions(),
+        1,
+        "the answer on the connection counts"
+    );
+    s.stop().await;
+}

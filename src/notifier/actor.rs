@@ -20,7 +20,7 @@ use super::saved::Saved;
 use super::service::Shared;
 use super::state::component_report;
 use crate::event::ChangeRecord;
-use crate::sip::client::Outcome;
+use crate::sip::client::{Outcome, Route};
 use crate::sip::header::UriTarget;
 use crate::storage::subscriptions::Subscription;
 use crate::storage::{now_ms, StorageError};
@@ -38,6 +38,8 @@ pub(super) enum Msg {
 }
 
 pub(super) struct Refresh {
+    /// The stream connection the refresh came over (the latest flow), if any.
+    pub flow: Option<std::net::SocketAddr>,
     /// A new Contact (a refresh is a target refresh, RFC 3261 §12.2.2).
     pub remote_target: Option<String>,
     pub expires_at_ms: u64,
@@ -175,6 +177,9 @@ impl Actor {
                 self.dialog.remote_cseq = r.remote_cseq;
                 if let Some(target) = r.remote_target {
                     self.dialog.remote_target = target;
+                }
+                if r.flow.is_some() {
+                    self.dialog.flow = r.flow;
                 }
                 if let Some(entries) = r.entries {
                     self.entries = entries;
@@ -461,12 +466,31 @@ impl Actor {
             &shared.config.contact,
             body,
         );
-        let Some(destination) = resolve(self.dialog.next_hop()).await else {
-            tracing::info!(target: "xcapd::notifier", call_id = %self.dialog.id.call_id, "subscriber's contact does not resolve: subscription removed");
-            return Sent::Gone;
-        };
         let started = Instant::now();
-        let outcome = shared.client.request(request, destination).await;
+        // Back on the subscriber's connection while it is open, else over UDP to the next hop.
+        let on_flow = match self.dialog.flow {
+            Some(peer) => {
+                let r = shared
+                    .client
+                    .request_via(request.clone(), Route::Flow(peer))
+                    .await;
+                if r.is_none() {
+                    self.dialog.flow = None;
+                }
+                r
+            }
+            None => None,
+        };
+        let outcome = match on_flow {
+            Some(outcome) => outcome,
+            None => {
+                let Some(destination) = resolve(self.dialog.next_hop()).await else {
+                    tracing::info!(target: "xcapd::notifier", call_id = %self.dialog.id.call_id, "subscriber's contact does not resolve: subscription removed");
+                    return Sent::Gone;
+                };
+                shared.client.request(request, destination).await
+            }
+        };
         let code = match &outcome {
             Outcome::Final(m) => m.status().unwrap_or(500),
             Outcome::Timeout => 408,

@@ -28,6 +28,10 @@ pub struct Dialog {
     pub remote_cseq: u32,
     /// The Event header's `id` parameter, echoed in every NOTIFY (RFC 6665 §8.2.1).
     pub event_id: Option<String>,
+    /// The TCP or TLS connection the subscriber (or its proxy) sent from: NOTIFYs go back on it
+    /// while it is open (RFC 5923 / RFC 5626 flow reuse; NAT keeps the Contact unreachable).
+    /// Not stored: after a restart NOTIFYs follow the Contact.
+    pub flow: Option<std::net::SocketAddr>,
 }
 
 /// Why a SUBSCRIBE cannot set up a dialog.
@@ -75,6 +79,7 @@ impl Dialog {
             local_cseq: 0,
             remote_cseq,
             event_id,
+            flow: None,
         })
     }
 

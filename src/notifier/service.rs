@@ -28,7 +28,7 @@ use crate::authz::Principal;
 use crate::metrics::Metrics;
 use crate::sip::auth::{SipAuthenticator, SipIdentity};
 use crate::sip::client::Client;
-use crate::sip::endpoint::{Incoming, Reply, RequestHandler};
+use crate::sip::endpoint::{Incoming, Reply, RequestHandler, Transport};
 use crate::sip::header::{delta_seconds, CSeq, Event, NameAddr};
 use crate::sip::message::Message;
 use crate::storage::subscriptions::{DialogId, Subscription, SubscriptionStore};
@@ -169,6 +169,7 @@ impl Notifier {
             Err(e) => return refusal(&e),
         };
         let asked = Asked {
+            flow: (incoming.transport == Transport::Tcp).then_some(incoming.source),
             subscriber,
             mode,
             expires,
@@ -258,10 +259,11 @@ impl Notifier {
             }
         }
         let local_tag = random_tag();
-        let dialog = match Dialog::from_subscribe(msg, &local_tag) {
+        let mut dialog = match Dialog::from_subscribe(msg, &local_tag) {
             Ok(d) => d,
             Err(e) => return Reply::new(400, e.to_string()),
         };
+        dialog.flow = asked.flow;
         let id = dialog.id.clone();
         let (sent_tx, sent_rx) = oneshot::channel();
         let actor = Actor {
@@ -286,6 +288,7 @@ impl Notifier {
             // RFC 6665 §4.2.1.1: a fetch; one NOTIFY with the state, terminated.
             let (tx, rx) = mpsc::unbounded_channel();
             let refresh = Refresh {
+                flow: asked.flow,
                 remote_target: None,
                 expires_at_ms: 0,
                 entries: None,
@@ -346,6 +349,7 @@ impl Notifier {
                 Err(r) => return r,
             };
             let refresh = Refresh {
+                flow: asked.flow,
                 remote_target: Dialog::contact_of(msg),
                 expires_at_ms: if asked.expires == 0 {
                     0
@@ -397,6 +401,8 @@ impl RequestHandler for Notifier {
 
 /// What a SUBSCRIBE asks, once its sender is known.
 struct Asked {
+    /// The stream connection it came over, if any.
+    flow: Option<std::net::SocketAddr>,
     subscriber: String,
     mode: DiffProcessing,
     expires: u32,
@@ -468,6 +474,7 @@ fn restore(shared: &Arc<Shared>, sub: Subscription) -> Option<(Actor, DialogId, 
         local_cseq: sub.local_cseq.saturating_add(CSEQ_MARGIN),
         remote_cseq: sub.remote_cseq,
         event_id: saved.event_id,
+        flow: None,
     };
     let actor = Actor {
         shared: Arc::clone(shared),

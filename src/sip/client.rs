@@ -1,7 +1,9 @@
-//! Requests xcapd sends (NOTIFY for the xcap-diff notifier, later MESSAGE for the IM Server)
-//! over UDP, each in a non-INVITE client transaction (RFC 3261 §17.1.2): a fresh branch in a
-//! Via naming our address with `rport` (RFC 3581), retransmissions on Timer E, Timer F giving
-//! up, responses matched by branch and method (§17.1.3). The caller awaits the outcome.
+//! Requests xcapd sends (NOTIFY for the xcap-diff notifier, later MESSAGE for the IM Server),
+//! each in a non-INVITE client transaction (RFC 3261 §17.1.2): a fresh branch in a Via naming
+//! our address with `rport` (RFC 3581), responses matched by branch and method (§17.1.3),
+//! Timer F giving up. Over UDP from the SIP socket with retransmissions on Timer E; over a TCP
+//! or TLS connection the peer opened (a subscriber's flow, RFC 5626 §5 / RFC 5923 reuse)
+//! without. The caller awaits the outcome.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -33,6 +35,43 @@ struct Pending {
     done: Option<oneshot::Sender<Outcome>>,
 }
 
+/// How a request leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// A UDP datagram to this address.
+    Udp(SocketAddr),
+    /// On the open connection from this peer (its flow), if there still is one.
+    Flow(SocketAddr),
+}
+
+/// The open TCP and TLS connections by peer address, for requests sent back on them.
+#[derive(Default)]
+pub struct Flows {
+    open: Mutex<HashMap<SocketAddr, Flow>>,
+}
+
+/// One connection's outgoing queue and its Via transport token.
+#[derive(Clone)]
+pub struct Flow {
+    pub queue: tokio::sync::mpsc::Sender<Vec<u8>>,
+    /// `TCP` or `TLS` (RFC 3261 §20.42).
+    pub transport: &'static str,
+}
+
+impl Flows {
+    pub fn open(&self, peer: SocketAddr, flow: Flow) {
+        self.open.lock().insert(peer, flow);
+    }
+
+    pub fn close(&self, peer: SocketAddr) {
+        self.open.lock().remove(&peer);
+    }
+
+    fn get(&self, peer: SocketAddr) -> Option<Flow> {
+        self.open.lock().get(&peer).cloned()
+    }
+}
+
 /// The transactions by branch, and when each wants its timers run next (entries may be stale:
 /// a popped one is checked against its transaction), so the driver touches only the due ones.
 #[derive(Default)]
@@ -61,6 +100,8 @@ pub struct Client {
     timers: Timers,
     table: Mutex<Table>,
     wake: Notify,
+    /// Connections peers opened to us.
+    pub flows: Arc<Flows>,
 }
 
 impl Client {
@@ -82,17 +123,32 @@ impl Client {
             timers,
             table: Mutex::new(Table::default()),
             wake: Notify::new(),
+            flows: Arc::new(Flows::default()),
         }))
     }
 
-    /// Sends `request` to `destination` and waits for its outcome. The top Via is set here.
-    pub async fn request(&self, mut request: Message, destination: SocketAddr) -> Outcome {
+    /// Sends `request` to `destination` over UDP and waits for its outcome.
+    pub async fn request(&self, request: Message, destination: SocketAddr) -> Outcome {
+        // A UDP route always sends.
+        self.request_via(request, Route::Udp(destination))
+            .await
+            .unwrap_or(Outcome::Timeout)
+    }
+
+    /// Sends `request` by `route` and waits for its outcome (`None`: the flow is closed). The
+    /// top Via is set here.
+    pub async fn request_via(&self, mut request: Message, route: Route) -> Option<Outcome> {
+        let (destination, flow) = match route {
+            Route::Udp(addr) => (addr, None),
+            Route::Flow(peer) => (peer, Some(self.flows.get(peer)?)),
+        };
         let branch = new_branch();
         let method = match &request.start {
             StartLine::Request { method, .. } => method.as_str().to_string(),
-            StartLine::Response { .. } => return Outcome::Timeout,
+            StartLine::Response { .. } => return Some(Outcome::Timeout),
         };
-        let via = format!("SIP/2.0/UDP {};branch={branch};rport", self.sent_by);
+        let token = flow.as_ref().map_or("UDP", |f| f.transport);
+        let via = format!("SIP/2.0/{token} {};branch={branch};rport", self.sent_by);
         let mut headers = super::message::Headers::new();
         headers.push("Via", via);
         for (n, v) in request.headers.iter() {
@@ -103,7 +159,7 @@ impl Client {
         request.headers = headers;
         let bytes = request.to_bytes();
         let (done, outcome) = oneshot::channel();
-        let (tx, _) = ClientTransaction::start_with(self.timers, false, Instant::now());
+        let (tx, _) = ClientTransaction::start_with(self.timers, flow.is_some(), Instant::now());
         let earliest = {
             let mut table = self.table.lock();
             table.pending.insert(
@@ -121,10 +177,18 @@ impl Client {
         if earliest {
             self.wake.notify_one();
         }
-        if let Err(e) = self.socket.send_to(&bytes, destination).await {
-            tracing::debug!(target: "xcapd::sip", error = %e, %destination, "cannot send a SIP request");
+        match flow {
+            // A full queue or a closed connection: Timer F ends the transaction.
+            Some(flow) => {
+                let _ = flow.queue.send(bytes).await;
+            }
+            None => {
+                if let Err(e) = self.socket.send_to(&bytes, destination).await {
+                    tracing::debug!(target: "xcapd::sip", error = %e, %destination, "cannot send a SIP request");
+                }
+            }
         }
-        outcome.await.unwrap_or(Outcome::Timeout)
+        Some(outcome.await.unwrap_or(Outcome::Timeout))
     }
 
     /// A response arrived on the socket: hands it to its transaction (§17.1.3: the top Via's

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::client::Client;
+use super::client::{Client, Flow};
 use super::endpoint::{Deferred, Endpoint, Handled, Transport};
 use super::message::{frame, parse, Limits, ParseError};
 use super::transaction::Timers;
@@ -108,7 +108,13 @@ pub fn spawn(
         config,
         shutdown.clone(),
     ));
-    let tcp_task = tokio::spawn(serve_tcp(tcp, endpoint, config, shutdown));
+    let tcp_task = tokio::spawn(serve_tcp(
+        tcp,
+        endpoint,
+        Arc::clone(&client),
+        config,
+        shutdown,
+    ));
     tokio::spawn(async move {
         let _ = tokio::join!(udp_task, tcp_task);
         driver.abort();
@@ -247,6 +253,7 @@ async fn accept_loop<F, Fut>(
 async fn serve_tcp(
     listener: TcpListener,
     endpoint: Arc<Endpoint>,
+    client: Arc<Client>,
     config: TransportConfig,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -255,8 +262,8 @@ async fn serve_tcp(
         config.max_tcp_connections,
         shutdown,
         |stream, peer| {
-            let endpoint = Arc::clone(&endpoint);
-            async move { serve_connection(stream, peer, &endpoint, config).await }
+            let (endpoint, client) = (Arc::clone(&endpoint), Arc::clone(&client));
+            async move { serve_connection(stream, peer, "TCP", &endpoint, &client, config).await }
         },
     )
     .await;
@@ -272,6 +279,7 @@ pub fn spawn_tls(
     listener: TcpListener,
     tls: Arc<tokio_rustls::rustls::ServerConfig>,
     endpoint: Arc<Endpoint>,
+    client: Arc<Client>,
     config: TransportConfig,
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
@@ -283,11 +291,12 @@ pub fn spawn_tls(
             shutdown,
             |stream, peer| {
                 let (endpoint, acceptor) = (Arc::clone(&endpoint), acceptor.clone());
+                let client = Arc::clone(&client);
                 async move {
                     let handshake =
                         tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
                     if let Ok(Ok(tls)) = handshake.await {
-                        serve_connection(tls, peer, &endpoint, config).await;
+                        serve_connection(tls, peer, "TLS", &endpoint, &client, config).await;
                     }
                 }
             },
@@ -310,12 +319,36 @@ const CONNECTION_QUEUE: usize = 64;
 /// stream cannot be trusted to resynchronise. Answers the handler gives later come back
 /// through a queue and are written between reads.
 async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    peer: SocketAddr,
+    transport: &'static str,
+    endpoint: &Arc<Endpoint>,
+    client: &Arc<Client>,
+    config: TransportConfig,
+) {
+    let (queue, queued) = mpsc::channel::<Vec<u8>>(CONNECTION_QUEUE);
+    // Requests to this peer (NOTIFYs) go back on this connection while it is open.
+    client.flows.open(
+        peer,
+        Flow {
+            queue: queue.clone(),
+            transport,
+        },
+    );
+    read_connection(stream, peer, endpoint, client, config, queue, queued).await;
+    client.flows.close(peer);
+}
+
+/// The loop of [`serve_connection`].
+async fn read_connection<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     peer: SocketAddr,
     endpoint: &Arc<Endpoint>,
+    client: &Arc<Client>,
     config: TransportConfig,
+    queue: mpsc::Sender<Vec<u8>>,
+    mut queued: mpsc::Receiver<Vec<u8>>,
 ) {
-    let (queue, mut queued) = mpsc::channel::<Vec<u8>>(CONNECTION_QUEUE);
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
     let mut crlfs = 0usize;
@@ -345,6 +378,11 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(Some(n)) => {
                     let message: Vec<u8> = buf.drain(..n).collect();
                     let answer = match parse(&message, &config.limits) {
+                        // A response: for a request we sent on this flow (§18.1.2).
+                        Ok(m) if m.status().is_some() => {
+                            client.on_response(m);
+                            Handled::Nothing
+                        }
                         Ok(m) => endpoint.on_parsed(m, peer, Transport::Tcp, Instant::now()),
                         Err(e) => {
                             if let Some(out) = endpoint.reject(&message, &e, peer) {
