@@ -212,21 +212,7 @@ async fn malformed_requests() {
 }
 
 async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Ok(Some(n)) = xcapd::sip::message::frame(buf, &Default::default()) {
-            let msg: Vec<u8> = buf.drain(..n).collect();
-            return Some(String::from_utf8_lossy(&msg).trim_start().to_string());
-        }
-        let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut chunk))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    common::sip_ua::read_message(stream, buf).await
 }
 
 // RFC 3261 §18.3: messages framed by Content-Length, pipelined or split over reads; RFC 5626

@@ -3,7 +3,7 @@
 //! ETags and exact patches, coalescing, unsubscription, failures, authentication, restart.
 
 mod common;
-use common::sip_ua::{resource_lists, Msg, Ua};
+use common::sip_ua::{answer_text, read_message, resource_lists, Msg, Ua};
 use common::*;
 use std::time::Duration;
 
@@ -496,38 +496,6 @@ async fn refresh_order_event_id_and_caps() {
     s.stop().await;
 }
 
-/// Reads one SIP message from a stream (headers, then Content-Length bytes of body).
-async fn read_message(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
-    use tokio::io::AsyncReadExt;
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (n, v) = l.split_once(':')?;
-                    n.trim()
-                        .eq_ignore_ascii_case("Content-Length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                let msg: Vec<u8> = buf.drain(..end + 4 + len).collect();
-                return Some(String::from_utf8_lossy(&msg).into_owned());
-            }
-        }
-        let mut chunk = [0u8; 8192];
-        let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 // RFC 3261 §18, RFC 5923 / RFC 5626 flow reuse: a subscriber on TCP gets its 200 and every
 // NOTIFY on its own connection (behind NAT its Contact is unreachable), and answers them there.
 #[tokio::test]
@@ -558,16 +526,11 @@ async fn notifies_over_the_subscribers_tcp_connection() {
     assert!(got[1].starts_with("NOTIFY "), "{}", got[1]);
     assert!(got[1].contains("Via: SIP/2.0/TCP "), "{}", got[1]);
     let answer = |notify: &str| {
-        let mut out = String::from("SIP/2.0 200 OK\r\n");
-        for l in notify.split("\r\n\r\n").next().unwrap().lines().skip(1) {
-            let name = l.split(':').next().unwrap().trim().to_ascii_lowercase();
-            if ["via", "from", "to", "call-id", "cseq"].contains(&name.as_str()) {
-                out.push_str(l);
-                out.push_str("\r\n");
-            }
-        }
-        out.push_str("Content-Length: 0\r\n\r\n");
-        out
+        let m = Msg {
+            text: notify.to_string(),
+            from: sip,
+        };
+        answer_text(&m, 200)
     };
     tcp.write_all(answer(&got[1]).as_bytes()).await.unwrap();
     s.put(

@@ -183,18 +183,61 @@ impl Ua {
         }
     }
 
-    /// Answers a NOTIFY with `code` (RFC 3261 §8.2.6: Via, From, To, Call-ID, CSeq copied).
+    /// Answers a NOTIFY with `code`.
     pub async fn answer(&self, notify: &Msg, code: u16) {
-        let mut out = format!("SIP/2.0 {code} Answer\r\n");
-        for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
-            for v in notify.headers(name) {
-                out.push_str(&format!("{name}: {v}\r\n"));
-            }
-        }
-        out.push_str("Content-Length: 0\r\n\r\n");
         self.socket
-            .send_to(out.as_bytes(), notify.from)
+            .send_to(answer_text(notify, code).as_bytes(), notify.from)
             .await
             .unwrap();
+    }
+}
+
+/// The answer to a request (RFC 3261 §8.2.6: Via, From, To, Call-ID, CSeq copied).
+pub fn answer_text(request: &Msg, code: u16) -> String {
+    let mut out = format!("SIP/2.0 {code} Answer\r\n");
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        for v in request.headers(name) {
+            out.push_str(&format!("{name}: {v}\r\n"));
+        }
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out
+}
+
+/// Reads one SIP message from a stream: headers, then Content-Length bytes of body (RFC 3261
+/// §18.3); leading CRLFs skipped; `None` on a closed connection or after 5 s.
+pub async fn read_message(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        let start = buf
+            .iter()
+            .take_while(|b| **b == b'\r' || **b == b'\n')
+            .count();
+        buf.drain(..start);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    let n = n.trim();
+                    (n.eq_ignore_ascii_case("Content-Length") || n == "l")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let msg: Vec<u8> = buf.drain(..end + 4 + len).collect();
+                return Some(String::from_utf8_lossy(&msg).into_owned());
+            }
+        }
+        let mut chunk = [0u8; 8192];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
 }
