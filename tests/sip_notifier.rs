@@ -555,3 +555,48 @@ async fn notifies_over_the_subscribers_tcp_connection() {
     );
     s.stop().await;
 }
+
+// RFC 5839, XE-16: NOTIFYs carry SIP-ETag; a refresh whose Suppress-If-Match names the state
+// the subscriber holds gets 204 and no NOTIFY; once a change was reported the old tag no longer
+// matches, and that refresh gets 200 and the full state again.
+#[tokio::test]
+async fn xe16_conditional_refresh() {
+    let s = server(0).await;
+    s.put(
+        DOC,
+        "application/resource-lists+xml",
+        buddy_list(&["sip:x@x"]),
+    )
+    .await;
+    let mut ua = Ua::new(s.running().sip_addr.unwrap(), ALICE).await;
+    let (_, first) = subscribe(&mut ua, "xcap-diff", &[DOC]).await;
+    let tag = first.header("SIP-ETag").expect("SIP-ETag").to_string();
+    let held = format!("Suppress-If-Match: {tag}\r\n");
+    let req = ua.subscribe("xcap-diff", Some(600), &held, "");
+    let (r, early) = ua.request(&req).await;
+    assert_eq!(r.status(), Some(204), "{}", r.text);
+    assert!(early.is_empty());
+    assert!(ua.next_notify(Duration::from_millis(500)).await.is_none());
+    s.put(
+        DOC,
+        "application/resource-lists+xml",
+        buddy_list(&["sip:y@x"]),
+    )
+    .await;
+    let n = ua.next_notify(WAIT).await.expect("the change");
+    ua.answer(&n, 200).await;
+    let changed = n.header("SIP-ETag").unwrap().to_string();
+    assert_ne!(changed, tag);
+    let req = ua.subscribe("xcap-diff", Some(600), &held, "");
+    let (r, early) = ua.request(&req).await;
+    assert_eq!(r.status(), Some(200));
+    let full = notify_after(&ua, early).await;
+    ua.answer(&full, 200).await;
+    assert!(full.body().contains("new-etag"), "{}", full.text);
+    assert_eq!(
+        full.header("SIP-ETag"),
+        Some(changed.as_str()),
+        "same state"
+    );
+    s.stop().await;
+}

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use super::dialog::{ends_subscription, notify, Dialog, State};
-use super::report::Documents;
+use super::report::{state_tag, Documents};
 use super::request::{DiffProcessing, Entry};
 use super::saved::Saved;
 use super::service::Shared;
@@ -38,6 +38,8 @@ pub(super) enum Msg {
 }
 
 pub(super) struct Refresh {
+    /// RFC 5839: the subscriber holds the current state; no NOTIFY follows (204 was sent).
+    pub suppress: bool,
     /// The stream connection the refresh came over (the latest flow), if any.
     pub flow: Option<std::net::SocketAddr>,
     /// A new Contact (a refresh is a target refresh, RFC 3261 §12.2.2).
@@ -186,6 +188,10 @@ impl Actor {
                     self.components.clear();
                 }
                 let _ = tokio::time::timeout(AFTER_2XX, r.sent).await;
+                if r.suppress {
+                    self.save().await;
+                    return true;
+                }
                 if r.expires_at_ms == 0 {
                     // XE-23: unsubscribed; the current state with `terminated`.
                     let body = self.full_body().await.unwrap_or_default();
@@ -204,6 +210,7 @@ impl Actor {
         if change.seq <= self.notified_seq {
             return; // reported before a restart
         }
+        let before = self.docs.has_pending() || !self.dirty.is_empty();
         self.seen_seq = self.seen_seq.max(change.seq);
         let mut watched = false;
         for e in &self.entries {
@@ -219,6 +226,16 @@ impl Actor {
         }
         if watched {
             self.docs.accept(change);
+        }
+        if !before && (self.docs.has_pending() || !self.dirty.is_empty()) {
+            self.set_entity_tag(None); // the state moved on from what the subscriber holds
+        }
+    }
+
+    /// What a `Suppress-If-Match` must name now (RFC 5839).
+    fn set_entity_tag(&self, tag: Option<String>) {
+        if let Some(h) = self.shared.registry.lock().get_mut(&self.dialog.id) {
+            h.entity_tag = tag;
         }
     }
 
@@ -459,13 +476,16 @@ impl Actor {
         self.last_sent = Some(Instant::now());
         self.dialog.local_cseq = self.dialog.local_cseq.wrapping_add(1);
         let shared = &self.shared;
-        let request = notify(
+        let mut request = notify(
             &self.dialog,
             self.dialog.local_cseq,
             state,
             &shared.config.contact,
             body,
         );
+        // RFC 5839 §3: the entity-tag of the state this NOTIFY leaves the subscriber with.
+        let tag = state_tag(&self.docs, self.components.iter());
+        request.headers.push("SIP-ETag", tag.clone());
         let started = Instant::now();
         // Back on the subscriber's connection while it is open, else over UDP to the next hop.
         let on_flow = match self.dialog.flow {
@@ -502,6 +522,8 @@ impl Actor {
         match outcome {
             Outcome::Final(_) if (200..300).contains(&code) => {
                 self.notified_seq = self.seen_seq;
+                let unchanged = !self.docs.has_pending() && self.dirty.is_empty();
+                self.set_entity_tag(unchanged.then_some(tag));
                 Sent::Delivered
             }
             Outcome::Final(_) if !ends_subscription(code) => Sent::Retry,

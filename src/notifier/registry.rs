@@ -26,6 +26,9 @@ pub(super) struct Handle {
     pub event_id: Option<String>,
     /// Its task, stopped at shutdown (before the runtime goes, so no timer outlives it).
     pub task: Option<tokio::task::AbortHandle>,
+    /// The entity-tag of the state the subscriber was last told, while nothing changed since
+    /// (RFC 5839: a refresh with a matching `Suppress-If-Match` gets 204 and no NOTIFY).
+    pub entity_tag: Option<String>,
     watched: Vec<(String, TreeKey)>,
 }
 
@@ -42,6 +45,7 @@ impl Handle {
             remote_cseq,
             event_id,
             task: None,
+            entity_tag: None,
             watched: Vec::new(),
         }
     }

@@ -197,6 +197,31 @@ impl Documents {
     }
 }
 
+/// The entity-tag of a subscription's reported state (RFC 5839 §3: `SIP-ETag` on NOTIFYs,
+/// matched by `Suppress-If-Match`, XE-16): a digest of every reported document ETag and
+/// component state, independent of the order they were subscribed or reported in.
+pub fn state_tag<'a>(
+    docs: &Documents,
+    components: impl Iterator<Item = (&'a String, &'a Option<String>)>,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut lines: Vec<String> = docs
+        .reported()
+        .map(|(k, e)| format!("d\0{}\0{e}", k.document_selector()))
+        .collect();
+    lines.extend(components.map(|(sel, d)| format!("c\0{sel}\0{}", d.as_deref().unwrap_or("-"))));
+    lines.sort();
+    let mut h = Sha256::new();
+    for l in &lines {
+        h.update(l.as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize()[..10]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The patch of every step, or `None` when one step has none (a whole-document write, a
 /// creation or deletion, or an edit without a patch form): then the chain is fetched.
 fn patches(
@@ -362,6 +387,24 @@ mod tests {
         assert_eq!(r[0].change, DocumentChange::Fetch);
         assert_eq!(r[1].new_etag.as_deref(), Some("n"));
         assert_eq!(d.known().len(), 2);
+    }
+
+    // RFC 5839 §3, XE-16: the entity-tag follows the reported state, not the order.
+    #[test]
+    fn xe16_state_tag() {
+        let a =
+            Documents::with_reported([(key("a"), "1".to_string()), (key("b"), "2".to_string())]);
+        let b =
+            Documents::with_reported([(key("b"), "2".to_string()), (key("a"), "1".to_string())]);
+        let none: Vec<(String, Option<String>)> = Vec::new();
+        let tag = |d: &Documents, c: &[(String, Option<String>)]| {
+            state_tag(d, c.iter().map(|(s, v)| (s, v)))
+        };
+        assert_eq!(tag(&a, &none), tag(&b, &none));
+        let c =
+            Documents::with_reported([(key("a"), "1".to_string()), (key("b"), "3".to_string())]);
+        assert_ne!(tag(&a, &none), tag(&c, &none));
+        assert_ne!(tag(&a, &none), tag(&a, &[("s".into(), Some("x".into()))]));
     }
 
     // Memory bound: a chain longer than MAX_STEPS is reported as one fetch, still chained.

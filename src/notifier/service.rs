@@ -288,6 +288,7 @@ impl Notifier {
             // RFC 6665 §4.2.1.1: a fetch; one NOTIFY with the state, terminated.
             let (tx, rx) = mpsc::unbounded_channel();
             let refresh = Refresh {
+                suppress: false,
                 flow: asked.flow,
                 remote_target: None,
                 expires_at_ms: 0,
@@ -348,7 +349,15 @@ impl Notifier {
                 Ok(e) => e,
                 Err(r) => return r,
             };
+            // RFC 5839 §4 (XE-16): the subscriber holds the current state already.
+            let suppress = asked.expires > 0
+                && entries.is_none()
+                && msg.headers.get("Suppress-If-Match").is_some_and(|v| {
+                    let v = v.trim();
+                    v == "*" || handle.entity_tag.as_deref() == Some(v)
+                });
             let refresh = Refresh {
+                suppress,
                 flow: asked.flow,
                 remote_target: Dialog::contact_of(msg),
                 expires_at_ms: if asked.expires == 0 {
@@ -371,6 +380,13 @@ impl Notifier {
             handle.remote_cseq = asked.cseq;
             if let Some(entries) = &entries {
                 registry.reindex(&id, entries);
+            }
+            if suppress {
+                let mut reply = self.accepted(&to_tag, asked.expires);
+                reply.code = 204;
+                reply.reason = "No Notification".into();
+                reply.sent = Some(sent_tx);
+                return reply;
             }
         }
         let mut reply = self.accepted(&to_tag, asked.expires);
