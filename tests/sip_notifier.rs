@@ -600,3 +600,42 @@ async fn xe16_conditional_refresh() {
     );
     s.stop().await;
 }
+
+// RFC 6665 §4.2.2 with a refresh in between: a NOTIFY answered 481 ends the subscription, but a
+// refresh the notifier accepted (200) while that NOTIFY was out shows the subscriber is there:
+// it gets the full state and the subscription goes on, never a 200 followed by silence.
+#[tokio::test]
+async fn a_refresh_during_a_failing_notify_keeps_the_subscription() {
+    let s = server(0).await;
+    s.put(
+        DOC,
+        "application/resource-lists+xml",
+        buddy_list(&["sip:x@x"]),
+    )
+    .await;
+    let mut ua = Ua::new(s.running().sip_addr.unwrap(), ALICE).await;
+    subscribe(&mut ua, "xcap-diff", &[DOC]).await;
+    s.put(
+        DOC,
+        "application/resource-lists+xml",
+        buddy_list(&["sip:y@x"]),
+    )
+    .await;
+    let change = ua.next_notify(WAIT).await.expect("the change");
+    // Refresh first (answered 200 while the NOTIFY is out), then refuse the NOTIFY.
+    let req = ua.subscribe("xcap-diff", Some(600), "", "");
+    let (r, early) = ua.request(&req).await;
+    assert_eq!(r.status(), Some(200));
+    assert!(early.is_empty());
+    ua.answer(&change, 481).await;
+    let full = ua
+        .next_notify(WAIT)
+        .await
+        .expect("the full state for the refresh");
+    ua.answer(&full, 200).await;
+    assert!(full.body().contains("new-etag"), "{}", full.text);
+    assert!(!full.body().contains("previous-etag"), "{}", full.text);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(s.running().notifier.as_ref().unwrap().subscriptions(), 1);
+    s.stop().await;
+}

@@ -111,7 +111,7 @@ impl Actor {
         let mut shutdown = self.shared.shutdown.clone();
         if let Start::New(sent) = start {
             let _ = tokio::time::timeout(AFTER_2XX, sent).await;
-            if !Box::pin(self.full_state()).await {
+            if !Box::pin(self.full_state()).await && !Box::pin(self.revived(&mut mailbox)).await {
                 return Box::pin(self.end()).await;
             }
         }
@@ -127,7 +127,7 @@ impl Actor {
                 .last_sent
                 .map(|t| t + self.shared.config.notify_interval);
             if pending && due.is_none_or(|t| t <= Instant::now()) {
-                if !Box::pin(self.changes()).await {
+                if !Box::pin(self.changes()).await && !Box::pin(self.revived(&mut mailbox)).await {
                     return Box::pin(self.end()).await;
                 }
                 continue;
@@ -154,6 +154,28 @@ impl Actor {
                     return Box::pin(self.end()).await;
                 }
             }
+        }
+    }
+
+    /// A NOTIFY failed, but a refresh answered 200 meanwhile may be queued: the subscriber is
+    /// there after all, so it gets the full state and the subscription goes on (instead of a
+    /// 200 followed by silence). False when there is none, or that NOTIFY fails too.
+    async fn revived(&mut self, mailbox: &mut mpsc::UnboundedReceiver<Msg>) -> bool {
+        let mut refresh = None;
+        while let Ok(msg) = mailbox.try_recv() {
+            match msg {
+                Msg::Change(change) => self.on_change(&change),
+                Msg::Refresh(r) => refresh = Some(r),
+                Msg::Resync => {
+                    if !self.resync().await {
+                        return false;
+                    }
+                }
+            }
+        }
+        match refresh {
+            Some(r) => self.on_msg(Msg::Refresh(r)).await,
+            None => false,
         }
     }
 
