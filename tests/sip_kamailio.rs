@@ -14,24 +14,10 @@ use std::time::Duration;
 
 const DOC: &str = "resource-lists/users/sip:alice@example.com/index";
 
-/// Alice's PUT of her buddy list, through the XDMS in process (authentication is on; the
-/// HTTP side is covered elsewhere).
+/// Alice's PUT of her buddy list (authentication is on: through the XDMS in process).
 async fn put_as_alice(s: &TestServer, entry: &str) -> u16 {
-    use xcapd::xdms::service::{Method, XcapRequest};
-    let r = s
-        .running()
-        .xdms
-        .handle(XcapRequest {
-            method: Method::Put,
-            path_and_query: format!("/xcap-root/{DOC}"),
-            principal: xcapd::authz::Principal::User("sip:alice@example.com".into()),
-            preconditions: Default::default(),
-            content_type: Some("application/resource-lists+xml".into()),
-            body: buddy_list(&[entry]).into(),
-        })
+    s.put_as("sip:alice@example.com", DOC, buddy_list(&[entry]))
         .await
-        .unwrap();
-    r.status
 }
 
 struct Kamailio {

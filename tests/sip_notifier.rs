@@ -639,3 +639,44 @@ async fn a_refresh_during_a_failing_notify_keeps_the_subscription() {
     assert_eq!(s.running().notifier.as_ref().unwrap().subscriptions(), 1);
     s.stop().await;
 }
+
+// Issue #13 scope 4, XD-15: a `service` user (the IM Server) may watch any user's documents,
+// exactly as it may read them over HTTP; a plain user may not (403).
+#[tokio::test]
+async fn scope4_service_principals_watch_any_user() {
+    use xcapd::storage::credentials::{make_credential, Role};
+    let s = TestServer::start_with(|c| {
+        c.server.auth = xcapd::config::AuthMode::Required;
+        c.sip.trusted_peers = vec!["127.0.0.1/32".into()];
+        c.sip.notify_interval_ms = 0;
+    })
+    .await;
+    let creds = &s.running().credentials;
+    for (xui, role) in [
+        ("sip:im-server@example.com", Role::Service),
+        ("sip:bob@example.com", Role::User),
+    ] {
+        creds
+            .put_user(&make_credential(xui, "example.com", "pw", vec![role], 0))
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.put_as(ALICE, DOC, buddy_list(&["sip:x@x"])).await, 201);
+    let sip = s.running().sip_addr.unwrap();
+    for (who, expected) in [
+        ("sip:im-server@example.com", 200),
+        ("sip:bob@example.com", 403),
+    ] {
+        let mut ua = Ua::new(sip, who).await;
+        let pai = format!("P-Asserted-Identity: <{who}>\r\n");
+        let req = ua.subscribe("xcap-diff", Some(600), &pai, &resource_lists(&[DOC]));
+        let (resp, early) = ua.request(&req).await;
+        assert_eq!(resp.status(), Some(expected), "{who}: {}", resp.text);
+        if expected == 200 {
+            let n = notify_after(&ua, early).await;
+            ua.answer(&n, 200).await;
+            assert!(n.body().contains(DOC), "{}", n.text);
+        }
+    }
+    s.stop().await;
+}

@@ -168,8 +168,10 @@ impl Notifier {
             Ok(n) => n,
             Err(e) => return refusal(&e),
         };
+        let principal = self.auth.principal(&subscriber).await;
         let asked = Asked {
             flow: (incoming.transport == Transport::Tcp).then_some(incoming.source),
+            principal,
             subscriber,
             mode,
             expires,
@@ -242,8 +244,7 @@ impl Notifier {
 
     /// A new subscription (RFC 6665 §4.2.1.1): a dialog, stored, then 200 and the full state.
     async fn create(&self, msg: &Message, asked: Asked) -> Reply {
-        let principal = Principal::User(asked.subscriber.clone());
-        let entries = match self.entries(msg, &principal, false) {
+        let entries = match self.entries(msg, &asked.principal, false) {
             Ok(e) => e.unwrap_or_default(),
             Err(r) => return r,
         };
@@ -344,8 +345,7 @@ impl Notifier {
             if asked.cseq <= handle.remote_cseq {
                 return Reply::new(500, "CSeq Out of Order");
             }
-            let principal = Principal::User(asked.subscriber.clone());
-            let entries = match self.entries(msg, &principal, true) {
+            let entries = match self.entries(msg, &asked.principal, true) {
                 Ok(e) => e,
                 Err(r) => return r,
             };
@@ -419,6 +419,8 @@ impl RequestHandler for Notifier {
 struct Asked {
     /// The stream connection it came over, if any.
     flow: Option<std::net::SocketAddr>,
+    /// Who reads (XD-15): the subscriber as a user, or as a service or admin by its roles.
+    principal: Principal,
     subscriber: String,
     mode: DiffProcessing,
     expires: u32,

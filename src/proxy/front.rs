@@ -385,15 +385,7 @@ impl Front {
 
     /// Roles come from the credential store; an unknown user is a plain user.
     async fn principal_for(&self, xui: &str) -> Principal {
-        let roles = self
-            .creds
-            .get_user(xui)
-            .await
-            .ok()
-            .flatten()
-            .map(|c| c.roles)
-            .unwrap_or_default();
-        principal_with_roles(xui, &roles)
+        crate::storage::credentials::principal_in(self.creds.as_ref(), xui).await
     }
 
     async fn principal_from_identity(&self, raw: &str) -> Option<Principal> {
@@ -441,13 +433,7 @@ enum Failure {
 }
 
 fn principal_with_roles(xui: &str, roles: &[Role]) -> Principal {
-    if roles.contains(&Role::Admin) {
-        Principal::Admin
-    } else if roles.contains(&Role::Service) {
-        Principal::Service(xui.to_string())
-    } else {
-        Principal::User(xui.to_string())
-    }
+    crate::storage::credentials::principal_of(xui, roles)
 }
 
 fn header(headers: &[(String, String)], name: &str) -> Option<String> {

@@ -96,6 +96,13 @@ impl SipAuthenticator {
         }
     }
 
+    /// The principal `xui` acts as: its roles in the credential store (a `service` user such
+    /// as the IM Server may watch anyone's documents, issue #13 scope 4); unknown users, and
+    /// asserted identities without an account, are plain users.
+    pub async fn principal(&self, xui: &str) -> crate::authz::Principal {
+        crate::storage::credentials::principal_in(self.creds.as_ref(), xui).await
+    }
+
     fn refused(&self, e: DigestError, asked: &str, realm: &str, now: u64) -> SipIdentity {
         let realm = if asked.is_empty() { realm } else { asked };
         SipIdentity::Challenge(self.digest.challenges(realm, e.is_stale(), now))

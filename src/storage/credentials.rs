@@ -39,6 +39,32 @@ pub enum Role {
     Service,
 }
 
+/// The principal a user with `roles` acts as (admin before service before user): the same on
+/// every edge (HTTP front, SIP).
+pub fn principal_of(xui: &str, roles: &[Role]) -> crate::authz::Principal {
+    use crate::authz::Principal;
+    if roles.contains(&Role::Admin) {
+        Principal::Admin
+    } else if roles.contains(&Role::Service) {
+        Principal::Service(xui.to_string())
+    } else {
+        Principal::User(xui.to_string())
+    }
+}
+
+/// The principal `xui` acts as, by its roles in `creds`; an unknown user (or a failing lookup)
+/// is a plain user.
+pub async fn principal_in(creds: &dyn CredentialStore, xui: &str) -> crate::authz::Principal {
+    let roles = creds
+        .get_user(xui)
+        .await
+        .ok()
+        .flatten()
+        .map(|c| c.roles)
+        .unwrap_or_default();
+    principal_of(xui, &roles)
+}
+
 impl Role {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -51,6 +51,24 @@ pub fn test_config(dir: &Path) -> Config {
 }
 
 impl TestServer {
+    /// PUT of a resource-lists document as the user `owner`, through the XDMS in process (for
+    /// servers with authentication on, where the test's HTTP client has no credentials).
+    pub async fn put_as(&self, owner: &str, rel: &str, body: String) -> u16 {
+        use xcapd::xdms::service::{Method, XcapRequest};
+        self.running()
+            .xdms
+            .handle(XcapRequest {
+                method: Method::Put,
+                path_and_query: format!("/xcap-root/{rel}"),
+                principal: xcapd::authz::Principal::User(owner.into()),
+                preconditions: Default::default(),
+                content_type: Some("application/resource-lists+xml".into()),
+                body: body.into(),
+            })
+            .await
+            .map_or(0, |r| r.status)
+    }
+
     pub async fn start() -> TestServer {
         Self::start_with(|_| {}).await
     }
