@@ -29,6 +29,7 @@ mod sled_overlay;
 mod sled_records;
 pub mod sled_store;
 pub mod sled_subscriptions;
+mod sled_writer;
 pub mod space;
 pub mod subscriptions;
 #[cfg(test)]

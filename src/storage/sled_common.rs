@@ -38,6 +38,12 @@ pub(crate) fn exclusively<T>(f: impl FnOnce() -> T) -> T {
     })
 }
 
+/// Runs `f` holding the gate alone (blocking; for threads that may block).
+pub(crate) fn with_gate_exclusive<T>(f: impl FnOnce() -> T) -> T {
+    let _gate = SLED_GATE.write();
+    f()
+}
+
 /// `db.flush()` through the gate (blocking; for threads that may block).
 pub(crate) fn flush_gated(db: &sled::Db) -> Result<usize, StorageError> {
     let _gate = SLED_GATE.read();

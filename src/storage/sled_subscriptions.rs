@@ -4,15 +4,15 @@
 //! - `subscriptions_by_aor`: `aor \0 dialog` → empty (listing per subscriber);
 //! - `subscriptions_by_expiry`: `expires (u64 BE) dialog` → empty (expiry without a scan).
 //!
-//! Each change is one sled transaction over the three trees, flushed before it resolves
-//! (subscriptions change at SUBSCRIBE rate, far below document writes: no journal needed).
+//! Each change is one sled transaction over the three trees on the store's writer thread
+//! ([`super::sled_writer`]); `put` and `remove` resolve once flushed (one flush per batch),
+//! `checkpoint` at once (sled's background flush makes it durable within 500 ms).
 
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
 
-use super::sled_common::{
-    exclusively, flush_gated_async, from_sled, from_tx, push_bytes, utf8, Reader, TxResult,
-};
+use super::sled_common::{from_sled, from_tx, push_bytes, utf8, Reader, TxResult};
+use super::sled_writer::SledWriter;
 use super::subscriptions::{validate, DialogId, StoreFuture, Subscription, SubscriptionStore};
 use super::StorageError;
 
@@ -21,7 +21,13 @@ const RECORD_VERSION: u8 = 1;
 
 /// Subscriptions in a sled database (usually the document store's, `SledStore::db`).
 pub struct SledSubscriptions {
-    db: sled::Db,
+    trees: Trees,
+    writer: SledWriter,
+}
+
+/// The three trees (cheap to clone: sled trees are shared handles).
+#[derive(Clone)]
+struct Trees {
     subs: sled::Tree,
     by_aor: sled::Tree,
     by_expiry: sled::Tree,
@@ -30,18 +36,27 @@ pub struct SledSubscriptions {
 impl SledSubscriptions {
     pub fn new(db: &sled::Db) -> Result<SledSubscriptions, StorageError> {
         Ok(SledSubscriptions {
-            db: db.clone(),
-            subs: db.open_tree("subscriptions").map_err(from_sled)?,
-            by_aor: db.open_tree("subscriptions_by_aor").map_err(from_sled)?,
-            by_expiry: db.open_tree("subscriptions_by_expiry").map_err(from_sled)?,
+            trees: Trees {
+                subs: db.open_tree("subscriptions").map_err(from_sled)?,
+                by_aor: db.open_tree("subscriptions_by_aor").map_err(from_sled)?,
+                by_expiry: db.open_tree("subscriptions_by_expiry").map_err(from_sled)?,
+            },
+            writer: SledWriter::start(db.clone(), "xcapd-subscriptions")?,
         })
     }
 
-    async fn durable<T>(&self, value: T) -> Result<T, StorageError> {
-        flush_gated_async(&self.db).await?;
-        Ok(value)
+    /// Runs `f` on the writer thread with the trees.
+    async fn write<T: Send + 'static>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&Trees) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let trees = self.trees.clone();
+        self.writer.run(durable, move || f(&trees)).await
     }
+}
 
+impl Trees {
     /// Removes one subscription inside a transaction; its old record if it existed.
     fn remove_in(
         (subs, by_aor, by_expiry): (&TransactionalTree, &TransactionalTree, &TransactionalTree),
@@ -56,20 +71,18 @@ impl SledSubscriptions {
         Ok(Some(old))
     }
 
+    /// One transaction over the three trees (on the writer thread, under the sled gate).
     fn transact<T>(
         &self,
         f: impl Fn((&TransactionalTree, &TransactionalTree, &TransactionalTree)) -> TxResult<T>,
     ) -> Result<T, StorageError> {
-        exclusively(|| {
-            (&self.subs, &self.by_aor, &self.by_expiry)
-                .transaction(|(a, b, c)| f((a, b, c)))
-                .map_err(from_tx)
-        })
+        (&self.subs, &self.by_aor, &self.by_expiry)
+            .transaction(|(a, b, c)| f((a, b, c)))
+            .map_err(from_tx)
     }
 
     /// The record and its index entries, in one transaction (not yet flushed).
     fn store(&self, sub: &Subscription) -> Result<(), StorageError> {
-        validate(sub)?;
         let dkey = dialog_key(&sub.dialog);
         let record = encode(sub)?;
         self.transact(|trees| {
@@ -93,25 +106,31 @@ impl SledSubscriptions {
 impl SubscriptionStore for SledSubscriptions {
     fn put(&self, sub: Subscription) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            self.store(&sub)?;
-            self.durable(()).await
+            validate(&sub)?;
+            self.write(true, move |t| t.store(&sub)).await
         })
     }
 
     fn checkpoint(&self, sub: Subscription) -> StoreFuture<'_, ()> {
         // Durable with sled's next background flush (every 500 ms).
-        Box::pin(async move { self.store(&sub) })
+        Box::pin(async move {
+            validate(&sub)?;
+            self.write(false, move |t| t.store(&sub)).await
+        })
     }
 
     fn get(&self, dialog: DialogId) -> StoreFuture<'_, Option<Subscription>> {
-        Box::pin(async move { self.load(&dialog_key(&dialog)) })
+        Box::pin(async move { self.trees.load(&dialog_key(&dialog)) })
     }
 
     fn remove(&self, dialog: DialogId) -> StoreFuture<'_, bool> {
         Box::pin(async move {
             let dkey = dialog_key(&dialog);
-            let removed = self.transact(|trees| Self::remove_in(trees, &dkey))?;
-            self.durable(removed.is_some()).await
+            self.write(true, move |t| {
+                let removed = t.transact(|trees| Trees::remove_in(trees, &dkey))?;
+                Ok(removed.is_some())
+            })
+            .await
         })
     }
 
@@ -120,9 +139,9 @@ impl SubscriptionStore for SledSubscriptions {
             let mut prefix = subscriber.into_bytes();
             prefix.push(SEP);
             let mut out = Vec::new();
-            for item in self.by_aor.scan_prefix(&prefix) {
+            for item in self.trees.by_aor.scan_prefix(&prefix) {
                 let (k, _) = item.map_err(from_sled)?;
-                if let Some(sub) = self.load(&k[prefix.len()..])? {
+                if let Some(sub) = self.trees.load(&k[prefix.len()..])? {
                     out.push(sub);
                 }
             }
@@ -132,7 +151,8 @@ impl SubscriptionStore for SledSubscriptions {
 
     fn all(&self) -> StoreFuture<'_, Vec<Subscription>> {
         Box::pin(async move {
-            self.subs
+            self.trees
+                .subs
                 .iter()
                 .map(|item| {
                     let (k, v) = item.map_err(from_sled)?;
@@ -144,21 +164,21 @@ impl SubscriptionStore for SledSubscriptions {
 
     fn expire(&self, now_ms: u64) -> StoreFuture<'_, Vec<Subscription>> {
         Box::pin(async move {
-            let end = now_ms.saturating_add(1).to_be_bytes();
-            let mut expired = Vec::new();
-            for item in self.by_expiry.range(..&end[..]) {
-                let (k, _) = item.map_err(from_sled)?;
-                let dkey = k.get(9..).unwrap_or_default().to_vec();
-                let removed = self.transact(|trees| Self::remove_in(trees, &dkey))?;
-                // Refreshed in between: its old expiry entry is gone with it.
-                if let Some(sub) = removed.filter(|s| s.expires_at_ms <= now_ms) {
-                    expired.push(sub);
+            self.write(true, move |t| {
+                let end = now_ms.saturating_add(1).to_be_bytes();
+                let mut expired = Vec::new();
+                for item in t.by_expiry.range(..&end[..]) {
+                    let (k, _) = item.map_err(from_sled)?;
+                    let dkey = k.get(9..).unwrap_or_default().to_vec();
+                    let removed = t.transact(|trees| Trees::remove_in(trees, &dkey))?;
+                    // Refreshed in between: its old expiry entry is gone with it.
+                    if let Some(sub) = removed.filter(|s| s.expires_at_ms <= now_ms) {
+                        expired.push(sub);
+                    }
                 }
-            }
-            if expired.is_empty() {
-                return Ok(expired);
-            }
-            self.durable(expired).await
+                Ok(expired)
+            })
+            .await
         })
     }
 }
