@@ -3,12 +3,10 @@
 //! standards.md XE-13, XE-24; design.md §2: the feed is the record, nothing is missed).
 //! Subscriptions are indexed by application usage and tree, the unit every entry covers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::sync::mpsc::UnboundedSender;
-
-use super::actor::Msg;
+use super::actor::{Mailbox, Msg};
 use super::request::Entry;
 use super::service::Shared;
 use crate::storage::subscriptions::DialogId;
@@ -17,7 +15,7 @@ use crate::xcap::keys::{DocKey, TreeKey};
 
 /// How one live subscription is reached.
 pub(super) struct Handle {
-    pub mailbox: UnboundedSender<Msg>,
+    pub mailbox: Arc<Mailbox>,
     /// The subscriber's canonical XUI (refreshes must come from the same identity).
     pub subscriber: String,
     /// The highest CSeq of the subscriber's requests (RFC 3261 §12.2.2: lower is stale).
@@ -34,7 +32,7 @@ pub(super) struct Handle {
 
 impl Handle {
     pub fn new(
-        mailbox: UnboundedSender<Msg>,
+        mailbox: Arc<Mailbox>,
         subscriber: String,
         remote_cseq: u32,
         event_id: Option<String>,
@@ -55,7 +53,8 @@ impl Handle {
 #[derive(Default)]
 pub(super) struct Registry {
     actors: HashMap<DialogId, Handle>,
-    by_tree: HashMap<(String, TreeKey), HashSet<DialogId>>,
+    /// Usually one or a few dialogs per tree (a user's own clients): a Vec is the smallest.
+    by_tree: HashMap<(String, TreeKey), Vec<DialogId>>,
     per_subscriber: HashMap<String, usize>,
 }
 
@@ -86,7 +85,7 @@ impl Registry {
         };
         for w in handle.watched.drain(..) {
             if let Some(set) = self.by_tree.get_mut(&w) {
-                set.remove(dialog);
+                set.retain(|d| d != dialog);
                 if set.is_empty() {
                     self.by_tree.remove(&w);
                 }
@@ -103,7 +102,7 @@ impl Registry {
                 self.by_tree
                     .entry(w.clone())
                     .or_default()
-                    .insert(dialog.clone());
+                    .push(dialog.clone());
                 handle.watched.push(w);
             }
         }
@@ -112,6 +111,7 @@ impl Registry {
     pub fn remove(&mut self, dialog: &DialogId) {
         self.reindex(dialog, &[]);
         if let Some(h) = self.actors.remove(dialog) {
+            h.mailbox.close();
             if let Some(n) = self.per_subscriber.get_mut(&h.subscriber) {
                 *n -= 1;
                 if *n == 0 {
@@ -122,7 +122,7 @@ impl Registry {
     }
 
     /// The mailboxes of the subscriptions that may watch `key`.
-    pub fn watching(&self, key: &DocKey) -> Vec<UnboundedSender<Msg>> {
+    pub fn watching(&self, key: &DocKey) -> Vec<Arc<Mailbox>> {
         let Some(set) = self.by_tree.get(&(key.auid.clone(), key.tree.clone())) else {
             return Vec::new();
         };
@@ -140,7 +140,7 @@ impl Registry {
         }
     }
 
-    pub fn mailboxes(&self) -> Vec<UnboundedSender<Msg>> {
+    pub fn mailboxes(&self) -> Vec<Arc<Mailbox>> {
         self.actors.values().map(|h| h.mailbox.clone()).collect()
     }
 
@@ -171,7 +171,7 @@ pub(super) async fn dispatch(shared: Arc<Shared>, after: u64) {
             Ok(change) => {
                 let change = Arc::new(change);
                 for mailbox in shared.registry.lock().watching(&change.key) {
-                    let _ = mailbox.send(Msg::Change(Arc::clone(&change)));
+                    mailbox.send(Msg::Change(Arc::clone(&change)));
                 }
             }
             // A log that cannot be read past a point (trimmed, or a gap) is left behind: every
@@ -180,7 +180,7 @@ pub(super) async fn dispatch(shared: Arc<Shared>, after: u64) {
                 tracing::warn!(target: "xcapd::notifier", error = %e, "changes cannot be read: resyncing every subscription");
                 let head = shared.feed.head();
                 for mailbox in shared.registry.lock().mailboxes() {
-                    let _ = mailbox.send(Msg::Resync);
+                    mailbox.send(Msg::Resync);
                 }
                 cursor = shared.feed.subscribe_from(head);
             }

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::actor::{Actor, Msg, Refresh, Start};
+use super::actor::{Actor, Mailbox, Msg, Refresh, Start};
 use super::dialog::{Dialog, PACKAGE};
 use super::registry::{dispatch, Handle, Registry};
 use super::report::Documents;
@@ -287,7 +287,7 @@ impl Notifier {
         reply.sent = Some(sent_tx);
         if asked.expires == 0 {
             // RFC 6665 §4.2.1.1: a fetch; one NOTIFY with the state, terminated.
-            let (tx, rx) = mpsc::unbounded_channel();
+            let mailbox = Arc::new(Mailbox::default());
             let refresh = Refresh {
                 suppress: false,
                 flow: asked.flow,
@@ -298,9 +298,8 @@ impl Notifier {
                 remote_cseq: dialog.remote_cseq,
                 sent: sent_rx,
             };
-            let _ = tx.send(Msg::Refresh(Box::new(refresh)));
-            drop(tx);
-            tokio::spawn(actor.run(rx, Start::Resumed));
+            mailbox.send(Msg::Refresh(Box::new(refresh)));
+            tokio::spawn(actor.run(mailbox, Start::Resumed));
             return reply;
         }
         if let Err(e) = self.shared.store.put(actor.record()).await {
@@ -370,11 +369,7 @@ impl Notifier {
                 remote_cseq: asked.cseq,
                 sent: sent_rx,
             };
-            if handle
-                .mailbox
-                .send(Msg::Refresh(Box::new(refresh)))
-                .is_err()
-            {
+            if !handle.mailbox.send(Msg::Refresh(Box::new(refresh))) {
                 return Reply::new(481, "Subscription Does Not Exist");
             }
             handle.remote_cseq = asked.cseq;
@@ -445,16 +440,16 @@ fn refusal(e: &SubscribeError) -> Reply {
 
 /// Registers a subscription's task and starts it.
 fn spawn(shared: &Arc<Shared>, actor: Actor, id: DialogId, entries: &[Entry], start: Start) {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let mailbox = Arc::new(Mailbox::default());
     let handle = Handle::new(
-        tx,
+        Arc::clone(&mailbox),
         actor.subscriber.clone(),
         actor.dialog.remote_cseq,
         actor.dialog.event_id.clone(),
     );
     let mut registry = shared.registry.lock();
     registry.insert(id.clone(), handle, entries);
-    let task = tokio::spawn(actor.run(rx, start));
+    let task = tokio::spawn(actor.run(mailbox, start));
     if let Some(h) = registry.get_mut(&id) {
         h.task = Some(task.abort_handle());
     }
