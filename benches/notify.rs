@@ -13,6 +13,7 @@
 //!   ETag is compared with the last acknowledged one;
 //! - `--one-doc M`: M subscriptions to one document, one write, time until all M NOTIFYs;
 //! - `--hold SECS`: subscribe, then only answer NOTIFYs for SECS (another tool writes);
+//! - `--seed-only`: write the N documents and stop (a baseline with the same data);
 //! - `--settle SECS` (35): wait after subscribing before the RSS is read (SIP transactions of
 //!   the subscribe phase live 32 s) or, with `--one-doc`, before the write (the initial NOTIFY
 //!   counts toward the notify interval).
@@ -39,10 +40,11 @@ struct Args {
     one_doc: Option<usize>,
     hold: Option<u64>,
     settle: u64,
+    seed_only: bool,
 }
 
 fn usage() -> ! {
-    eprintln!("usage: xcapd-bench-notify --sip ADDR --http ROOT_URL [--subscribers N] [--rate W] [--duration S] [--pid PID] [--one-doc M] [--hold S] [--settle S]");
+    eprintln!("usage: xcapd-bench-notify --sip ADDR --http ROOT_URL [--subscribers N] [--rate W] [--duration S] [--pid PID] [--one-doc M] [--hold S] [--settle S] [--seed-only]");
     std::process::exit(2)
 }
 
@@ -57,6 +59,7 @@ fn args() -> Args {
         one_doc: None,
         hold: None,
         settle: 35,
+        seed_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -71,6 +74,7 @@ fn args() -> Args {
             "--one-doc" => a.one_doc = Some(v().parse().unwrap_or_else(|_| usage())),
             "--hold" => a.hold = Some(v().parse().unwrap_or_else(|_| usage())),
             "--settle" => a.settle = v().parse().unwrap_or_else(|_| usage()),
+            "--seed-only" => a.seed_only = true,
             _ => usage(),
         }
     }
@@ -369,6 +373,9 @@ async fn main() {
         s.await.expect("seeder");
     }
     eprintln!("seeded {n} documents in {:.1} s", t.elapsed().as_secs_f64());
+    if a.seed_only {
+        return;
+    }
     let rss_before = rss_kb(a.pid);
     let t = Instant::now();
     bench.subscribe_all(n, |i| (user(i), doc(i))).await;

@@ -53,8 +53,9 @@ echo "-- one document watched by 1,000 subscriptions"
 start
 $NOTIFY --sip 127.0.0.1:$SIP --http $X --one-doc 1000 --settle 6
 
-echo "-- durable PUT document (100 entries, 4 clients, each on a watched document), without and with $N subscriptions"
+echo "-- durable PUT document (100 entries, 4 clients, each on a watched document), without and with $N subscriptions (same $N documents stored in both)"
 start
+$NOTIFY --sip 127.0.0.1:$SIP --http $X --subscribers "$N" --seed-only
 for c in 0 1 2 3; do
   curl -sf -X PUT -H "Content-Type: $RL" --data-binary @"$WORK/l100.xml" "$X/resource-lists/users/sip:u$c@example.com/index" >/dev/null
 done
