@@ -12,9 +12,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
 
 use super::messages::{validate, Mailbox, MessageStore, NewMessage, StoredMessage};
-use super::sled_common::{
-    exclusively, flush_gated_async, from_sled, from_tx, len32, push_bytes, Reader, TxResult,
-};
+use super::sled_common::{from_sled, from_tx, len32, push_bytes, Reader, TxResult};
+use super::sled_writer::SledWriter;
 use super::subscriptions::StoreFuture;
 use super::StorageError;
 
@@ -24,6 +23,14 @@ const RECORD_VERSION: u8 = 1;
 /// Messages in a sled database (usually the document store's, `SledStore::db`).
 pub struct SledMessages {
     db: sled::Db,
+    trees: Owned,
+    /// Transactions and flushes run here (one thread, group flushes: `sled_writer`).
+    writer: SledWriter,
+}
+
+/// The three trees (cheap to clone: sled trees are shared handles).
+#[derive(Clone)]
+struct Owned {
     messages: sled::Tree,
     by_owner: sled::Tree,
     by_expiry: sled::Tree,
@@ -39,23 +46,32 @@ impl SledMessages {
     pub fn new(db: &sled::Db) -> Result<SledMessages, StorageError> {
         Ok(SledMessages {
             db: db.clone(),
-            messages: db.open_tree("messages").map_err(from_sled)?,
-            by_owner: db.open_tree("messages_by_owner").map_err(from_sled)?,
-            by_expiry: db.open_tree("messages_by_expiry").map_err(from_sled)?,
+            trees: Owned {
+                messages: db.open_tree("messages").map_err(from_sled)?,
+                by_owner: db.open_tree("messages_by_owner").map_err(from_sled)?,
+                by_expiry: db.open_tree("messages_by_expiry").map_err(from_sled)?,
+            },
+            writer: SledWriter::start(db.clone(), "xcapd-messages")?,
         })
     }
 
-    async fn durable<T>(&self, value: T) -> Result<T, StorageError> {
-        flush_gated_async(&self.db).await?;
-        Ok(value)
+    /// Runs `f` on the writer thread with the trees; `durable`: resolves once flushed.
+    async fn write<T: Send + 'static>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&Owned) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let trees = self.trees.clone();
+        self.writer.run(durable, move || f(&trees)).await
     }
+}
 
+impl Owned {
+    /// One transaction over the three trees (on the writer thread, under the sled gate).
     fn transact<T>(&self, f: impl Fn(Trees<'_>) -> TxResult<T>) -> Result<T, StorageError> {
-        exclusively(|| {
-            (&self.messages, &self.by_owner, &self.by_expiry)
-                .transaction(|(a, b, c)| f((a, b, c)))
-                .map_err(from_tx)
-        })
+        (&self.messages, &self.by_owner, &self.by_expiry)
+            .transaction(|(a, b, c)| f((a, b, c)))
+            .map_err(from_tx)
     }
 
     fn remove_in(
@@ -113,14 +129,17 @@ impl MessageStore for SledMessages {
                 claimed_until_ms: 0,
             };
             let record = encode(&stored)?;
-            let m = &stored.message;
-            self.transact(|(messages, by_owner, by_expiry)| {
-                messages.insert(&id.to_be_bytes(), record.as_slice())?;
-                by_owner.insert(owner_key(m.mailbox, &m.owner, id), &[][..])?;
-                by_expiry.insert(expiry_key(m.expires_ms, id), &[][..])?;
-                Ok(())
-            })?;
-            self.durable(id).await
+            self.write(true, move |t| {
+                let m = &stored.message;
+                t.transact(|(messages, by_owner, by_expiry)| {
+                    messages.insert(&id.to_be_bytes(), record.as_slice())?;
+                    by_owner.insert(owner_key(m.mailbox, &m.owner, id), &[][..])?;
+                    by_expiry.insert(expiry_key(m.expires_ms, id), &[][..])?;
+                    Ok(())
+                })?;
+                Ok(id)
+            })
+            .await
         })
     }
 
@@ -132,38 +151,40 @@ impl MessageStore for SledMessages {
         limit: usize,
     ) -> StoreFuture<'_, Vec<StoredMessage>> {
         Box::pin(async move {
-            let mut claimed = Vec::new();
-            for id in self.owner_ids(Mailbox::Deferred, &owner, 0) {
-                if claimed.len() == limit {
-                    break;
+            self.write(true, move |t| {
+                let mut claimed = Vec::new();
+                for id in t.owner_ids(Mailbox::Deferred, &owner, 0) {
+                    if claimed.len() == limit {
+                        break;
+                    }
+                    let Some((raw, mut m)) = t.load(id?)? else {
+                        continue;
+                    };
+                    if m.claimed_until_ms > now_ms || m.message.expires_ms <= now_ms {
+                        continue;
+                    }
+                    m.claimed_until_ms = now_ms.saturating_add(lease_ms);
+                    let swapped = t
+                        .messages
+                        .compare_and_swap(m.id.to_be_bytes(), Some(raw), Some(encode(&m)?))
+                        .map_err(from_sled)?;
+                    // Lost to another deliverer (or acknowledged meanwhile): not ours.
+                    if swapped.is_ok() {
+                        claimed.push(m);
+                    }
                 }
-                let Some((raw, mut m)) = self.load(id?)? else {
-                    continue;
-                };
-                if m.claimed_until_ms > now_ms || m.message.expires_ms <= now_ms {
-                    continue;
-                }
-                m.claimed_until_ms = now_ms.saturating_add(lease_ms);
-                let swapped = self
-                    .messages
-                    .compare_and_swap(m.id.to_be_bytes(), Some(raw), Some(encode(&m)?))
-                    .map_err(from_sled)?;
-                // Lost to another deliverer (or acknowledged meanwhile): not ours.
-                if swapped.is_ok() {
-                    claimed.push(m);
-                }
-            }
-            if claimed.is_empty() {
-                return Ok(claimed);
-            }
-            self.durable(claimed).await
+                Ok(claimed)
+            })
+            .await
         })
     }
 
     fn acknowledge(&self, id: u64) -> StoreFuture<'_, bool> {
         Box::pin(async move {
-            let removed = self.transact(|trees| Self::remove_in(trees, id))?;
-            self.durable(removed.is_some()).await
+            self.write(true, move |t| {
+                Ok(t.transact(|trees| Owned::remove_in(trees, id))?.is_some())
+            })
+            .await
         })
     }
 
@@ -176,8 +197,8 @@ impl MessageStore for SledMessages {
     ) -> StoreFuture<'_, Vec<StoredMessage>> {
         Box::pin(async move {
             let mut out = Vec::new();
-            for id in self.owner_ids(mailbox, &owner, after).take(limit) {
-                if let Some((_, m)) = self.load(id?)? {
+            for id in self.trees.owner_ids(mailbox, &owner, after).take(limit) {
+                if let Some((_, m)) = self.trees.load(id?)? {
                     out.push(m);
                 }
             }
@@ -187,19 +208,19 @@ impl MessageStore for SledMessages {
 
     fn expire(&self, now_ms: u64) -> StoreFuture<'_, Vec<StoredMessage>> {
         Box::pin(async move {
-            let end = expiry_key(now_ms.saturating_add(1), 0);
-            let mut expired = Vec::new();
-            for key in self.by_expiry.range(..end).keys() {
-                let key = key.map_err(from_sled)?;
-                let id = be_u64(key.get(8..).unwrap_or_default())?;
-                if let Some(m) = self.transact(|trees| Self::remove_in(trees, id))? {
-                    expired.push(m);
+            self.write(true, move |t| {
+                let end = expiry_key(now_ms.saturating_add(1), 0);
+                let mut expired = Vec::new();
+                for key in t.by_expiry.range(..end).keys() {
+                    let key = key.map_err(from_sled)?;
+                    let id = be_u64(key.get(8..).unwrap_or_default())?;
+                    if let Some(m) = t.transact(|trees| Owned::remove_in(trees, id))? {
+                        expired.push(m);
+                    }
                 }
-            }
-            if expired.is_empty() {
-                return Ok(expired);
-            }
-            self.durable(expired).await
+                Ok(expired)
+            })
+            .await
         })
     }
 }

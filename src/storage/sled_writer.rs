@@ -1,5 +1,6 @@
-//! One writer thread for a sled-backed side store (subscriptions): every transaction runs on
-//! it, one after another, and the durable ones of a batch share one flush (group commit).
+//! One writer thread for a sled-backed side store (subscriptions, deferred messages): every
+//! transaction runs on it, one after another, and the durable ones of a batch share one flush
+//! (group commit).
 //! Why: a transaction per SUBSCRIBE and per NOTIFY from async tasks either blocks runtime
 //! workers or parks a blocking thread each; under 10,000 subscriptions that grew tokio's
 //! blocking pool to 512 threads and the RSS by ~100 MB (issue #13 benchmark). Callers await a
@@ -52,10 +53,10 @@ impl SledWriter {
         };
         self.jobs
             .send(job)
-            .map_err(|_| StorageError::Backend("the subscription writer stopped".into()))?;
+            .map_err(|_| StorageError::Backend("a sled writer thread stopped".into()))?;
         let out = result
             .await
-            .map_err(|_| StorageError::Backend("the subscription writer stopped".into()))??;
+            .map_err(|_| StorageError::Backend("a sled writer thread stopped".into()))??;
         out.downcast::<T>()
             .map(|b| *b)
             .map_err(|_| StorageError::Backend("writer result of another type".into()))
