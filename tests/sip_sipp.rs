@@ -58,6 +58,7 @@ async fn sipp_probes_over_udp_and_tcp() {
 fn sipp_once(
     server: std::net::SocketAddr,
     scenario: &str,
+    transport: &str,
     keys: &[(&str, &str)],
 ) -> std::process::Output {
     let mut cmd = Command::new("sipp");
@@ -66,7 +67,7 @@ fn sipp_once(
         .arg(repo_path(scenario))
         .args([
             "-t",
-            "u1",
+            transport,
             "-i",
             "127.0.0.1",
             "-p",
@@ -126,34 +127,39 @@ async fn wait_for_no_subscriptions(s: &TestServer, within: std::time::Duration) 
     assert!(s.running().subscriptions.all().await.unwrap().is_empty());
 }
 
-// XE-10, XD-14, XE-23: SIPp subscribes, sees the initial state, the change a curl PUT made
-// (chained from the reported ETag, with the new entry), unsubscribes and gets `terminated`.
+// XE-10, XD-14, XE-23: SIPp subscribes (over UDP, then TCP), sees the initial state, the change
+// a curl PUT made (chained from the reported ETag, with the new entry), unsubscribes and gets
+// `terminated`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sipp_subscriber_sees_a_curl_put() {
-    let s = xcap_diff_server().await;
-    let server = s.running().sip_addr.unwrap();
-    let url = s.url(ALICE_DOC);
-    let out = tokio::task::spawn_blocking(move || {
-        sipp_once(
-            server,
-            "tests/sipp/xcap_diff_subscriber.xml",
-            &[("xcap", &url)],
-        )
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "sipp subscriber failed: {}",
-        report(&out)
-    );
-    let r = s.get(ALICE_DOC).await;
-    assert!(
-        r.body.contains("sip:carol@example.com"),
-        "curl's PUT landed"
-    );
-    wait_for_no_subscriptions(&s, std::time::Duration::from_secs(2)).await;
-    s.stop().await;
+    // Over TCP the NOTIFYs come back on SIPp's own connection (flow reuse).
+    for transport in ["u1", "t1"] {
+        let s = xcap_diff_server().await;
+        let server = s.running().sip_addr.unwrap();
+        let url = s.url(ALICE_DOC);
+        let out = tokio::task::spawn_blocking(move || {
+            sipp_once(
+                server,
+                "tests/sipp/xcap_diff_subscriber.xml",
+                transport,
+                &[("xcap", &url)],
+            )
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "sipp subscriber over {transport} failed: {}",
+            report(&out)
+        );
+        let r = s.get(ALICE_DOC).await;
+        assert!(
+            r.body.contains("sip:carol@example.com"),
+            "curl's PUT landed"
+        );
+        wait_for_no_subscriptions(&s, std::time::Duration::from_secs(2)).await;
+        s.stop().await;
+    }
 }
 
 // RFC 6665 §4.2.2, XE-17: a NOTIFY answered 481, or never answered (Timer F: 64 × 50 ms here),
@@ -167,10 +173,11 @@ async fn sipp_subscriber_that_refuses_or_goes_silent() {
         let s = xcap_diff_server().await;
         let server = s.running().sip_addr.unwrap();
         let url = s.url(ALICE_DOC);
-        let out =
-            tokio::task::spawn_blocking(move || sipp_once(server, scenario, &[("xcap", &url)]))
-                .await
-                .unwrap();
+        let out = tokio::task::spawn_blocking(move || {
+            sipp_once(server, scenario, "u1", &[("xcap", &url)])
+        })
+        .await
+        .unwrap();
         assert!(out.status.success(), "{scenario}: {}", report(&out));
         wait_for_no_subscriptions(&s, std::time::Duration::from_secs(within)).await;
         s.stop().await;
