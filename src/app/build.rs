@@ -292,8 +292,8 @@ pub(super) async fn notifier(
         feed: feed.clone(),
         client: client.clone(),
         metrics: metrics.clone(),
-        auth: sip_authenticator(config, creds, dev_mode)?,
         shutdown,
     };
-    Ok(crate::notifier::Notifier::start(parts).await?)
+    let auth = sip_authenticator(config, creds, dev_mode)?;
+    Ok(crate::notifier::Notifier::start(parts, auth).await?)
 }

@@ -148,7 +148,7 @@ impl Actor {
     /// The task. The work between waits runs in boxed futures, so an idle subscription costs
     /// a small future (10,000 of them are a benchmark figure).
     pub async fn run(mut self, mailbox: Arc<Mailbox>, start: Start) {
-        let mut shutdown = self.shared.shutdown.clone();
+        let mut shutdown = self.shared.parts.shutdown.clone();
         if let Start::New(sent) = start {
             let _ = tokio::time::timeout(AFTER_2XX, sent).await;
             if !Box::pin(self.full_state()).await && !Box::pin(self.revived(&mailbox)).await {
@@ -165,7 +165,7 @@ impl Actor {
             let pending = self.docs.has_pending() || !self.dirty.is_empty();
             let due = self
                 .last_sent
-                .map(|t| t + self.shared.config.notify_interval);
+                .map(|t| t + self.shared.parts.config.notify_interval);
             if pending && due.is_none_or(|t| t <= Instant::now()) {
                 if !Box::pin(self.changes()).await && !Box::pin(self.revived(&mailbox)).await {
                     return Box::pin(self.end()).await;
@@ -340,10 +340,10 @@ impl Actor {
     /// The full state (XE-10); `None` when storage cannot be read. Changes up to the feed's
     /// head before the read are in it: they are not reported again.
     async fn full_body(&mut self) -> Option<Vec<u8>> {
-        let head = self.shared.feed.head();
+        let head = self.shared.parts.feed.head();
         let current = self.read_documents().await?;
         self.seen_seq = self.seen_seq.max(head);
-        let mut diff = XcapDiff::new(self.shared.config.public_root.clone());
+        let mut diff = XcapDiff::new(self.shared.parts.config.public_root.clone());
         for (sel, etag) in current.values() {
             diff.documents.push(DocumentReport {
                 sel: sel.clone(),
@@ -364,7 +364,7 @@ impl Actor {
     /// Every existing document the entries name, with the `sel` it is reported under
     /// (XE-11: a document entry's own URI; collection members by document selector).
     async fn current_documents(&self) -> Result<BTreeMap<DocKey, (String, String)>, StorageError> {
-        let store = self.shared.xdms.store();
+        let store = self.shared.parts.xdms.store();
         let mut out = BTreeMap::new();
         for e in &self.entries {
             match e {
@@ -406,7 +406,7 @@ impl Actor {
         initial: bool,
     ) -> Vec<ComponentReport> {
         let mut out = Vec::new();
-        let registry = self.shared.xdms.registry().clone();
+        let registry = self.shared.parts.xdms.registry().clone();
         for e in &self.entries {
             let Entry::Component {
                 sel,
@@ -420,7 +420,7 @@ impl Actor {
             if !keys.contains(key) {
                 continue;
             }
-            let doc = match self.shared.xdms.current_document(key).await {
+            let doc = match self.shared.parts.xdms.current_document(key).await {
                 Ok(d) => d.map(|(_, parsed)| parsed),
                 Err(_) => {
                     // Unreadable now: tried again with the next NOTIFY.
@@ -454,8 +454,8 @@ impl Actor {
 
     /// The body reporting every pending change (and clearing them).
     async fn change_body(&mut self) -> Vec<u8> {
-        let mut diff = XcapDiff::new(self.shared.config.public_root.clone());
-        let registry = self.shared.xdms.registry().clone();
+        let mut diff = XcapDiff::new(self.shared.parts.config.public_root.clone());
+        let registry = self.shared.parts.xdms.registry().clone();
         let entries = &self.entries;
         diff.documents = self.docs.take_reports(
             self.mode,
@@ -510,7 +510,7 @@ impl Actor {
     /// Trimmed changes: whatever differs from the reported state is reported in the fetch
     /// form, still chained from where each document's chain ends (XD-14).
     async fn resync(&mut self) -> bool {
-        let head = self.shared.feed.head();
+        let head = self.shared.parts.feed.head();
         let Some(current) = self.read_documents().await else {
             return false;
         };
@@ -546,7 +546,7 @@ impl Actor {
             &self.dialog,
             self.dialog.local_cseq,
             state,
-            &shared.config.contact,
+            &shared.parts.config.contact,
             body,
         );
         // RFC 5839 §3: the entity-tag of the state this NOTIFY leaves the subscriber with.
@@ -557,6 +557,7 @@ impl Actor {
         let on_flow = match self.dialog.flow {
             Some(peer) => {
                 let r = shared
+                    .parts
                     .client
                     .request_via(request.clone(), Route::Flow(peer))
                     .await;
@@ -574,7 +575,7 @@ impl Actor {
                     tracing::info!(target: "xcapd::notifier", call_id = %self.dialog.id.call_id, "subscriber's contact does not resolve: subscription removed");
                     return Sent::Gone;
                 };
-                shared.client.request(request, destination).await
+                shared.parts.client.request(request, destination).await
             }
         };
         let code = match &outcome {
@@ -582,6 +583,7 @@ impl Actor {
             Outcome::Timeout => 408,
         };
         shared
+            .parts
             .metrics
             .sip
             .observe_notify(code, started.elapsed().as_micros() as u64);
@@ -638,7 +640,7 @@ impl Actor {
     }
 
     async fn save(&self) {
-        if let Err(e) = self.shared.store.checkpoint(self.record()).await {
+        if let Err(e) = self.shared.parts.store.checkpoint(self.record()).await {
             tracing::warn!(target: "xcapd::notifier", error = %e, "cannot store a subscription's progress");
         }
     }
@@ -647,8 +649,8 @@ impl Actor {
     async fn end(self) {
         self.shared.registry.lock().remove(&self.dialog.id);
         let live = self.shared.registry.lock().len();
-        self.shared.metrics.sip.set_subscriptions(live);
-        if let Err(e) = self.shared.store.remove(self.dialog.id.clone()).await {
+        self.shared.parts.metrics.sip.set_subscriptions(live);
+        if let Err(e) = self.shared.parts.store.remove(self.dialog.id.clone()).await {
             tracing::warn!(target: "xcapd::notifier", error = %e, "cannot remove a subscription");
         }
     }

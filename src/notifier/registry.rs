@@ -157,8 +157,8 @@ const RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 /// subscription is told to resync from the documents themselves and reading goes on from the
 /// head of the log.
 pub(super) async fn dispatch(shared: Arc<Shared>, after: u64) {
-    let mut cursor = shared.feed.subscribe_from(after);
-    let mut shutdown = shared.shutdown.clone();
+    let mut cursor = shared.parts.feed.subscribe_from(after);
+    let mut shutdown = shared.parts.shutdown.clone();
     loop {
         let next = tokio::select! {
             next = cursor.next() => next,
@@ -178,11 +178,11 @@ pub(super) async fn dispatch(shared: Arc<Shared>, after: u64) {
             // subscription compares with the documents themselves.
             Err(e @ (StorageError::ChangesTrimmed { .. } | StorageError::Corrupt(_))) => {
                 tracing::warn!(target: "xcapd::notifier", error = %e, "changes cannot be read: resyncing every subscription");
-                let head = shared.feed.head();
+                let head = shared.parts.feed.head();
                 for mailbox in shared.registry.lock().mailboxes() {
                     mailbox.send(Msg::Resync);
                 }
-                cursor = shared.feed.subscribe_from(head);
+                cursor = shared.parts.feed.subscribe_from(head);
             }
             Err(e) => {
                 tracing::warn!(target: "xcapd::notifier", error = %e, "cannot read the change feed");

@@ -54,16 +54,10 @@ pub struct NotifierConfig {
     pub max_subscriptions_per_user: usize,
 }
 
-/// What every subscription task shares.
+/// What every subscription task shares: the parts it was built from and the live registry.
 pub(super) struct Shared {
-    pub config: NotifierConfig,
-    pub xdms: Arc<Xdms>,
-    pub store: Arc<dyn SubscriptionStore>,
-    pub feed: ChangeFeed,
-    pub client: Arc<Client>,
-    pub metrics: Arc<Metrics>,
+    pub parts: NotifierParts,
     pub registry: Mutex<Registry>,
-    pub shutdown: watch::Receiver<bool>,
 }
 
 /// The notifier; install it on the SIP endpoint with `Endpoint::set_handler`.
@@ -80,28 +74,23 @@ pub struct NotifierParts {
     pub feed: ChangeFeed,
     pub client: Arc<Client>,
     pub metrics: Arc<Metrics>,
-    pub auth: SipAuthenticator,
     pub shutdown: watch::Receiver<bool>,
 }
 
 impl Notifier {
     /// Resumes the stored subscriptions (expired ones get their final NOTIFY) and starts
     /// reading the change feed where the least advanced one stopped (XE-24, issue #13 scope 6).
+    /// `auth` identifies subscribers.
     pub async fn start(
         parts: NotifierParts,
+        auth: SipAuthenticator,
     ) -> Result<(Arc<Notifier>, JoinHandle<()>), StorageError> {
         let shared = Arc::new(Shared {
-            config: parts.config,
-            xdms: parts.xdms,
-            store: parts.store,
-            feed: parts.feed,
-            client: parts.client,
-            metrics: parts.metrics,
+            parts,
             registry: Mutex::new(Registry::default()),
-            shutdown: parts.shutdown,
         });
-        let stored = shared.store.all().await?;
-        let mut from = shared.feed.head();
+        let stored = shared.parts.store.all().await?;
+        let mut from = shared.parts.feed.head();
         for sub in stored {
             match restore(&shared, sub) {
                 Some((actor, dialog, entries)) => {
@@ -112,18 +101,12 @@ impl Notifier {
             }
         }
         let live = shared.registry.lock().len();
-        shared.metrics.sip.set_subscriptions(live);
+        shared.parts.metrics.sip.set_subscriptions(live);
         if live > 0 {
             tracing::info!(target: "xcapd::notifier", subscriptions = live, from, "xcap-diff subscriptions resumed");
         }
         let task = tokio::spawn(dispatch(Arc::clone(&shared), from));
-        Ok((
-            Arc::new(Notifier {
-                shared,
-                auth: parts.auth,
-            }),
-            task,
-        ))
+        Ok((Arc::new(Notifier { shared, auth }), task))
     }
 
     /// Live subscriptions.
@@ -164,7 +147,7 @@ impl Notifier {
                 None => return Reply::new(400, "Malformed Expires header"),
             },
         };
-        let expires = match grant_expires(requested, &self.shared.config.durations) {
+        let expires = match grant_expires(requested, &self.shared.parts.config.durations) {
             Ok(n) => n,
             Err(e) => return refusal(&e),
         };
@@ -216,7 +199,7 @@ impl Notifier {
                 return Err(r);
             }
         }
-        let c = &self.shared.config;
+        let c = &self.shared.parts.config;
         let all = parse_entries(
             &msg.body,
             &c.public_root,
@@ -233,7 +216,7 @@ impl Notifier {
                         (&key.auid, &key.tree)
                     }
                 };
-                self.shared.xdms.may_read(principal, auid, tree)
+                self.shared.parts.xdms.may_read(principal, auid, tree)
             })
             .collect();
         if readable.is_empty() {
@@ -248,7 +231,7 @@ impl Notifier {
             Ok(e) => e.unwrap_or_default(),
             Err(r) => return r,
         };
-        let c = &self.shared.config;
+        let c = &self.shared.parts.config;
         {
             let registry = self.shared.registry.lock();
             if registry.len() >= c.max_subscriptions
@@ -302,7 +285,7 @@ impl Notifier {
             tokio::spawn(actor.run(mailbox, Start::Resumed));
             return reply;
         }
-        if let Err(e) = self.shared.store.put(actor.record()).await {
+        if let Err(e) = self.shared.parts.store.put(actor.record()).await {
             tracing::warn!(target: "xcapd::notifier", error = %e, "cannot store a subscription");
             let mut r = Reply::new(503, "Service Unavailable");
             r.headers.push("Retry-After", "5");
@@ -310,7 +293,7 @@ impl Notifier {
         }
         spawn(&self.shared, actor, id, &entries, Start::New(sent_rx));
         let live = self.shared.registry.lock().len();
-        self.shared.metrics.sip.set_subscriptions(live);
+        self.shared.parts.metrics.sip.set_subscriptions(live);
         reply
     }
 
@@ -395,7 +378,7 @@ impl Notifier {
         r.to_tag = Some(to_tag.to_string());
         r.headers.push("Expires", expires.to_string());
         r.headers
-            .push("Contact", format!("<{}>", self.shared.config.contact));
+            .push("Contact", format!("<{}>", self.shared.parts.config.contact));
         r
     }
 }
@@ -458,7 +441,7 @@ fn spawn(shared: &Arc<Shared>, actor: Actor, id: DialogId, entries: &[Entry], st
 /// A stored subscription as a task again; `None` (and removed) when it cannot be.
 fn restore(shared: &Arc<Shared>, sub: Subscription) -> Option<(Actor, DialogId, Vec<Entry>)> {
     let saved = Saved::decode(&sub.package_state);
-    let c = &shared.config;
+    let c = &shared.parts.config;
     let mut entries = Vec::new();
     for sel in &sub.resources {
         let body = resource_list(sel);
@@ -472,7 +455,7 @@ fn restore(shared: &Arc<Shared>, sub: Subscription) -> Option<(Actor, DialogId, 
         }
     }
     let Some(saved) = saved.filter(|_| !entries.is_empty()) else {
-        let (store, dialog) = (Arc::clone(&shared.store), sub.dialog.clone());
+        let (store, dialog) = (Arc::clone(&shared.parts.store), sub.dialog.clone());
         tokio::spawn(async move { store.remove(dialog).await });
         return None;
     };
