@@ -2,46 +2,22 @@
 //! a write is acknowledged only once durable). Runs the real `xcapd` binary as a child process.
 
 mod common;
-use common::free_port;
+use common::{free_port, wait_ready, xcapd_serve};
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const RL: &str = "application/resource-lists+xml";
 const EL: &str = "application/xcap-el+xml";
 
 fn spawn(port: u16, data: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_xcapd"))
+    xcapd_serve()
         .env("XCAPD_SIP", "127.0.0.1:0")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["serve", "--http", &format!("127.0.0.1:{port}"), "--data"])
+        .args(["--http", &format!("127.0.0.1:{port}"), "--data"])
         .arg(data)
-        .env("XCAPD_LOG", "warn")
-        .env("XCAPD_AUTH", "none")
-        // Not the default 127.0.0.1:8081: a server already running there must not fail the test.
-        .env("XCAPD_ADMIN_LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("spawn xcapd")
-}
-
-async fn wait_ready(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = client
-            .get(format!("{base}/xcap-caps/global/index"))
-            .send()
-            .await
-        {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "server did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn doc(counter: u32) -> String {

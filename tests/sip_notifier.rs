@@ -29,6 +29,12 @@ fn attr<'a>(text: &'a str, element_start: &str, name: &str) -> Option<&'a str> {
     tag[j..].split('"').next()
 }
 
+/// Alice's buddy list with `entries` (development mode: over HTTP).
+async fn put_doc(s: &TestServer, entries: &[&str]) -> Resp {
+    s.put(DOC, "application/resource-lists+xml", buddy_list(entries))
+        .await
+}
+
 /// The NOTIFY that follows a 2xx (it may have overtaken the response).
 async fn notify_after(ua: &Ua, early: Vec<Msg>) -> Msg {
     match early.into_iter().next() {
@@ -208,24 +214,14 @@ async fn xe18_changes_coalesced_within_the_interval() {
 #[tokio::test]
 async fn xe14_component_reports() {
     let s = server(0).await;
-    s.put(
-        DOC,
-        "application/resource-lists+xml",
-        buddy_list(&["sip:bob@example.com"]),
-    )
-    .await;
+    put_doc(&s, &["sip:bob@example.com"]).await;
     let mut ua = Ua::new(s.running().sip_addr.unwrap(), ALICE).await;
     let (_, first) = subscribe(&mut ua, "xcap-diff", &[LIST]).await;
     let body = first.body();
     assert_eq!(attr(body, "<d:element", "sel"), Some(LIST), "{body}");
     assert!(body.contains("sip:bob@example.com"), "{body}");
     assert!(!body.contains("<d:document"), "a component only: {body}");
-    s.put(
-        DOC,
-        "application/resource-lists+xml",
-        buddy_list(&["sip:dave@example.com"]),
-    )
-    .await;
+    put_doc(&s, &["sip:dave@example.com"]).await;
     let n = ua.next_notify(WAIT).await.expect("the component changed");
     ua.answer(&n, 200).await;
     assert!(n.body().contains("sip:dave@example.com"), "{}", n.body());
@@ -241,12 +237,7 @@ async fn xe14_component_reports() {
 async fn xd15_unreadable_entries() {
     let s = server(0).await;
     let bob_doc = "resource-lists/users/sip:bob@example.com/index";
-    s.put(
-        DOC,
-        "application/resource-lists+xml",
-        buddy_list(&["sip:x@x"]),
-    )
-    .await;
+    put_doc(&s, &["sip:x@x"]).await;
     s.put(
         bob_doc,
         "application/resource-lists+xml",
@@ -279,12 +270,7 @@ async fn xd15_unreadable_entries() {
 #[tokio::test]
 async fn xe23_refusals_refresh_and_unsubscribe() {
     let s = server(0).await;
-    s.put(
-        DOC,
-        "application/resource-lists+xml",
-        buddy_list(&["sip:x@x"]),
-    )
-    .await;
+    put_doc(&s, &["sip:x@x"]).await;
     let sip = s.running().sip_addr.unwrap();
     let mut ua = Ua::new(sip, ALICE).await;
     let body = resource_lists(&[DOC]);
@@ -502,12 +488,7 @@ async fn refresh_order_event_id_and_caps() {
 async fn notifies_over_the_subscribers_tcp_connection() {
     use tokio::io::AsyncWriteExt;
     let s = server(0).await;
-    s.put(
-        DOC,
-        "application/resource-lists+xml",
-        buddy_list(&["sip:x@x"]),
-    )
-    .await;
+    put_doc(&s, &["sip:x@x"]).await;
     let sip = s.running().sip_addr.unwrap();
     let mut tcp = tokio::net::TcpStream::connect(sip).await.unwrap();
     let local = tcp.local_addr().unwrap();
@@ -533,12 +514,7 @@ async fn notifies_over_the_subscribers_tcp_connection() {
         answer_text(&m, 200)
     };
     tcp.write_all(answer(&got[1]).as_bytes()).await.unwrap();
-    s.put(
-        DOC,
-        "application/resource-lists+xml",
-        buddy_list(&["sip:y@x"]),
-    )
-    .await;
+    put_doc(&s, &["sip:y@x"]).await;
     let n = read_message(&mut tcp, &mut buf)
         .await
         .expect("the change NOTIFY");
@@ -562,12 +538,7 @@ async fn notifies_over_the_subscribers_tcp_connection() {
 #[tokio::test]
 async fn xe16_conditional_refresh() {
     let s = server(0).await;
-    s.put(
-        DOC,
-        "application/resource-lists+xml",
-        buddy_list(&["sip:x@x"]),
-    )
-    .await;
+    put_doc(&s, &["sip:x@x"]).await;
     let mut ua = Ua::new(s.running().sip_addr.unwrap(), ALICE).await;
     let (_, first) = subscribe(&mut ua, "xcap-diff", &[DOC]).await;
     let tag = first.header("SIP-ETag").expect("SIP-ETag").to_string();
@@ -577,12 +548,7 @@ async fn xe16_conditional_refresh() {
     assert_eq!(r.status(), Some(204), "{}", r.text);
     assert!(early.is_empty());
     assert!(ua.next_notify(Duration::from_millis(500)).await.is_none());
-    s.put(
-        DOC,
-        "application/resource-lists+xml",
-        buddy_list(&["sip:y@x"]),
-    )
-    .await;
+    put_doc(&s, &["sip:y@x"]).await;
     let n = ua.next_notify(WAIT).await.expect("the change");
     ua.answer(&n, 200).await;
     let changed = n.header("SIP-ETag").unwrap().to_string();
@@ -607,20 +573,10 @@ async fn xe16_conditional_refresh() {
 #[tokio::test]
 async fn a_refresh_during_a_failing_notify_keeps_the_subscription() {
     let s = server(0).await;
-    s.put(
-        DOC,
-        "application/resource-lists+xml",
-        buddy_list(&["sip:x@x"]),
-    )
-    .await;
+    put_doc(&s, &["sip:x@x"]).await;
     let mut ua = Ua::new(s.running().sip_addr.unwrap(), ALICE).await;
     subscribe(&mut ua, "xcap-diff", &[DOC]).await;
-    s.put(
-        DOC,
-        "application/resource-lists+xml",
-        buddy_list(&["sip:y@x"]),
-    )
-    .await;
+    put_doc(&s, &["sip:y@x"]).await;
     let change = ua.next_notify(WAIT).await.expect("the change");
     // Refresh first (answered 200 while the NOTIFY is out), then refuse the NOTIFY.
     let req = ua.subscribe("xcap-diff", Some(600), "", "");

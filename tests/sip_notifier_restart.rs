@@ -5,50 +5,25 @@
 
 mod common;
 use common::sip_ua::{resource_lists, Msg, Ua};
-use common::{buddy_list, free_port};
+use common::{buddy_list, free_port, wait_ready, xcapd_serve};
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
+use std::time::Duration;
 
 const DOC: &str = "resource-lists/users/sip:alice@example.com/index";
 const WAIT: Duration = Duration::from_secs(10);
 
 /// The server on `port` (HTTP) with SIP on `sip` ("" = no SIP, so no notifier runs).
 fn spawn(port: u16, sip: &str, data: &std::path::Path, config: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_xcapd"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args([
-            "serve",
-            "--http",
-            &format!("127.0.0.1:{port}"),
-            "--sip",
-            sip,
-        ])
+    xcapd_serve()
+        .args(["--http", &format!("127.0.0.1:{port}"), "--sip", sip])
         .arg("--data")
         .arg(data)
         .arg("--config")
         .arg(config)
-        .env("XCAPD_LOG", "warn")
-        .env("XCAPD_AUTH", "none")
-        .env("XCAPD_ADMIN_LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("spawn xcapd")
-}
-
-async fn wait_ready(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while client
-        .get(format!("{base}/xcap-caps/global/index"))
-        .send()
-        .await
-        .map_or(true, |r| !r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "server did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn put(client: &reqwest::Client, base: &str, entry: &str) -> String {

@@ -40,15 +40,8 @@ async fn sipp_probes_over_udp_and_tcp() {
             .unwrap();
         assert!(
             out.status.success(),
-            "sipp over {transport} failed ({}):\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .rev()
-                .take(30)
-                .collect::<Vec<_>>()
-                .join("\n"),
-            String::from_utf8_lossy(&out.stderr)
+            "sipp over {transport} failed: {}",
+            report(&out)
         );
     }
     s.stop().await;

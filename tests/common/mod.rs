@@ -18,6 +18,38 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `xcapd serve` of the real binary in development mode (quiet, admin API on a free port, the
+/// repository as working directory, output discarded); callers add the listeners and data.
+pub fn xcapd_serve() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_xcapd"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("serve")
+        .env("XCAPD_LOG", "warn")
+        .env("XCAPD_AUTH", "none")
+        // Not the default 127.0.0.1:8081: a server already running there must not fail the test.
+        .env("XCAPD_ADMIN_LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    cmd
+}
+
+/// Waits (up to 60 s) until the server under `base` (the XCAP root URL) answers.
+pub async fn wait_ready(client: &reqwest::Client, base: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while client
+        .get(format!("{base}/xcap-caps/global/index"))
+        .send()
+        .await
+        .map_or(true, |r| !r.status().is_success())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server did not come up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// The admin token every test server uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
