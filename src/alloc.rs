@@ -19,3 +19,20 @@ pub fn release_freed_memory() {
     // call at any time, also when mimalloc is not the global allocator (then it has little to do).
     unsafe { mi_collect(true) }
 }
+
+/// Called when a runtime thread goes idle: at most every few seconds per thread, it gives back
+/// what the thread freed since (a burst of 10,000 SUBSCRIBEs left ~30 MB of freed pages on
+/// threads that had nothing more to allocate).
+pub fn release_when_idle() {
+    use std::cell::Cell;
+    use std::time::{Duration, Instant};
+    const EVERY: Duration = Duration::from_secs(2);
+    thread_local!(static LAST: Cell<Option<Instant>> = const { Cell::new(None) });
+    let now = Instant::now();
+    LAST.with(|last| {
+        if last.get().is_none_or(|t| now.duration_since(t) >= EVERY) {
+            last.set(Some(now));
+            release_freed_memory();
+        }
+    });
+}

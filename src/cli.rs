@@ -121,6 +121,7 @@ fn load_config(args: &ConfigArgs) -> Result<Config, String> {
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(crate::alloc::release_when_idle)
         .build()
         .map_err(|e| format!("cannot start runtime: {e}"))
 }

@@ -145,9 +145,10 @@ pub(super) enum Start {
 }
 
 impl Actor {
-    /// The task. The work between waits runs in boxed futures, so an idle subscription costs
-    /// a small future (10,000 of them are a benchmark figure).
-    pub async fn run(mut self, mailbox: Arc<Mailbox>, start: Start) {
+    /// The task. The actor and the work between waits are boxed, so an idle subscription's
+    /// future holds pointers and the wait itself (10,000 of them are a benchmark figure; an
+    /// async fn keeps its arguments apart from its locals, so an actor by value counted twice).
+    pub async fn run(mut self: Box<Self>, mailbox: Arc<Mailbox>, start: Start) {
         let mut shutdown = self.shared.parts.shutdown.clone();
         if let Start::New(sent) = start {
             let _ = tokio::time::timeout(AFTER_2XX, sent).await;
@@ -646,7 +647,7 @@ impl Actor {
     }
 
     /// The subscription is over: forgotten here and in the store.
-    async fn end(self) {
+    async fn end(self: Box<Self>) {
         self.shared.registry.lock().remove(&self.dialog.id);
         let live = self.shared.registry.lock().len();
         self.shared.parts.metrics.sip.set_subscriptions(live);

@@ -282,7 +282,7 @@ impl Notifier {
                 sent: sent_rx,
             };
             mailbox.send(Msg::Refresh(Box::new(refresh)));
-            tokio::spawn(actor.run(mailbox, Start::Resumed));
+            tokio::spawn(Box::new(actor).run(mailbox, Start::Resumed));
             return reply;
         }
         if let Err(e) = self.shared.parts.store.put(actor.record()).await {
@@ -432,7 +432,7 @@ fn spawn(shared: &Arc<Shared>, actor: Actor, id: DialogId, entries: &[Entry], st
     );
     let mut registry = shared.registry.lock();
     registry.insert(id.clone(), handle, entries);
-    let task = tokio::spawn(actor.run(mailbox, start));
+    let task = tokio::spawn(Box::new(actor).run(mailbox, start));
     if let Some(h) = registry.get_mut(&id) {
         h.task = Some(task.abort_handle());
     }

@@ -255,6 +255,7 @@ impl Client {
                     }
                     if p.tx.next_wake().is_none() {
                         table.pending.remove(&branch);
+                        super::release_spare(&mut table.pending);
                     } else {
                         table.schedule(&branch);
                     }

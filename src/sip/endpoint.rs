@@ -352,9 +352,9 @@ impl Endpoint {
 
     /// Forgets transactions whose Timer J fired; called periodically by the transport.
     pub fn sweep(&self, now: Instant) {
-        self.transactions
-            .lock()
-            .retain(|_, tx| tx.poll(now) != ServerState::Terminated);
+        let mut txs = self.transactions.lock();
+        txs.retain(|_, tx| tx.poll(now) != ServerState::Terminated);
+        super::release_spare(&mut txs);
     }
 
     pub fn transactions(&self) -> usize {

@@ -12,3 +12,13 @@ pub mod header;
 pub mod message;
 pub mod transaction;
 pub mod transport;
+
+/// Gives back a transaction table's spare room once a burst is over: a hash table keeps its
+/// largest capacity, and 10,000 SUBSCRIBEs or NOTIFYs at once left megabytes of empty buckets.
+pub(crate) fn release_spare<K: std::hash::Hash + Eq, V>(
+    table: &mut std::collections::HashMap<K, V>,
+) {
+    if table.capacity() > 1024 && table.len() < table.capacity() / 8 {
+        table.shrink_to(table.len() * 2);
+    }
+}
