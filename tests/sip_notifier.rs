@@ -636,3 +636,46 @@ async fn scope4_service_principals_watch_any_user() {
     }
     s.stop().await;
 }
+
+// XE-23, XE-18, RFC 6665 §4.2.2: a subscription that is not refreshed ends at its expiry with
+// a final NOTIFY `terminated;reason=timeout`, which carries the change still held back by the
+// notify interval; the subscription is then gone.
+#[tokio::test]
+async fn xe23_expiry_ends_with_the_held_back_change() {
+    let s = TestServer::start_with(|c| {
+        c.sip.notify_interval_ms = 60_000;
+        c.sip.timer_t1_ms = 50;
+        c.sip.subscription_min_secs = 1;
+    })
+    .await;
+    put_doc(&s, &["sip:x@x"]).await;
+    let sip = s.running().sip_addr.unwrap();
+    let mut ua = Ua::new(sip, ALICE).await;
+    let req = ua.subscribe("xcap-diff", Some(2), "", &resource_lists(&[DOC]));
+    let (resp, early) = ua.request(&req).await;
+    assert_eq!(resp.status(), Some(200));
+    assert_eq!(resp.header("Expires"), Some("2"));
+    let initial = notify_after(&ua, early).await;
+    ua.answer(&initial, 200).await;
+    assert!(initial
+        .header("Subscription-State")
+        .unwrap()
+        .starts_with("active"));
+    // Within the interval: held back until the end.
+    let changed = put_doc(&s, &["sip:x@x", "sip:y@y"]).await;
+    let new_etag = changed.etag();
+    let last = ua.next_notify(WAIT).await.expect("the final NOTIFY");
+    ua.answer(&last, 200).await;
+    assert_eq!(
+        last.header("Subscription-State"),
+        Some("terminated;reason=timeout")
+    );
+    assert_eq!(
+        attr(last.body(), "<d:document", "new-etag"),
+        Some(new_etag.trim_matches('"'))
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(s.running().notifier.as_ref().unwrap().subscriptions(), 0);
+    assert!(ua.next_notify(Duration::from_millis(300)).await.is_none());
+    s.stop().await;
+}

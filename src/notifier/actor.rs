@@ -1,6 +1,7 @@
 //! One xcap-diff subscription at work (RFC 5875 §4.7, §4.10; RFC 6665 §4.2.2; standards.md
-//! XE-10, XE-13…XE-18, XE-23, XD-14): a task per dialog that takes the changes of the
-//! documents it watches, sends one NOTIFY at a time, at most one per notify interval (changes
+//! XE-10, XE-13…XE-18, XE-23, XD-14): the state of one dialog, woken by its mailbox
+//! ([`super::mailbox`]), that takes the changes of the documents it watches, sends one NOTIFY
+//! at a time, at most one per notify interval (changes
 //! in between coalesced; the first after a quiet period at once), the full state after every
 //! accepted SUBSCRIBE, and the final NOTIFY when the subscription ends. After each NOTIFY the
 //! subscriber acknowledged, the reported state is stored, so a restart chains on from it.
@@ -11,9 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use tokio::sync::oneshot;
 
 use super::dialog::{ends_subscription, notify, Dialog, State};
+use super::mailbox::{Mailbox, Msg};
 use super::report::{state_tag, Documents};
 use super::request::{DiffProcessing, Entry};
 use super::saved::Saved;
@@ -26,70 +27,6 @@ use crate::storage::subscriptions::Subscription;
 use crate::storage::{now_ms, StorageError};
 use crate::xcap::keys::{DocKey, TreeKey};
 use crate::xcap_diff::{ComponentReport, DocumentChange, DocumentReport, XcapDiff};
-
-/// A subscription task's queue: lighter than a channel (10,000 of them idle most of the time:
-/// no block allocated up front); closed when the subscription ends, so later sends fail.
-#[derive(Default)]
-pub(super) struct Mailbox {
-    queue: parking_lot::Mutex<std::collections::VecDeque<Msg>>,
-    ready: tokio::sync::Notify,
-    closed: std::sync::atomic::AtomicBool,
-}
-
-impl Mailbox {
-    /// False when the subscription has ended.
-    pub fn send(&self, msg: Msg) -> bool {
-        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
-            return false;
-        }
-        self.queue.lock().push_back(msg);
-        self.ready.notify_one();
-        true
-    }
-
-    fn try_recv(&self) -> Option<Msg> {
-        self.queue.lock().pop_front()
-    }
-
-    async fn recv(&self) -> Msg {
-        loop {
-            if let Some(msg) = self.try_recv() {
-                return msg;
-            }
-            // A send in between leaves a permit: nothing is missed.
-            self.ready.notified().await;
-        }
-    }
-
-    pub fn close(&self) {
-        self.closed
-            .store(true, std::sync::atomic::Ordering::Release);
-    }
-}
-
-/// What a subscription's task is told.
-pub(super) enum Msg {
-    /// A committed change of a document in a watched usage and tree.
-    Change(Arc<ChangeRecord>),
-    /// An accepted refresh (or `Expires: 0`): the full state follows once the 2xx is out.
-    Refresh(Box<Refresh>),
-    /// Changes were trimmed before they were read: compare with the documents themselves.
-    Resync,
-}
-
-pub(super) struct Refresh {
-    /// RFC 5839: the subscriber holds the current state; no NOTIFY follows (204 was sent).
-    pub suppress: bool,
-    /// The stream connection the refresh came over (the latest flow), if any.
-    pub flow: Option<std::net::SocketAddr>,
-    /// A new Contact (a refresh is a target refresh, RFC 3261 §12.2.2).
-    pub remote_target: Option<String>,
-    pub expires_at_ms: u64,
-    pub entries: Option<Vec<Entry>>,
-    pub mode: DiffProcessing,
-    pub remote_cseq: u32,
-    pub sent: oneshot::Receiver<()>,
-}
 
 /// How a NOTIFY went.
 enum Sent {
@@ -129,76 +66,48 @@ pub(super) struct Actor {
     pub failures: u32,
 }
 
-/// What ended a wait of the task.
-enum Wake {
-    Msg(Msg),
-    Due,
-    Expired,
-}
-
-/// How a task starts.
-pub(super) enum Start {
-    /// A new subscription: the full state once the 2xx is out.
-    New(oneshot::Receiver<()>),
-    /// Restored after a restart: changes since the stored position follow from the feed.
-    Resumed,
-}
-
 impl Actor {
-    /// The task. The actor and the work between waits are boxed, so an idle subscription's
-    /// future holds pointers and the wait itself (10,000 of them are a benchmark figure; an
-    /// async fn keeps its arguments apart from its locals, so an actor by value counted twice).
-    pub async fn run(mut self: Box<Self>, mailbox: Arc<Mailbox>, start: Start) {
-        let mut shutdown = self.shared.parts.shutdown.clone();
-        if let Start::New(sent) = start {
-            let _ = tokio::time::timeout(AFTER_2XX, sent).await;
-            if !Box::pin(self.full_state()).await && !Box::pin(self.revived(&mailbox)).await {
-                return Box::pin(self.end()).await;
-            }
-        }
+    /// Does what is due: the queued messages, a NOTIFY of the pending changes when the
+    /// notify interval allows (XE-18: changes in between coalesced; the first after a quiet
+    /// period at once), the end at expiry. The time to be woken at next, or `None` when the
+    /// subscription is over (then [`Actor::end`] follows). The work is boxed: the driver's
+    /// future stays small while a NOTIFY waits for its answer.
+    pub async fn work(&mut self, mailbox: &Mailbox) -> Option<Instant> {
         loop {
             // Coalesce: everything already queued counts for the next NOTIFY (XE-18).
             while let Some(msg) = mailbox.try_recv() {
-                if !Box::pin(self.on_msg(msg)).await {
-                    return Box::pin(self.end()).await;
+                let alive = match msg {
+                    Msg::Start(sent) => {
+                        let _ = tokio::time::timeout(AFTER_2XX, sent).await;
+                        Box::pin(self.full_state()).await || Box::pin(self.revived(mailbox)).await
+                    }
+                    msg => Box::pin(self.on_msg(msg)).await,
+                };
+                if !alive {
+                    return None;
                 }
+            }
+            if now_ms() >= self.expires_at_ms {
+                Box::pin(self.expired()).await;
+                return None;
             }
             let pending = self.docs.has_pending() || !self.dirty.is_empty();
             let due = self
                 .last_sent
                 .map(|t| t + self.shared.parts.config.notify_interval);
             if pending && due.is_none_or(|t| t <= Instant::now()) {
-                if !Box::pin(self.changes()).await && !Box::pin(self.revived(&mailbox)).await {
-                    return Box::pin(self.end()).await;
+                if !Box::pin(self.changes()).await && !Box::pin(self.revived(mailbox)).await {
+                    return None;
                 }
                 continue;
             }
-            // One timer: the coalescing deadline or the end of the subscription, whichever first.
+            // The coalescing deadline or the end of the subscription, whichever first.
             let expiry =
                 Instant::now() + Duration::from_millis(self.expires_at_ms.saturating_sub(now_ms()));
-            let deadline = match due {
+            return Some(match due {
                 Some(due) if pending => due.min(expiry),
                 _ => expiry,
-            };
-            let wake = tokio::select! {
-                msg = mailbox.recv() => Wake::Msg(msg),
-                () = tokio::time::sleep_until(deadline.into()) => {
-                    if Instant::now() >= expiry { Wake::Expired } else { Wake::Due }
-                }
-                _ = shutdown.changed() => return,
-            };
-            match wake {
-                Wake::Msg(msg) => {
-                    if !Box::pin(self.on_msg(msg)).await {
-                        return Box::pin(self.end()).await;
-                    }
-                }
-                Wake::Due => {}
-                Wake::Expired => {
-                    Box::pin(self.expired()).await;
-                    return Box::pin(self.end()).await;
-                }
-            }
+            });
         }
     }
 
@@ -216,6 +125,7 @@ impl Actor {
                         return false;
                     }
                 }
+                Msg::Start(_) | Msg::Tick => {}
             }
         }
         match refresh {
@@ -270,6 +180,7 @@ impl Actor {
                 self.full_state().await
             }
             Msg::Resync => self.resync().await,
+            Msg::Start(_) | Msg::Tick => true,
         }
     }
 
@@ -647,7 +558,7 @@ impl Actor {
     }
 
     /// The subscription is over: forgotten here and in the store.
-    async fn end(self: Box<Self>) {
+    pub async fn end(self: Box<Self>) {
         self.shared.registry.lock().remove(&self.dialog.id);
         let live = self.shared.registry.lock().len();
         self.shared.parts.metrics.sip.set_subscriptions(live);

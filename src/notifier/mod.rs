@@ -4,7 +4,8 @@
 //! - [`request`]: what a SUBSCRIBE asks for (entries, Accept, diff-processing, duration);
 //! - [`service`]: SUBSCRIBE answered (identity, authorization, dialog, storage), resumption;
 //! - [`registry`]: live subscriptions and the change-feed reader feeding them;
-//! - [`actor`]: one task per subscription sending its NOTIFYs;
+//! - [`actor`]: one subscription's state, sending its NOTIFYs;
+//! - [`mailbox`]: what wakes a subscription (its queue, one timer schedule for all);
 //! - [`report`], [`state`], [`dialog`], [`saved`]: the pure parts (document chains,
 //!   component state, NOTIFY requests, the stored package state).
 //!
@@ -12,6 +13,7 @@
 
 mod actor;
 pub mod dialog;
+mod mailbox;
 mod registry;
 pub mod report;
 pub mod request;

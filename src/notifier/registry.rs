@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::actor::{Mailbox, Msg};
+use super::mailbox::{Mailbox, Msg};
 use super::request::Entry;
 use super::service::Shared;
 use crate::storage::subscriptions::DialogId;
@@ -22,8 +22,6 @@ pub(super) struct Handle {
     pub remote_cseq: u32,
     /// The Event header's `id` (RFC 6665 §8.2.1): refreshes must name the same.
     pub event_id: Option<String>,
-    /// Its task, stopped at shutdown (before the runtime goes, so no timer outlives it).
-    pub task: Option<tokio::task::AbortHandle>,
     /// The entity-tag of the state the subscriber was last told, while nothing changed since
     /// (RFC 5839: a refresh with a matching `Suppress-If-Match` gets 204 and no NOTIFY).
     pub entity_tag: Option<String>,
@@ -45,7 +43,6 @@ impl Handle {
             subscriber,
             remote_cseq,
             event_id,
-            task: None,
             entity_tag: None,
             watched: Vec::new(),
         }
@@ -138,12 +135,11 @@ impl Registry {
             .unwrap_or_default()
     }
 
-    /// Stops every subscription's task (shutdown: the stored state is where they resume).
+    /// Stops every subscription's driver (shutdown: the stored state is where they resume;
+    /// before the runtime goes, so no timer outlives it).
     pub fn stop_all(&self) {
         for h in self.actors.values() {
-            if let Some(task) = &h.task {
-                task.abort();
-            }
+            h.mailbox.stop();
         }
     }
 

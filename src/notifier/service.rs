@@ -2,8 +2,8 @@
 //! XE-16, XE-19, XE-20, XD-15): answers SUBSCRIBE requests the SIP endpoint hands over — who
 //! is subscribing (P-Asserted-Identity from the SIP/IP core, else SIP Digest), what they may
 //! watch (exactly what an HTTP GET with the same identity may read), the dialog and its
-//! duration — and runs one task per subscription ([`super::actor`]) fed from the change feed
-//! ([`super::registry`]). Subscriptions are stored, so a restart resumes them.
+//! duration — and keeps each subscription's state ([`super::actor`]), woken by its mailbox
+//! ([`super::mailbox`]) and fed from the change feed ([`super::registry`]). Subscriptions are stored, so a restart resumes them.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,8 +15,9 @@ use parking_lot::Mutex;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::actor::{Actor, Mailbox, Msg, Refresh, Start};
+use super::actor::Actor;
 use super::dialog::{Dialog, PACKAGE};
+use super::mailbox::{Mailbox, Msg, Refresh, Timers};
 use super::registry::{dispatch, Handle, Registry};
 use super::report::Documents;
 use super::request::{
@@ -58,6 +59,7 @@ pub struct NotifierConfig {
 pub(super) struct Shared {
     pub parts: NotifierParts,
     pub registry: Mutex<Registry>,
+    pub timers: Arc<Timers>,
 }
 
 /// The notifier; install it on the SIP endpoint with `Endpoint::set_handler`.
@@ -88,6 +90,7 @@ impl Notifier {
         let shared = Arc::new(Shared {
             parts,
             registry: Mutex::new(Registry::default()),
+            timers: Arc::default(),
         });
         let stored = shared.parts.store.all().await?;
         let mut from = shared.parts.feed.head();
@@ -95,7 +98,8 @@ impl Notifier {
             match restore(&shared, sub) {
                 Some((actor, dialog, entries)) => {
                     from = from.min(actor.notified_seq);
-                    spawn(&shared, actor, dialog, &entries, Start::Resumed);
+                    // Its first wake-up ends it if it expired meanwhile (with its final NOTIFY).
+                    spawn(&shared, actor, dialog, &entries, Msg::Tick);
                 }
                 None => continue,
             }
@@ -105,6 +109,9 @@ impl Notifier {
         if live > 0 {
             tracing::info!(target: "xcapd::notifier", subscriptions = live, from, "xcap-diff subscriptions resumed");
         }
+        let timers = Arc::clone(&shared.timers);
+        let shutdown = shared.parts.shutdown.clone();
+        tokio::spawn(async move { timers.run(shutdown).await });
         let task = tokio::spawn(dispatch(Arc::clone(&shared), from));
         Ok((Arc::new(Notifier { shared, auth }), task))
     }
@@ -270,7 +277,7 @@ impl Notifier {
         reply.sent = Some(sent_tx);
         if asked.expires == 0 {
             // RFC 6665 §4.2.1.1: a fetch; one NOTIFY with the state, terminated.
-            let mailbox = Arc::new(Mailbox::default());
+            let mailbox = Mailbox::new(Box::new(actor));
             let refresh = Refresh {
                 suppress: false,
                 flow: asked.flow,
@@ -282,7 +289,6 @@ impl Notifier {
                 sent: sent_rx,
             };
             mailbox.send(Msg::Refresh(Box::new(refresh)));
-            tokio::spawn(Box::new(actor).run(mailbox, Start::Resumed));
             return reply;
         }
         if let Err(e) = self.shared.parts.store.put(actor.record()).await {
@@ -291,7 +297,7 @@ impl Notifier {
             r.headers.push("Retry-After", "5");
             return r;
         }
-        spawn(&self.shared, actor, id, &entries, Start::New(sent_rx));
+        spawn(&self.shared, actor, id, &entries, Msg::Start(sent_rx));
         let live = self.shared.registry.lock().len();
         self.shared.parts.metrics.sip.set_subscriptions(live);
         reply
@@ -421,24 +427,20 @@ fn refusal(e: &SubscribeError) -> Reply {
     }
 }
 
-/// Registers a subscription's task and starts it.
-fn spawn(shared: &Arc<Shared>, actor: Actor, id: DialogId, entries: &[Entry], start: Start) {
-    let mailbox = Arc::new(Mailbox::default());
-    let handle = Handle::new(
-        Arc::clone(&mailbox),
+/// Registers a subscription and hands it its first message.
+fn spawn(shared: &Arc<Shared>, actor: Actor, id: DialogId, entries: &[Entry], first: Msg) {
+    let (subscriber, cseq, event_id) = (
         actor.subscriber.clone(),
         actor.dialog.remote_cseq,
         actor.dialog.event_id.clone(),
     );
-    let mut registry = shared.registry.lock();
-    registry.insert(id.clone(), handle, entries);
-    let task = tokio::spawn(Box::new(actor).run(mailbox, start));
-    if let Some(h) = registry.get_mut(&id) {
-        h.task = Some(task.abort_handle());
-    }
+    let mailbox = Mailbox::new(Box::new(actor));
+    let handle = Handle::new(Arc::clone(&mailbox), subscriber, cseq, event_id);
+    shared.registry.lock().insert(id, handle, entries);
+    mailbox.send(first);
 }
 
-/// A stored subscription as a task again; `None` (and removed) when it cannot be.
+/// A stored subscription live again; `None` (and removed) when it cannot be.
 fn restore(shared: &Arc<Shared>, sub: Subscription) -> Option<(Actor, DialogId, Vec<Entry>)> {
     let saved = Saved::decode(&sub.package_state);
     let c = &shared.parts.config;

@@ -158,6 +158,8 @@ impl Client {
         }
         request.headers = headers;
         let bytes = request.to_bytes();
+        // Nothing but the bytes is kept while the answer is awaited (thousands may be).
+        drop(request);
         let (done, outcome) = oneshot::channel();
         let (tx, _) = ClientTransaction::start_with(self.timers, flow.is_some(), Instant::now());
         let earliest = {
@@ -186,6 +188,7 @@ impl Client {
                 if let Err(e) = self.socket.send_to(&bytes, destination).await {
                     tracing::debug!(target: "xcapd::sip", error = %e, %destination, "cannot send a SIP request");
                 }
+                drop(bytes);
             }
         }
         Some(outcome.await.unwrap_or(Outcome::Timeout))
@@ -221,6 +224,8 @@ impl Client {
             if let Some(done) = p.done.take() {
                 let _ = done.send(Outcome::Final(response));
             }
+            // Completed (Timer K) absorbs answers only: the request is not sent again.
+            p.bytes = Vec::new();
         }
         // Timer K now (or nothing): usually later than what is scheduled, so no wake-up.
         if table.schedule(&branch) {

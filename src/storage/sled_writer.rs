@@ -63,8 +63,30 @@ impl SledWriter {
     }
 }
 
+/// Quiet this long after writing, the thread gives back the memory it freed.
+const QUIET: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn run(db: &sled::Db, queue: &mpsc::Receiver<Job>) {
-    while let Ok(first) = queue.recv() {
+    let mut wrote = false;
+    loop {
+        let next = if wrote {
+            queue.recv_timeout(QUIET)
+        } else {
+            queue
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+        };
+        let first = match next {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // A burst of subscription writes left freed pages on this thread's heap.
+                crate::alloc::release_freed_memory();
+                wrote = false;
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        wrote = true;
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match queue.try_recv() {
