@@ -679,3 +679,54 @@ async fn xe23_expiry_ends_with_the_held_back_change() {
     assert!(ua.next_notify(Duration::from_millis(300)).await.is_none());
     s.stop().await;
 }
+
+// XE-02b, XD-14, issue #13 scope 7 (changes from every writer, generated documents too): the
+// user's xcap-directory is built by the server, never written; a subscription to it gets its
+// ETag first, then a chained report whenever one of the user's documents changes, with the
+// ETag an HTTP GET returns.
+#[tokio::test]
+async fn generated_xcap_directory_is_reported_when_a_document_changes() {
+    const DIR: &str =
+        "org.openmobilealliance.xcap-directory/users/sip:alice@example.com/directory.xml";
+    let s = server(0).await;
+    let sip = s.running().sip_addr.unwrap();
+    let mut ua = Ua::new(sip, ALICE).await;
+    let (resp, initial) = subscribe(&mut ua, "xcap-diff", &[DIR]).await;
+    assert_eq!(resp.status(), Some(200));
+    let e0 = s.get(DIR).await.etag();
+    assert_eq!(
+        attr(initial.body(), "<d:document", "new-etag"),
+        Some(e0.trim_matches('"'))
+    );
+    put_doc(&s, &["sip:x@x"]).await;
+    let n = ua
+        .next_notify(WAIT)
+        .await
+        .expect("a NOTIFY for the directory");
+    ua.answer(&n, 200).await;
+    let e1 = s.get(DIR).await.etag();
+    assert_ne!(e0, e1);
+    assert_eq!(
+        attr(n.body(), "<d:document", "sel"),
+        Some(DIR),
+        "{}",
+        n.body()
+    );
+    assert_eq!(
+        attr(n.body(), "<d:document", "previous-etag"),
+        Some(e0.trim_matches('"'))
+    );
+    assert_eq!(
+        attr(n.body(), "<d:document", "new-etag"),
+        Some(e1.trim_matches('"'))
+    );
+    // A document of another user does not concern Alice's directory.
+    s.put(
+        "resource-lists/users/sip:bob@example.com/index",
+        "application/resource-lists+xml",
+        buddy_list(&["sip:y@y"]),
+    )
+    .await;
+    assert!(ua.next_notify(Duration::from_millis(500)).await.is_none());
+    s.stop().await;
+}

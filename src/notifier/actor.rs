@@ -199,6 +199,14 @@ impl Actor {
                 Entry::Collection { .. } | Entry::Document { .. } if e.covers(&change.key) => {
                     watched = true;
                 }
+                // Built from the changed tree: its ETag is read again for the next NOTIFY.
+                Entry::Generated { key, sources, .. }
+                    if sources
+                        .iter()
+                        .any(|(a, t)| *a == change.key.auid && *t == change.key.tree) =>
+                {
+                    self.dirty.insert(key.clone());
+                }
                 _ => {}
             }
         }
@@ -297,6 +305,12 @@ impl Actor {
                         out.insert(key.clone(), (sel.clone(), doc.etag));
                     }
                 }
+                Entry::Generated { sel, key, .. } => {
+                    let xdms = &self.shared.parts.xdms;
+                    if let Some(etag) = xdms.generated_etag(key).await? {
+                        out.insert(key.clone(), (sel.clone(), etag));
+                    }
+                }
                 Entry::Component { .. } => {}
             }
         }
@@ -366,6 +380,21 @@ impl Actor {
 
     /// The body reporting every pending change (and clearing them).
     async fn change_body(&mut self) -> Vec<u8> {
+        // Generated documents whose sources changed: a step to their ETag now, reported in the
+        // fetch form like any whole-document change (XD-14 chains hold).
+        for e in &self.entries {
+            let Entry::Generated { key, .. } = e else {
+                continue;
+            };
+            if self.dirty.remove(key) {
+                match self.shared.parts.xdms.generated_etag(key).await {
+                    Ok(now) => self.docs.jump(key, now),
+                    Err(_) => {
+                        self.unread.insert(key.clone());
+                    }
+                }
+            }
+        }
         let mut diff = XcapDiff::new(self.shared.parts.config.public_root.clone());
         let registry = self.shared.parts.xdms.registry().clone();
         let entries = &self.entries;
@@ -574,7 +603,9 @@ fn sel_of(entries: &[Entry], key: &DocKey) -> String {
     entries
         .iter()
         .find_map(|e| match e {
-            Entry::Document { sel, key: k } if k == key => Some(sel.clone()),
+            Entry::Document { sel, key: k } | Entry::Generated { sel, key: k, .. } if k == key => {
+                Some(sel.clone())
+            }
             _ => None,
         })
         .unwrap_or_else(|| key.document_selector())

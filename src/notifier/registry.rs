@@ -92,13 +92,7 @@ impl Registry {
                 }
             }
         }
-        for e in entries {
-            let w = match e {
-                Entry::Collection { auid, tree, .. } => (auid.clone(), tree.clone()),
-                Entry::Document { key, .. } | Entry::Component { key, .. } => {
-                    (key.auid.clone(), key.tree.clone())
-                }
-            };
+        for w in entries.iter().flat_map(Entry::watches) {
             if handle.watched.iter().any(|h| **h == w) {
                 continue;
             }

@@ -45,6 +45,13 @@ pub enum Entry {
     },
     /// XE-02b.
     Document { sel: String, key: DocKey },
+    /// XE-02b for a document the server builds (the user's xcap-directory, xcap-caps): it
+    /// changes with the `(auid, tree)`s in `sources` (issue #13 scope 7).
+    Generated {
+        sel: String,
+        key: DocKey,
+        sources: Vec<(String, TreeKey)>,
+    },
     /// XE-02c: an element or attribute of a document; `query` holds the xmlns() bindings.
     Component {
         sel: String,
@@ -223,7 +230,35 @@ impl Entry {
             Entry::Collection {
                 auid, tree, prefix, ..
             } => key.auid == *auid && key.tree == *tree && key.path.starts_with(prefix.as_str()),
-            Entry::Document { key: k, .. } | Entry::Component { key: k, .. } => k == key,
+            Entry::Document { key: k, .. }
+            | Entry::Generated { key: k, .. }
+            | Entry::Component { key: k, .. } => k == key,
+        }
+    }
+
+    /// The `(auid, tree)`s whose changes concern this entry.
+    pub fn watches(&self) -> Vec<(String, TreeKey)> {
+        match self {
+            Entry::Collection { auid, tree, .. } => vec![(auid.clone(), tree.clone())],
+            Entry::Document { key, .. } | Entry::Component { key, .. } => {
+                vec![(key.auid.clone(), key.tree.clone())]
+            }
+            Entry::Generated { sources, .. } => sources.clone(),
+        }
+    }
+
+    /// A document entry naming a generated document becomes [`Entry::Generated`] with what
+    /// `sources_of` says it is built from.
+    pub fn generated(
+        self,
+        sources_of: impl Fn(&DocKey) -> Option<Vec<(String, TreeKey)>>,
+    ) -> Entry {
+        match self {
+            Entry::Document { sel, key } => match sources_of(&key) {
+                Some(sources) => Entry::Generated { sel, key, sources },
+                None => Entry::Document { sel, key },
+            },
+            other => other,
         }
     }
 
@@ -231,6 +266,7 @@ impl Entry {
         match self {
             Entry::Collection { sel, .. }
             | Entry::Document { sel, .. }
+            | Entry::Generated { sel, .. }
             | Entry::Component { sel, .. } => sel,
         }
     }

@@ -214,14 +214,16 @@ impl Notifier {
             c.default_domain.as_deref(),
         )
         .map_err(|e| refusal(&e))?;
+        let xdms = &self.shared.parts.xdms;
         let readable: Vec<Entry> = all
             .into_iter()
+            .map(|e| e.generated(|k| xdms.generated_sources(k)))
             .filter(|e| {
                 let (auid, tree) = match e {
                     Entry::Collection { auid, tree, .. } => (auid, tree),
-                    Entry::Document { key, .. } | Entry::Component { key, .. } => {
-                        (&key.auid, &key.tree)
-                    }
+                    Entry::Document { key, .. }
+                    | Entry::Generated { key, .. }
+                    | Entry::Component { key, .. } => (&key.auid, &key.tree),
                 };
                 self.shared.parts.xdms.may_read(principal, auid, tree)
             })
@@ -453,7 +455,11 @@ fn restore(shared: &Arc<Shared>, sub: Subscription) -> Option<(Actor, DialogId, 
             &c.root_path,
             c.default_domain.as_deref(),
         ) {
-            entries.append(&mut e);
+            let xdms = &shared.parts.xdms;
+            entries.extend(
+                e.drain(..)
+                    .map(|e| e.generated(|k| xdms.generated_sources(k))),
+            );
         }
     }
     let Some(saved) = saved.filter(|_| !entries.is_empty()) else {

@@ -193,21 +193,7 @@ impl Xdms {
                 else {
                     return Ok(None);
                 };
-                let docs = self.store.list_user(xui).await.map_err(storage_error)?;
-                let auids: Vec<String> = self
-                    .registry
-                    .iter()
-                    .filter(|u| {
-                        u.descriptor.generated.is_none()
-                            && u.descriptor.allows_tree(crate::appusage::TreeKind::Users)
-                    })
-                    .map(|u| u.auid().to_string())
-                    .collect();
-                Ok(Some(generated::xcap_directory(
-                    &self.settings.public_root,
-                    &auids,
-                    &docs,
-                )))
+                Ok(Some(self.xcap_directory(xui).await.map_err(storage_error)?))
             }
             Some(Generated::RlsServicesGlobal) => {
                 if target.key.path != "index" {
@@ -225,6 +211,63 @@ impl Xdms {
                 }
                 Ok(Some(generated::rls_services_global(&sources)))
             }
+        }
+    }
+
+    /// The usages whose user documents the xcap-directory lists.
+    fn directory_auids(&self) -> Vec<String> {
+        self.registry
+            .iter()
+            .filter(|u| {
+                u.descriptor.generated.is_none()
+                    && u.descriptor.allows_tree(crate::appusage::TreeKind::Users)
+            })
+            .map(|u| u.auid().to_string())
+            .collect()
+    }
+
+    async fn xcap_directory(&self, xui: &str) -> Result<StoredDocument, StorageError> {
+        let docs = self.store.list_user(xui).await?;
+        Ok(generated::xcap_directory(
+            &self.settings.public_root,
+            &self.directory_auids(),
+            &docs,
+        ))
+    }
+
+    /// For a generated document a subscription may watch (xcap-diff covers generated
+    /// documents too, issue #13 scope 7): the `(auid, tree)`s whose changes change it, none for
+    /// xcap-caps. `None` for a stored document, and for the rls-services global index, which
+    /// no change of one tree can be followed to.
+    pub fn generated_sources(&self, key: &DocKey) -> Option<Vec<(String, TreeKey)>> {
+        let usage = self.registry.get(&key.auid)?;
+        match (usage.descriptor.generated, &key.tree) {
+            (Some(Generated::XcapDirectory), TreeKey::User(_)) => Some(
+                self.directory_auids()
+                    .into_iter()
+                    .map(|auid| (auid, key.tree.clone()))
+                    .collect(),
+            ),
+            (Some(Generated::XcapCaps), TreeKey::Global) => Some(Vec::new()),
+            _ => None,
+        }
+    }
+
+    /// The current ETag of a generated document of [`Xdms::generated_sources`] (`None`:
+    /// there is no such document).
+    pub async fn generated_etag(&self, key: &DocKey) -> Result<Option<String>, StorageError> {
+        let kind = self
+            .registry
+            .get(&key.auid)
+            .and_then(|u| u.descriptor.generated);
+        match (kind, &key.tree, key.path.as_str()) {
+            (Some(Generated::XcapDirectory), TreeKey::User(xui), "directory.xml") => {
+                Ok(Some(self.xcap_directory(xui).await?.etag))
+            }
+            (Some(Generated::XcapCaps), TreeKey::Global, "index") => {
+                Ok(Some(self.caps.etag.clone()))
+            }
+            _ => Ok(None),
         }
     }
 
