@@ -5,13 +5,17 @@
 
 use crate::xcap::keys::DocKey;
 
-/// Which node-level XCAP operation made a change (RFC 4825 §7.4–§7.9).
+/// Which node-level XCAP operation made a change (RFC 4825 §7.4–§7.9), or a whole-document
+/// PUT recorded as the patch from the version it replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EditKind {
     PutElement,
     DeleteElement,
     PutAttribute,
     DeleteAttribute,
+    /// RFC 4825 §7.4 replacing a document: `value` holds the RFC 5261 operations
+    /// (`xcap_diff::tree::encode`), computed when the change was made.
+    ReplaceDocument,
 }
 
 impl EditKind {
@@ -21,6 +25,7 @@ impl EditKind {
             EditKind::DeleteElement => 2,
             EditKind::PutAttribute => 3,
             EditKind::DeleteAttribute => 4,
+            EditKind::ReplaceDocument => 5,
         }
     }
 
@@ -30,6 +35,7 @@ impl EditKind {
             2 => EditKind::DeleteElement,
             3 => EditKind::PutAttribute,
             4 => EditKind::DeleteAttribute,
+            5 => EditKind::ReplaceDocument,
             _ => return None,
         })
     }
@@ -137,10 +143,11 @@ mod tests {
             EditKind::DeleteElement,
             EditKind::PutAttribute,
             EditKind::DeleteAttribute,
+            EditKind::ReplaceDocument,
         ] {
             assert_eq!(EditKind::from_code(kind.code()), Some(kind));
         }
         assert_eq!(EditKind::from_code(0), None);
-        assert_eq!(EditKind::from_code(5), None);
+        assert_eq!(EditKind::from_code(6), None);
     }
 }

@@ -730,3 +730,51 @@ async fn generated_xcap_directory_is_reported_when_a_document_changes() {
     assert!(ua.next_notify(Duration::from_millis(500)).await.is_none());
     s.stop().await;
 }
+
+// XD-05a, XD-05c, XD-14 (issue #13 scope 5): a whole-document PUT of a watched document is
+// reported as the patch from the version before (here one `<add>` of the new entry with its
+// whitespace), and the same body PUT again as `<body-not-changed/>`, chained as ever.
+#[tokio::test]
+async fn whole_document_puts_are_reported_as_patches() {
+    let s = server(0).await;
+    let e0 = put_doc(&s, &["sip:a@x", "sip:b@x", "sip:c@x", "sip:d@x"])
+        .await
+        .etag();
+    let sip = s.running().sip_addr.unwrap();
+    let mut ua = Ua::new(sip, ALICE).await;
+    subscribe(&mut ua, "xcap-diff;diff-processing=xcap-patching", &[DOC]).await;
+    let e1 = put_doc(&s, &["sip:a@x", "sip:b@x", "sip:c@x", "sip:d@x", "sip:e@x"])
+        .await
+        .etag();
+    let n = ua.next_notify(WAIT).await.expect("a NOTIFY");
+    ua.answer(&n, 200).await;
+    let body = n.body();
+    assert_eq!(
+        attr(body, "<d:document", "previous-etag"),
+        Some(e0.trim_matches('"'))
+    );
+    assert_eq!(
+        attr(body, "<d:document", "new-etag"),
+        Some(e1.trim_matches('"'))
+    );
+    assert!(
+        body.contains("<d:add sel=\"*/*[1]/*[4]\" pos=\"after\">")
+            && body.contains("sip:e@x"),
+        "{body}"
+    );
+    let e2 = put_doc(&s, &["sip:a@x", "sip:b@x", "sip:c@x", "sip:d@x", "sip:e@x"])
+        .await
+        .etag();
+    let n = ua.next_notify(WAIT).await.expect("a NOTIFY");
+    ua.answer(&n, 200).await;
+    assert_eq!(
+        attr(n.body(), "<d:document", "previous-etag"),
+        Some(e1.trim_matches('"'))
+    );
+    assert_eq!(
+        attr(n.body(), "<d:document", "new-etag"),
+        Some(e2.trim_matches('"'))
+    );
+    assert!(n.body().contains("body-not-changed"), "{}", n.body());
+    s.stop().await;
+}

@@ -295,5 +295,11 @@ pub(super) async fn notifier(
         shutdown,
     };
     let auth = sip_authenticator(config, creds, dev_mode)?;
-    Ok(crate::notifier::Notifier::start(parts, auth).await?)
+    let (notifier, task) = crate::notifier::Notifier::start(parts, auth).await?;
+    // Whole-document writes of watched documents carry their patch (weak: no cycle).
+    let watching = Arc::downgrade(&notifier);
+    xdms.set_change_watch(Arc::new(move |key| {
+        watching.upgrade().is_some_and(|n| n.watches(key))
+    }));
+    Ok((notifier, task))
 }

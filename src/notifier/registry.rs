@@ -129,6 +129,12 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// Whether any subscription watches `key`'s usage and tree.
+    pub fn watches(&self, key: &DocKey) -> bool {
+        self.by_tree
+            .contains_key(&(key.auid.clone(), key.tree.clone()))
+    }
+
     /// Stops every subscription's driver (shutdown: the stored state is where they resume;
     /// before the runtime goes, so no timer outlives it).
     pub fn stop_all(&self) {

@@ -136,7 +136,7 @@ impl Documents {
                             sel: sel.clone(),
                             previous_etag: step.previous.clone(),
                             new_etag: step.new.clone(),
-                            change: DocumentChange::Patched(ops),
+                            change: patched(ops),
                         });
                     }
                 }
@@ -144,7 +144,7 @@ impl Documents {
                     sel,
                     previous_etag: chain.start,
                     new_etag: chain.end,
-                    change: DocumentChange::Patched(per_step.into_iter().flatten().collect()),
+                    change: patched(per_step.into_iter().flatten().collect()),
                 }),
                 // XD-05b/d/e: fetch (or gone), chained from the last report.
                 (None, _) => reports.push(DocumentReport {
@@ -257,6 +257,15 @@ pub fn state_tag<'a>(
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// XD-05c: a patch with no operation (the same body PUT again) says only the ETag changed.
+fn patched(ops: Vec<PatchOp>) -> DocumentChange {
+    if ops.is_empty() {
+        DocumentChange::BodyNotChanged
+    } else {
+        DocumentChange::Patched(ops)
+    }
 }
 
 /// The patch of every step, or `None` when one step has none (a whole-document write, a

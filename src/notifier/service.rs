@@ -34,6 +34,7 @@ use crate::sip::header::{delta_seconds, CSeq, Event, NameAddr};
 use crate::sip::message::Message;
 use crate::storage::subscriptions::{DialogId, Subscription, SubscriptionStore};
 use crate::storage::{now_ms, ChangeFeed, StorageError};
+use crate::xcap::keys::DocKey;
 use crate::xcap_diff::MIME_XCAP_DIFF;
 use crate::xdms::Xdms;
 
@@ -114,6 +115,12 @@ impl Notifier {
         tokio::spawn(async move { timers.run(shutdown).await });
         let task = tokio::spawn(dispatch(Arc::clone(&shared), from));
         Ok((Arc::new(Notifier { shared, auth }), task))
+    }
+
+    /// Whether a subscription watches changes of `key` (then whole-document writes are
+    /// recorded with their patch, [`crate::xdms::ChangeWatch`]).
+    pub fn watches(&self, key: &DocKey) -> bool {
+        self.shared.registry.lock().watches(key)
     }
 
     /// Live subscriptions.

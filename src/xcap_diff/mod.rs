@@ -7,6 +7,7 @@
 //! (`x1`, `x2`, …) on the root element.
 
 pub mod patch;
+pub mod tree;
 
 use std::fmt::Write as _;
 
@@ -60,9 +61,9 @@ pub enum PatchOp {
         content: String,
         attribute: bool,
     },
-    Remove {
-        sel: String,
-    },
+    /// `<remove sel [ws="before"]>`: `ws_before` removes the whitespace text node before the
+    /// element too (RFC 5261 §4.5).
+    Remove { sel: String, ws_before: bool },
 }
 
 /// `pos` of `<add>` (XD-09b, XD-09c).
@@ -253,8 +254,9 @@ fn write_op(out: &mut String, op: &PatchOp) {
                 escape_attr(sel)
             );
         }
-        PatchOp::Remove { sel } => {
-            let _ = write!(out, "    <d:remove sel=\"{}\"/>", escape_attr(sel));
+        PatchOp::Remove { sel, ws_before } => {
+            let ws = if *ws_before { " ws=\"before\"" } else { "" };
+            let _ = write!(out, "    <d:remove sel=\"{}\"{ws}/>", escape_attr(sel));
         }
     }
     out.push('\n');
@@ -296,6 +298,7 @@ mod tests {
             change: DocumentChange::Patched(vec![
                 PatchOp::Remove {
                     sel: "x1:a/*[2]".into(),
+                    ws_before: false,
                 },
                 PatchOp::Add {
                     sel: "x1:a".into(),

@@ -36,6 +36,11 @@ pub fn patch_ops(
     default_ns: Option<&str>,
     prefixes: &mut Prefixes,
 ) -> Result<Vec<PatchOp>, PatchError> {
+    if edit.kind == EditKind::ReplaceDocument {
+        // Positional selectors only: no prefixes needed.
+        let recorded = edit.value.as_deref().ok_or(PatchError::Incomplete)?;
+        return super::tree::decode(recorded).ok_or(PatchError::Incomplete);
+    }
     let bindings: Bindings = edit.namespaces.iter().cloned().collect();
     let parsed = NodeSelector::parse(&edit.node_selector).map_err(|_| PatchError::Selector)?;
     let resolved = parsed
@@ -90,12 +95,15 @@ pub fn patch_ops(
                 }
             }
         }
+        // Taken above (its record holds the operations themselves).
+        EditKind::ReplaceDocument => return Err(PatchError::Incomplete),
         EditKind::DeleteElement => {
             if parent.is_empty() {
                 return Err(PatchError::Root);
             }
             PatchOp::Remove {
                 sel: nth(edit.position.ok_or(PatchError::Incomplete)?),
+                ws_before: false,
             }
         }
         EditKind::PutAttribute | EditKind::DeleteAttribute => {
@@ -107,6 +115,7 @@ pub fn patch_ops(
             match (edit.kind, edit.created) {
                 (EditKind::DeleteAttribute, _) => PatchOp::Remove {
                     sel: format!("{element}/@{name}"),
+                    ws_before: false,
                 },
                 (_, true) => PatchOp::Add {
                     sel: element,
@@ -259,7 +268,8 @@ mod tests {
         assert_eq!(
             ops(&d),
             vec![PatchOp::Remove {
-                sel: "x1:resource-lists/*[1]/*[3]".into()
+                sel: "x1:resource-lists/*[1]/*[3]".into(),
+                ws_before: false,
             }]
         );
         let a = edit(
@@ -295,7 +305,8 @@ mod tests {
         assert_eq!(
             ops(&da),
             vec![PatchOp::Remove {
-                sel: "x1:resource-lists/x1:list/@name".into()
+                sel: "x1:resource-lists/x1:list/@name".into(),
+                ws_before: false,
             }]
         );
     }

@@ -89,6 +89,7 @@ pub fn record_json(r: &ChangeRecord) -> Value {
                 EditKind::DeleteElement => "delete-element",
                 EditKind::PutAttribute => "put-attribute",
                 EditKind::DeleteAttribute => "delete-attribute",
+                EditKind::ReplaceDocument => "replace-document",
             },
             "node_selector": e.node_selector,
             "namespaces": e.namespaces.iter().map(|(p, u)| json!([p, u])).collect::<Vec<_>>(),

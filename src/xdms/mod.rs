@@ -13,4 +13,4 @@ pub mod target;
 pub mod unique;
 pub mod validate;
 
-pub use service::{Method, XcapRequest, XcapResponse, Xdms, XdmsSettings};
+pub use service::{ChangeWatch, Method, XcapRequest, XcapResponse, Xdms, XdmsSettings};

@@ -86,7 +86,14 @@ pub struct Xdms {
     unique: UniqueUris,
     /// Source of randomness for ETags (ET-03).
     rng: Mutex<EtagSource>,
+    /// Which documents someone watches (the notifier's subscriptions).
+    watch: parking_lot::RwLock<Option<ChangeWatch>>,
 }
+
+/// Whether changes of a document are watched: only then is a whole-document PUT diffed into
+/// the patch its change record carries (issue #13 scope 5; the diff costs a parse of the
+/// previous version, which no one needs otherwise).
+pub type ChangeWatch = Arc<dyn Fn(&DocKey) -> bool + Send + Sync>;
 
 impl Xdms {
     pub async fn new(
@@ -106,8 +113,18 @@ impl Xdms {
             caps,
             unique,
             rng: Mutex::new(EtagSource::default()),
+            watch: parking_lot::RwLock::new(None),
             settings,
         })
+    }
+
+    /// Installs (or replaces) what says which documents are watched.
+    pub fn set_change_watch(&self, watch: ChangeWatch) {
+        *self.watch.write() = Some(watch);
+    }
+
+    fn watched(&self, key: &DocKey) -> bool {
+        self.watch.read().as_ref().is_some_and(|w| w(key))
     }
 
     pub fn settings(&self) -> &XdmsSettings {

@@ -230,7 +230,9 @@ pub fn element_facts(
     })
 }
 
-fn standalone_text(doc: &str, node: Node<'_, '_>) -> String {
+/// The text of `node` as a document of its own: its in-scope namespace declarations that
+/// an ancestor made are written on its start tag.
+pub fn standalone_text(doc: &str, node: Node<'_, '_>) -> String {
     let text = &doc[node.range()];
     // The start tag's name ends at the first whitespace, '/' or '>'.
     let name_end = text

@@ -14,7 +14,8 @@ pub mod splice;
 
 pub use locate::{
     element_facts, element_placement, element_position, get_attribute, get_attribute_in,
-    get_element, get_element_in, select_element, standalone_element_in, ElementFacts,
+    get_element, get_element_in, select_element, standalone_element_in, standalone_text,
+    ElementFacts,
 };
 pub use nsbind::{get_namespace_bindings, get_namespace_bindings_in};
 pub use parse::{check_document, parse_document, Limits};

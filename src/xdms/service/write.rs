@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::event::Placement;
+use crate::xcap_diff::tree::{self, tree_patch};
 
 /// How often a write is retried when another writer committed between our read and our
 /// compare-and-swap (only possible when several processes share a store).
@@ -41,10 +42,15 @@ impl Xdms {
                 Some(e) => Expect::Etag(e.clone()),
                 None => Expect::Absent,
             };
-            let edit = target
-                .node
-                .as_ref()
-                .and_then(|node| put_edit(node, &new_doc, created));
+            let edit = match (&target.node, &current) {
+                (Some(node), _) => put_edit(node, &new_doc, created),
+                (None, Some(old))
+                    if req.body.len() <= OFF_RUNTIME_BYTES && self.watched(&target.key) =>
+                {
+                    replace_edit(old, &new_doc, &self.settings.limits)
+                }
+                (None, _) => None,
+            };
             let origin = ChangeOrigin {
                 principal: req.principal.audit_name(),
                 edit,
@@ -377,6 +383,26 @@ fn put_edit(node: &Node, doc: &ParsedDoc, created: bool) -> Option<Edit> {
         NodeTarget::Namespaces => return None,
     };
     Some(edit_of(node, kind, value, position, created, placement))
+}
+
+/// The change-record edit of a whole-document PUT that replaced `old`: the RFC 5261 patch
+/// from it (XD-05a), when there is one smaller than the new document.
+fn replace_edit(old: &StoredDocument, new: &ParsedDoc, limits: &Limits) -> Option<Edit> {
+    let ops = if *old.body == *new.text() {
+        Vec::new()
+    } else {
+        let previous = ParsedDoc::parse(old.body.clone(), limits).ok()?;
+        tree_patch(previous.text(), previous.doc(), new.text(), new.doc())?
+    };
+    Some(Edit {
+        kind: EditKind::ReplaceDocument,
+        node_selector: String::new(),
+        namespaces: Vec::new(),
+        value: Some(tree::encode(&ops)),
+        position: None,
+        created: false,
+        placement: None,
+    })
 }
 
 /// The change-record edit of a node DELETE, positioned in the document before the delete.
