@@ -758,8 +758,7 @@ async fn whole_document_puts_are_reported_as_patches() {
         Some(e1.trim_matches('"'))
     );
     assert!(
-        body.contains("<d:add sel=\"*/*[1]/*[4]\" pos=\"after\">")
-            && body.contains("sip:e@x"),
+        body.contains("<d:add sel=\"*/*[1]/*[4]\" pos=\"after\">") && body.contains("sip:e@x"),
         "{body}"
     );
     let e2 = put_doc(&s, &["sip:a@x", "sip:b@x", "sip:c@x", "sip:d@x", "sip:e@x"])
@@ -776,5 +775,60 @@ async fn whole_document_puts_are_reported_as_patches() {
         Some(e2.trim_matches('"'))
     );
     assert!(n.body().contains("body-not-changed"), "{}", n.body());
+    s.stop().await;
+}
+
+// RFC 3261 §18.1.1, RFC 6665 §4.2.2: once the subscriber's connection is gone, NOTIFYs to a
+// `transport=tcp` Contact go over a new TCP connection to it (not over UDP), and the answer on
+// that connection keeps the subscription.
+#[tokio::test]
+async fn notifies_over_a_new_tcp_connection_once_the_first_closed() {
+    use tokio::io::AsyncWriteExt;
+    let s = server(0).await;
+    put_doc(&s, &["sip:x@x"]).await;
+    let sip = s.running().sip_addr.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let contact = listener.local_addr().unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(sip).await.unwrap();
+    let local = tcp.local_addr().unwrap();
+    let body = resource_lists(&[DOC]);
+    let subscribe = format!(
+        "SUBSCRIBE {ALICE} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKtcp2\r\nMax-Forwards: 70\r\nFrom: <{ALICE}>;tag=t2\r\nTo: <{ALICE}>\r\nCall-ID: tcp-2@x\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:ua@{contact};transport=tcp>\r\nEvent: xcap-diff\r\nContent-Type: application/resource-lists+xml\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(subscribe.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        got.push(read_message(&mut tcp, &mut buf).await.expect("a message"));
+    }
+    assert!(got[0].starts_with("SIP/2.0 200"), "{}", got[0]);
+    let answer = |notify: &str| {
+        let m = Msg {
+            text: notify.to_string(),
+            from: sip,
+        };
+        answer_text(&m, 200)
+    };
+    tcp.write_all(answer(&got[1]).as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(tcp);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    put_doc(&s, &["sip:y@x"]).await;
+    let (mut conn, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .expect("xcapd connects to the Contact")
+        .unwrap();
+    let mut buf = Vec::new();
+    let n = read_message(&mut conn, &mut buf)
+        .await
+        .expect("the change NOTIFY");
+    assert!(
+        n.starts_with("NOTIFY ") && n.contains("Via: SIP/2.0/TCP ") && n.contains("previous-etag"),
+        "{n}"
+    );
+    conn.write_all(answer(&n).as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(s.running().notifier.as_ref().unwrap().subscriptions(), 1);
     s.stop().await;
 }

@@ -512,11 +512,28 @@ impl Actor {
         let outcome = match on_flow {
             Some(outcome) => outcome,
             None => {
-                let Some(destination) = resolve(self.dialog.next_hop()).await else {
+                let target = self.dialog.next_hop();
+                // RFC 3261 §18.1.1: the transport the target URI names (a new connection).
+                let tcp = target.as_ref().is_some_and(|t| {
+                    t.transport
+                        .as_deref()
+                        .is_some_and(|tr| tr.eq_ignore_ascii_case("tcp"))
+                });
+                let Some(destination) = resolve(target).await else {
                     tracing::info!(target: "xcapd::notifier", call_id = %self.dialog.id.call_id, "subscriber's contact does not resolve: subscription removed");
                     return Sent::Gone;
                 };
-                shared.parts.client.request(request, destination).await
+                let client = &shared.parts.client;
+                if tcp {
+                    let route = Route::Tcp(destination);
+                    match client.request_via(request, route).await {
+                        Some(outcome) => outcome,
+                        // No connection: as a transport error (RFC 6665 §4.2.2 removes it).
+                        None => Outcome::Timeout,
+                    }
+                } else {
+                    client.request(request, destination).await
+                }
             }
         };
         let code = match &outcome {

@@ -2,8 +2,8 @@
 //! each in a non-INVITE client transaction (RFC 3261 §17.1.2): a fresh branch in a Via naming
 //! our address with `rport` (RFC 3581), responses matched by branch and method (§17.1.3),
 //! Timer F giving up. Over UDP from the SIP socket with retransmissions on Timer E; over a TCP
-//! or TLS connection the peer opened (a subscriber's flow, RFC 5626 §5 / RFC 5923 reuse)
-//! without. The caller awaits the outcome.
+//! or TLS connection the peer opened (a subscriber's flow, RFC 5626 §5 / RFC 5923 reuse), or a
+//! TCP connection we open to a `transport=tcp` target, without. The caller awaits the outcome.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -42,7 +42,18 @@ pub enum Route {
     Udp(SocketAddr),
     /// On the open connection from this peer (its flow), if there still is one.
     Flow(SocketAddr),
+    /// Over TCP (RFC 3261 §18.1.1, a `transport=tcp` URI): the open connection with this
+    /// address, else a new one.
+    Tcp(SocketAddr),
 }
+
+/// Opens a TCP connection to an address and serves it as the transport serves accepted ones
+/// (responses and requests read from it); true once it is an open flow.
+pub type Connector = Arc<
+    dyn Fn(SocketAddr) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// The open TCP and TLS connections by peer address, for requests sent back on them.
 #[derive(Default)]
@@ -100,8 +111,10 @@ pub struct Client {
     timers: Timers,
     table: Mutex<Table>,
     wake: Notify,
-    /// Connections peers opened to us.
+    /// Open TCP and TLS connections (peers' and ours).
     pub flows: Arc<Flows>,
+    /// How connections are opened (set by the transport).
+    connector: std::sync::OnceLock<Connector>,
 }
 
 impl Client {
@@ -124,6 +137,7 @@ impl Client {
             table: Mutex::new(Table::default()),
             wake: Notify::new(),
             flows: Arc::new(Flows::default()),
+            connector: std::sync::OnceLock::new(),
         }))
     }
 
@@ -135,12 +149,30 @@ impl Client {
             .unwrap_or(Outcome::Timeout)
     }
 
-    /// Sends `request` by `route` and waits for its outcome (`None`: the flow is closed). The
-    /// top Via is set here.
+    /// Installs how TCP connections are opened (once; later calls are ignored).
+    pub fn set_connector(&self, connector: Connector) {
+        let _ = self.connector.set(connector);
+    }
+
+    /// The open connection with `peer`, else a new one.
+    async fn connected(&self, peer: SocketAddr) -> Option<Flow> {
+        if let Some(flow) = self.flows.get(peer) {
+            return Some(flow);
+        }
+        let connect = self.connector.get()?;
+        if !connect(peer).await {
+            return None;
+        }
+        self.flows.get(peer)
+    }
+
+    /// Sends `request` by `route` and waits for its outcome (`None`: the flow is closed, or
+    /// no connection could be opened). The top Via is set here.
     pub async fn request_via(&self, mut request: Message, route: Route) -> Option<Outcome> {
         let (destination, flow) = match route {
             Route::Udp(addr) => (addr, None),
             Route::Flow(peer) => (peer, Some(self.flows.get(peer)?)),
+            Route::Tcp(peer) => (peer, Some(self.connected(peer).await?)),
         };
         let branch = new_branch();
         let method = match &request.start {

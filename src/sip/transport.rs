@@ -101,6 +101,20 @@ pub fn spawn(
 ) -> JoinHandle<()> {
     let SipListeners { udp, tcp, .. } = listeners;
     let driver = tokio::spawn(Arc::clone(&client).drive());
+    let (to, weak, down) = (
+        Arc::clone(&endpoint),
+        Arc::downgrade(&client),
+        shutdown.clone(),
+    );
+    client.set_connector(Arc::new(move |peer| {
+        Box::pin(connect(
+            peer,
+            Arc::clone(&to),
+            weak.clone(),
+            config,
+            down.clone(),
+        ))
+    }));
     let udp_task = tokio::spawn(serve_udp(
         udp,
         Arc::clone(&endpoint),
@@ -337,6 +351,53 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     );
     read_connection(stream, peer, endpoint, client, config, queue, queued).await;
     client.flows.close(peer);
+}
+
+/// A connection must be open within this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens a TCP connection to `peer` for requests to a `transport=tcp` target (RFC 3261
+/// §18.1.1) and serves it like an accepted one until it closes or `shutdown`; true once it is
+/// an open flow.
+async fn connect(
+    peer: SocketAddr,
+    endpoint: Arc<Endpoint>,
+    client: std::sync::Weak<Client>,
+    config: TransportConfig,
+    shutdown: watch::Receiver<bool>,
+) -> bool {
+    let Some(client) = client.upgrade() else {
+        return false;
+    };
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::info!(target: "xcapd::sip", %peer, error = %e, "cannot connect over TCP");
+            return false;
+        }
+        Err(_) => {
+            tracing::info!(target: "xcapd::sip", %peer, "TCP connect timed out");
+            return false;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let (queue, queued) = mpsc::channel::<Vec<u8>>(CONNECTION_QUEUE);
+    // Open before this returns, so the request that asked finds it.
+    client.flows.open(
+        peer,
+        Flow {
+            queue: queue.clone(),
+            transport: "TCP",
+        },
+    );
+    tokio::spawn(async move {
+        tokio::select! {
+            () = stopped(shutdown) => {}
+            () = read_connection(stream, peer, &endpoint, &client, config, queue, queued) => {}
+        }
+        client.flows.close(peer);
+    });
+    true
 }
 
 /// The loop of [`serve_connection`].
