@@ -314,6 +314,12 @@ pub struct RouteTarget {
     pub trusted_hop: bool,
     #[serde(default = "default_upstream_timeout")]
     pub timeout_secs: u64,
+    /// The service identity asserted to this node to read its change log (`GET /changes`),
+    /// so xcap-diff subscriptions at this proxy cover its documents (issue #13 scope 7). The
+    /// node must trust this proxy and know the identity with the `service` role. Needs
+    /// `trusted_hop`.
+    #[serde(default)]
+    pub follow_changes_as: Option<String>,
 }
 
 fn default_upstream_timeout() -> u64 {
@@ -589,6 +595,17 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "server.tls_cert_file and server.tls_key_file go together".into(),
             ));
+        }
+        if let Some(t) = self
+            .routing
+            .targets
+            .iter()
+            .find(|t| t.follow_changes_as.is_some() && !t.trusted_hop)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "routing target {:?}: follow_changes_as asserts an identity, so it needs trusted_hop = true",
+                t.name
+            )));
         }
         if let Some(admin) = self.admin.listen_addr()? {
             if admin == self.server.http && admin.port() != 0 {

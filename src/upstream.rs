@@ -82,6 +82,18 @@ pub struct UpstreamConfig {
     pub pool_idle_per_host: usize,
 }
 
+impl UpstreamConfig {
+    /// The settings for a remote XDMS target at `url` (2 s to connect, `timeout` per exchange).
+    pub fn target(url: &str, timeout: Duration) -> UpstreamConfig {
+        UpstreamConfig {
+            base_url: url.to_string(),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: timeout,
+            pool_idle_per_host: 64,
+        }
+    }
+}
+
 /// Errors of the upstream client. `status()` and `reason()` give what the XDMC sees (AP-13);
 /// the `Display` text carries details for logs only.
 #[derive(Debug, thiserror::Error)]

@@ -167,7 +167,7 @@ fn auth_is_pure_and_shared() {
 #[test]
 fn nothing_reaches_into_the_proxy_edge() {
     for dir in [
-        "admin", "decision", "xdms", "storage", "upstream", "auth", "appusage",
+        "admin", "decision", "xdms", "storage", "upstream", "auth", "appusage", "notifier",
     ] {
         check(dir, &["crate::proxy"]);
     }

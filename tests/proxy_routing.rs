@@ -35,6 +35,7 @@ async fn proxy_routes_to_remote_xdms_and_reports_its_failure() {
             auids: vec!["resource-lists".into()],
             trusted_hop: true,
             timeout_secs: 5,
+            follow_changes_as: None,
         }];
     })
     .await;
@@ -186,6 +187,7 @@ async fn im_xdms_decides_with_lists_of_a_remote_shared_xdms() {
             auids: vec!["resource-lists".into()],
             trusted_hop: true,
             timeout_secs: 5,
+            follow_changes_as: None,
         }];
     })
     .await;

@@ -285,8 +285,23 @@ pub(super) async fn notifier(
         max_subscriptions: s.max_subscriptions,
         max_subscriptions_per_user: s.max_subscriptions_per_user,
     };
+    let mut nodes = Vec::new();
+    for t in &config.routing.targets {
+        if let Some(identity) = &t.follow_changes_as {
+            let node = crate::notifier::nodes::RemoteNode::new(
+                t.name.clone(),
+                t.auids.clone(),
+                &t.url,
+                std::time::Duration::from_secs(t.timeout_secs),
+                identity.clone(),
+            )
+            .map_err(|e| AppError::Config(crate::config::ConfigError::Invalid(e.to_string())))?;
+            nodes.push(Arc::new(node));
+        }
+    }
     let parts = NotifierParts {
         config: notifier_config,
+        nodes: Arc::new(crate::notifier::nodes::Nodes::new(nodes)),
         xdms: xdms.clone(),
         store: store.clone(),
         feed: feed.clone(),

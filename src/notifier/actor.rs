@@ -118,7 +118,8 @@ impl Actor {
         let mut refresh = None;
         while let Some(msg) = mailbox.try_recv() {
             match msg {
-                Msg::Change(change) => self.on_change(&change),
+                Msg::Change(change) => self.on_change(&change, true),
+                Msg::Remote(change) => self.on_change(&change, false),
                 Msg::Refresh(r) => refresh = Some(r),
                 Msg::Resync => {
                     if !self.resync().await {
@@ -146,7 +147,11 @@ impl Actor {
     async fn on_msg(&mut self, msg: Msg) -> bool {
         match msg {
             Msg::Change(change) => {
-                self.on_change(&change);
+                self.on_change(&change, true);
+                true
+            }
+            Msg::Remote(change) => {
+                self.on_change(&change, false);
                 true
             }
             Msg::Refresh(r) => {
@@ -184,12 +189,16 @@ impl Actor {
         }
     }
 
-    fn on_change(&mut self, change: &ChangeRecord) {
-        if change.seq <= self.notified_seq {
+    /// A change of a watched usage and tree; `local`: from this node's feed, whose sequence
+    /// numbers the stored progress counts (a remote node's count apart).
+    fn on_change(&mut self, change: &ChangeRecord, local: bool) {
+        if local && change.seq <= self.notified_seq {
             return; // reported before a restart
         }
         let before = self.docs.has_pending() || !self.dirty.is_empty();
-        self.seen_seq = self.seen_seq.max(change.seq);
+        if local {
+            self.seen_seq = self.seen_seq.max(change.seq);
+        }
         let mut watched = false;
         for e in &self.entries {
             match e {
@@ -301,8 +310,12 @@ impl Actor {
                     }
                 }
                 Entry::Document { sel, key } => {
-                    if let Some(doc) = store.get(key).await? {
-                        out.insert(key.clone(), (sel.clone(), doc.etag));
+                    let etag = match self.shared.parts.nodes.serving(&key.auid) {
+                        Some(node) => node.document(key, &self.subscriber).await?.map(|d| d.0),
+                        None => store.get(key).await?.map(|d| d.etag),
+                    };
+                    if let Some(etag) = etag {
+                        out.insert(key.clone(), (sel.clone(), etag));
                     }
                 }
                 Entry::Generated { sel, key, .. } => {
@@ -315,6 +328,26 @@ impl Actor {
             }
         }
         Ok(out)
+    }
+
+    /// A document with its parse, from this node's store or the remote node serving it.
+    async fn parsed_document(
+        &self,
+        key: &DocKey,
+    ) -> Result<Option<Arc<crate::xml::ParsedDoc>>, StorageError> {
+        let Some(node) = self.shared.parts.nodes.serving(&key.auid) else {
+            let local = self.shared.parts.xdms.current_document(key).await;
+            return local
+                .map(|d| d.map(|(_, parsed)| parsed))
+                .map_err(|e| StorageError::Unavailable(e.to_string()));
+        };
+        let Some((_, text)) = node.document(key, &self.subscriber).await? else {
+            return Ok(None);
+        };
+        let limits = &self.shared.parts.xdms.settings().limits;
+        crate::xml::ParsedDoc::parse(Arc::from(text), limits)
+            .map(|p| Some(Arc::new(p)))
+            .map_err(|_| StorageError::Corrupt("a remote document that does not parse".into()))
     }
 
     fn component_keys(&self) -> impl Iterator<Item = DocKey> + '_ {
@@ -346,8 +379,8 @@ impl Actor {
             if !keys.contains(key) {
                 continue;
             }
-            let doc = match self.shared.parts.xdms.current_document(key).await {
-                Ok(d) => d.map(|(_, parsed)| parsed),
+            let doc = match self.parsed_document(key).await {
+                Ok(d) => d,
                 Err(_) => {
                     // Unreadable now: tried again with the next NOTIFY.
                     self.unread.insert(key.clone());

@@ -24,6 +24,8 @@ pub(super) enum Msg {
     Start(oneshot::Receiver<()>),
     /// A committed change of a document in a watched usage and tree.
     Change(Arc<ChangeRecord>),
+    /// The same from a remote node's log (its sequence numbers are not this node's).
+    Remote(Arc<ChangeRecord>),
     /// An accepted refresh (or `Expires: 0`): the full state follows once the 2xx is out.
     Refresh(Box<Refresh>),
     /// Changes were trimmed before they were read: compare with the documents themselves.

@@ -4,6 +4,7 @@
 //! - [`request`]: what a SUBSCRIBE asks for (entries, Accept, diff-processing, duration);
 //! - [`service`]: SUBSCRIBE answered (identity, authorization, dialog, storage), resumption;
 //! - [`registry`]: live subscriptions and the change-feed reader feeding them;
+//! - [`nodes`]: remote XDMS nodes whose change logs are followed over HTTP;
 //! - [`actor`]: one subscription's state, sending its NOTIFYs;
 //! - [`mailbox`]: what wakes a subscription (its queue, one timer schedule for all);
 //! - [`report`], [`state`], [`dialog`], [`saved`]: the pure parts (document chains,
@@ -14,6 +15,7 @@
 mod actor;
 pub mod dialog;
 mod mailbox;
+pub mod nodes;
 mod registry;
 pub mod report;
 pub mod request;

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::mailbox::{Mailbox, Msg};
+use super::nodes::RemoteNode;
 use super::request::Entry;
 use super::service::Shared;
 use crate::storage::subscriptions::DialogId;
@@ -143,6 +144,21 @@ impl Registry {
         }
     }
 
+    /// The mailboxes of the subscriptions watching any of `auids`.
+    pub fn watching_auids(&self, auids: &[String]) -> Vec<Arc<Mailbox>> {
+        let mut out: Vec<Arc<Mailbox>> = Vec::new();
+        for (w, set) in &self.by_tree {
+            if auids.contains(&w.0) {
+                for m in set {
+                    if !out.iter().any(|o| Arc::ptr_eq(o, m)) {
+                        out.push(Arc::clone(m));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     pub fn mailboxes(&self) -> Vec<Arc<Mailbox>> {
         self.actors.values().map(|h| h.mailbox.clone()).collect()
     }
@@ -193,4 +209,23 @@ pub(super) async fn dispatch(shared: Arc<Shared>, after: u64) {
             }
         }
     }
+}
+
+/// Follows a remote node's change log (issue #13 scope 7) and hands each change to the
+/// subscriptions watching its document; when changes may have been missed (start, a trimmed
+/// log) the subscriptions on the node compare with the documents themselves.
+pub(super) async fn follow(shared: Arc<Shared>, node: Arc<RemoteNode>) {
+    let deliver = |change: crate::event::ChangeRecord| {
+        let change = Arc::new(change);
+        for mailbox in shared.registry.lock().watching(&change.key) {
+            mailbox.send(Msg::Remote(Arc::clone(&change)));
+        }
+    };
+    let resync = || {
+        for mailbox in shared.registry.lock().watching_auids(node.auids()) {
+            mailbox.send(Msg::Resync);
+        }
+    };
+    node.follow(deliver, resync, shared.parts.shutdown.clone())
+        .await;
 }

@@ -18,7 +18,8 @@ use tokio::task::JoinHandle;
 use super::actor::Actor;
 use super::dialog::{Dialog, PACKAGE};
 use super::mailbox::{Mailbox, Msg, Refresh, Timers};
-use super::registry::{dispatch, Handle, Registry};
+use super::nodes::Nodes;
+use super::registry::{dispatch, follow, Handle, Registry};
 use super::report::Documents;
 use super::request::{
     check_accept, diff_processing, grant_expires, parse_entries, DiffProcessing, Durations, Entry,
@@ -77,6 +78,8 @@ pub struct NotifierParts {
     pub feed: ChangeFeed,
     pub client: Arc<Client>,
     pub metrics: Arc<Metrics>,
+    /// Remote XDMS nodes whose documents subscriptions may watch.
+    pub nodes: Arc<Nodes>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -113,6 +116,9 @@ impl Notifier {
         let timers = Arc::clone(&shared.timers);
         let shutdown = shared.parts.shutdown.clone();
         tokio::spawn(async move { timers.run(shutdown).await });
+        for node in shared.parts.nodes.all() {
+            tokio::spawn(follow(Arc::clone(&shared), Arc::clone(node)));
+        }
         let task = tokio::spawn(dispatch(Arc::clone(&shared), from));
         Ok((Arc::new(Notifier { shared, auth }), task))
     }

@@ -54,12 +54,7 @@ impl Routes {
     }
 
     pub fn target_config(url: &str, timeout: Duration) -> UpstreamConfig {
-        UpstreamConfig {
-            base_url: url.to_string(),
-            connect_timeout: Duration::from_secs(2),
-            request_timeout: timeout,
-            pool_idle_per_host: 64,
-        }
+        UpstreamConfig::target(url, timeout)
     }
 
     fn auid_of<'a>(&self, path: &'a str) -> Option<&'a str> {

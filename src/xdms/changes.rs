@@ -5,8 +5,8 @@
 //! document content). Trimmed changes answer 410 with the point to resync from.
 
 use crate::authz::Principal;
-use crate::event::{ChangeRecord, EditKind, Placement};
-use crate::storage::{ChangeFeed, StorageError, TreeKey};
+use crate::event::{ChangeOrigin, ChangeRecord, Edit, EditKind, Placement};
+use crate::storage::{ChangeFeed, DocKey, StorageError, TreeKey};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Response, StatusCode};
@@ -119,6 +119,86 @@ pub fn record_json(r: &ChangeRecord) -> Value {
     })
 }
 
+/// A record back from its JSON form ([`record_json`]), as a reader on another node gets it;
+/// `None` when it is not one.
+pub fn record_from_json(v: &Value) -> Option<ChangeRecord> {
+    let text = |v: &Value| v.as_str().map(str::to_string);
+    let opt = |name: &str| -> Option<Option<String>> {
+        match v.get(name)? {
+            Value::Null => Some(None),
+            other => Some(Some(text(other)?)),
+        }
+    };
+    let tree = match v.get("tree")?.as_str()? {
+        "global" => TreeKey::Global,
+        "users" => TreeKey::User(text(v.get("xui")?)?),
+        _ => return None,
+    };
+    let edit = match v.get("edit")? {
+        Value::Null => None,
+        e => Some(edit_from_json(e)?),
+    };
+    Some(ChangeRecord {
+        seq: v.get("seq")?.as_u64()?,
+        key: DocKey::new(text(v.get("auid")?)?, tree, text(v.get("path")?)?),
+        previous_etag: opt("previous_etag")?,
+        new_etag: opt("new_etag")?,
+        at_ms: v.get("at_ms")?.as_u64()?,
+        origin: ChangeOrigin {
+            principal: opt("principal")?,
+            edit,
+        },
+    })
+}
+
+fn edit_from_json(e: &Value) -> Option<Edit> {
+    let kind = match e.get("kind")?.as_str()? {
+        "put-element" => EditKind::PutElement,
+        "delete-element" => EditKind::DeleteElement,
+        "put-attribute" => EditKind::PutAttribute,
+        "delete-attribute" => EditKind::DeleteAttribute,
+        "replace-document" => EditKind::ReplaceDocument,
+        _ => return None,
+    };
+    let placement = match e.get("placement")? {
+        Value::Null => None,
+        p => Some(match p.as_str()? {
+            "after-previous" => Placement::AfterPrevious,
+            "before-next" => Placement::BeforeNext,
+            "append" => Placement::Append,
+            "prepend" => Placement::Prepend,
+            _ => return None,
+        }),
+    };
+    let namespaces = e
+        .get("namespaces")?
+        .as_array()?
+        .iter()
+        .map(|pair| {
+            let pair = pair.as_array()?;
+            Some((
+                pair.first()?.as_str()?.to_string(),
+                pair.get(1)?.as_str()?.to_string(),
+            ))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Edit {
+        kind,
+        node_selector: e.get("node_selector")?.as_str()?.to_string(),
+        namespaces,
+        value: match e.get("value")? {
+            Value::Null => None,
+            v => Some(v.as_str()?.to_string()),
+        },
+        position: match e.get("position")? {
+            Value::Null => None,
+            p => Some(u32::try_from(p.as_u64()?).ok()?),
+        },
+        created: e.get("created")?.as_bool()?,
+        placement,
+    })
+}
+
 fn reply(status: StatusCode, body: Value) -> Response<Body> {
     let mut r = Response::new(Body::from(body.to_string()));
     *r.status_mut() = status;
@@ -127,4 +207,49 @@ fn reply(status: StatusCode, body: Value) -> Response<Body> {
         HeaderValue::from_static("application/json"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // XE-24 (issue #13 scope 7): a reader on another node gets back exactly the record the
+    // node wrote: keys of both trees, creations and deletions, and the edit a patch needs.
+    #[test]
+    fn records_read_back_from_their_json() {
+        let edit = Edit {
+            kind: EditKind::PutElement,
+            node_selector: "resource-lists/list[@name=\"f\"]/x:entry".into(),
+            namespaces: vec![("x".into(), "urn:x".into())],
+            value: Some("<entry uri=\"sip:a@x\"/>".into()),
+            position: Some(3),
+            created: true,
+            placement: Some(Placement::BeforeNext),
+        };
+        let records = [
+            ChangeRecord {
+                seq: 7,
+                key: DocKey::new("resource-lists", TreeKey::User("sip:a@x".into()), "index"),
+                previous_etag: Some("e1".into()),
+                new_etag: Some("e2".into()),
+                at_ms: 1234,
+                origin: ChangeOrigin {
+                    principal: Some("sip:a@x".into()),
+                    edit: Some(edit),
+                },
+            },
+            ChangeRecord {
+                seq: 8,
+                key: DocKey::new("xcap-caps", TreeKey::Global, "dir/index"),
+                previous_etag: None,
+                new_etag: None,
+                at_ms: 0,
+                origin: ChangeOrigin::default(),
+            },
+        ];
+        for r in records {
+            assert_eq!(record_from_json(&record_json(&r)), Some(r));
+        }
+        assert_eq!(record_from_json(&json!({"seq": 1})), None);
+    }
 }
