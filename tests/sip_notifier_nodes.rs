@@ -2,7 +2,9 @@
 //! §4.7; XE-24, XD-14): `resource-lists` is routed to a remote XDMS (the real `xcapd` binary in
 //! its own process) whose change log the proxy's notifier follows (`GET /changes`, as a
 //! service user the node knows). Writes through the proxy and writes made at the node itself
-//! both reach the subscriber at the proxy, chained, as patches.
+//! both reach the subscriber at the proxy, chained, as patches; a subscription to a home
+//! directory on the node lists it from the node's xcap-directory and sees documents created
+//! there later.
 
 mod common;
 use common::sip_ua::*;
@@ -159,7 +161,13 @@ async fn a_subscription_at_the_proxy_follows_a_remote_node() {
 
     // A write made at the node itself (another proxy, an admin) reaches the subscriber too.
     let at_node = format!("{node_root}/{DOC}");
-    let (status, e2) = as_alice(&http, put, at_node, Some((rl, buddy_list(&["sip:z@x"])))).await;
+    let (status, e2) = as_alice(
+        &http,
+        put.clone(),
+        at_node,
+        Some((rl, buddy_list(&["sip:z@x"]))),
+    )
+    .await;
     assert_eq!(status, 200);
     let n = ua
         .next_notify(WAIT)
@@ -171,6 +179,49 @@ async fn a_subscription_at_the_proxy_follows_a_remote_node() {
         Some(e1.as_str())
     );
     assert_eq!(attr(n.body(), "<d:document", "new-etag"), Some(e2.as_str()));
+
+    // XE-02a, XE-15: Alice's whole resource-lists home directory on the node, listed from the
+    // node's xcap-directory, and a document created there later.
+    let mut dir_ua = Ua::new(proxy.running().sip_addr.unwrap(), ALICE).await;
+    let home = "resource-lists/users/sip:alice@example.com/";
+    let req = dir_ua.subscribe(
+        "xcap-diff",
+        Some(600),
+        &format!("P-Asserted-Identity: <{ALICE}>\r\n"),
+        &resource_lists(&[home]),
+    );
+    let (resp, early) = dir_ua.request(&req).await;
+    assert_eq!(resp.status(), Some(200));
+    let first = match early.into_iter().next() {
+        Some(n) => n,
+        None => dir_ua.next_notify(WAIT).await.expect("the initial NOTIFY"),
+    };
+    dir_ua.answer(&first, 200).await;
+    assert_eq!(
+        attr(first.body(), "<d:document", "sel"),
+        Some(DOC),
+        "{}",
+        first.body()
+    );
+    assert_eq!(
+        attr(first.body(), "<d:document", "new-etag"),
+        Some(e2.as_str())
+    );
+    let work = format!("{node_root}/{home}work");
+    let (status, w0) = as_alice(&http, put, work, Some((rl, buddy_list(&["sip:w@x"])))).await;
+    assert_eq!(status, 201);
+    let n = dir_ua
+        .next_notify(WAIT)
+        .await
+        .expect("a NOTIFY for the new document");
+    dir_ua.answer(&n, 200).await;
+    assert!(
+        n.body().contains(&format!("sel=\"{home}work\"")),
+        "{}",
+        n.body()
+    );
+    assert_eq!(attr(n.body(), "<d:document", "new-etag"), Some(w0.as_str()));
+    assert_eq!(attr(n.body(), "<d:document", "previous-etag"), None);
 
     proxy.stop().await;
     let _ = node.kill();

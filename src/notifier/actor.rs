@@ -298,14 +298,27 @@ impl Actor {
         for e in &self.entries {
             match e {
                 Entry::Collection { auid, tree, .. } => {
-                    let listed = match tree {
-                        TreeKey::User(xui) => store.list_user(xui).await?,
-                        TreeKey::Global => store.list_auid(auid).await?,
+                    let node = self.shared.parts.nodes.serving(auid);
+                    let listed: Vec<(DocKey, String)> = match (tree, node) {
+                        // A remote node's documents: its xcap-directory lists a home directory
+                        // (its global trees are not followed here).
+                        (TreeKey::User(xui), Some(node)) => {
+                            node.list_user(auid, xui, &self.subscriber).await?
+                        }
+                        (TreeKey::Global, Some(_)) => Vec::new(),
+                        (TreeKey::User(xui), None) => {
+                            let metas = store.list_user(xui).await?;
+                            metas.into_iter().map(|m| (m.key, m.etag)).collect()
+                        }
+                        (TreeKey::Global, None) => {
+                            let metas = store.list_auid(auid).await?;
+                            metas.into_iter().map(|m| (m.key, m.etag)).collect()
+                        }
                     };
-                    for meta in listed {
-                        if e.covers(&meta.key) && !out.contains_key(&meta.key) {
-                            let sel = meta.key.document_selector();
-                            out.insert(meta.key, (sel, meta.etag));
+                    for (key, etag) in listed {
+                        if e.covers(&key) && !out.contains_key(&key) {
+                            let sel = key.document_selector();
+                            out.insert(key, (sel, etag));
                         }
                     }
                 }

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::event::ChangeRecord;
 use crate::storage::StorageError;
 use crate::upstream::{Upstream, UpstreamConfig, UpstreamError};
-use crate::xcap::keys::DocKey;
+use crate::xcap::keys::{DocKey, TreeKey};
 use crate::xdms::changes::record_from_json;
 
 /// One page of changes is waited for this long by the node (it answers sooner with changes).
@@ -27,6 +27,8 @@ const FEED_TIMEOUT: Duration = Duration::from_secs(WAIT_SECS + 10);
 const PAGE: usize = 500;
 /// Pause before asking a node that failed again.
 const RETRY: Duration = Duration::from_secs(1);
+/// The usage whose documents list a user's documents (OMA XDM Core).
+const DIRECTORY: &str = "org.openmobilealliance.xcap-directory";
 /// Bodies read from a node at most (a page of changes, a document).
 const MAX_BYTES: usize = 16 * 1024 * 1024;
 
@@ -127,6 +129,47 @@ impl RemoteNode {
             StatusCode::NOT_FOUND | StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => Ok(None),
             other => Err(unavailable(&self.name, format!("GET answered {other}"))),
         }
+    }
+
+    /// The documents of `auid` in `xui`'s home directory, with their ETags, from the node's
+    /// xcap-directory as `reader` reads it (OMA XDM Core; a collection entry, XE-02a).
+    pub async fn list_user(
+        &self,
+        auid: &str,
+        xui: &str,
+        reader: &str,
+    ) -> Result<Vec<(DocKey, String)>, StorageError> {
+        let dir = DocKey::new(DIRECTORY, TreeKey::User(xui.to_string()), "directory.xml");
+        let Some((_, text)) = self.document(&dir, reader).await? else {
+            return Ok(Vec::new());
+        };
+        let doc = roxmltree::Document::parse(&text)
+            .map_err(|_| unavailable(&self.name, "an xcap-directory that does not parse"))?;
+        let home = DocKey::new(auid, TreeKey::User(xui.to_string()), "").directory_selector();
+        let mut out = Vec::new();
+        let folders = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("folder") && n.attribute("auid") == Some(auid));
+        for entry in folders
+            .flat_map(|f| f.children())
+            .filter(|n| n.has_tag_name("entry"))
+        {
+            let (Some(uri), Some(etag)) = (entry.attribute("uri"), entry.attribute("etag")) else {
+                continue;
+            };
+            let Some(at) = uri.find(&format!("/{home}")) else {
+                continue;
+            };
+            let path: Result<Vec<String>, _> = uri[at + home.len() + 1..]
+                .split('/')
+                .map(crate::xcap::pct::decode)
+                .collect();
+            if let Ok(path) = path {
+                let key = DocKey::new(auid, TreeKey::User(xui.to_string()), path.join("/"));
+                out.push((key, etag.to_string()));
+            }
+        }
+        Ok(out)
     }
 
     /// Follows the node's change log from its head until `shutdown`: every change goes to
