@@ -5,7 +5,7 @@
 //! - [`service`]: SUBSCRIBE answered (identity, authorization, dialog, storage), resumption;
 //! - [`registry`]: live subscriptions and the change-feed reader feeding them;
 //! - [`nodes`]: remote XDMS nodes whose change logs are followed over HTTP;
-//! - [`actor`]: one subscription's state, sending its NOTIFYs;
+//! - [`actor`]: one subscription's state, sending its NOTIFYs; [`reading`]: what it reads;
 //! - [`mailbox`]: what wakes a subscription (its queue, one timer schedule for all);
 //! - [`report`], [`state`], [`dialog`], [`saved`]: the pure parts (document chains,
 //!   component state, NOTIFY requests, the stored package state).
@@ -16,6 +16,7 @@ mod actor;
 pub mod dialog;
 mod mailbox;
 pub mod nodes;
+mod reading;
 mod registry;
 pub mod report;
 pub mod request;
