@@ -41,6 +41,9 @@ list_doc() {
   printf '</list></resource-lists>\n'
 }
 list_doc > "$WORK/l100.xml"
+# The same list with its first entry changing on every PUT ({n}): a whole-document PUT a
+# subscription watches is diffed into a patch, so this measures that cost too.
+sed 's/sip:user1@/sip:changed{n}@/' "$WORK/l100.xml" > "$WORK/l100n.xml"
 RL=application/resource-lists+xml
 
 echo "== xcapd $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, sled, notify_interval 5 s"
@@ -61,9 +64,13 @@ for c in 0 1 2 3; do
 done
 printf '%-40s ' "no subscriptions"
 $LOAD --connections 4 --duration "$SECS" --method PUT --content-type $RL --body-file "$WORK/l100.xml" --url "$X/resource-lists/users/sip:u{c}@example.com/index"
-$NOTIFY --sip 127.0.0.1:$SIP --http $X --subscribers "$N" --settle 35 --hold $((SECS + 30)) --pid "$SRV" > "$WORK/hold.log" &
+printf '%-40s ' "no subscriptions, changing body"
+$LOAD --connections 4 --duration "$SECS" --method PUT --content-type $RL --body-file "$WORK/l100n.xml" --url "$X/resource-lists/users/sip:u{c}@example.com/index"
+$NOTIFY --sip 127.0.0.1:$SIP --http $X --subscribers "$N" --settle 35 --hold $((2 * SECS + 30)) --pid "$SRV" > "$WORK/hold.log" &
 HOLD=$!
 until grep -q READY "$WORK/hold.log" 2>/dev/null; do sleep 0.5; done
 printf '%-40s ' "$N subscriptions"
 $LOAD --connections 4 --duration "$SECS" --method PUT --content-type $RL --body-file "$WORK/l100.xml" --url "$X/resource-lists/users/sip:u{c}@example.com/index"
+printf '%-40s ' "$N subscriptions, changing body"
+$LOAD --connections 4 --duration "$SECS" --method PUT --content-type $RL --body-file "$WORK/l100n.xml" --url "$X/resource-lists/users/sip:u{c}@example.com/index"
 kill $HOLD 2>/dev/null || true

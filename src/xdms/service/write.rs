@@ -47,7 +47,9 @@ impl Xdms {
                 (None, Some(old))
                     if req.body.len() <= OFF_RUNTIME_BYTES && self.watched(&target.key) =>
                 {
-                    replace_edit(old, &new_doc, &self.settings.limits)
+                    // The parse kept from the last write of a watched document, else a new one.
+                    let previous = self.cache.get(&target.key, &old.etag);
+                    replace_edit(old, previous, &new_doc, &self.settings.limits)
                 }
                 (None, _) => None,
             };
@@ -330,8 +332,10 @@ impl Xdms {
             g.record(&target.key, Some(&doc));
         }
         // Keep the parse of element and attribute edits for the next request on this document;
-        // a whole-document PUT says nothing about what comes next, so it only drops the old one.
-        if target.node.is_some() {
+        // an unwatched whole-document PUT says nothing about what comes next, so it only drops
+        // the old one.
+        // A watched document keeps it too: its next whole-document PUT is diffed against it.
+        if target.node.is_some() || origin.edit.is_some() {
             self.cache.insert(target.key.clone(), etag.clone(), doc);
         } else {
             self.cache.remove(&target.key);
@@ -387,11 +391,19 @@ fn put_edit(node: &Node, doc: &ParsedDoc, created: bool) -> Option<Edit> {
 
 /// The change-record edit of a whole-document PUT that replaced `old`: the RFC 5261 patch
 /// from it (XD-05a), when there is one smaller than the new document.
-fn replace_edit(old: &StoredDocument, new: &ParsedDoc, limits: &Limits) -> Option<Edit> {
+fn replace_edit(
+    old: &StoredDocument,
+    parsed: Option<Arc<ParsedDoc>>,
+    new: &ParsedDoc,
+    limits: &Limits,
+) -> Option<Edit> {
     let ops = if *old.body == *new.text() {
         Vec::new()
     } else {
-        let previous = ParsedDoc::parse(old.body.clone(), limits).ok()?;
+        let previous = match parsed {
+            Some(p) => p,
+            None => Arc::new(ParsedDoc::parse(old.body.clone(), limits).ok()?),
+        };
         tree_patch(previous.text(), previous.doc(), new.text(), new.doc())?
     };
     Some(Edit {
