@@ -2,7 +2,8 @@
 //! the IM Server stand on:
 //! - [`message`], [`header`], [`transaction`]: syntax, typed header fields and non-INVITE
 //!   transaction state machines; pure (layer L0), property-tested;
-//! - [`endpoint`]: the user agent server (validation, server transactions, answers) (L2);
+//! - [`endpoint`]: the user agent server (validation, server transactions, answers) (L2),
+//!   with [`response`]: the fields responses echo and the responses themselves;
 //! - [`transport`]: UDP and TCP sockets on `[sip] listen` (L1).
 
 pub mod auth;
@@ -10,6 +11,7 @@ pub mod client;
 pub mod endpoint;
 pub mod header;
 pub mod message;
+mod response;
 pub mod transaction;
 pub mod transport;
 
