@@ -6,7 +6,7 @@
 
 mod common;
 use common::*;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use xcapd::config::{AuthMode, RouteTarget};
 use xcapd::storage::credentials::{make_credential, Role};
@@ -16,7 +16,7 @@ async fn proxy_routes_to_remote_xdms_and_reports_its_failure() {
     // The remote XDMS trusts identities asserted by 127.0.0.1 (the proxy).
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut remote = spawn_xcapd(
+    let mut remote = spawn_configured(
         dir.path(),
         "xdms",
         port,
@@ -24,7 +24,7 @@ async fn proxy_routes_to_remote_xdms_and_reports_its_failure() {
     );
     let remote_root = format!("http://127.0.0.1:{port}/xcap-root");
     let client = reqwest::Client::new();
-    wait_up(&client, &remote_root).await;
+    wait_listening(&client, &remote_root).await;
 
     let rr = remote_root.clone();
     let proxy = TestServer::start_with(move |c| {
@@ -168,7 +168,7 @@ async fn im_xdms_decides_with_lists_of_a_remote_shared_xdms() {
         String::from_utf8_lossy(&add.stderr)
     );
     let port = free_port();
-    let mut shared = spawn_xcapd(
+    let mut shared = spawn_configured(
         dir.path(),
         "shared",
         port,
@@ -176,7 +176,7 @@ async fn im_xdms_decides_with_lists_of_a_remote_shared_xdms() {
     );
     let shared_root = format!("http://127.0.0.1:{port}/xcap-root");
     let client = reqwest::Client::new();
-    wait_up(&client, &shared_root).await;
+    wait_listening(&client, &shared_root).await;
     let sr = shared_root.clone();
     let im = TestServer::start_with(move |c| {
         c.server.roles = vec!["im".into()];
@@ -244,37 +244,6 @@ async fn im_xdms_decides_with_lists_of_a_remote_shared_xdms() {
     im.stop().await;
 }
 
-fn spawn_xcapd(dir: &std::path::Path, name: &str, port: u16, config: &str) -> std::process::Child {
-    let cfg = dir.join(format!("{name}.toml"));
-    std::fs::write(&cfg, config).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_xcapd"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .args(["--http", &format!("127.0.0.1:{port}"), "--data"])
-        .arg(dir.join(format!("{name}-data")))
-        .env("XCAPD_LOG", "warn")
-        .env("XCAPD_ADMIN_LISTEN", "127.0.0.1:0")
-        .env("XCAPD_SIP", "127.0.0.1:0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_up(client: &reqwest::Client, root: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while client
-        .get(format!("{root}/xcap-caps/global/index"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "{root} did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Issue #3 scope 4 as written: two `xcapd` processes, a proxy and a remote XDMS, and a client
 /// that only talks to the proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,13 +267,13 @@ async fn two_xcapd_processes_proxy_and_remote_xdms() {
         "{}",
         String::from_utf8_lossy(&add.stderr)
     );
-    let mut xdms = spawn_xcapd(
+    let mut xdms = spawn_configured(
         dir.path(),
         "xdms",
         xdms_port,
         "[server]\nauth = \"required\"\n[auth]\ntrusted_peers = [\"127.0.0.1/32\"]\n",
     );
-    let mut proxy = spawn_xcapd(
+    let mut proxy = spawn_configured(
         dir.path(),
         "proxy",
         proxy_port,
@@ -314,8 +283,8 @@ async fn two_xcapd_processes_proxy_and_remote_xdms() {
     );
     let client = reqwest::Client::new();
     let proxy_root = format!("http://127.0.0.1:{proxy_port}/xcap-root");
-    wait_up(&client, &format!("http://127.0.0.1:{xdms_port}/xcap-root")).await;
-    wait_up(&client, &proxy_root).await;
+    wait_listening(&client, &format!("http://127.0.0.1:{xdms_port}/xcap-root")).await;
+    wait_listening(&client, &proxy_root).await;
     let url = format!("{proxy_root}/{ALICE_LISTS}");
     let mut alice = digest_client("alice@example.com", "pw");
     let body = buddy_list(&["sip:bob@example.com"]);

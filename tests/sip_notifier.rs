@@ -482,19 +482,19 @@ async fn refresh_order_event_id_and_caps() {
     s.stop().await;
 }
 
-// RFC 3261 §18, RFC 5923 / RFC 5626 flow reuse: a subscriber on TCP gets its 200 and every
-// NOTIFY on its own connection (behind NAT its Contact is unreachable), and answers them there.
-#[tokio::test]
-async fn notifies_over_the_subscribers_tcp_connection() {
+/// Subscribes to Alice's list over a new TCP connection with Contact `<{contact};transport=tcp>`;
+/// the connection, its read buffer, and the 200 and the initial NOTIFY read from it.
+async fn tcp_subscribe(
+    sip: std::net::SocketAddr,
+    n: &str,
+    contact: &str,
+) -> (tokio::net::TcpStream, Vec<u8>, Vec<String>) {
     use tokio::io::AsyncWriteExt;
-    let s = server(0).await;
-    put_doc(&s, &["sip:x@x"]).await;
-    let sip = s.running().sip_addr.unwrap();
     let mut tcp = tokio::net::TcpStream::connect(sip).await.unwrap();
     let local = tcp.local_addr().unwrap();
     let body = resource_lists(&[DOC]);
     let subscribe = format!(
-        "SUBSCRIBE {ALICE} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKtcp1\r\nMax-Forwards: 70\r\nFrom: <{ALICE}>;tag=t1\r\nTo: <{ALICE}>\r\nCall-ID: tcp-1@x\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:ua@192.0.2.1:5999;transport=tcp>\r\nEvent: xcap-diff\r\nContent-Type: application/resource-lists+xml\r\nContent-Length: {}\r\n\r\n{body}",
+        "SUBSCRIBE {ALICE} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKtcp{n}\r\nMax-Forwards: 70\r\nFrom: <{ALICE}>;tag=t{n}\r\nTo: <{ALICE}>\r\nCall-ID: tcp-{n}@x\r\nCSeq: 1 SUBSCRIBE\r\nContact: <{contact};transport=tcp>\r\nEvent: xcap-diff\r\nContent-Type: application/resource-lists+xml\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     tcp.write_all(subscribe.as_bytes()).await.unwrap();
@@ -504,15 +504,30 @@ async fn notifies_over_the_subscribers_tcp_connection() {
         got.push(read_message(&mut tcp, &mut buf).await.expect("a message"));
     }
     assert!(got[0].starts_with("SIP/2.0 200"), "{}", got[0]);
+    (tcp, buf, got)
+}
+
+/// A 200 to a NOTIFY received as text from `sip`.
+fn answer_on(sip: std::net::SocketAddr, notify: &str) -> String {
+    let m = Msg {
+        text: notify.to_string(),
+        from: sip,
+    };
+    answer_text(&m, 200)
+}
+
+// RFC 3261 §18, RFC 5923 / RFC 5626 flow reuse: a subscriber on TCP gets its 200 and every
+// NOTIFY on its own connection (behind NAT its Contact is unreachable), and answers them there.
+#[tokio::test]
+async fn notifies_over_the_subscribers_tcp_connection() {
+    use tokio::io::AsyncWriteExt;
+    let s = server(0).await;
+    put_doc(&s, &["sip:x@x"]).await;
+    let sip = s.running().sip_addr.unwrap();
+    let (mut tcp, mut buf, got) = tcp_subscribe(sip, "1", "sip:ua@192.0.2.1:5999").await;
     assert!(got[1].starts_with("NOTIFY "), "{}", got[1]);
     assert!(got[1].contains("Via: SIP/2.0/TCP "), "{}", got[1]);
-    let answer = |notify: &str| {
-        let m = Msg {
-            text: notify.to_string(),
-            from: sip,
-        };
-        answer_text(&m, 200)
-    };
+    let answer = |notify: &str| answer_on(sip, notify);
     tcp.write_all(answer(&got[1]).as_bytes()).await.unwrap();
     put_doc(&s, &["sip:y@x"]).await;
     let n = read_message(&mut tcp, &mut buf)
@@ -789,27 +804,8 @@ async fn notifies_over_a_new_tcp_connection_once_the_first_closed() {
     let sip = s.running().sip_addr.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let contact = listener.local_addr().unwrap();
-    let mut tcp = tokio::net::TcpStream::connect(sip).await.unwrap();
-    let local = tcp.local_addr().unwrap();
-    let body = resource_lists(&[DOC]);
-    let subscribe = format!(
-        "SUBSCRIBE {ALICE} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKtcp2\r\nMax-Forwards: 70\r\nFrom: <{ALICE}>;tag=t2\r\nTo: <{ALICE}>\r\nCall-ID: tcp-2@x\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:ua@{contact};transport=tcp>\r\nEvent: xcap-diff\r\nContent-Type: application/resource-lists+xml\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    tcp.write_all(subscribe.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    let mut got = Vec::new();
-    while got.len() < 2 {
-        got.push(read_message(&mut tcp, &mut buf).await.expect("a message"));
-    }
-    assert!(got[0].starts_with("SIP/2.0 200"), "{}", got[0]);
-    let answer = |notify: &str| {
-        let m = Msg {
-            text: notify.to_string(),
-            from: sip,
-        };
-        answer_text(&m, 200)
-    };
+    let (mut tcp, _, got) = tcp_subscribe(sip, "2", &format!("sip:ua@{contact}")).await;
+    let answer = |notify: &str| answer_on(sip, notify);
     tcp.write_all(answer(&got[1]).as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(tcp);

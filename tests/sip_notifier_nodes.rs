@@ -9,8 +9,8 @@
 mod common;
 use common::sip_ua::*;
 use common::*;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 use xcapd::config::{AuthMode, RouteTarget};
 
 const ALICE: &str = "sip:alice@example.com";
@@ -61,38 +61,16 @@ async fn a_subscription_at_the_proxy_follows_a_remote_node() {
         "{}",
         String::from_utf8_lossy(&add.stderr)
     );
-    let cfg = dir.path().join("node.toml");
-    std::fs::write(
-        &cfg,
-        "[server]\nauth = \"required\"\n[auth]\ntrusted_peers = [\"127.0.0.1/32\"]\n",
-    )
-    .unwrap();
     let port = free_port();
-    let mut node = Command::new(env!("CARGO_BIN_EXE_xcapd"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .args(["--http", &format!("127.0.0.1:{port}"), "--data"])
-        .arg(&data)
-        .env("XCAPD_LOG", "warn")
-        .env("XCAPD_ADMIN_LISTEN", "")
-        .env("XCAPD_SIP", "")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut node = spawn_configured(
+        dir.path(),
+        "node",
+        port,
+        "[server]\nauth = \"required\"\n[auth]\ntrusted_peers = [\"127.0.0.1/32\"]\n",
+    );
     let node_root = format!("http://127.0.0.1:{port}/xcap-root");
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http
-        .get(format!("{node_root}/xcap-caps/global/index"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "the node did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_listening(&http, &node_root).await;
 
     let root = node_root.clone();
     let proxy = TestServer::start_with(move |c| {

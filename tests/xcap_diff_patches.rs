@@ -445,6 +445,48 @@ async fn xd13_patches_from_the_change_log_reproduce_every_version() {
     s.stop().await;
 }
 
+/// A usage's default namespace and its valid fixtures, in name order.
+fn usage_fixtures(
+    registry: &xcapd::appusage::Registry,
+    auid: &str,
+) -> (String, Vec<std::path::PathBuf>) {
+    let ns = registry
+        .get(auid)
+        .and_then(|usage| usage.descriptor.default_namespace.clone())
+        .unwrap_or_default();
+    let dir = repo_path(&format!("tests/fixtures/{auid}"));
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("valid-")
+        })
+        .collect();
+    files.sort();
+    (ns, files)
+}
+
+/// Creates `doc` from a fixture, takes its change record off the feed, and returns the
+/// stored text; `None` when the server refuses the fixture.
+async fn seed(
+    s: &TestServer,
+    cursor: &mut xcapd::storage::FeedCursor,
+    doc: &str,
+    mime: &str,
+    file: &std::path::Path,
+) -> Option<String> {
+    let body = std::fs::read_to_string(file).unwrap();
+    if s.put(doc, mime, body).await.status != 201 {
+        return None;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), cursor.next()).await;
+    Some(s.get(doc).await.body)
+}
+
 /// The positional node selector (`*[i]` steps) of every element of `text`, root first.
 fn element_selectors(text: &str) -> Vec<String> {
     fn walk(node: roxmltree::Node, sel: String, out: &mut Vec<String>) {
@@ -478,32 +520,13 @@ async fn xd13_patches_for_every_usage() {
     let mut rng = Lcg(2026);
     let mut report = Vec::new();
     for (u, (auid, mime, name)) in USER_WRITABLE_USAGES.iter().enumerate() {
-        let ns = registry
-            .get(auid)
-            .and_then(|usage| usage.descriptor.default_namespace.clone())
-            .unwrap_or_default();
-        let dir = repo_path(&format!("tests/fixtures/{auid}"));
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .starts_with("valid-")
-            })
-            .collect();
-        files.sort();
+        let (ns, files) = usage_fixtures(&registry, auid);
         let (mut patched, mut other) = (0, 0);
         for (f, file) in files.iter().enumerate() {
             let doc = format!("{auid}/users/sip:u{u}x{f}@example.com/{name}");
-            let body = std::fs::read_to_string(file).unwrap();
-            if s.put(&doc, mime, body).await.status != 201 {
+            let Some(mut previous) = seed(&s, &mut cursor, &doc, mime, file).await else {
                 continue;
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(5), cursor.next()).await;
-            let mut previous = s.get(&doc).await.body;
+            };
             for i in 0..25 {
                 let sels = element_selectors(&previous);
                 let sel = &sels[rng.next(sels.len())];
@@ -663,32 +686,13 @@ async fn xd13_whole_document_puts_are_patches() {
     let mut rng = Lcg(5874);
     let mut report = Vec::new();
     for (u, (auid, mime, name)) in USER_WRITABLE_USAGES.iter().enumerate() {
-        let ns = registry
-            .get(auid)
-            .and_then(|usage| usage.descriptor.default_namespace.clone())
-            .unwrap_or_default();
-        let dir = repo_path(&format!("tests/fixtures/{auid}"));
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .starts_with("valid-")
-            })
-            .collect();
-        files.sort();
+        let (ns, files) = usage_fixtures(&registry, auid);
         let (mut patched, mut refused, mut fetched) = (0, 0, 0);
         for (f, file) in files.iter().enumerate() {
             let doc = format!("{auid}/users/sip:w{u}x{f}@example.com/{name}");
-            let body = std::fs::read_to_string(file).unwrap();
-            if s.put(&doc, mime, body).await.status != 201 {
+            let Some(mut previous) = seed(&s, &mut cursor, &doc, mime, file).await else {
                 continue;
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(5), cursor.next()).await;
-            let mut previous = s.get(&doc).await.body;
+            };
             for round in 0..20 {
                 let mut text = previous.clone();
                 for _ in 0..=rng.next(3) {

@@ -50,6 +50,46 @@ pub async fn wait_ready(client: &reqwest::Client, base: &str) {
     }
 }
 
+/// The real binary serving with the configuration text `config`, on `port`, with its data in
+/// `dir/<name>-data` (SIP and admin on free loopback ports).
+pub fn spawn_configured(
+    dir: &std::path::Path,
+    name: &str,
+    port: u16,
+    config: &str,
+) -> std::process::Child {
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(&cfg, config).unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_xcapd"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .args(["--http", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(dir.join(format!("{name}-data")))
+        .env("XCAPD_LOG", "warn")
+        .env("XCAPD_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("XCAPD_SIP", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (up to 60 s) until the server under `root` accepts connections, whatever it answers
+/// (it may ask for credentials).
+pub async fn wait_listening(client: &reqwest::Client, root: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while client
+        .get(format!("{root}/xcap-caps/global/index"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(std::time::Instant::now() < deadline, "{root} did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// The admin token every test server uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
