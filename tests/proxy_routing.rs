@@ -6,7 +6,6 @@
 
 mod common;
 use common::*;
-use std::process::Command;
 use std::time::{Duration, Instant};
 use xcapd::config::{AuthMode, RouteTarget};
 use xcapd::storage::credentials::{make_credential, Role};
@@ -148,25 +147,7 @@ async fn im_xdms_decides_with_lists_of_a_remote_shared_xdms() {
     use xcapd::policy::ImAction;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("shared-data");
-    let add = Command::new(env!("CARGO_BIN_EXE_xcapd"))
-        .args([
-            "user",
-            "add",
-            "sip:im-server@example.com",
-            "--password",
-            "x",
-            "--role",
-            "service",
-            "--data",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        add.status.success(),
-        "{}",
-        String::from_utf8_lossy(&add.stderr)
-    );
+    add_user(&data, "sip:im-server@example.com", "x", &["service"]);
     let port = free_port();
     let mut shared = spawn_configured(
         dir.path(),
@@ -250,22 +231,11 @@ async fn im_xdms_decides_with_lists_of_a_remote_shared_xdms() {
 async fn two_xcapd_processes_proxy_and_remote_xdms() {
     let dir = tempfile::tempdir().unwrap();
     let (xdms_port, proxy_port) = (free_port(), free_port());
-    let add = Command::new(env!("CARGO_BIN_EXE_xcapd"))
-        .args([
-            "user",
-            "add",
-            "sip:alice@example.com",
-            "--password",
-            "pw",
-            "--data",
-        ])
-        .arg(dir.path().join("proxy-data"))
-        .output()
-        .unwrap();
-    assert!(
-        add.status.success(),
-        "{}",
-        String::from_utf8_lossy(&add.stderr)
+    add_user(
+        &dir.path().join("proxy-data"),
+        "sip:alice@example.com",
+        "pw",
+        &[],
     );
     let mut xdms = spawn_configured(
         dir.path(),

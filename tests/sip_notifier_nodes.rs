@@ -9,7 +9,6 @@
 mod common;
 use common::sip_ua::*;
 use common::*;
-use std::process::Command;
 use std::time::Duration;
 use xcapd::config::{AuthMode, RouteTarget};
 
@@ -50,17 +49,7 @@ async fn as_alice(
 async fn a_subscription_at_the_proxy_follows_a_remote_node() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("node-data");
-    let add = Command::new(env!("CARGO_BIN_EXE_xcapd"))
-        .args(["user", "add", "sip:notifier@example.com", "--password", "x"])
-        .args(["--role", "service", "--data"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        add.status.success(),
-        "{}",
-        String::from_utf8_lossy(&add.stderr)
-    );
+    add_user(&data, "sip:notifier@example.com", "x", &["service"]);
     let port = free_port();
     let mut node = spawn_configured(
         dir.path(),

@@ -487,6 +487,26 @@ async fn seed(
     Some(s.get(doc).await.body)
 }
 
+/// Takes the next change record (of `doc`) and checks its patch against the stored versions:
+/// whether there was one, and the new stored text.
+async fn check_next(
+    s: &TestServer,
+    cursor: &mut xcapd::storage::FeedCursor,
+    doc: &str,
+    ns: &str,
+    previous: &str,
+) -> (bool, String) {
+    let change = tokio::time::timeout(Duration::from_secs(5), cursor.next())
+        .await
+        .expect("a change record")
+        .unwrap();
+    let current = s.get(doc).await.body;
+    (
+        verify_patch(&s.root, &change, ns, previous, &current),
+        current,
+    )
+}
+
 /// The positional node selector (`*[i]` steps) of every element of `text`, root first.
 fn element_selectors(text: &str) -> Vec<String> {
     fn walk(node: roxmltree::Node, sel: String, out: &mut Vec<String>) {
@@ -592,12 +612,8 @@ async fn xd13_patches_for_every_usage() {
                     other += 1;
                     continue;
                 }
-                let change = tokio::time::timeout(Duration::from_secs(5), cursor.next())
-                    .await
-                    .expect("a change record")
-                    .unwrap();
-                let current = s.get(&doc).await.body;
-                if verify_patch(&s.root, &change, &ns, &previous, &current) {
+                let (ok, current) = check_next(&s, &mut cursor, &doc, &ns, &previous).await;
+                if ok {
                     patched += 1;
                 } else {
                     other += 1;
@@ -702,12 +718,8 @@ async fn xd13_whole_document_puts_are_patches() {
                     refused += 1;
                     continue;
                 }
-                let change = tokio::time::timeout(Duration::from_secs(5), cursor.next())
-                    .await
-                    .expect("a change record")
-                    .unwrap();
-                let current = s.get(&doc).await.body;
-                if verify_patch(&s.root, &change, &ns, &previous, &current) {
+                let (ok, current) = check_next(&s, &mut cursor, &doc, &ns, &previous).await;
+                if ok {
                     patched += 1;
                 } else {
                     fetched += 1;

@@ -75,6 +75,22 @@ pub fn spawn_configured(
         .unwrap()
 }
 
+/// `xcapd user add` into the data directory `data` (the server not running): `xui` with
+/// `password` and `roles` (none: a plain user).
+pub fn add_user(data: &std::path::Path, xui: &str, password: &str, roles: &[&str]) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_xcapd"));
+    cmd.args(["user", "add", xui, "--password", password]);
+    for r in roles {
+        cmd.args(["--role", r]);
+    }
+    let add = cmd.arg("--data").arg(data).output().unwrap();
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+}
+
 /// Waits (up to 60 s) until the server under `root` accepts connections, whatever it answers
 /// (it may ask for credentials).
 pub async fn wait_listening(client: &reqwest::Client, root: &str) {
