@@ -39,6 +39,8 @@ const MAX_RETRIES: u32 = 3;
 /// Reads of the documents a full state needs are tried this often, this far apart.
 pub(super) const READ_ATTEMPTS: u32 = 3;
 pub(super) const READ_RETRY: Duration = Duration::from_millis(300);
+/// A resync that failed is tried again this much later.
+const RESYNC_RETRY: Duration = Duration::from_secs(5);
 /// The 2xx to a SUBSCRIBE goes out before its NOTIFY; this long at most is waited for it.
 const AFTER_2XX: Duration = Duration::from_secs(2);
 
@@ -61,6 +63,8 @@ pub(super) struct Actor {
     pub notified_seq: u64,
     pub last_sent: Option<Instant>,
     pub failures: u32,
+    /// A resync that could not read the documents is tried again then.
+    pub resync_due: Option<Instant>,
 }
 
 impl Actor {
@@ -88,6 +92,9 @@ impl Actor {
                 Box::pin(self.expired()).await;
                 return None;
             }
+            if self.resync_due.is_some_and(|t| t <= Instant::now()) {
+                Box::pin(self.resync()).await;
+            }
             let pending = self.docs.has_pending() || !self.dirty.is_empty();
             let due = self
                 .last_sent
@@ -101,10 +108,11 @@ impl Actor {
             // The coalescing deadline or the end of the subscription, whichever first.
             let expiry =
                 Instant::now() + Duration::from_millis(self.expires_at_ms.saturating_sub(now_ms()));
-            return Some(match due {
+            let wake = match due {
                 Some(due) if pending => due.min(expiry),
                 _ => expiry,
-            });
+            };
+            return Some(self.resync_due.map_or(wake, |r| r.min(wake)));
         }
     }
 
@@ -118,11 +126,7 @@ impl Actor {
                 Msg::Change(change) => self.on_change(&change, true),
                 Msg::Remote(change) => self.on_change(&change, false),
                 Msg::Refresh(r) => refresh = Some(r),
-                Msg::Resync => {
-                    if !self.resync().await {
-                        return false;
-                    }
-                }
+                Msg::Resync => self.resync().await,
                 Msg::Start(_) | Msg::Tick => {}
             }
         }
@@ -181,7 +185,10 @@ impl Actor {
                 }
                 self.full_state().await
             }
-            Msg::Resync => self.resync().await,
+            Msg::Resync => {
+                self.resync().await;
+                true
+            }
             Msg::Start(_) | Msg::Tick => true,
         }
     }
@@ -345,11 +352,15 @@ impl Actor {
 
     /// Trimmed changes: whatever differs from the reported state is reported in the fetch
     /// form, still chained from where each document's chain ends (XD-14).
-    async fn resync(&mut self) -> bool {
+    /// When the documents cannot be read now (a remote node down), it is tried again at the
+    /// next wake-up: the subscription stays.
+    async fn resync(&mut self) {
         let head = self.shared.parts.feed.head();
         let Some(current) = self.read_documents().await else {
-            return false;
+            self.resync_due = Some(Instant::now() + RESYNC_RETRY);
+            return;
         };
+        self.resync_due = None;
         self.seen_seq = self.seen_seq.max(head);
         for key in self.docs.known() {
             let now = current.get(&key).map(|(_, etag)| etag.clone());
@@ -360,7 +371,6 @@ impl Actor {
         }
         let keys: Vec<DocKey> = self.component_keys().collect();
         self.dirty.extend(keys);
-        true
     }
 
     async fn send_and_save(&mut self, state: State, body: Vec<u8>) -> bool {

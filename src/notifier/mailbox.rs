@@ -127,6 +127,7 @@ async fn drive(mailbox: Arc<Mailbox>) {
     let Some(mut actor) = mailbox.inner.lock().idle.take() else {
         return;
     };
+    let mut unfinished = Unfinished(Some(Arc::clone(&mailbox)));
     loop {
         match actor.work(&mailbox).await {
             Some(wake_at) => {
@@ -138,15 +139,29 @@ async fn drive(mailbox: Arc<Mailbox>) {
                     inner.running = false;
                     // The handle would keep the finished task's memory.
                     inner.driver = None;
+                    unfinished.0 = None;
                     return;
                 }
                 // A message came in meanwhile: this driver takes it.
             }
             None => {
+                unfinished.0 = None;
                 mailbox.close();
                 actor.shared.timers.set(&mailbox, None);
                 return actor.end().await;
             }
+        }
+    }
+}
+
+/// A driver that stopped holding the state (a panic; an abort at shutdown) closes its
+/// mailbox: later messages are refused (a refresh gets 481) instead of queueing for no one.
+struct Unfinished(Option<Arc<Mailbox>>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(mailbox) = self.0.take() {
+            mailbox.close();
         }
     }
 }

@@ -182,37 +182,58 @@ impl RemoteNode {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut after: Option<u64> = None;
+        // Records per page: halved while a page is too large to read, grown back after.
+        let mut limit = PAGE;
         loop {
             let path = match after {
                 None => "/changes?after=0&limit=1&wait=0".to_string(),
-                Some(a) => format!("/changes?after={a}&limit={PAGE}&wait={WAIT_SECS}"),
+                Some(a) => format!("/changes?after={a}&limit={limit}&wait={WAIT_SECS}"),
             };
             let read = tokio::select! {
                 r = self.feed.get(&path, Some(&self.identity), MAX_BYTES) => r,
                 _ = shutdown.changed() => return,
             };
-            let page = match read {
+            let (status, page) = match read {
                 Ok((status, _, body)) => (
                     status,
                     serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
                 ),
+                Err(UpstreamError::TooLarge) => {
+                    if limit > 1 {
+                        limit /= 2;
+                    } else if let Some(a) = after.as_mut() {
+                        // One record larger than we read: the log has no gaps, so it is
+                        // the next one; its documents are compared instead.
+                        *a += 1;
+                        tracing::warn!(target: "xcapd::notifier", node = %self.name, seq = *a, "a remote change record too large to read: resyncing");
+                        resync();
+                    }
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(target: "xcapd::notifier", node = %self.name, error = %e, "cannot read a remote change log");
                     tokio::time::sleep(RETRY).await;
                     continue;
                 }
             };
-            let head = page.1.get("head").and_then(Value::as_u64);
-            match (page.0, after, head) {
+            let head = page.get("head").and_then(Value::as_u64);
+            match (status, after, head) {
                 (StatusCode::OK, None, Some(head)) | (StatusCode::GONE, _, Some(head)) => {
-                    if page.0 == StatusCode::GONE {
+                    if status == StatusCode::GONE {
                         tracing::warn!(target: "xcapd::notifier", node = %self.name, "remote changes trimmed: resyncing its subscriptions");
                     }
                     after = Some(head);
                     resync();
                 }
+                // The node's log starts over (restored, or a new store): from its head.
+                (StatusCode::OK, Some(a), Some(head)) if head < a => {
+                    tracing::warn!(target: "xcapd::notifier", node = %self.name, "remote change log behind what was read: resyncing");
+                    after = Some(head);
+                    resync();
+                }
                 (StatusCode::OK, Some(_), _) => {
-                    let changes = page.1.get("changes").and_then(Value::as_array);
+                    limit = (limit * 2).min(PAGE);
+                    let changes = page.get("changes").and_then(Value::as_array);
                     let mut unread = false;
                     for record in changes.into_iter().flatten() {
                         if let Some(seq) = record.get("seq").and_then(Value::as_u64) {

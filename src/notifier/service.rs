@@ -231,6 +231,16 @@ impl Notifier {
         let readable: Vec<Entry> = all
             .into_iter()
             .map(|e| e.generated(|k| xdms.generated_sources(k)))
+            // A remote node's global tree cannot be listed from here: such a collection is
+            // left out like an unreadable entry (its documents may be named one by one).
+            .filter(|e| match e {
+                Entry::Collection {
+                    auid,
+                    tree: crate::xcap::keys::TreeKey::Global,
+                    ..
+                } => self.shared.parts.nodes.serving(auid).is_none(),
+                _ => true,
+            })
             .filter(|e| {
                 let (auid, tree) = match e {
                     Entry::Collection { auid, tree, .. } => (auid, tree),
@@ -287,6 +297,7 @@ impl Notifier {
             notified_seq: 0,
             last_sent: None,
             failures: 0,
+            resync_due: None,
         };
         let mut reply = self.accepted(&local_tag, asked.expires);
         reply.sent = Some(sent_tx);
@@ -451,7 +462,10 @@ fn spawn(shared: &Arc<Shared>, actor: Actor, id: DialogId, entries: &[Entry], fi
     );
     let mailbox = Mailbox::new(Box::new(actor));
     let handle = Handle::new(Arc::clone(&mailbox), subscriber, cseq, event_id);
-    shared.registry.lock().insert(id, handle, entries);
+    // Under the registry lock: no change reaches it before its first message, and its end
+    // (which takes the lock) cannot come before its registration.
+    let mut registry = shared.registry.lock();
+    registry.insert(id, handle, entries);
     mailbox.send(first);
 }
 
@@ -509,6 +523,7 @@ fn restore(shared: &Arc<Shared>, sub: Subscription) -> Option<(Actor, DialogId, 
         notified_seq: sub.notified_seq,
         last_sent: None,
         failures: 0,
+        resync_due: None,
     };
     Some((actor, sub.dialog, entries))
 }

@@ -74,8 +74,12 @@ impl Flows {
         self.open.lock().insert(peer, flow);
     }
 
-    pub fn close(&self, peer: SocketAddr) {
-        self.open.lock().remove(&peer);
+    /// The connection whose queue is `queue` closed (a newer one to the same peer stays).
+    pub fn close(&self, peer: SocketAddr, queue: &tokio::sync::mpsc::Sender<Vec<u8>>) {
+        let mut open = self.open.lock();
+        if open.get(&peer).is_some_and(|f| f.queue.same_channel(queue)) {
+            open.remove(&peer);
+        }
     }
 
     fn get(&self, peer: SocketAddr) -> Option<Flow> {
@@ -115,6 +119,8 @@ pub struct Client {
     pub flows: Arc<Flows>,
     /// How connections are opened (set by the transport).
     connector: std::sync::OnceLock<Connector>,
+    /// One connection attempt per peer at a time (many NOTIFYs to one next hop).
+    connecting: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Client {
@@ -138,6 +144,7 @@ impl Client {
             wake: Notify::new(),
             flows: Arc::new(Flows::default()),
             connector: std::sync::OnceLock::new(),
+            connecting: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -160,9 +167,14 @@ impl Client {
             return Some(flow);
         }
         let connect = self.connector.get()?;
-        if !connect(peer).await {
+        let gate = Arc::clone(self.connecting.lock().entry(peer).or_default());
+        let _turn = gate.lock().await;
+        // Another request may have connected while this one waited.
+        if self.flows.get(peer).is_none() && !connect(peer).await {
+            self.connecting.lock().remove(&peer);
             return None;
         }
+        self.connecting.lock().remove(&peer);
         self.flows.get(peer)
     }
 

@@ -349,8 +349,17 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             transport,
         },
     );
-    read_connection(stream, peer, endpoint, client, config, queue, queued).await;
-    client.flows.close(peer);
+    read_connection(
+        stream,
+        peer,
+        endpoint,
+        client,
+        config,
+        queue.clone(),
+        queued,
+    )
+    .await;
+    client.flows.close(peer, &queue);
 }
 
 /// A connection must be open within this.
@@ -391,11 +400,12 @@ async fn connect(
         },
     );
     tokio::spawn(async move {
+        let mine = queue.clone();
         tokio::select! {
             () = stopped(shutdown) => {}
             () = read_connection(stream, peer, &endpoint, &client, config, queue, queued) => {}
         }
-        client.flows.close(peer);
+        client.flows.close(peer, &mine);
     });
     true
 }

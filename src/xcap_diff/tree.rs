@@ -5,8 +5,10 @@
 //! which need no namespace prefixes, so the operations can be recorded with the change and
 //! written into any diff document later. Pure (layer L0).
 //!
-//! The result is exact, whitespace included: each element child travels with the whitespace
-//! text before it (added with it, removed with `ws="before"`). An element whose other text,
+//! Applied, the patch gives the new version as a tree (Canonical XML: names, attributes, text,
+//! whitespace text included): each element child travels with the whitespace text before it
+//! (added with it, removed with `ws="before"`); the spelling of start tags (attribute order,
+//! quotes) is not carried. An element whose other text,
 //! comments or trailing whitespace changed, or whose namespaced attributes changed, is
 //! replaced whole. `None` when a patch cannot say it (a different root element, a change
 //! outside it) or would not be smaller than the new document.
@@ -50,6 +52,11 @@ pub fn tree_patch(
     if !diff.element(a, b, "*") {
         return None;
     }
+    // No operation but other bytes (attribute order, quotes, `<e/>` for `<e></e>`): not
+    // `<body-not-changed/>`, which says the body is the same; fetch it.
+    if diff.ops.is_empty() && old_text != new_text {
+        return None;
+    }
     Some(diff.ops)
 }
 
@@ -78,7 +85,7 @@ fn units<'t, 'a, 'i>(text: &'t str, n: Node<'a, 'i>) -> Option<(Vec<Unit<'t, 'a,
         if c.is_element() {
             let before = ws.take().map_or("", |r| &text[r]);
             out.push(Unit { ws: before, el: c });
-        } else if c.is_text() && c.text().unwrap_or("").trim().is_empty() {
+        } else if c.is_text() && is_xml_space(c.text().unwrap_or("")) {
             let r = c.range();
             ws = Some(match ws {
                 Some(prev) => prev.start..r.end,
@@ -89,6 +96,11 @@ fn units<'t, 'a, 'i>(text: &'t str, n: Node<'a, 'i>) -> Option<(Vec<Unit<'t, 'a,
         }
     }
     Some((out, ws.map_or("", |r| &text[r])))
+}
+
+/// Only XML's whitespace (S, XML 1.0 §2.3): `ws="before"` removes nothing else.
+fn is_xml_space(text: &str) -> bool {
+    text.chars().all(|c| matches!(c, ' ' | '\t' | '\r' | '\n'))
 }
 
 /// One step of the alignment of two unit lists.
@@ -507,5 +519,16 @@ mod tests {
         let ops = diff(OLD, &new).unwrap();
         assert_eq!(decode(&encode(&ops)), Some(ops));
         assert_eq!(decode("[[\"move\", \"*\"]]"), None);
+    }
+
+    // XD-05c: the same tree in other bytes is no `<body-not-changed/>`; a no-break space is
+    // text, not whitespace `ws="before"` could remove, so its element is replaced whole.
+    #[test]
+    fn other_bytes_and_non_xml_space() {
+        let reordered = OLD.replace("<l xmlns=\"urn:x\">", "<l  xmlns=\"urn:x\" >");
+        assert_eq!(diff(OLD, &reordered), None);
+        // The root now holds text: replaced whole, which is no smaller than the document.
+        let nbsp = OLD.replace("\n  <e uri=\"c\"/>", "\u{a0}<e uri=\"c\"/>");
+        assert_eq!(diff(OLD, &nbsp), None);
     }
 }
