@@ -53,6 +53,19 @@ pub enum AppError {
     Serve(String),
 }
 
+/// Forgets expired registrations now and then, until shutdown.
+async fn sweep_bindings(
+    registrar: Arc<crate::im::Registrar>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(60)) => registrar.sweep(),
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// A started server. Dropping it does not stop it; call [`Running::shutdown`].
 pub struct Running {
     pub http_addr: SocketAddr,
@@ -351,6 +364,14 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             )
             .await?;
             sip_endpoint.set_handler(n.clone());
+            if config.im.registrar {
+                let registrar = build::registrar(&config, &creds, dev_mode)?;
+                sip_endpoint.set_method_handlers(vec![(
+                    crate::sip::message::Method::Register,
+                    registrar.clone() as Arc<dyn crate::sip::endpoint::RequestHandler>,
+                )]);
+                tokio::spawn(sweep_bindings(registrar, shutdown_rx.clone()));
+            }
             notifier = Some(n);
             sip_client = Some(client.clone());
             let sip_task = crate::sip::transport::spawn(

@@ -466,6 +466,31 @@ impl Default for SipConfig {
     }
 }
 
+/// `[im]`: the IM Server on the SIP endpoint (issue #14).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImConfig {
+    /// Answer REGISTER as the registrar of the served domains (the standalone deployment; a
+    /// SIP/IP core may also copy registrations here, third-party, from `sip.trusted_peers`).
+    pub registrar: bool,
+    /// Registration durations (RFC 3261 §10.2.1.1, §10.3): granted when none is asked,
+    /// shortest accepted (423 with Min-Expires below it), longest granted.
+    pub registration_default_secs: u32,
+    pub registration_min_secs: u32,
+    pub registration_max_secs: u32,
+}
+
+impl Default for ImConfig {
+    fn default() -> Self {
+        ImConfig {
+            registrar: true,
+            registration_default_secs: 3600,
+            registration_min_secs: 60,
+            registration_max_secs: 86_400,
+        }
+    }
+}
+
 impl SipConfig {
     /// The SIP listen address; None when SIP is disabled.
     pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
@@ -483,6 +508,7 @@ impl SipConfig {
 pub struct Config {
     pub server: ServerConfig,
     pub sip: SipConfig,
+    pub im: ImConfig,
     pub policy: PolicyConfig,
     pub auth: AuthConfig,
     pub admin: AdminConfig,
@@ -594,6 +620,15 @@ impl Config {
         if self.server.tls_cert_file.is_empty() != self.server.tls_key_file.is_empty() {
             return Err(ConfigError::Invalid(
                 "server.tls_cert_file and server.tls_key_file go together".into(),
+            ));
+        }
+        let im = &self.im;
+        if !(im.registration_min_secs <= im.registration_default_secs
+            && im.registration_default_secs <= im.registration_max_secs)
+        {
+            return Err(ConfigError::Invalid(
+                "im: registration_min_secs <= registration_default_secs <= registration_max_secs"
+                    .into(),
             ));
         }
         if let Some(t) = self

@@ -27,6 +27,7 @@ pub mod config;
 pub mod decision;
 pub mod event;
 pub mod identity;
+pub mod im;
 pub mod metrics;
 pub mod notifier;
 pub mod policy;

@@ -3,7 +3,7 @@
 //! ETags and exact patches, coalescing, unsubscription, failures, authentication, restart.
 
 mod common;
-use common::sip_ua::{answer_text, read_message, resource_lists, Msg, Ua};
+use common::sip_ua::{answer_text, digest_authorization, read_message, resource_lists, Msg, Ua};
 use common::*;
 use std::time::Duration;
 
@@ -379,26 +379,12 @@ async fn scope2_digest_and_asserted_identity() {
             Some(401),
             "PAI from an untrusted peer is ignored"
         );
-        let challenge = r
-            .headers("WWW-Authenticate")
-            .into_iter()
-            .find(|c| c.contains("MD5"))
-            .expect("an MD5 challenge")
-            .to_string();
-        let param = |name: &str| {
-            let i = challenge.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
-            challenge[i..].split('"').next().unwrap().to_string()
-        };
-        let (realm, nonce, opaque) = (param("realm"), param("nonce"), param("opaque"));
-        let md5 = |s: String| {
-            use md5::Digest as _;
-            format!("{:x}", md5::Md5::digest(s.as_bytes()))
-        };
-        let ha1 = md5(format!("alice:{realm}:alice-pw"));
-        let ha2 = md5(format!("SUBSCRIBE:{ALICE}"));
-        let response = md5(format!("{ha1}:{nonce}:00000001:c1:auth:{ha2}"));
-        let auth = format!(
-            "Authorization: Digest username=\"alice\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{ALICE}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c1\", response=\"{response}\", opaque=\"{opaque}\"\r\n"
+        let auth = digest_authorization(
+            &r.headers("WWW-Authenticate"),
+            "alice",
+            "alice-pw",
+            "SUBSCRIBE",
+            ALICE,
         );
         let req = ua.subscribe("xcap-diff", Some(600), &auth, &body);
         let (r, _) = ua.request(&req).await;

@@ -318,3 +318,23 @@ pub(super) async fn notifier(
     }));
     Ok((notifier, task))
 }
+
+/// The registrar (issue #14 scope 1): the same SIP authentication as the notifier.
+pub(super) fn registrar(
+    config: &Config,
+    creds: &Arc<dyn CredentialStore>,
+    dev_mode: bool,
+) -> Result<Arc<crate::im::Registrar>, AppError> {
+    let im = &config.im;
+    let durations = crate::im::bindings::Durations {
+        default_secs: im.registration_default_secs,
+        min_secs: im.registration_min_secs,
+        max_secs: im.registration_max_secs,
+    };
+    let auth = sip_authenticator(config, creds, dev_mode)?;
+    Ok(Arc::new(crate::im::Registrar::new(
+        auth,
+        durations,
+        settings_default_domain(config),
+    )))
+}

@@ -20,7 +20,7 @@ use super::message::{parse, Headers, Limits, Message, Method, ParseError, StartL
 use super::response::{reply_to, required, response, Answerable, Fields};
 use super::transaction::{ServerState, ServerTransaction};
 
-/// The methods this endpoint answers itself (RFC 3261 §20.5 `Allow`).
+/// The methods this endpoint always answers (RFC 3261 §20.5 `Allow`); services add theirs.
 pub const ALLOW: &str = "OPTIONS, SUBSCRIBE";
 
 /// A service behind the endpoint (the xcap-diff notifier): it answers the requests it serves,
@@ -157,6 +157,8 @@ pub struct Endpoint {
     transactions: Mutex<HashMap<TxKey, ServerTransaction>>,
     /// Set once the services are built (they send through the transports this endpoint feeds).
     handler: OnceLock<Arc<dyn RequestHandler>>,
+    /// Services answering other methods (the registrar for REGISTER), set the same way.
+    by_method: OnceLock<Vec<(Method, Arc<dyn RequestHandler>)>>,
 }
 
 impl Endpoint {
@@ -165,6 +167,7 @@ impl Endpoint {
             config,
             transactions: Mutex::new(HashMap::new()),
             handler: OnceLock::new(),
+            by_method: OnceLock::new(),
         }
     }
 
@@ -176,6 +179,33 @@ impl Endpoint {
     /// Installs the service that answers the requests it serves (once; later calls are ignored).
     pub fn set_handler(&self, handler: Arc<dyn RequestHandler>) {
         let _ = self.handler.set(handler);
+    }
+
+    /// Installs the services answering other methods, e.g. REGISTER (once).
+    pub fn set_method_handlers(&self, handlers: Vec<(Method, Arc<dyn RequestHandler>)>) {
+        let _ = self.by_method.set(handlers);
+    }
+
+    /// The service a deferred request goes to.
+    pub fn handler_for(&self, method: &Method) -> Option<Arc<dyn RequestHandler>> {
+        if *method == Method::Subscribe {
+            return self.handler();
+        }
+        self.by_method
+            .get()?
+            .iter()
+            .find(|(m, _)| m == method)
+            .map(|(_, h)| Arc::clone(h))
+    }
+
+    /// `Allow`: ours and the installed services' methods.
+    fn allow(&self) -> String {
+        let mut allow = ALLOW.to_string();
+        for (m, _) in self.by_method.get().into_iter().flatten() {
+            allow.push_str(", ");
+            allow.push_str(m.as_str());
+        }
+        allow
     }
 
     /// Handles one received message (a datagram or a framed stream message).
@@ -354,16 +384,18 @@ impl Endpoint {
     fn answer(&self, msg: &Message, method: &Method, uri: &str) -> Answer {
         let mut extra = Headers::new();
         // §8.2.1 first: the method.
+        let served = method != &Method::Subscribe && self.handler_for(method).is_some();
         match method {
             Method::Options | Method::Subscribe => {}
+            _ if served => {}
             // §9.2: no transaction of ours can be cancelled (every request is answered at once).
             Method::Cancel => return Answer::Now(481, "Call/Transaction Does Not Exist", extra),
             Method::Other(_) => {
-                extra.push("Allow", ALLOW);
+                extra.push("Allow", self.allow());
                 return Answer::Now(501, "Not Implemented", extra);
             }
             _ => {
-                extra.push("Allow", ALLOW);
+                extra.push("Allow", self.allow());
                 return Answer::Now(405, "Method Not Allowed", extra);
             }
         }
@@ -378,9 +410,12 @@ impl Endpoint {
             extra.push("Unsupported", required.join(", "));
             return Answer::Now(420, "Bad Extension", extra);
         }
+        if served {
+            return Answer::Handler; // the service checks the rest (RFC 3261 §10.3 for REGISTER)
+        }
         self.allow_events(&mut extra);
         if *method == Method::Options {
-            extra.push("Allow", ALLOW);
+            extra.push("Allow", self.allow());
             extra.push("Accept", "application/resource-lists+xml");
             return Answer::Now(200, "OK", extra);
         }

@@ -203,7 +203,12 @@ where
     F: FnOnce(Vec<u8>, SocketAddr) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let Some(handler) = endpoint.handler() else {
+    let Some(handler) = deferred
+        .incoming
+        .message
+        .method()
+        .and_then(|m| endpoint.handler_for(m))
+    else {
         return;
     };
     let incoming = deferred.incoming.clone();

@@ -130,6 +130,32 @@ impl Ua {
         )
     }
 
+    /// A REGISTER for this UA's address of record (To = From) with `contacts` (`*` as is).
+    pub fn register(&mut self, contacts: &[&str], expires: Option<u32>, extra: &str) -> String {
+        self.cseq += 1;
+        self.branch += 1;
+        let local = self.local();
+        let domain = self.user.rsplit_once('@').map_or("localhost", |(_, d)| d);
+        let mut contact = String::new();
+        for c in contacts {
+            if *c == "*" {
+                contact.push_str("Contact: *\r\n");
+            } else {
+                contact.push_str(&format!("Contact: <{c}>\r\n"));
+            }
+        }
+        let expires = expires.map_or(String::new(), |e| format!("Expires: {e}\r\n"));
+        format!(
+            "REGISTER sip:{domain} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKreg{port}x{b};rport\r\nMax-Forwards: 70\r\nFrom: <{user}>;tag={ft}\r\nTo: <{user}>\r\nCall-ID: reg-{cid}\r\nCSeq: {cseq} REGISTER\r\n{contact}{expires}{extra}Content-Length: 0\r\n\r\n",
+            user = self.user,
+            port = local.port(),
+            b = self.branch,
+            ft = self.from_tag,
+            cid = self.call_id,
+            cseq = self.cseq,
+        )
+    }
+
     pub async fn send(&self, text: &str) {
         self.socket
             .send_to(text.as_bytes(), self.server)
@@ -240,4 +266,34 @@ pub async fn read_message(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>)
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// An `Authorization` header line (with CRLF) answering the MD5 challenge among
+/// `challenges` for `method` on `uri` (RFC 3261 §22.4, RFC 2617 qop=auth).
+pub fn digest_authorization(
+    challenges: &[&str],
+    username: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+) -> String {
+    let challenge = challenges
+        .iter()
+        .find(|c| c.contains("MD5"))
+        .expect("an MD5 challenge");
+    let param = |name: &str| {
+        let i = challenge.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+        challenge[i..].split('"').next().unwrap().to_string()
+    };
+    let (realm, nonce, opaque) = (param("realm"), param("nonce"), param("opaque"));
+    let md5 = |s: String| {
+        use md5::Digest as _;
+        format!("{:x}", md5::Md5::digest(s.as_bytes()))
+    };
+    let ha1 = md5(format!("{username}:{realm}:{password}"));
+    let ha2 = md5(format!("{method}:{uri}"));
+    let response = md5(format!("{ha1}:{nonce}:00000001:c1:auth:{ha2}"));
+    format!(
+        "Authorization: Digest username=\"{username}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c1\", response=\"{response}\", opaque=\"{opaque}\"\r\n"
+    )
 }

@@ -1,0 +1,164 @@
+//! The registrar (RFC 3261 §10.3; issue #14 scope 1): REGISTER answered with the bindings of an
+//! address of record. Who registers comes from the shared SIP authentication (SIP Digest
+//! against the credential store, `P-Asserted-Identity` only from `[sip] trusted_peers`, the
+//! From URI in development mode); the address of record is the To URI. A user registers their
+//! own address; a trusted SIP/IP core (an S-CSCF's third-party registration) anyone's.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use parking_lot::Mutex;
+
+use super::bindings::{Binding, Durations, Location, Register, RegisterError};
+use crate::identity::Xui;
+use crate::sip::auth::{SipAuthenticator, SipIdentity};
+use crate::sip::endpoint::{Incoming, Reply, RequestHandler};
+use crate::sip::header::{delta_seconds, CSeq, NameAddr};
+use crate::sip::message::Message;
+use crate::storage::now_ms;
+
+/// The registrar; install it on the endpoint for `REGISTER`.
+pub struct Registrar {
+    auth: SipAuthenticator,
+    durations: Durations,
+    default_domain: Option<String>,
+    location: Mutex<Location>,
+}
+
+impl Registrar {
+    pub fn new(
+        auth: SipAuthenticator,
+        durations: Durations,
+        default_domain: Option<String>,
+    ) -> Registrar {
+        Registrar {
+            auth,
+            durations,
+            default_domain,
+            location: Mutex::new(Location::default()),
+        }
+    }
+
+    /// The live bindings of `aor` (a canonical XUI).
+    pub fn bindings(&self, aor: &str) -> Vec<Binding> {
+        self.location.lock().current(aor, now_ms())
+    }
+
+    /// Forgets expired bindings (called now and then).
+    pub fn sweep(&self) {
+        self.location.lock().sweep(now_ms());
+    }
+
+    async fn register(&self, incoming: Incoming) -> Reply {
+        let msg = &incoming.message;
+        let now = now_ms();
+        // §10.3 step 4: authentication first.
+        let who = match self
+            .auth
+            .identify(msg, incoming.source.ip(), now / 1000)
+            .await
+        {
+            SipIdentity::Authenticated(xui) => xui,
+            SipIdentity::Challenge(challenges) => {
+                let mut r = Reply::new(401, "Unauthorized");
+                for c in challenges {
+                    r.headers.push("WWW-Authenticate", c);
+                }
+                return r;
+            }
+        };
+        // §10.3 step 5: the address of record, and whether `who` may change its bindings.
+        let domain = self.default_domain.as_deref();
+        let Some(aor) = msg
+            .headers
+            .get("To")
+            .and_then(NameAddr::parse)
+            .and_then(|to| Xui::parse(&to.uri, domain).ok())
+        else {
+            return Reply::new(400, "Malformed To header");
+        };
+        let aor = aor.as_str().to_string();
+        let third_party = self.auth.trusted_peers.contains(incoming.source.ip());
+        if aor != who && !third_party {
+            return Reply::new(403, "Forbidden: not your address of record");
+        }
+        let req = match parse(msg) {
+            Ok(req) => req,
+            Err(why) => return Reply::new(400, why),
+        };
+        let result = self
+            .location
+            .lock()
+            .register(&aor, &req, self.durations, now);
+        match result {
+            Ok(bindings) => {
+                let mut r = Reply::new(200, "OK");
+                // §10.3 step 8: every current binding with what is left of it.
+                for b in bindings {
+                    let left = b.expires_at_ms.saturating_sub(now).div_ceil(1000);
+                    r.headers
+                        .push("Contact", format!("{};expires={left}", b.value));
+                }
+                r
+            }
+            Err(RegisterError::IntervalTooBrief { min }) => {
+                let mut r = Reply::new(423, "Interval Too Brief");
+                r.headers.push("Min-Expires", min.to_string());
+                r
+            }
+            Err(e @ RegisterError::OutOfOrder) => Reply::new(500, e.to_string()),
+            Err(e @ RegisterError::Wildcard) => Reply::new(400, e.to_string()),
+        }
+    }
+}
+
+impl RequestHandler for Registrar {
+    fn event_packages(&self) -> &[&'static str] {
+        &[]
+    }
+
+    fn handle(&self, request: Incoming) -> Pin<Box<dyn Future<Output = Reply> + Send + '_>> {
+        Box::pin(self.register(request))
+    }
+}
+
+/// The Contacts, Expires, Call-ID and CSeq of a REGISTER (§10.2); the reason of a 400.
+fn parse(msg: &Message) -> Result<Register, &'static str> {
+    let expires = match msg.headers.get("Expires") {
+        None => None,
+        Some(v) => Some(delta_seconds(v).ok_or("Malformed Expires header")?),
+    };
+    let mut contacts = Vec::new();
+    let mut wildcard = false;
+    for value in msg.headers.values("Contact") {
+        if value.trim() == "*" {
+            wildcard = true;
+            continue;
+        }
+        let mut contact = NameAddr::parse(value).ok_or("Malformed Contact header")?;
+        let asked = match contact.params.get("expires") {
+            None => None,
+            Some(v) => Some(
+                v.and_then(delta_seconds)
+                    .ok_or("Malformed expires parameter")?,
+            ),
+        };
+        contact
+            .params
+            .0
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("expires"));
+        contacts.push((contact.uri.clone(), contact.to_value(), asked));
+    }
+    let cseq = msg
+        .headers
+        .get("CSeq")
+        .and_then(CSeq::parse)
+        .ok_or("Malformed CSeq header")?;
+    Ok(Register {
+        contacts,
+        wildcard,
+        expires,
+        call_id: msg.headers.get("Call-ID").unwrap_or_default().to_string(),
+        cseq: cseq.seq,
+    })
+}
