@@ -2,7 +2,8 @@
 //! (OPTIONS, a SUBSCRIBE for an unserved package and an unserved method, 50 times each, all
 //! answered as RFC 3261 §8.2 / RFC 6665 §4.2.1.1 say), and xcap-diff subscribers (RFC 5875)
 //! with an XCAP PUT by curl in between: one that unsubscribes at the end, one that answers a
-//! NOTIFY 481 and one that never answers it. `make deps` and `.ci/run` install SIPp.
+//! NOTIFY 481 and one that never answers it; a UA registering with xcapd as its registrar
+//! (issue #14). `make deps` and `.ci/run` install SIPp.
 
 mod common;
 use common::*;
@@ -175,4 +176,26 @@ async fn sipp_subscriber_that_refuses_or_goes_silent() {
         wait_for_no_subscriptions(&s, std::time::Duration::from_secs(within)).await;
         s.stop().await;
     }
+}
+
+// Issue #14 scope 1, RFC 3261 §10.3: SIPp registers with xcapd as its registrar (over UDP and
+// TCP): a contact, a second one, both listed with their durations, then `Contact: *` removes
+// them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_registers_and_unregisters() {
+    let s = TestServer::start().await;
+    let server = s.running().sip_addr.unwrap();
+    for transport in ["u1", "t1"] {
+        let out = tokio::task::spawn_blocking(move || {
+            sipp_once(server, "tests/sipp/register.xml", transport, &[])
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "sipp register over {transport} failed: {}",
+            report(&out)
+        );
+    }
+    s.stop().await;
 }
