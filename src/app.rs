@@ -365,11 +365,18 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             .await?;
             sip_endpoint.set_handler(n.clone());
             if config.im.registrar {
+                use crate::sip::endpoint::RequestHandler;
+                use crate::sip::message::Method;
                 let registrar = build::registrar(&config, &creds, dev_mode)?;
-                sip_endpoint.set_method_handlers(vec![(
-                    crate::sip::message::Method::Register,
-                    registrar.clone() as Arc<dyn crate::sip::endpoint::RequestHandler>,
-                )]);
+                let pager =
+                    build::pager(&config, &creds, dev_mode, &registrar, &decisions, &client)?;
+                sip_endpoint.set_method_handlers(vec![
+                    (
+                        Method::Register,
+                        registrar.clone() as Arc<dyn RequestHandler>,
+                    ),
+                    (Method::Message, pager as Arc<dyn RequestHandler>),
+                ]);
                 tokio::spawn(sweep_bindings(registrar, shutdown_rx.clone()));
             }
             notifier = Some(n);

@@ -478,6 +478,9 @@ pub struct ImConfig {
     pub registration_default_secs: u32,
     pub registration_min_secs: u32,
     pub registration_max_secs: u32,
+    /// MESSAGE bodies above this get 413 (RFC 3428 §5: 1300 bytes over UDP, with headroom
+    /// for CPIM headers).
+    pub max_pager_bytes: usize,
 }
 
 impl Default for ImConfig {
@@ -487,6 +490,7 @@ impl Default for ImConfig {
             registration_default_secs: 3600,
             registration_min_secs: 60,
             registration_max_secs: 86_400,
+            max_pager_bytes: 2048,
         }
     }
 }

@@ -134,7 +134,7 @@ async fn refusals() {
     let udp = Udp::new(s.running().sip_addr.unwrap()).await;
     let resp = udp.ask(&request("INVITE", "i1", "", udp.local())).await;
     assert_eq!(status(&resp), 405, "{resp}");
-    assert_eq!(header(&resp, "Allow"), Some("OPTIONS, SUBSCRIBE, REGISTER"));
+    assert_eq!(header(&resp, "Allow"), Some("OPTIONS, SUBSCRIBE, REGISTER, MESSAGE"));
     let resp = udp.ask(&request("FROB", "f1", "", udp.local())).await;
     assert_eq!(status(&resp), 501, "{resp}");
     let resp = udp
@@ -360,7 +360,7 @@ async fn tcp_crlf_flood_and_conflicting_lengths() {
 async fn method_first_cancel_and_too_large() {
     let s = TestServer::start_with(|c| c.sip.max_message_bytes = 2048).await;
     let udp = Udp::new(s.running().sip_addr.unwrap()).await;
-    let odd = request("MESSAGE", "o1", "", udp.local()).replacen(
+    let odd = request("PUBLISH", "o1", "", udp.local()).replacen(
         "sip:xcapd@127.0.0.1 SIP",
         "im:xcapd@127.0.0.1 SIP",
         1,

@@ -338,3 +338,22 @@ pub(super) fn registrar(
         settings_default_domain(config),
     )))
 }
+
+/// The pager-mode MESSAGE handler (issue #14 scopes 2–3), on the registrar's bindings.
+pub(super) fn pager(
+    config: &Config,
+    creds: &Arc<dyn CredentialStore>,
+    dev_mode: bool,
+    registrar: &Arc<crate::im::Registrar>,
+    decisions: &Arc<crate::decision::DecisionService>,
+    client: &Arc<crate::sip::client::Client>,
+) -> Result<Arc<crate::im::Pager>, AppError> {
+    Ok(Arc::new(crate::im::Pager::new(crate::im::PagerParts {
+        auth: sip_authenticator(config, creds, dev_mode)?,
+        registrar: registrar.clone(),
+        decisions: decisions.clone(),
+        client: client.clone(),
+        default_domain: settings_default_domain(config),
+        max_pager_bytes: config.im.max_pager_bytes,
+    })))
+}

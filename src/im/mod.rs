@@ -1,11 +1,14 @@
 //! The IM Server (OMA IM; issue #14), layer L2, on the SIP endpoint:
 //! - [`bindings`]: the registrar's location service (pure);
 //! - [`registrar`]: REGISTER answered (RFC 3261 §10.3), standalone or as the application
-//!   server a SIP/IP core copies registrations to.
+//!   server a SIP/IP core copies registrations to;
+//! - [`pager`]: MESSAGE through the recipient's policy to their registered contacts.
 //!
-//! MESSAGE handling, store-and-forward, IMDN and history follow (issue #14).
+//! Store-and-forward, IMDN, history and groups follow (issue #14).
 
 pub mod bindings;
+pub mod pager;
 pub mod registrar;
 
+pub use pager::{Pager, PagerParts};
 pub use registrar::Registrar;

@@ -7,7 +7,6 @@
 //! subscriber acknowledged, the reported state is stored, so a restart chains on from it.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,6 @@ use super::saved::Saved;
 use super::service::Shared;
 use crate::event::ChangeRecord;
 use crate::sip::client::{Outcome, Route};
-use crate::sip::header::UriTarget;
 use crate::storage::now_ms;
 use crate::storage::subscriptions::Subscription;
 use crate::xcap::keys::DocKey;
@@ -417,28 +415,15 @@ impl Actor {
         let outcome = match on_flow {
             Some(outcome) => outcome,
             None => {
-                let target = self.dialog.next_hop();
-                // RFC 3261 §18.1.1: the transport the target URI names (a new connection).
-                let tcp = target.as_ref().is_some_and(|t| {
-                    t.transport
-                        .as_deref()
-                        .is_some_and(|tr| tr.eq_ignore_ascii_case("tcp"))
-                });
-                let Some(destination) = resolve(target).await else {
+                let outcome = match self.dialog.next_hop() {
+                    Some(target) => shared.parts.client.request_to(request, &target).await,
+                    None => None,
+                };
+                let Some(outcome) = outcome else {
                     tracing::info!(target: "xcapd::notifier", call_id = %self.dialog.id.call_id, "subscriber's contact does not resolve: subscription removed");
                     return Sent::Gone;
                 };
-                let client = &shared.parts.client;
-                if tcp {
-                    let route = Route::Tcp(destination);
-                    match client.request_via(request, route).await {
-                        Some(outcome) => outcome,
-                        // No connection: as a transport error (RFC 6665 §4.2.2 removes it).
-                        None => Outcome::Timeout,
-                    }
-                } else {
-                    client.request(request, destination).await
-                }
+                outcome
             }
         };
         let code = match &outcome {
@@ -531,17 +516,4 @@ fn sel_of(entries: &[Entry], key: &DocKey) -> String {
             _ => None,
         })
         .unwrap_or_else(|| key.document_selector())
-}
-
-/// The socket address of a next hop (RFC 3263 without SRV: the host's address, port 5060 or
-/// 5061 for SIPS).
-async fn resolve(target: Option<UriTarget>) -> Option<SocketAddr> {
-    let t = target?;
-    let port = t.port.unwrap_or(if t.secure { 5061 } else { 5060 });
-    let host = t.host.trim_matches(['[', ']']).to_string();
-    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        return Some(SocketAddr::new(ip, port));
-    }
-    let mut found = tokio::net::lookup_host((host.as_str(), port)).await.ok()?;
-    found.next()
 }

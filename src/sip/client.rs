@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use tokio::net::UdpSocket;
 use tokio::sync::{oneshot, Notify};
 
-use super::header::{CSeq, Via};
+use super::header::{CSeq, UriTarget, Via};
 use super::message::{Message, StartLine};
 use super::transaction::{ClientAction, ClientTransaction, Timers};
 
@@ -154,6 +154,24 @@ impl Client {
         self.request_via(request, Route::Udp(destination))
             .await
             .unwrap_or(Outcome::Timeout)
+    }
+
+    /// Sends `request` to a target URI (RFC 3263 without SRV: its host and port, 5060 or 5061
+    /// for SIPS), over TCP when the URI says `transport=tcp`, else UDP (RFC 3261 §18.1.1);
+    /// `None` when the host does not resolve. No connection counts as a timeout.
+    pub async fn request_to(&self, request: Message, target: &UriTarget) -> Option<Outcome> {
+        let destination = resolve(target).await?;
+        let tcp = target
+            .transport
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("tcp"));
+        Some(if tcp {
+            self.request_via(request, Route::Tcp(destination))
+                .await
+                .unwrap_or(Outcome::Timeout)
+        } else {
+            self.request(request, destination).await
+        })
     }
 
     /// Installs how TCP connections are opened (once; later calls are ignored).
@@ -332,6 +350,19 @@ impl Client {
 }
 
 /// A branch with the RFC 3261 magic cookie and 96 random bits.
+/// The socket address of a target URI: its host (an address, or a name looked up) and port.
+pub async fn resolve(target: &UriTarget) -> Option<SocketAddr> {
+    let port = target
+        .port
+        .unwrap_or(if target.secure { 5061 } else { 5060 });
+    let host = target.host.trim_matches(['[', ']']).to_string();
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Some(SocketAddr::new(ip, port));
+    }
+    let mut found = tokio::net::lookup_host((host.as_str(), port)).await.ok()?;
+    found.next()
+}
+
 fn new_branch() -> String {
     let mut bytes = [0u8; 12];
     if getrandom::getrandom(&mut bytes).is_err() {
