@@ -134,7 +134,10 @@ async fn refusals() {
     let udp = Udp::new(s.running().sip_addr.unwrap()).await;
     let resp = udp.ask(&request("INVITE", "i1", "", udp.local())).await;
     assert_eq!(status(&resp), 405, "{resp}");
-    assert_eq!(header(&resp, "Allow"), Some("OPTIONS, SUBSCRIBE, REGISTER, MESSAGE"));
+    assert_eq!(
+        header(&resp, "Allow"),
+        Some("OPTIONS, SUBSCRIBE, REGISTER, MESSAGE")
+    );
     let resp = udp.ask(&request("FROB", "f1", "", udp.local())).await;
     assert_eq!(status(&resp), 501, "{resp}");
     let resp = udp
