@@ -68,13 +68,7 @@ impl Pager {
         // IM-24: the sender is who authenticated (or was asserted), never the From header.
         let sender = match p.auth.identify(msg, incoming.source.ip(), now / 1000).await {
             SipIdentity::Authenticated(xui) => xui,
-            SipIdentity::Challenge(challenges) => {
-                let mut r = Reply::new(401, "Unauthorized");
-                for c in challenges {
-                    r.headers.push("WWW-Authenticate", c);
-                }
-                return r;
-            }
+            SipIdentity::Challenge(challenges) => return Reply::unauthorized(challenges),
         };
         if msg.body.len() > p.max_pager_bytes {
             return Reply::new(413, "Message Too Large: send it in a session");

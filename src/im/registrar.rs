@@ -59,13 +59,7 @@ impl Registrar {
             .await
         {
             SipIdentity::Authenticated(xui) => xui,
-            SipIdentity::Challenge(challenges) => {
-                let mut r = Reply::new(401, "Unauthorized");
-                for c in challenges {
-                    r.headers.push("WWW-Authenticate", c);
-                }
-                return r;
-            }
+            SipIdentity::Challenge(challenges) => return Reply::unauthorized(challenges),
         };
         // §10.3 step 5: the address of record, and whether `who` may change its bindings.
         let domain = self.default_domain.as_deref();

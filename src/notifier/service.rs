@@ -140,13 +140,7 @@ impl Notifier {
         // RFC 6665 §4.2.1.3: authenticate before anything is revealed (scope 2).
         let subscriber = match self.auth.identify(msg, incoming.source.ip(), now).await {
             SipIdentity::Authenticated(xui) => xui,
-            SipIdentity::Challenge(challenges) => {
-                let mut r = Reply::new(401, "Unauthorized");
-                for c in challenges {
-                    r.headers.push("WWW-Authenticate", c);
-                }
-                return r;
-            }
+            SipIdentity::Challenge(challenges) => return Reply::unauthorized(challenges),
         };
         let event = msg.headers.get("Event").and_then(Event::parse);
         let mode = event

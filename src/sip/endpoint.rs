@@ -62,6 +62,15 @@ impl Reply {
             ..Reply::default()
         }
     }
+
+    /// 401 with these `WWW-Authenticate` challenges (RFC 3261 §22.2).
+    pub fn unauthorized(challenges: Vec<String>) -> Reply {
+        let mut r = Reply::new(401, "Unauthorized");
+        for c in challenges {
+            r.headers.push("WWW-Authenticate", c);
+        }
+        r
+    }
 }
 
 /// What the endpoint made of a received message.
