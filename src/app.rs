@@ -368,8 +368,9 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
                 use crate::sip::endpoint::RequestHandler;
                 use crate::sip::message::Method;
                 let registrar = build::registrar(&config, &creds, dev_mode)?;
-                let pager =
-                    build::pager(&config, &creds, dev_mode, &registrar, &decisions, &client)?;
+                let pager = build::pager(
+                    &config, &creds, dev_mode, &registrar, &decisions, &client, &messages,
+                )?;
                 sip_endpoint.set_method_handlers(vec![
                     (
                         Method::Register,

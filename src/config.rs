@@ -481,6 +481,8 @@ pub struct ImConfig {
     /// MESSAGE bodies above this get 413 (RFC 3428 §5: 1300 bytes over UDP, with headroom
     /// for CPIM headers).
     pub max_pager_bytes: usize,
+    /// Deferred messages expire after min(their `Expires`, this) (IM-15).
+    pub deferred_ttl_secs: u64,
 }
 
 impl Default for ImConfig {
@@ -491,6 +493,7 @@ impl Default for ImConfig {
             registration_min_secs: 60,
             registration_max_secs: 86_400,
             max_pager_bytes: 2048,
+            deferred_ttl_secs: 7 * 86_400,
         }
     }
 }

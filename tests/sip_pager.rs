@@ -1,13 +1,16 @@
 //! Pager-mode MESSAGE through the IM Server over real UDP sockets (issue #14 scopes 2–3;
 //! RFC 3428; IM-01, IM-24…IM-26): Bob registers, his `im-rules` allow Alice and block Carol;
 //! Alice's message reaches Bob's UA byte for byte (CPIM with unusual header case included) and
-//! she gets 200 only because his UA answered 200; Carol gets 403; a sender no rule names gets
-//! the operator default (block); an offline recipient 480; a large body 413.
+//! she gets 200 only because his UA answered 200, and his UA's refusal comes back as it is;
+//! Carol gets 403; a sender no rule names gets the operator default (block); a message for
+//! Bob while he is offline is stored (202) and reaches him when he registers (IM-14); a
+//! large body gets 413.
 
 mod common;
 use common::sip_ua::*;
 use common::*;
 use std::time::Duration;
+use xcapd::storage::messages::Mailbox::Deferred;
 
 const ALICE: &str = "sip:alice@example.com";
 const BOB: &str = "sip:bob@example.com";
@@ -55,15 +58,57 @@ async fn messages_through_policy_to_registered_contacts() {
     let mut alice = Ua::new(sip, ALICE).await;
     let mut bob = Ua::new(sip, BOB).await;
 
-    // Offline: no binding yet.
-    let first = message(&alice, 1, BOB, "text/plain", "anyone there?");
+    // IM-14: offline, so stored (202) and delivered when Bob registers.
+    let first = message(
+        &alice,
+        1,
+        BOB,
+        "text/plain;charset=utf-8",
+        "anyone there? é",
+    );
     let (r, _) = alice.request(&first).await;
-    assert_eq!(r.status(), Some(480), "{}", r.text);
-
+    assert_eq!(r.status(), Some(202), "{}", r.text);
     let contact = format!("sip:bob@{}", bob.local());
     let register = bob.register(&[&contact], Some(600), "");
-    let (r, _) = bob.request(&register).await;
-    assert_eq!(r.status(), Some(200));
+    bob.send(&register).await;
+    let (mut registered, mut stored) = (false, None);
+    while !(registered && stored.is_some()) {
+        let m = bob
+            .recv(Duration::from_secs(5))
+            .await
+            .expect("the 200 and the stored MESSAGE");
+        match m.status() {
+            Some(code) => {
+                assert_eq!(code, 200, "{}", m.text);
+                registered = true;
+            }
+            None => {
+                bob.send(&answer_text(&m, 200)).await;
+                stored = Some(m);
+            }
+        }
+    }
+    let stored = stored.unwrap();
+    assert_eq!(stored.body(), "anyone there? é");
+    assert_eq!(
+        stored.header("Content-Type"),
+        Some("text/plain;charset=utf-8")
+    );
+    assert_eq!(
+        stored.header("P-Asserted-Identity"),
+        Some(format!("<{ALICE}>").as_str())
+    );
+    // Removed once Bob's UA answered 200 (the answer is on its way back meanwhile).
+    let mut waiting = vec![()];
+    for _ in 0..40 {
+        let stored = s.running().messages.list(Deferred, BOB.into(), 0, 10).await;
+        waiting = stored.unwrap().iter().map(|_| ()).collect();
+        if waiting.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(waiting.is_empty(), "delivered, so no longer stored");
 
     // IM-01, byte for byte: CPIM with unusual header case and order, a 1 KB body.
     let cpim = format!(
@@ -93,14 +138,14 @@ async fn messages_through_policy_to_registered_contacts() {
         Some(format!("<{ALICE}>").as_str())
     );
 
-    // A recipient UA that refuses: no 200 upstream (RFC 3428 §7: 200 only for a 2xx).
+    // A recipient UA that refuses: its answer, not a 200 (RFC 3428 §7), and nothing stored.
     let send = message(&alice, 3, BOB, "text/plain", "are you there?");
     let at_bob = async {
         let m = bob.recv(Duration::from_secs(5)).await.expect("the MESSAGE");
         bob.send(&answer_text(&m, 486)).await;
     };
     let ((r, _), ()) = tokio::join!(alice.request(&send), at_bob);
-    assert_eq!(r.status(), Some(480), "{}", r.text);
+    assert_eq!(r.status(), Some(486), "{}", r.text);
 
     // IM-25/IM-24: Carol is blocked; Dave, whom no rule names, gets the default (block).
     for who in ["sip:carol@example.com", "sip:dave@example.com"] {
@@ -120,4 +165,67 @@ async fn messages_through_policy_to_registered_contacts() {
     let (r, _) = alice.request(&large).await;
     assert_eq!(r.status(), Some(413), "{}", r.text);
     s.stop().await;
+}
+
+// IM-14, issue #14 scope 4 ("kill -9 after the 202 loses nothing"): the real binary stores a
+// message for offline Bob and answers 202, is killed with SIGKILL, and after a restart on the
+// same data Bob's registration brings him that message, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_message_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, sip_port) = (free_port(), free_port());
+    let sip: std::net::SocketAddr = format!("127.0.0.1:{sip_port}").parse().unwrap();
+    let spawn = || {
+        xcapd_serve()
+            .args([
+                "--http",
+                &format!("127.0.0.1:{port}"),
+                "--sip",
+                &sip.to_string(),
+            ])
+            .arg("--data")
+            .arg(dir.path().join("data"))
+            .spawn()
+            .expect("spawn xcapd")
+    };
+    let base = format!("http://127.0.0.1:{port}/xcap-root");
+    let http = reqwest::Client::new();
+    let mut server = spawn();
+    wait_ready(&http, &base).await;
+    let r = http
+        .put(format!("{base}/im-rules/users/{BOB}/index"))
+        .header("Content-Type", "application/auth-policy+xml")
+        .body(RULES)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let mut alice = Ua::new(sip, ALICE).await;
+    let body = "kept across a crash: é";
+    let send = message(&alice, 1, BOB, "text/plain;charset=utf-8", body);
+    let (r, _) = alice.request(&send).await;
+    assert_eq!(r.status(), Some(202), "{}", r.text);
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    let mut server = spawn();
+    wait_ready(&http, &base).await;
+    let mut bob = Ua::new(sip, BOB).await;
+    let contact = format!("sip:bob@{}", bob.local());
+    let register = bob.register(&[&contact], Some(600), "");
+    bob.send(&register).await;
+    let mut delivered = None;
+    while delivered.is_none() {
+        let m = bob
+            .recv(Duration::from_secs(10))
+            .await
+            .expect("the stored MESSAGE after the restart");
+        if m.status().is_none() {
+            bob.send(&answer_text(&m, 200)).await;
+            delivered = Some(m);
+        }
+    }
+    assert_eq!(delivered.unwrap().body(), body);
+    server.kill().unwrap();
+    server.wait().unwrap();
 }

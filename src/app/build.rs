@@ -347,7 +347,21 @@ pub(super) fn pager(
     registrar: &Arc<crate::im::Registrar>,
     decisions: &Arc<crate::decision::DecisionService>,
     client: &Arc<crate::sip::client::Client>,
+    messages: &Arc<dyn crate::storage::messages::MessageStore>,
 ) -> Result<Arc<crate::im::Pager>, AppError> {
+    let deferred = Arc::new(crate::im::Deferred::new(
+        messages.clone(),
+        client.clone(),
+        registrar.clone(),
+        config.im.deferred_ttl_secs,
+    ));
+    // A registration delivers what waits (weak: the registrar does not keep it alive).
+    let waiting = Arc::downgrade(&deferred);
+    registrar.on_binding(Arc::new(move |aor: &str| {
+        if let Some(d) = waiting.upgrade() {
+            d.wake(aor);
+        }
+    }));
     Ok(Arc::new(crate::im::Pager::new(crate::im::PagerParts {
         auth: sip_authenticator(config, creds, dev_mode)?,
         registrar: registrar.clone(),
@@ -355,5 +369,6 @@ pub(super) fn pager(
         client: client.clone(),
         default_domain: settings_default_domain(config),
         max_pager_bytes: config.im.max_pager_bytes,
+        deferred: Some(deferred),
     })))
 }

@@ -3,13 +3,16 @@
 //! domains goes through the recipient's `im-rules` (the in-process decision service: block →
 //! 403, polite-block → 202 and dropped, allow → delivered) and is delivered to every contact the
 //! recipient registered, body and Content-Type byte for byte. One final answer upstream: 200 only
-//! when a recipient UA answered 2xx. Offline recipients get 480 until store-and-forward lands.
+//! when a recipient UA answered 2xx. A recipient no contact of whom took it gets the message
+//! stored for later ([`super::deferred`], 202).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::bindings::Binding;
+use super::deferred::Deferred;
 use super::registrar::Registrar;
 use crate::decision::{DecideRequest, DecisionService};
 use crate::identity::Xui;
@@ -26,7 +29,7 @@ use crate::storage::now_ms;
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Headers copied to the delivered request: the end-to-end ones a pager message carries.
-const END_TO_END: &[&str] = &[
+pub(super) const END_TO_END: &[&str] = &[
     "From",
     "To",
     "Call-ID",
@@ -51,6 +54,8 @@ pub struct PagerParts {
     pub default_domain: Option<String>,
     /// Larger bodies get 413 (RFC 3428 §5: pager mode is for short messages).
     pub max_pager_bytes: usize,
+    /// Where messages for offline recipients wait (none: 480).
+    pub deferred: Option<Arc<Deferred>>,
 }
 
 /// The MESSAGE handler; install it on the endpoint for `MESSAGE`.
@@ -104,42 +109,86 @@ impl Pager {
             ImAction::Allow => {}
         }
         let bindings = p.registrar.bindings(&recipient);
-        if bindings.is_empty() {
+        // RFC 3428 §7: fork to every contact; the first 2xx is the answer.
+        let request = |contact: &str| delivered(&msg.headers, &msg.body, contact, &sender);
+        match fork(&p.client, &bindings, request).await {
+            Delivery::Delivered => Reply::new(200, "OK"),
+            Delivery::Refused(code) => Reply::new(code, "Refused by the recipient"),
+            Delivery::Unreachable => self.offline(msg, &sender, &recipient, now).await,
+        }
+    }
+
+    /// No contact took it: stored for later delivery (202), or 480 without a store.
+    async fn offline(&self, msg: &Message, sender: &str, recipient: &str, now: u64) -> Reply {
+        let Some(deferred) = &self.0.deferred else {
             return Reply::new(480, "Temporarily Unavailable");
-        }
-        // RFC 3428 §7: fork to every contact; the first 2xx is the answer (the others run on).
-        let mut forks = tokio::task::JoinSet::new();
-        for b in &bindings {
-            let Some(target) = UriTarget::parse(&b.uri) else {
-                continue;
-            };
-            let request = delivered(msg, &b.uri, &sender);
-            let client = Arc::clone(&p.client);
-            forks.spawn(async move {
-                let sent = client.request_to(request, &target);
-                matches!(
-                    tokio::time::timeout(DELIVERY_TIMEOUT, sent).await,
-                    Ok(Some(Outcome::Final(ref r))) if r.status().is_some_and(|c| (200..300).contains(&c))
-                )
-            });
-        }
-        while let Some(done) = forks.join_next().await {
-            if done.unwrap_or(false) {
-                forks.detach_all();
-                return Reply::new(200, "OK");
+        };
+        match deferred.store(msg, sender, recipient, now).await {
+            Ok(_) => Reply::new(202, "Accepted: stored for delivery"),
+            Err(e) => {
+                tracing::warn!(target: "xcapd::im", error = %e, "cannot store a deferred MESSAGE");
+                let mut r = Reply::new(503, "Service Unavailable");
+                r.headers.push("Retry-After", "5");
+                r
             }
         }
-        Reply::new(480, "Temporarily Unavailable")
     }
 }
 
-/// The MESSAGE as delivered to `contact`: the end-to-end headers and the body unchanged, the
-/// sender asserted (RFC 3325) for the recipient's UA.
-fn delivered(msg: &Message, contact: &str, sender: &str) -> Message {
+/// How a delivery to a recipient's contacts went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Delivery {
+    /// A UA answered 2xx.
+    Delivered,
+    /// No contact, or each timed out or answered 408, 480 or 503: worth keeping for later.
+    Unreachable,
+    /// A UA answered this final refusal (e.g. 486, 603, 415): not stored.
+    Refused(u16),
+}
+
+/// Sends the request `make` builds for each binding's contact, all at once; delivered as soon
+/// as one UA answered 2xx (the others run on).
+pub(super) async fn fork(
+    client: &Arc<Client>,
+    bindings: &[Binding],
+    make: impl Fn(&str) -> Message,
+) -> Delivery {
+    let mut forks = tokio::task::JoinSet::new();
+    for b in bindings {
+        let Some(target) = UriTarget::parse(&b.uri) else {
+            continue;
+        };
+        let request = make(&b.uri);
+        let client = Arc::clone(client);
+        forks.spawn(async move {
+            let sent = client.request_to(request, &target);
+            match tokio::time::timeout(DELIVERY_TIMEOUT, sent).await {
+                Ok(Some(Outcome::Final(r))) => r.status().unwrap_or(500),
+                _ => 408,
+            }
+        });
+    }
+    let mut refused = None;
+    while let Some(done) = forks.join_next().await {
+        match done.unwrap_or(500) {
+            200..=299 => {
+                forks.detach_all();
+                return Delivery::Delivered;
+            }
+            408 | 480 | 503 => {}
+            code => refused = refused.or(Some(code)),
+        }
+    }
+    refused.map_or(Delivery::Unreachable, Delivery::Refused)
+}
+
+/// The MESSAGE as delivered to `contact`: the end-to-end headers of `original` and the body
+/// unchanged, the sender asserted (RFC 3325) for the recipient's UA.
+pub(super) fn delivered(original: &Headers, body: &[u8], contact: &str, sender: &str) -> Message {
     let mut headers = Headers::new();
     headers.push("Max-Forwards", "70");
     for name in END_TO_END {
-        for value in msg.headers.get_all(name) {
+        for value in original.get_all(name) {
             headers.push(name, value);
         }
     }
@@ -150,7 +199,7 @@ fn delivered(msg: &Message, contact: &str, sender: &str) -> Message {
             uri: contact.to_string(),
         },
         headers,
-        body: msg.body.clone(),
+        body: body.to_vec(),
     }
 }
 

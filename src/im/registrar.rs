@@ -23,7 +23,12 @@ pub struct Registrar {
     durations: Durations,
     default_domain: Option<String>,
     location: Mutex<Location>,
+    /// Told of every address of record that has bindings after a REGISTER (deferred delivery).
+    on_binding: std::sync::OnceLock<BindingHook>,
 }
+
+/// What learns that an address of record is reachable.
+pub type BindingHook = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 
 impl Registrar {
     pub fn new(
@@ -36,7 +41,13 @@ impl Registrar {
             durations,
             default_domain,
             location: Mutex::new(Location::default()),
+            on_binding: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Installs what is told of addresses of record with bindings (once).
+    pub fn on_binding(&self, hook: BindingHook) {
+        let _ = self.on_binding.set(hook);
     }
 
     /// The live bindings of `aor` (a canonical XUI).
@@ -86,6 +97,9 @@ impl Registrar {
             .register(&aor, &req, self.durations, now);
         match result {
             Ok(bindings) => {
+                if let (false, Some(hook)) = (bindings.is_empty(), self.on_binding.get()) {
+                    hook(&aor);
+                }
                 let mut r = Reply::new(200, "OK");
                 // §10.3 step 8: every current binding with what is left of it.
                 for b in bindings {
