@@ -53,15 +53,25 @@ pub enum AppError {
     Serve(String),
 }
 
-/// Forgets expired registrations now and then, until shutdown.
-async fn sweep_bindings(
+/// Forgets expired registrations and removes expired stored messages now and then, until
+/// shutdown (IM-15: a deferred message lives min(Expires, `im.deferred_ttl_secs`)).
+async fn sweep_im(
     registrar: Arc<crate::im::Registrar>,
+    messages: Arc<dyn MessageStore>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
-            () = tokio::time::sleep(std::time::Duration::from_secs(60)) => registrar.sweep(),
+            () = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
             _ = shutdown.changed() => return,
+        }
+        registrar.sweep();
+        match messages.expire(crate::storage::now_ms()).await {
+            Ok(gone) if !gone.is_empty() => {
+                tracing::info!(target: "xcapd::im", expired = gone.len(), "stored messages expired undelivered");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(target: "xcapd::im", error = %e, "cannot expire stored messages"),
         }
     }
 }
@@ -378,7 +388,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
                     ),
                     (Method::Message, pager as Arc<dyn RequestHandler>),
                 ]);
-                tokio::spawn(sweep_bindings(registrar, shutdown_rx.clone()));
+                tokio::spawn(sweep_im(registrar, messages.clone(), shutdown_rx.clone()));
             }
             notifier = Some(n);
             sip_client = Some(client.clone());
