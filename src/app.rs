@@ -71,7 +71,9 @@ async fn sweep_im(
                 tracing::info!(target: "xcapd::im", expired = gone.len(), "stored messages expired undelivered");
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(target: "xcapd::im", error = %e, "cannot expire stored messages"),
+            Err(e) => {
+                tracing::warn!(target: "xcapd::im", error = %e, "cannot expire stored messages")
+            }
         }
     }
 }

@@ -344,26 +344,8 @@ async fn xe17_failed_notify_removes_the_subscription() {
 // from a trusted peer only.
 #[tokio::test]
 async fn scope2_digest_and_asserted_identity() {
-    use xcapd::storage::credentials::{make_credential, Role};
     for trusted in [false, true] {
-        let s = TestServer::start_with(|c| {
-            c.server.auth = xcapd::config::AuthMode::Required;
-            if trusted {
-                c.sip.trusted_peers = vec!["127.0.0.1/32".into()];
-            }
-        })
-        .await;
-        s.running()
-            .credentials
-            .put_user(&make_credential(
-                ALICE,
-                "example.com",
-                "alice-pw",
-                vec![Role::User],
-                0,
-            ))
-            .await
-            .unwrap();
+        let s = auth_server(trusted, "alice-pw").await;
         let mut ua = Ua::new(s.running().sip_addr.unwrap(), ALICE).await;
         let body = resource_lists(&[DOC]);
         let pai = "P-Asserted-Identity: <sip:alice@example.com>\r\n";

@@ -6,7 +6,6 @@
 mod common;
 use common::sip_ua::*;
 use common::*;
-use xcapd::storage::credentials::{make_credential, Role};
 
 const ALICE: &str = "sip:alice@example.com";
 
@@ -99,24 +98,7 @@ async fn register_with_digest(ua: &mut Ua, contact: &str) -> u16 {
 #[tokio::test]
 async fn who_may_register() {
     for trusted in [false, true] {
-        let s = TestServer::start_with(|c| {
-            c.server.auth = xcapd::config::AuthMode::Required;
-            if trusted {
-                c.sip.trusted_peers = vec!["127.0.0.1/32".into()];
-            }
-        })
-        .await;
-        s.running()
-            .credentials
-            .put_user(&make_credential(
-                ALICE,
-                "example.com",
-                "pw",
-                vec![Role::User],
-                0,
-            ))
-            .await
-            .unwrap();
+        let s = auth_server(trusted, "pw").await;
         let sip = s.running().sip_addr.unwrap();
         if trusted {
             // The S-CSCF copies Bob's registration: no Digest, Bob's AOR.

@@ -91,6 +91,28 @@ pub fn add_user(data: &std::path::Path, xui: &str, password: &str, roles: &[&str
     );
 }
 
+/// A server with authentication on and `sip:alice@example.com` (password `password`) in its
+/// credential store; with `trusted_sip`, loopback is the trusted SIP/IP core.
+pub async fn auth_server(trusted_sip: bool, password: &str) -> TestServer {
+    use xcapd::storage::credentials::{make_credential, Role};
+    let s = TestServer::start_with(|c| {
+        c.server.auth = xcapd::config::AuthMode::Required;
+        if trusted_sip {
+            c.sip.trusted_peers = vec!["127.0.0.1/32".into()];
+        }
+    })
+    .await;
+    let alice = make_credential(
+        "sip:alice@example.com",
+        "example.com",
+        password,
+        vec![Role::User],
+        0,
+    );
+    s.running().credentials.put_user(&alice).await.unwrap();
+    s
+}
+
 /// Waits (up to 60 s) until the server under `root` accepts connections, whatever it answers
 /// (it may ask for credentials).
 pub async fn wait_listening(client: &reqwest::Client, root: &str) {
