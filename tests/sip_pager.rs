@@ -58,6 +58,17 @@ async fn messages_through_policy_to_registered_contacts() {
     let mut alice = Ua::new(sip, ALICE).await;
     let mut bob = Ua::new(sip, BOB).await;
 
+    // RFC 3994: an isComposing indication to an offline user is not stored.
+    let typing = message(
+        &alice,
+        9,
+        BOB,
+        "application/im-iscomposing+xml",
+        "<isComposing xmlns=\"urn:ietf:params:xml:ns:im-iscomposing\"><state>active</state></isComposing>",
+    );
+    let (r, _) = alice.request(&typing).await;
+    assert_eq!(r.status(), Some(480), "{}", r.text);
+
     // IM-14: offline, so stored (202) and delivered when Bob registers.
     let first = message(
         &alice,

@@ -28,6 +28,9 @@ use crate::storage::now_ms;
 /// endpoint's deadline; Timer F and storing follow with store-and-forward).
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// RFC 3994 message-composition indications.
+const IS_COMPOSING: &str = "application/im-iscomposing+xml";
+
 /// Headers copied to the delivered request: the end-to-end ones a pager message carries.
 pub(super) const END_TO_END: &[&str] = &[
     "From",
@@ -118,9 +121,15 @@ impl Pager {
         }
     }
 
-    /// No contact took it: stored for later delivery (202), or 480 without a store.
+    /// No contact took it: stored for later delivery (202), or 480 without a store and for
+    /// an isComposing indication (RFC 3994 §6: relayed, never stored; stale once late).
     async fn offline(&self, msg: &Message, sender: &str, recipient: &str, now: u64) -> Reply {
-        let Some(deferred) = &self.0.deferred else {
+        let composing = msg.headers.get("Content-Type").is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case(IS_COMPOSING))
+        });
+        let (Some(deferred), false) = (&self.0.deferred, composing) else {
             return Reply::new(480, "Temporarily Unavailable");
         };
         match deferred.store(msg, sender, recipient, now).await {
