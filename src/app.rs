@@ -375,23 +375,20 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
                 shutdown_rx.clone(),
             )
             .await?;
-            sip_endpoint.set_handler(n.clone());
+            use crate::sip::endpoint::RequestHandler;
+            use crate::sip::message::Method;
+            let mut handlers: Vec<(Method, Arc<dyn RequestHandler>)> =
+                vec![(Method::Subscribe, n.clone())];
             if config.im.registrar {
-                use crate::sip::endpoint::RequestHandler;
-                use crate::sip::message::Method;
                 let registrar = build::registrar(&config, &creds, dev_mode)?;
                 let pager = build::pager(
                     &config, &creds, dev_mode, &registrar, &decisions, &client, &messages,
                 )?;
-                sip_endpoint.set_method_handlers(vec![
-                    (
-                        Method::Register,
-                        registrar.clone() as Arc<dyn RequestHandler>,
-                    ),
-                    (Method::Message, pager as Arc<dyn RequestHandler>),
-                ]);
+                handlers.push((Method::Register, registrar.clone()));
+                handlers.push((Method::Message, pager));
                 tokio::spawn(sweep_im(registrar, messages.clone(), shutdown_rx.clone()));
             }
+            sip_endpoint.set_handlers(handlers);
             notifier = Some(n);
             sip_client = Some(client.clone());
             let sip_task = crate::sip::transport::spawn(

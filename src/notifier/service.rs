@@ -64,7 +64,7 @@ pub(super) struct Shared {
     pub timers: Arc<Timers>,
 }
 
-/// The notifier; install it on the SIP endpoint with `Endpoint::set_handler`.
+/// The notifier; install it on the SIP endpoint for SUBSCRIBE (`Endpoint::set_handlers`).
 pub struct Notifier {
     shared: Arc<Shared>,
     auth: SipAuthenticator,

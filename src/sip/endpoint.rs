@@ -164,10 +164,9 @@ enum TxKey {
 pub struct Endpoint {
     config: EndpointConfig,
     transactions: Mutex<HashMap<TxKey, ServerTransaction>>,
-    /// Set once the services are built (they send through the transports this endpoint feeds).
-    handler: OnceLock<Arc<dyn RequestHandler>>,
-    /// Services answering other methods (the registrar for REGISTER), set the same way.
-    by_method: OnceLock<Vec<(Method, Arc<dyn RequestHandler>)>>,
+    /// The services by method (the notifier for SUBSCRIBE, the registrar for REGISTER…), set
+    /// once they are built (they send through the transports this endpoint feeds).
+    handlers: OnceLock<Vec<(Method, Arc<dyn RequestHandler>)>>,
 }
 
 impl Endpoint {
@@ -175,32 +174,18 @@ impl Endpoint {
         Endpoint {
             config,
             transactions: Mutex::new(HashMap::new()),
-            handler: OnceLock::new(),
-            by_method: OnceLock::new(),
+            handlers: OnceLock::new(),
         }
     }
 
-    /// The installed handler, if any.
-    pub fn handler(&self) -> Option<Arc<dyn RequestHandler>> {
-        self.handler.get().cloned()
-    }
-
-    /// Installs the service that answers the requests it serves (once; later calls are ignored).
-    pub fn set_handler(&self, handler: Arc<dyn RequestHandler>) {
-        let _ = self.handler.set(handler);
-    }
-
-    /// Installs the services answering other methods, e.g. REGISTER (once).
-    pub fn set_method_handlers(&self, handlers: Vec<(Method, Arc<dyn RequestHandler>)>) {
-        let _ = self.by_method.set(handlers);
+    /// Installs the services by the method they answer (once; later calls are ignored).
+    pub fn set_handlers(&self, handlers: Vec<(Method, Arc<dyn RequestHandler>)>) {
+        let _ = self.handlers.set(handlers);
     }
 
     /// The service a deferred request goes to.
     pub fn handler_for(&self, method: &Method) -> Option<Arc<dyn RequestHandler>> {
-        if *method == Method::Subscribe {
-            return self.handler();
-        }
-        self.by_method
+        self.handlers
             .get()?
             .iter()
             .find(|(m, _)| m == method)
@@ -210,7 +195,8 @@ impl Endpoint {
     /// `Allow`: ours and the installed services' methods.
     fn allow(&self) -> String {
         let mut allow = ALLOW.to_string();
-        for (m, _) in self.by_method.get().into_iter().flatten() {
+        let others = self.handlers.get().into_iter().flatten();
+        for (m, _) in others.filter(|(m, _)| *m != Method::Subscribe) {
             allow.push_str(", ");
             allow.push_str(m.as_str());
         }
@@ -370,7 +356,7 @@ impl Endpoint {
 
     /// RFC 6665 §7.2.2 (XE-01): the packages served, on answers to SUBSCRIBE and OPTIONS.
     fn allow_events(&self, headers: &mut Headers) {
-        if let Some(h) = self.handler.get() {
+        if let Some(h) = self.handler_for(&Method::Subscribe) {
             let packages = h.event_packages();
             if !packages.is_empty() {
                 headers.push("Allow-Events", packages.join(", "));
@@ -432,7 +418,7 @@ impl Endpoint {
         match events.as_slice() {
             [one] => match Event::parse(one) {
                 Some(event) => {
-                    let served = self.handler.get().is_some_and(|h| {
+                    let served = self.handler_for(&Method::Subscribe).is_some_and(|h| {
                         h.event_packages()
                             .iter()
                             .any(|p| p.eq_ignore_ascii_case(&event.package))
