@@ -177,6 +177,9 @@ impl Timers {
     /// `mailbox` is woken at `at` (replacing its earlier time), or never.
     fn set(&self, mailbox: &Arc<Mailbox>, at: Option<Instant>) {
         let previous = std::mem::replace(&mut mailbox.inner.lock().wake_at, at);
+        if previous == at {
+            return; // the usual case: still the expiry
+        }
         let mut schedule = self.schedule.lock();
         if let Some(p) = previous {
             schedule.remove(&(p, mailbox.id));
@@ -200,7 +203,17 @@ impl Timers {
                 let due = std::mem::replace(&mut *schedule, later);
                 (due, schedule.first_key_value().map(|(k, _)| k.0))
             };
-            for mailbox in due.into_values().filter_map(|w| w.upgrade()) {
+            for ((at, _), mailbox) in due {
+                let Some(mailbox) = mailbox.upgrade() else {
+                    continue;
+                };
+                {
+                    // No longer scheduled: setting the same time again must schedule it anew.
+                    let mut inner = mailbox.inner.lock();
+                    if inner.wake_at == Some(at) {
+                        inner.wake_at = None;
+                    }
+                }
                 mailbox.send(Msg::Tick);
             }
             let sleep = async {

@@ -31,16 +31,11 @@ pub fn tree_patch(
     new: &Document,
 ) -> Option<Vec<PatchOp>> {
     let (a, b) = (old.root_element(), new.root_element());
-    let outside = |text: &'_ str, n: Node| {
-        (
-            text[..n.range().start].to_string(),
-            text[n.range().end..].to_string(),
-        )
-    };
-    if a.tag_name() != b.tag_name()
-        || !same_namespaces(a, b)
-        || outside(old_text, a) != outside(new_text, b)
-    {
+    // The prolog and what follows the root element: a patch cannot change them.
+    let (ra, rb) = (a.range(), b.range());
+    let outside_same =
+        old_text[..ra.start] == new_text[..rb.start] && old_text[ra.end..] == new_text[rb.end..];
+    if a.tag_name() != b.tag_name() || !same_namespaces(a, b) || !outside_same {
         return None;
     }
     let mut diff = Diff {
