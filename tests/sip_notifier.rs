@@ -35,21 +35,9 @@ async fn put_doc(s: &TestServer, entries: &[&str]) -> Resp {
         .await
 }
 
-/// The NOTIFY that follows a 2xx (it may have overtaken the response).
-async fn notify_after(ua: &Ua, early: Vec<Msg>) -> Msg {
-    match early.into_iter().next() {
-        Some(n) => n,
-        None => ua.next_notify(WAIT).await.expect("a NOTIFY after the 2xx"),
-    }
-}
-
 /// Subscribes and returns the 2xx and the initial NOTIFY (answered 200).
 async fn subscribe(ua: &mut Ua, event: &str, uris: &[&str]) -> (Msg, Msg) {
-    let req = ua.subscribe(event, Some(600), "", &resource_lists(uris));
-    let (resp, early) = ua.request(&req).await;
-    let notify = notify_after(ua, early).await;
-    ua.answer(&notify, 200).await;
-    (resp, notify)
+    ua.subscribed(event, "", uris).await
 }
 
 // XE-01, XE-08, XE-10, XE-11, XE-13, XD-05a/d/e, XD-14: 200 with the duration and a dialog;
@@ -294,13 +282,13 @@ async fn xe23_refusals_refresh_and_unsubscribe() {
     let (r, early) = ua.request(&req).await;
     assert_eq!(r.status(), Some(200));
     assert_eq!(r.header("Expires"), Some("900"));
-    let n = notify_after(&ua, early).await;
+    let n = ua.notify_after(early).await;
     ua.answer(&n, 200).await;
     assert!(n.body().contains("new-etag"), "XE-16: full state again");
     let req = ua.subscribe("xcap-diff", Some(0), "", "");
     let (r, early) = ua.request(&req).await;
     assert_eq!(r.status(), Some(200));
-    let n = notify_after(&ua, early).await;
+    let n = ua.notify_after(early).await;
     ua.answer(&n, 200).await;
     assert_eq!(
         n.header("Subscription-State"),
@@ -321,7 +309,7 @@ async fn xe17_failed_notify_removes_the_subscription() {
     let req = gone.subscribe("xcap-diff", Some(600), "", &resource_lists(&[DOC]));
     let (resp, early) = gone.request(&req).await;
     assert_eq!(resp.status(), Some(200));
-    let n = notify_after(&gone, early).await;
+    let n = gone.notify_after(early).await;
     gone.answer(&n, 481).await;
     let mut silent = Ua::new(sip, ALICE).await;
     let req = silent.subscribe("xcap-diff", Some(600), "", &resource_lists(&[DOC]));
@@ -539,7 +527,7 @@ async fn xe16_conditional_refresh() {
     let req = ua.subscribe("xcap-diff", Some(600), &held, "");
     let (r, early) = ua.request(&req).await;
     assert_eq!(r.status(), Some(200));
-    let full = notify_after(&ua, early).await;
+    let full = ua.notify_after(early).await;
     ua.answer(&full, 200).await;
     assert!(full.body().contains("new-etag"), "{}", full.text);
     assert_eq!(
@@ -612,7 +600,7 @@ async fn scope4_service_principals_watch_any_user() {
         let (resp, early) = ua.request(&req).await;
         assert_eq!(resp.status(), Some(expected), "{who}: {}", resp.text);
         if expected == 200 {
-            let n = notify_after(&ua, early).await;
+            let n = ua.notify_after(early).await;
             ua.answer(&n, 200).await;
             assert!(n.body().contains(DOC), "{}", n.text);
         }
@@ -638,7 +626,7 @@ async fn xe23_expiry_ends_with_the_held_back_change() {
     let (resp, early) = ua.request(&req).await;
     assert_eq!(resp.status(), Some(200));
     assert_eq!(resp.header("Expires"), Some("2"));
-    let initial = notify_after(&ua, early).await;
+    let initial = ua.notify_after(early).await;
     ua.answer(&initial, 200).await;
     assert!(initial
         .header("Subscription-State")

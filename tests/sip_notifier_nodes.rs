@@ -85,19 +85,10 @@ async fn a_subscription_at_the_proxy_follows_a_remote_node() {
     assert_eq!(status, 201);
 
     let mut ua = Ua::new(proxy.running().sip_addr.unwrap(), ALICE).await;
-    let req = ua.subscribe(
-        "xcap-diff;diff-processing=xcap-patching",
-        Some(600),
-        &format!("P-Asserted-Identity: <{ALICE}>\r\n"),
-        &resource_lists(&[DOC]),
-    );
-    let (resp, early) = ua.request(&req).await;
-    assert_eq!(resp.status(), Some(200));
-    let first = match early.into_iter().next() {
-        Some(n) => n,
-        None => ua.next_notify(WAIT).await.expect("the initial NOTIFY"),
-    };
-    ua.answer(&first, 200).await;
+    let pai = format!("P-Asserted-Identity: <{ALICE}>\r\n");
+    let (_, first) = ua
+        .subscribed("xcap-diff;diff-processing=xcap-patching", &pai, &[DOC])
+        .await;
     assert_eq!(
         attr(first.body(), "<d:document", "new-etag"),
         Some(e0.as_str()),
@@ -151,19 +142,7 @@ async fn a_subscription_at_the_proxy_follows_a_remote_node() {
     // node's xcap-directory, and a document created there later.
     let mut dir_ua = Ua::new(proxy.running().sip_addr.unwrap(), ALICE).await;
     let home = "resource-lists/users/sip:alice@example.com/";
-    let req = dir_ua.subscribe(
-        "xcap-diff",
-        Some(600),
-        &format!("P-Asserted-Identity: <{ALICE}>\r\n"),
-        &resource_lists(&[home]),
-    );
-    let (resp, early) = dir_ua.request(&req).await;
-    assert_eq!(resp.status(), Some(200));
-    let first = match early.into_iter().next() {
-        Some(n) => n,
-        None => dir_ua.next_notify(WAIT).await.expect("the initial NOTIFY"),
-    };
-    dir_ua.answer(&first, 200).await;
+    let (_, first) = dir_ua.subscribed("xcap-diff", &pai, &[home]).await;
     assert_eq!(
         attr(first.body(), "<d:document", "sel"),
         Some(DOC),

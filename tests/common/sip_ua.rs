@@ -197,6 +197,28 @@ impl Ua {
         }
     }
 
+    /// The NOTIFY that follows a 2xx (it may have overtaken the response: then in `early`).
+    pub async fn notify_after(&self, early: Vec<Msg>) -> Msg {
+        match early.into_iter().next() {
+            Some(n) => n,
+            None => self
+                .next_notify(Duration::from_secs(10))
+                .await
+                .expect("a NOTIFY after the 2xx"),
+        }
+    }
+
+    /// Subscribes for 600 s to `uris` (with `extra` header lines); the 2xx and the initial
+    /// NOTIFY, answered 200.
+    pub async fn subscribed(&mut self, event: &str, extra: &str, uris: &[&str]) -> (Msg, Msg) {
+        let req = self.subscribe(event, Some(600), extra, &resource_lists(uris));
+        let (resp, early) = self.request(&req).await;
+        assert_eq!(resp.status(), Some(200), "{}", resp.text);
+        let notify = self.notify_after(early).await;
+        self.answer(&notify, 200).await;
+        (resp, notify)
+    }
+
     /// The next NOTIFY within `wait` (responses are skipped).
     pub async fn next_notify(&self, wait: Duration) -> Option<Msg> {
         let deadline = tokio::time::Instant::now() + wait;
