@@ -57,7 +57,7 @@ pub enum AppError {
 /// shutdown (IM-15: a deferred message lives min(Expires, `im.deferred_ttl_secs`)).
 async fn sweep_im(
     registrar: Arc<crate::im::Registrar>,
-    messages: Arc<dyn MessageStore>,
+    deferred: Arc<crate::im::Deferred>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -66,9 +66,9 @@ async fn sweep_im(
             _ = shutdown.changed() => return,
         }
         registrar.sweep();
-        match messages.expire(crate::storage::now_ms()).await {
-            Ok(gone) if !gone.is_empty() => {
-                tracing::info!(target: "xcapd::im", expired = gone.len(), "stored messages expired undelivered");
+        match deferred.expire(crate::storage::now_ms()).await {
+            Ok(gone) if gone > 0 => {
+                tracing::info!(target: "xcapd::im", expired = gone, "stored messages expired undelivered");
             }
             Ok(_) => {}
             Err(e) => {
@@ -381,12 +381,12 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
                 vec![(Method::Subscribe, n.clone())];
             if config.im.registrar {
                 let registrar = build::registrar(&config, &creds, dev_mode)?;
-                let pager = build::pager(
+                let (pager, deferred) = build::pager(
                     &config, &creds, dev_mode, &registrar, &decisions, &client, &messages,
                 )?;
                 handlers.push((Method::Register, registrar.clone()));
                 handlers.push((Method::Message, pager));
-                tokio::spawn(sweep_im(registrar, messages.clone(), shutdown_rx.clone()));
+                tokio::spawn(sweep_im(registrar, deferred, shutdown_rx.clone()));
             }
             sip_endpoint.set_handlers(handlers);
             notifier = Some(n);

@@ -483,6 +483,18 @@ pub struct ImConfig {
     pub max_pager_bytes: usize,
     /// Deferred messages expire after min(their `Expires`, this) (IM-15).
     pub deferred_ttl_secs: u64,
+    /// Per-recipient quota of stored messages: count and body bytes (480 beyond it).
+    pub deferred_max_messages: usize,
+    pub deferred_max_bytes: usize,
+    /// Whether messages for offline users are stored when their rules do not say
+    /// (`allow-offline-storage`, IM-15); false: 480.
+    pub offline_storage: bool,
+    /// Behind a SIP/IP core: messages for registered users go to this proxy (e.g.
+    /// `sip:127.0.0.1:5070`), addressed to their address of record; none: to the contacts
+    /// registered here.
+    pub outbound_proxy: Option<String>,
+    /// The IM Server's own URI (From of its IMDN notices); default `sip:im@<default domain>`.
+    pub server_uri: Option<String>,
 }
 
 impl Default for ImConfig {
@@ -494,6 +506,11 @@ impl Default for ImConfig {
             registration_max_secs: 86_400,
             max_pager_bytes: 2048,
             deferred_ttl_secs: 7 * 86_400,
+            deferred_max_messages: 1000,
+            deferred_max_bytes: 1 << 20,
+            offline_storage: true,
+            outbound_proxy: None,
+            server_uri: None,
         }
     }
 }
@@ -637,6 +654,13 @@ impl Config {
                 "im: registration_min_secs <= registration_default_secs <= registration_max_secs"
                     .into(),
             ));
+        }
+        if let Some(proxy) = &im.outbound_proxy {
+            if crate::sip::header::UriTarget::parse(proxy).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "im.outbound_proxy {proxy:?} is not a SIP URI such as sip:127.0.0.1:5070"
+                )));
+            }
         }
         if let Some(t) = self
             .routing

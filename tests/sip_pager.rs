@@ -30,17 +30,7 @@ const RULES: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 
 /// A MESSAGE from `ua`'s user to `to` with `content_type` and `body`.
 fn message(ua: &Ua, n: u32, to: &str, content_type: &str, body: &str) -> String {
-    let local = ua.local();
-    format!(
-        "MESSAGE {to} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKm{port}x{n};rport\r\nMax-Forwards: 70\r\nFrom: <{from}>;tag=m{port}\r\nTo: <{to}>\r\nCall-ID: msg-{port}-{n}@127.0.0.1\r\nCSeq: {n} MESSAGE\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n\r\n{body}",
-        port = local.port(),
-        from = ua_user(ua),
-        len = body.len(),
-    )
-}
-
-fn ua_user(ua: &Ua) -> String {
-    ua.user.clone()
+    ua.message(n, to, content_type, "", body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

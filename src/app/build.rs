@@ -339,7 +339,8 @@ pub(super) fn registrar(
     )))
 }
 
-/// The pager-mode MESSAGE handler (issue #14 scopes 2–3), on the registrar's bindings.
+/// The pager-mode MESSAGE handler (issue #14 scopes 1–5), on the registrar's bindings or
+/// back through the SIP/IP core (`im.outbound_proxy`).
 pub(super) fn pager(
     config: &Config,
     creds: &Arc<dyn CredentialStore>,
@@ -348,12 +349,32 @@ pub(super) fn pager(
     decisions: &Arc<crate::decision::DecisionService>,
     client: &Arc<crate::sip::client::Client>,
     messages: &Arc<dyn crate::storage::messages::MessageStore>,
-) -> Result<Arc<crate::im::Pager>, AppError> {
-    let deferred = Arc::new(crate::im::Deferred::new(
-        messages.clone(),
+) -> Result<(Arc<crate::im::Pager>, Arc<crate::im::Deferred>), AppError> {
+    let im = &config.im;
+    let domain = settings_default_domain(config);
+    let server_uri = im
+        .server_uri
+        .clone()
+        .unwrap_or_else(|| format!("sip:im@{}", domain.as_deref().unwrap_or("localhost")));
+    let proxy = im
+        .outbound_proxy
+        .as_deref()
+        .and_then(crate::sip::header::UriTarget::parse);
+    let router = Arc::new(crate::im::Router::new(
         client.clone(),
         registrar.clone(),
-        config.im.deferred_ttl_secs,
+        proxy,
+        server_uri,
+    ));
+    let limits = crate::im::deferred::Limits {
+        ttl_secs: im.deferred_ttl_secs,
+        max_messages: im.deferred_max_messages,
+        max_bytes: im.deferred_max_bytes,
+    };
+    let deferred = Arc::new(crate::im::Deferred::new(
+        messages.clone(),
+        router.clone(),
+        limits,
     ));
     // A registration delivers what waits (weak: the registrar does not keep it alive).
     let waiting = Arc::downgrade(&deferred);
@@ -362,13 +383,14 @@ pub(super) fn pager(
             d.wake(aor);
         }
     }));
-    Ok(Arc::new(crate::im::Pager::new(crate::im::PagerParts {
+    let pager = Arc::new(crate::im::Pager::new(crate::im::PagerParts {
         auth: sip_authenticator(config, creds, dev_mode)?,
-        registrar: registrar.clone(),
+        router,
         decisions: decisions.clone(),
-        client: client.clone(),
-        default_domain: settings_default_domain(config),
-        max_pager_bytes: config.im.max_pager_bytes,
-        deferred: Some(deferred),
-    })))
+        default_domain: domain,
+        max_pager_bytes: im.max_pager_bytes,
+        deferred: Some(deferred.clone()),
+        offline_storage_default: im.offline_storage,
+    }));
+    Ok((pager, deferred))
 }

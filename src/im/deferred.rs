@@ -4,69 +4,127 @@
 //! delivered oldest first, one at a time (RFC 3428 §8), body and Content-Type as received, and
 //! each is removed once a UA answered 2xx. A delivery claims messages for a lease, so one cut
 //! short (a crash) is tried again later, never lost. Messages expire after
-//! min(`Expires`, `im.deferred_ttl_secs`).
+//! min(`Expires`, `im.deferred_ttl_secs`). Each recipient has a quota (count and bytes); a
+//! CPIM message whose sender and `imdn.Message-ID` are stored already is kept once. The sender
+//! gets the `stored` and `failed` notices it asked for (RFC 5438; IM-15b, IM-22).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use thiserror::Error;
 
-use super::pager::{delivered, fork, Delivery, END_TO_END};
-use super::registrar::Registrar;
-use crate::sip::client::Client;
+use super::cpim::Cpim;
+use super::imdn::{Disposition, Original};
+use super::pager::{anonymous, delivered, END_TO_END};
+use super::route::{Delivery, Router};
 use crate::sip::header::delta_seconds;
 use crate::sip::message::{Headers, Message};
-use crate::storage::messages::{Mailbox, MessageStore, NewMessage};
+use crate::storage::messages::{Mailbox, MessageStore, NewMessage, StoredMessage};
 use crate::storage::{now_ms, StorageError};
+use crate::xdms::generated::rfc3339;
 
 /// A delivery holds its messages this long (then another may take them).
 const LEASE_MS: u64 = 60_000;
 /// Messages claimed per round.
 const BATCH: usize = 20;
+/// Stores for one recipient are checked against its stored messages one at a time; recipients
+/// share these locks by hash.
+const STRIPES: usize = 64;
+
+/// How much may wait for one recipient, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub ttl_secs: u64,
+    pub max_messages: usize,
+    pub max_bytes: usize,
+}
+
+/// Why a message was not stored.
+#[derive(Debug, Error)]
+pub enum DeferredError {
+    /// The recipient's quota is used up (answered 480 with this reason).
+    #[error("the recipient's stored messages are at their limit")]
+    QuotaExceeded,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// What storing did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    New(u64),
+    /// The same sender's message with this `imdn.Message-ID` waits already: kept once.
+    Duplicate,
+}
 
 /// The deferred messages and their delivery.
 pub struct Deferred {
     store: Arc<dyn MessageStore>,
-    client: Arc<Client>,
-    registrar: Arc<Registrar>,
-    ttl_secs: u64,
+    router: Arc<Router>,
+    limits: Limits,
     /// Recipients being delivered to (one delivery per recipient at a time).
     running: Mutex<HashSet<String>>,
+    stripes: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl Deferred {
-    pub fn new(
-        store: Arc<dyn MessageStore>,
-        client: Arc<Client>,
-        registrar: Arc<Registrar>,
-        ttl_secs: u64,
-    ) -> Deferred {
+    pub fn new(store: Arc<dyn MessageStore>, router: Arc<Router>, limits: Limits) -> Deferred {
         Deferred {
             store,
-            client,
-            registrar,
-            ttl_secs,
+            router,
+            limits,
             running: Mutex::new(HashSet::new()),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
     }
 
-    /// Keeps `msg` for `recipient` (durable when this returns); its id.
+    /// Keeps `msg` for `recipient` (durable when this returns), unless the quota is used up
+    /// or it is kept already; the sender is told `stored` when it asked.
     pub async fn store(
         &self,
         msg: &Message,
         sender: &str,
         recipient: &str,
         now: u64,
-    ) -> Result<u64, StorageError> {
+    ) -> Result<Stored, DeferredError> {
         let asked = msg.headers.get("Expires").and_then(delta_seconds);
-        let ttl = asked.map_or(self.ttl_secs, |s| u64::from(s).min(self.ttl_secs));
+        let ttl = asked.map_or(self.limits.ttl_secs, |s| {
+            u64::from(s).min(self.limits.ttl_secs)
+        });
         let mut headers = Vec::new();
         for name in END_TO_END {
             for value in msg.headers.get_all(name) {
                 headers.push((name.to_string(), value.to_string()));
             }
         }
-        self.store
+        let id = message_id(&msg.body);
+        let _turn = self.stripes[stripe(recipient)].lock().await;
+        let waiting = self
+            .store
+            .list(
+                Mailbox::Deferred,
+                recipient.to_string(),
+                0,
+                self.limits.max_messages + 1,
+            )
+            .await?;
+        if let Some(id) = &id {
+            let same = |m: &StoredMessage| {
+                m.message.sender == sender && message_id(&m.message.body).as_ref() == Some(id)
+            };
+            if waiting.iter().any(same) {
+                return Ok(Stored::Duplicate);
+            }
+        }
+        let bytes: usize = waiting.iter().map(|m| m.message.body.len()).sum();
+        if waiting.len() >= self.limits.max_messages
+            || bytes + msg.body.len() > self.limits.max_bytes
+        {
+            return Err(DeferredError::QuotaExceeded);
+        }
+        let stored = self
+            .store
             .append(NewMessage {
                 mailbox: Mailbox::Deferred,
                 owner: recipient.to_string(),
@@ -78,7 +136,14 @@ impl Deferred {
                 created_ms: now,
                 expires_ms: now + ttl * 1000,
             })
-            .await
+            .await?;
+        if !anonymous(&msg.headers) {
+            let received = rfc3339(now);
+            if let Some(o) = Original::of(&msg.body, sender, recipient, &received) {
+                self.router.notify(&o, Disposition::Stored);
+            }
+        }
+        Ok(Stored::New(stored))
     }
 
     /// `recipient` may be reachable now (it registered): delivers what waits for it, unless a
@@ -91,6 +156,35 @@ impl Deferred {
                 me.deliver(&recipient).await;
                 me.running.lock().remove(&recipient);
             });
+        }
+    }
+
+    /// Removes the messages expired at `now` and tells their senders `failed` when they
+    /// asked (IM-05, IM-22); how many went.
+    pub async fn expire(&self, now: u64) -> Result<usize, StorageError> {
+        let gone = self.store.expire(now).await?;
+        for m in gone
+            .iter()
+            .filter(|m| m.message.mailbox == Mailbox::Deferred)
+        {
+            self.failed(m);
+        }
+        Ok(gone.len())
+    }
+
+    /// The sender of `m` asked to hear of a final failure (IM-22).
+    fn failed(&self, m: &StoredMessage) {
+        let mut original = Headers::new();
+        for (n, v) in &m.message.headers {
+            original.push(n, v.as_str());
+        }
+        if anonymous(&original) {
+            return; // IM-23
+        }
+        let received = rfc3339(m.message.created_ms);
+        let (sender, recipient) = (&m.message.sender, &m.message.recipient);
+        if let Some(o) = Original::of(&m.message.body, sender, recipient, &received) {
+            self.router.notify(&o, Disposition::Failed);
         }
     }
 
@@ -111,19 +205,19 @@ impl Deferred {
                 }
             };
             for m in batch {
-                let bindings = self.registrar.bindings(recipient);
                 let mut original = Headers::new();
                 for (n, v) in &m.message.headers {
                     original.push(n, v.as_str());
                 }
                 let sender = &m.message.sender;
                 let body = &m.message.body;
-                let request = |contact: &str| delivered(&original, body, contact, sender);
-                match fork(&self.client, &bindings, request).await {
+                let request = |uri: &str| delivered(&original, body, uri, sender);
+                match self.router.deliver(recipient, request).await {
                     Delivery::Delivered => {}
                     Delivery::Refused(code) => {
                         // A final answer of the recipient's UA: not offered again.
                         tracing::info!(target: "xcapd::im", code, id = m.id, "a deferred message refused by its recipient");
+                        self.failed(&m);
                     }
                     Delivery::Unreachable => return,
                 }
@@ -135,4 +229,16 @@ impl Deferred {
             }
         }
     }
+}
+
+/// The `imdn.Message-ID` of a CPIM body (duplicate detection, IM-18).
+fn message_id(body: &[u8]) -> Option<String> {
+    Cpim::parse(body).ok()?.message_id().map(str::to_string)
+}
+
+fn stripe(recipient: &str) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    recipient.hash(&mut h);
+    (h.finish() as usize) % STRIPES
 }

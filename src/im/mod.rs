@@ -3,15 +3,21 @@
 //! - [`registrar`]: REGISTER answered (RFC 3261 §10.3), standalone or as the application
 //!   server a SIP/IP core copies registrations to;
 //! - [`pager`]: MESSAGE through the recipient's policy to their registered contacts;
-//! - [`deferred`]: store and forward for recipients no contact of whom took a message.
+//! - [`deferred`]: store and forward for recipients no contact of whom took a message;
+//! - [`route`]: where requests go (registered contacts, or back through the SIP/IP core);
+//! - [`cpim`], [`imdn`]: CPIM read and the IM Server's own disposition notices (pure).
 //!
-//! IMDN, history and groups follow (issue #14).
+//! History, groups and charging records follow (issue #14).
 
 pub mod bindings;
+pub mod cpim;
 pub mod deferred;
+pub mod imdn;
 pub mod pager;
 pub mod registrar;
+pub mod route;
 
 pub use deferred::Deferred;
 pub use pager::{Pager, PagerParts};
 pub use registrar::Registrar;
+pub use route::Router;

@@ -4,29 +4,25 @@
 //! 403, polite-block → 202 and dropped, allow → delivered) and is delivered to every contact the
 //! recipient registered, body and Content-Type byte for byte. One final answer upstream: 200 only
 //! when a recipient UA answered 2xx. A recipient no contact of whom took it gets the message
-//! stored for later ([`super::deferred`], 202).
+//! stored for later ([`super::deferred`], 202) when their rules (`allow-offline-storage`) or
+//! the operator's default allow it. A `message/cpim` body must parse (400 with the reason);
+//! `Privacy: id` makes the sender anonymous to the policy (IM-27c) and to the recipient (no
+//! P-Asserted-Identity outside the trust domain, IM-30).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use super::bindings::Binding;
-use super::deferred::Deferred;
-use super::registrar::Registrar;
+use super::cpim::Cpim;
+use super::deferred::{Deferred, DeferredError, Stored};
+use super::route::{Delivery, Router};
 use crate::decision::{DecideRequest, DecisionService};
 use crate::identity::Xui;
 use crate::policy::ImAction;
 use crate::sip::auth::{SipAuthenticator, SipIdentity};
-use crate::sip::client::{Client, Outcome};
 use crate::sip::endpoint::{Incoming, Reply, RequestHandler};
-use crate::sip::header::UriTarget;
 use crate::sip::message::{Headers, Message, Method, StartLine};
 use crate::storage::now_ms;
-
-/// A recipient UA has this long to answer (the upstream transaction is answered within the
-/// endpoint's deadline; Timer F and storing follow with store-and-forward).
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// RFC 3994 message-composition indications.
 const IS_COMPOSING: &str = "application/im-iscomposing+xml";
@@ -46,19 +42,21 @@ pub(super) const END_TO_END: &[&str] = &[
     "Require",
     "Supported",
     "Expires",
+    "Privacy",
 ];
 
 /// What the pager needs.
 pub struct PagerParts {
     pub auth: SipAuthenticator,
-    pub registrar: Arc<Registrar>,
+    pub router: Arc<Router>,
     pub decisions: Arc<DecisionService>,
-    pub client: Arc<Client>,
     pub default_domain: Option<String>,
     /// Larger bodies get 413 (RFC 3428 §5: pager mode is for short messages).
     pub max_pager_bytes: usize,
     /// Where messages for offline recipients wait (none: 480).
     pub deferred: Option<Arc<Deferred>>,
+    /// Whether storing is allowed when the recipient's rules do not say (IM-15).
+    pub offline_storage_default: bool,
 }
 
 /// The MESSAGE handler; install it on the endpoint for `MESSAGE`.
@@ -84,57 +82,73 @@ impl Pager {
         let StartLine::Request { uri, .. } = &msg.start else {
             return Reply::new(400, "Not a request");
         };
+        if is_media(&msg.headers, "message/cpim") {
+            if let Err(e) = Cpim::parse(&msg.body) {
+                return Reply::new(400, format!("Bad Request: {e}"));
+            }
+        }
         let Ok(recipient) = Xui::parse(uri, p.default_domain.as_deref()) else {
             return Reply::new(404, "Not Found: no such user");
         };
         let recipient = recipient.as_str().to_string();
+        // IM-27c: a sender asking for privacy is evaluated as anonymous.
+        let hidden = anonymous(&msg.headers);
         let request = DecideRequest {
             recipient: recipient.clone(),
-            sender: Some(sender.clone()),
+            sender: (!hidden).then(|| sender.clone()),
             media: Some("pager".into()),
-            anonymous: false,
+            anonymous: hidden,
         };
-        let action = match p
+        let decision = match p
             .decisions
             .decide_async(&request, (now / 1000) as i64)
             .await
         {
-            Ok(decision) => decision.action,
+            Ok(decision) => decision,
             Err(e) => {
                 tracing::warn!(target: "xcapd::im", error = %e, "cannot decide on a MESSAGE");
                 return Reply::new(500, "Policy unavailable");
             }
         };
-        match action {
+        match decision.action {
             ImAction::Block => return Reply::new(403, "Forbidden"),
             // IM-26: accepted as if delivered, and dropped (no IMDN).
             ImAction::PoliteBlock => return Reply::new(202, "Accepted"),
             ImAction::Allow => {}
         }
-        let bindings = p.registrar.bindings(&recipient);
         // RFC 3428 §7: fork to every contact; the first 2xx is the answer.
-        let request = |contact: &str| delivered(&msg.headers, &msg.body, contact, &sender);
-        match fork(&p.client, &bindings, request).await {
+        let request = |uri: &str| delivered(&msg.headers, &msg.body, uri, &sender);
+        match p.router.deliver(&recipient, request).await {
             Delivery::Delivered => Reply::new(200, "OK"),
             Delivery::Refused(code) => Reply::new(code, "Refused by the recipient"),
-            Delivery::Unreachable => self.offline(msg, &sender, &recipient, now).await,
+            Delivery::Unreachable => {
+                let allowed = decision
+                    .allow_offline_storage
+                    .unwrap_or(p.offline_storage_default);
+                if !allowed {
+                    // IM-15c.
+                    return Reply::new(480, "Temporarily Unavailable: offline storage not allowed");
+                }
+                self.offline(msg, &sender, &recipient, now).await
+            }
         }
     }
 
     /// No contact took it: stored for later delivery (202), or 480 without a store and for
     /// an isComposing indication (RFC 3994 §6: relayed, never stored; stale once late).
     async fn offline(&self, msg: &Message, sender: &str, recipient: &str, now: u64) -> Reply {
-        let composing = msg.headers.get("Content-Type").is_some_and(|ct| {
-            ct.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case(IS_COMPOSING))
-        });
+        let composing = is_media(&msg.headers, IS_COMPOSING);
         let (Some(deferred), false) = (&self.0.deferred, composing) else {
             return Reply::new(480, "Temporarily Unavailable");
         };
         match deferred.store(msg, sender, recipient, now).await {
-            Ok(_) => Reply::new(202, "Accepted: stored for delivery"),
-            Err(e) => {
+            Ok(Stored::New(_)) => Reply::new(202, "Accepted: stored for delivery"),
+            Ok(Stored::Duplicate) => Reply::new(202, "Accepted: stored already"),
+            Err(DeferredError::QuotaExceeded) => Reply::new(
+                480,
+                "Temporarily Unavailable: the recipient's stored messages are at their limit",
+            ),
+            Err(DeferredError::Storage(e)) => {
                 tracing::warn!(target: "xcapd::im", error = %e, "cannot store a deferred MESSAGE");
                 let mut r = Reply::new(503, "Service Unavailable");
                 r.headers.push("Retry-After", "5");
@@ -144,55 +158,26 @@ impl Pager {
     }
 }
 
-/// How a delivery to a recipient's contacts went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Delivery {
-    /// A UA answered 2xx.
-    Delivered,
-    /// No contact, or each timed out or answered 408, 480 or 503: worth keeping for later.
-    Unreachable,
-    /// A UA answered this final refusal (e.g. 486, 603, 415): not stored.
-    Refused(u16),
+/// Whether the Content-Type's media type is `media` (parameters ignored).
+fn is_media(headers: &Headers, media: &str) -> bool {
+    headers.get("Content-Type").is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case(media))
+    })
 }
 
-/// Sends the request `make` builds for each binding's contact, all at once; delivered as soon
-/// as one UA answered 2xx (the others run on).
-pub(super) async fn fork(
-    client: &Arc<Client>,
-    bindings: &[Binding],
-    make: impl Fn(&str) -> Message,
-) -> Delivery {
-    let mut forks = tokio::task::JoinSet::new();
-    for b in bindings {
-        let Some(target) = UriTarget::parse(&b.uri) else {
-            continue;
-        };
-        let request = make(&b.uri);
-        let client = Arc::clone(client);
-        forks.spawn(async move {
-            let sent = client.request_to(request, &target);
-            match tokio::time::timeout(DELIVERY_TIMEOUT, sent).await {
-                Ok(Some(Outcome::Final(r))) => r.status().unwrap_or(500),
-                _ => 408,
-            }
-        });
-    }
-    let mut refused = None;
-    while let Some(done) = forks.join_next().await {
-        match done.unwrap_or(500) {
-            200..=299 => {
-                forks.detach_all();
-                return Delivery::Delivered;
-            }
-            408 | 480 | 503 => {}
-            code => refused = refused.or(Some(code)),
-        }
-    }
-    refused.map_or(Delivery::Unreachable, Delivery::Refused)
+/// `Privacy: id` (RFC 3323 §4.2, RFC 3325 §7): the sender asks to stay anonymous.
+pub(super) fn anonymous(headers: &Headers) -> bool {
+    headers.get_all("Privacy").any(|v| {
+        v.split([';', ','])
+            .any(|t| t.trim().eq_ignore_ascii_case("id"))
+    })
 }
 
 /// The MESSAGE as delivered to `contact`: the end-to-end headers of `original` and the body
-/// unchanged, the sender asserted (RFC 3325) for the recipient's UA.
+/// unchanged, the sender asserted (RFC 3325) for the recipient's UA unless they asked for
+/// privacy (IM-30: the UA is outside the trust domain).
 pub(super) fn delivered(original: &Headers, body: &[u8], contact: &str, sender: &str) -> Message {
     let mut headers = Headers::new();
     headers.push("Max-Forwards", "70");
@@ -201,7 +186,9 @@ pub(super) fn delivered(original: &Headers, body: &[u8], contact: &str, sender: 
             headers.push(name, value);
         }
     }
-    headers.push("P-Asserted-Identity", format!("<{sender}>"));
+    if !anonymous(original) {
+        headers.push("P-Asserted-Identity", format!("<{sender}>"));
+    }
     Message {
         start: StartLine::Request {
             method: Method::Message,

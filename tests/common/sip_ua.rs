@@ -156,6 +156,18 @@ impl Ua {
         )
     }
 
+    /// A MESSAGE (pager mode) from this UA's user to `to`, number `n` of its Call-IDs, with
+    /// `extra` header lines (each ending in CRLF).
+    pub fn message(&self, n: u32, to: &str, content_type: &str, extra: &str, body: &str) -> String {
+        let local = self.local();
+        format!(
+            "MESSAGE {to} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKm{port}x{n};rport\r\nMax-Forwards: 70\r\nFrom: <{from}>;tag=m{port}\r\nTo: <{to}>\r\nCall-ID: msg-{port}-{n}@127.0.0.1\r\nCSeq: {n} MESSAGE\r\n{extra}Content-Type: {content_type}\r\nContent-Length: {len}\r\n\r\n{body}",
+            port = local.port(),
+            from = self.user,
+            len = body.len(),
+        )
+    }
+
     pub async fn send(&self, text: &str) {
         self.socket
             .send_to(text.as_bytes(), self.server)
@@ -174,14 +186,14 @@ impl Ua {
         }
     }
 
-    /// Sends `text` and waits for its final response; NOTIFYs arriving meanwhile are kept
-    /// (answered later by the test).
+    /// Sends `text` and waits for its final response; requests arriving meanwhile (NOTIFYs,
+    /// MESSAGEs) are kept (answered later by the test).
     pub async fn request(&mut self, text: &str) -> (Msg, Vec<Msg>) {
         self.send(text).await;
         let mut notifies = Vec::new();
         loop {
             let m = self.recv(Duration::from_secs(5)).await.expect("a response");
-            if m.is_notify() {
+            if m.status().is_none() {
                 notifies.push(m);
                 continue;
             }

@@ -1,0 +1,186 @@
+//! Store and forward with its rules and notices, over real UDP sockets (issue #14 scopes 3–5;
+//! IM-15…IM-16, IM-18…IM-23, IM-27c): Alice writes to Bob while he is offline. A malformed
+//! CPIM body gets 400 and is not stored; a stored message brings Alice the `stored` notice
+//! she asked for (message/cpim wrapping imdn+xml); the same message again is kept once; Bob's
+//! quota refuses the next with 480; Carol, whom Bob's rules deny offline storage, gets 480;
+//! Alice asking for privacy is evaluated as anonymous (Bob's default: block). When Bob
+//! registers, his UA refuses the first message (Alice is told `failed`) and takes the second.
+
+mod common;
+use common::sip_ua::*;
+use common::*;
+use std::time::Duration;
+use xcapd::storage::messages::Mailbox::Deferred;
+
+const ALICE: &str = "sip:alice@example.com";
+const BOB: &str = "sip:bob@example.com";
+const CAROL: &str = "sip:carol@example.com";
+
+const RULES: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<cr:ruleset xmlns:cr="urn:ietf:params:xml:ns:common-policy" xmlns:im="urn:iptel:xml:ns:im-rules" xmlns:oxe="urn:oma:xml:xdm:extensions">
+  <cr:rule id="friends">
+    <cr:conditions><cr:identity><cr:one id="sip:alice@example.com"/></cr:identity></cr:conditions>
+    <cr:actions><im:im-handling>allow</im:im-handling></cr:actions>
+  </cr:rule>
+  <cr:rule id="live-only">
+    <cr:conditions><cr:identity><cr:one id="sip:carol@example.com"/></cr:identity></cr:conditions>
+    <cr:actions><im:im-handling>allow</im:im-handling><oxe:allow-offline-storage oxe:allow="false"/></cr:actions>
+  </cr:rule>
+</cr:ruleset>
+"#;
+
+/// A CPIM message from Alice to Bob with `imdn.Message-ID: id` asking for `dispositions`.
+fn cpim(id: &str, dispositions: &str, text: &str) -> String {
+    format!(
+        "From: <{ALICE}>\r\nTo: <{BOB}>\r\nNS: imdn <urn:ietf:params:imdn>\r\nimdn.Message-ID: {id}\r\nDateTime: 2026-12-07T10:00:00Z\r\nimdn.Disposition-Notification: {dispositions}\r\n\r\nContent-Type: text/plain;charset=utf-8\r\n\r\n{text}"
+    )
+}
+
+/// The next MESSAGE at `ua` (answered 200), skipping responses.
+async fn next_message(ua: &Ua, kept: &mut Vec<Msg>) -> Msg {
+    let m = match kept.pop() {
+        Some(m) => m,
+        None => loop {
+            let m = ua.recv(Duration::from_secs(5)).await.expect("a MESSAGE");
+            if m.status().is_none() {
+                break m;
+            }
+        },
+    };
+    ua.send(&answer_text(&m, 200)).await;
+    m
+}
+
+/// Asserts `m` is an IMDN about `id` reporting `status` (RFC 5438 §7; IM-20).
+fn assert_notice(m: &Msg, id: &str, status: &str) {
+    assert!(m.text.starts_with("MESSAGE sip:alice@"), "{}", m.text);
+    assert_eq!(m.header("Content-Type"), Some("message/cpim"));
+    let body = m.body();
+    assert!(body.contains("Content-Disposition: notification"), "{body}");
+    assert!(body.contains("message/imdn+xml"), "{body}");
+    assert!(
+        body.contains(&format!("<message-id>{id}</message-id>")),
+        "{body}"
+    );
+    assert!(body.contains(&format!("<{status}/>")), "{body}");
+    assert!(body.contains(&format!("To: <{ALICE}>")), "{body}");
+}
+
+async fn waiting_for_bob(s: &TestServer) -> usize {
+    let stored = s
+        .running()
+        .messages
+        .list(Deferred, BOB.into(), 0, 100)
+        .await;
+    stored.unwrap().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_rules_quota_duplicates_and_notices() {
+    let s = TestServer::start_with(|c| {
+        c.sip.timer_t1_ms = 50;
+        c.im.deferred_max_messages = 2;
+    })
+    .await;
+    let r = s
+        .put(
+            &format!("im-rules/users/{BOB}/index"),
+            "application/auth-policy+xml",
+            RULES,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let sip = s.running().sip_addr.unwrap();
+    let mut alice = Ua::new(sip, ALICE).await;
+    let alice_contact = format!("sip:alice@{}", alice.local());
+    let register = alice.register(&[&alice_contact], Some(600), "");
+    assert_eq!(alice.request(&register).await.0.status(), Some(200));
+
+    // IM-02: a CPIM body that does not parse is refused with the reason, not stored.
+    let bad =
+        "From: <sip:alice@example.com>\r\nno colon here\r\n\r\nContent-Type: text/plain\r\n\r\nx";
+    let (r, _) = alice
+        .request(&alice.message(1, BOB, "message/cpim", "", bad))
+        .await;
+    assert_eq!(r.status(), Some(400), "{}", r.text);
+    assert!(r.text.contains("CPIM"), "{}", r.text);
+    assert_eq!(waiting_for_bob(&s).await, 0);
+
+    // IM-15, IM-15b: stored (202) and Alice is told `stored` because she asked.
+    let first = cpim("m-1", "processing, negative-delivery", "first");
+    let send = alice.message(2, BOB, "message/cpim", "", &first);
+    let (r, mut kept) = alice.request(&send).await;
+    assert_eq!(r.status(), Some(202), "{}", r.text);
+    let notice = next_message(&alice, &mut kept).await;
+    assert_notice(&notice, "m-1", "stored");
+
+    // The same sender and Message-ID again (a client's retry with a new Call-ID): kept once,
+    // and no second notice.
+    let again = alice.message(3, BOB, "message/cpim", "", &first);
+    let (r, kept) = alice.request(&again).await;
+    assert_eq!(r.status(), Some(202), "{}", r.text);
+    assert!(kept.is_empty());
+    assert_eq!(waiting_for_bob(&s).await, 1);
+
+    // No notice asked for: none sent.
+    let second = cpim("m-2", "positive-delivery", "second");
+    let (r, _) = alice
+        .request(&alice.message(4, BOB, "message/cpim", "", &second))
+        .await;
+    assert_eq!(r.status(), Some(202), "{}", r.text);
+    assert!(alice.recv(Duration::from_millis(300)).await.is_none());
+
+    // Bob's quota (2 messages) is used up: 480 with the reason, nothing more stored.
+    let third = cpim("m-3", "processing", "third");
+    let (r, _) = alice
+        .request(&alice.message(5, BOB, "message/cpim", "", &third))
+        .await;
+    assert_eq!(r.status(), Some(480), "{}", r.text);
+    assert!(r.text.contains("limit"), "{}", r.text);
+    assert_eq!(waiting_for_bob(&s).await, 2);
+
+    // IM-15c: Bob's rules deny Carol offline storage.
+    let mut carol = Ua::new(sip, CAROL).await;
+    let (r, _) = carol
+        .request(&carol.message(1, BOB, "text/plain", "", "hi"))
+        .await;
+    assert_eq!(r.status(), Some(480), "{}", r.text);
+    assert!(r.text.contains("offline storage"), "{}", r.text);
+
+    // IM-27c: with Privacy: id Alice is anonymous to Bob's rules (default block).
+    let (r, _) = alice
+        .request(&alice.message(6, BOB, "text/plain", "Privacy: id\r\n", "guess who"))
+        .await;
+    assert_eq!(r.status(), Some(403), "{}", r.text);
+
+    // IM-16: Bob registers; his UA refuses the first (Alice hears `failed`, IM-22) and takes
+    // the second, in order.
+    let mut bob = Ua::new(sip, BOB).await;
+    let contact = format!("sip:bob@{}", bob.local());
+    let register = bob.register(&[&contact], Some(600), "");
+    bob.send(&register).await;
+    let mut bodies = Vec::new();
+    while bodies.len() < 2 {
+        let m = bob
+            .recv(Duration::from_secs(5))
+            .await
+            .expect("Bob's messages");
+        if m.status().is_some() {
+            continue;
+        }
+        let code = if bodies.is_empty() { 415 } else { 200 };
+        bob.send(&answer_text(&m, code)).await;
+        bodies.push(m.body().to_string());
+    }
+    assert_eq!(bodies, [first, second]);
+    let notice = next_message(&alice, &mut Vec::new()).await;
+    assert_notice(&notice, "m-1", "failed");
+    for _ in 0..40 {
+        if waiting_for_bob(&s).await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(waiting_for_bob(&s).await, 0);
+    s.stop().await;
+}
