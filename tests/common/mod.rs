@@ -164,6 +164,18 @@ impl TestServer {
     /// PUT of a resource-lists document as the user `owner`, through the XDMS in process (for
     /// servers with authentication on, where the test's HTTP client has no credentials).
     pub async fn put_as(&self, owner: &str, rel: &str, body: String) -> u16 {
+        self.put_typed_as(owner, rel, "application/resource-lists+xml", body)
+            .await
+    }
+
+    /// PUT of any document as the user `owner`, through the XDMS in process.
+    pub async fn put_typed_as(
+        &self,
+        owner: &str,
+        rel: &str,
+        content_type: &str,
+        body: String,
+    ) -> u16 {
         use xcapd::xdms::service::{Method, XcapRequest};
         self.running()
             .xdms
@@ -172,7 +184,7 @@ impl TestServer {
                 path_and_query: format!("/xcap-root/{rel}"),
                 principal: xcapd::authz::Principal::User(owner.into()),
                 preconditions: Default::default(),
-                content_type: Some("application/resource-lists+xml".into()),
+                content_type: Some(content_type.into()),
                 body: body.into(),
             })
             .await
