@@ -381,9 +381,14 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
                 vec![(Method::Subscribe, n.clone())];
             if config.im.registrar {
                 let registrar = build::registrar(&config, &creds, dev_mode)?;
-                let (pager, deferred) = build::pager(
-                    &config, &creds, dev_mode, &registrar, &decisions, &client, &messages,
-                )?;
+                let uses = build::ImUses {
+                    decisions: &decisions,
+                    client: &client,
+                    messages: &messages,
+                    xdms: &xdms,
+                };
+                let (pager, deferred) =
+                    build::pager(&config, &creds, dev_mode, &registrar, uses)?;
                 handlers.push((Method::Register, registrar.clone()));
                 handlers.push((Method::Message, pager));
                 tokio::spawn(sweep_im(registrar, deferred, shutdown_rx.clone()));

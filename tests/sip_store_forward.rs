@@ -5,6 +5,7 @@
 //! quota refuses the next with 480; Carol, whom Bob's rules deny offline storage, gets 480;
 //! Alice asking for privacy is evaluated as anonymous (Bob's default: block). When Bob
 //! registers, his UA refuses the first message (Alice is told `failed`) and takes the second.
+//! His `deferred-list` document lists what waits for him and empties as it is delivered.
 
 mod common;
 use common::sip_ua::*;
@@ -64,6 +65,30 @@ fn assert_notice(m: &Msg, id: &str, status: &str) {
     );
     assert!(body.contains(&format!("<{status}/>")), "{body}");
     assert!(body.contains(&format!("To: <{ALICE}>")), "{body}");
+}
+
+/// The item ids of Bob's deferred-list document once it lists `want` items (IM-15a; it is
+/// written shortly after the store changes), and the ids of his stored messages.
+async fn bob_list(s: &TestServer, want: usize) -> (Vec<String>, Vec<String>) {
+    let doc = format!("org.openmobilealliance.deferred-list/users/{BOB}/deferred-list");
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        let r = s.get(&doc).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        ids = r
+            .body
+            .split("<history id=\"")
+            .skip(1)
+            .map(|rest| rest.split('"').next().unwrap().to_string())
+            .collect();
+        if ids.len() == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stored = s.running().messages.list(Deferred, BOB.into(), 0, 100).await;
+    let stored = stored.unwrap().iter().map(|m| format!("d-{}", m.id)).collect();
+    (ids, stored)
 }
 
 async fn waiting_for_bob(s: &TestServer) -> usize {
@@ -138,6 +163,9 @@ async fn offline_rules_quota_duplicates_and_notices() {
     assert_eq!(r.status(), Some(480), "{}", r.text);
     assert!(r.text.contains("limit"), "{}", r.text);
     assert_eq!(waiting_for_bob(&s).await, 2);
+    // IM-15a: Bob's deferred-list document lists exactly what waits.
+    let (listed, stored) = bob_list(&s, 2).await;
+    assert_eq!(listed, stored);
 
     // IM-15c: Bob's rules deny Carol offline storage.
     let mut carol = Ua::new(sip, CAROL).await;
@@ -182,5 +210,8 @@ async fn offline_rules_quota_duplicates_and_notices() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(waiting_for_bob(&s).await, 0);
+    // IM-16: delivered entries leave the document.
+    let (listed, _) = bob_list(&s, 0).await;
+    assert!(listed.is_empty(), "{listed:?}");
     s.stop().await;
 }

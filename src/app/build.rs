@@ -339,6 +339,14 @@ pub(super) fn registrar(
     )))
 }
 
+/// What the IM Server uses of the rest of the server.
+pub(super) struct ImUses<'a> {
+    pub decisions: &'a Arc<crate::decision::DecisionService>,
+    pub client: &'a Arc<crate::sip::client::Client>,
+    pub messages: &'a Arc<dyn crate::storage::messages::MessageStore>,
+    pub xdms: &'a Arc<crate::xdms::service::Xdms>,
+}
+
 /// The pager-mode MESSAGE handler (issue #14 scopes 1–5), on the registrar's bindings or
 /// back through the SIP/IP core (`im.outbound_proxy`).
 pub(super) fn pager(
@@ -346,10 +354,14 @@ pub(super) fn pager(
     creds: &Arc<dyn CredentialStore>,
     dev_mode: bool,
     registrar: &Arc<crate::im::Registrar>,
-    decisions: &Arc<crate::decision::DecisionService>,
-    client: &Arc<crate::sip::client::Client>,
-    messages: &Arc<dyn crate::storage::messages::MessageStore>,
+    uses: ImUses<'_>,
 ) -> Result<(Arc<crate::im::Pager>, Arc<crate::im::Deferred>), AppError> {
+    let ImUses {
+        decisions,
+        client,
+        messages,
+        xdms,
+    } = uses;
     let im = &config.im;
     let domain = settings_default_domain(config);
     let server_uri = im
@@ -371,10 +383,16 @@ pub(super) fn pager(
         max_messages: im.deferred_max_messages,
         max_bytes: im.deferred_max_bytes,
     };
+    let list = Arc::new(crate::im::deferred_list::DeferredList::new(
+        xdms.clone(),
+        messages.clone(),
+        &config.server.xcap_root,
+    ));
     let deferred = Arc::new(crate::im::Deferred::new(
         messages.clone(),
         router.clone(),
         limits,
+        Some(list),
     ));
     // A registration delivers what waits (weak: the registrar does not keep it alive).
     let waiting = Arc::downgrade(&deferred);

@@ -6,7 +6,8 @@
 //! short (a crash) is tried again later, never lost. Messages expire after
 //! min(`Expires`, `im.deferred_ttl_secs`). Each recipient has a quota (count and bytes); a
 //! CPIM message whose sender and `imdn.Message-ID` are stored already is kept once. The sender
-//! gets the `stored` and `failed` notices it asked for (RFC 5438; IM-15b, IM-22).
+//! gets the `stored` and `failed` notices it asked for (RFC 5438; IM-15b, IM-22), and the
+//! recipient's deferred-list document follows the store ([`super::deferred_list`], IM-15a).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use parking_lot::Mutex;
 use thiserror::Error;
 
 use super::cpim::Cpim;
+use super::deferred_list::DeferredList;
 use super::imdn::{Disposition, Original};
 use super::pager::{anonymous, delivered, END_TO_END};
 use super::route::{Delivery, Router};
@@ -63,17 +65,25 @@ pub struct Deferred {
     store: Arc<dyn MessageStore>,
     router: Arc<Router>,
     limits: Limits,
+    /// The recipients' deferred-list documents (IM-15a), when the XDMS serves them.
+    list: Option<Arc<DeferredList>>,
     /// Recipients being delivered to (one delivery per recipient at a time).
     running: Mutex<HashSet<String>>,
     stripes: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl Deferred {
-    pub fn new(store: Arc<dyn MessageStore>, router: Arc<Router>, limits: Limits) -> Deferred {
+    pub fn new(
+        store: Arc<dyn MessageStore>,
+        router: Arc<Router>,
+        limits: Limits,
+        list: Option<Arc<DeferredList>>,
+    ) -> Deferred {
         Deferred {
             store,
             router,
             limits,
+            list,
             running: Mutex::new(HashSet::new()),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
@@ -137,6 +147,7 @@ impl Deferred {
                 expires_ms: now + ttl * 1000,
             })
             .await?;
+        self.listed(recipient);
         if !anonymous(&msg.headers) {
             let received = rfc3339(now);
             if let Some(o) = Original::of(&msg.body, sender, recipient, &received) {
@@ -163,13 +174,22 @@ impl Deferred {
     /// asked (IM-05, IM-22); how many went.
     pub async fn expire(&self, now: u64) -> Result<usize, StorageError> {
         let gone = self.store.expire(now).await?;
-        for m in gone
-            .iter()
-            .filter(|m| m.message.mailbox == Mailbox::Deferred)
-        {
+        let mut owners = HashSet::new();
+        for m in gone.iter().filter(|m| m.message.mailbox == Mailbox::Deferred) {
             self.failed(m);
+            owners.insert(m.message.owner.as_str());
+        }
+        for owner in owners {
+            self.listed(owner);
         }
         Ok(gone.len())
+    }
+
+    /// `owner`'s waiting messages changed: their deferred-list document follows.
+    fn listed(&self, owner: &str) {
+        if let Some(list) = &self.list {
+            list.changed(owner);
+        }
     }
 
     /// The sender of `m` asked to hear of a final failure (IM-22).
@@ -226,6 +246,7 @@ impl Deferred {
                     tracing::warn!(target: "xcapd::im", error = %e, "cannot remove a delivered message");
                     return;
                 }
+                self.listed(recipient);
             }
         }
     }

@@ -3,7 +3,8 @@
 //! - [`registrar`]: REGISTER answered (RFC 3261 §10.3), standalone or as the application
 //!   server a SIP/IP core copies registrations to;
 //! - [`pager`]: MESSAGE through the recipient's policy to their registered contacts;
-//! - [`deferred`]: store and forward for recipients no contact of whom took a message;
+//! - [`deferred`]: store and forward for recipients no contact of whom took a message, with
+//!   [`deferred_list`], their `deferred-list` document;
 //! - [`route`]: where requests go (registered contacts, or back through the SIP/IP core);
 //! - [`cpim`], [`imdn`]: CPIM read and the IM Server's own disposition notices (pure).
 //!
@@ -12,6 +13,7 @@
 pub mod bindings;
 pub mod cpim;
 pub mod deferred;
+pub mod deferred_list;
 pub mod imdn;
 pub mod pager;
 pub mod registrar;
