@@ -387,8 +387,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
                     messages: &messages,
                     xdms: &xdms,
                 };
-                let (pager, deferred) =
-                    build::pager(&config, &creds, dev_mode, &registrar, uses)?;
+                let (pager, deferred) = build::pager(&config, &creds, dev_mode, &registrar, uses)?;
                 handlers.push((Method::Register, registrar.clone()));
                 handlers.push((Method::Message, pager));
                 tokio::spawn(sweep_im(registrar, deferred, shutdown_rx.clone()));

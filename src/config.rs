@@ -483,6 +483,9 @@ pub struct ImConfig {
     pub max_pager_bytes: usize,
     /// Deferred messages expire after min(their `Expires`, this) (IM-15).
     pub deferred_ttl_secs: u64,
+    /// A delivery attempt holds the stored messages it took this long: after a crash they
+    /// are delivered again once it lapsed.
+    pub delivery_lease_secs: u64,
     /// Per-recipient quota of stored messages: count and body bytes (480 beyond it).
     pub deferred_max_messages: usize,
     pub deferred_max_bytes: usize,
@@ -506,6 +509,7 @@ impl Default for ImConfig {
             registration_max_secs: 86_400,
             max_pager_bytes: 2048,
             deferred_ttl_secs: 7 * 86_400,
+            delivery_lease_secs: 60,
             deferred_max_messages: 1000,
             deferred_max_bytes: 1 << 20,
             offline_storage: true,
@@ -653,6 +657,11 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "im: registration_min_secs <= registration_default_secs <= registration_max_secs"
                     .into(),
+            ));
+        }
+        if im.delivery_lease_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "im.delivery_lease_secs must be at least 1".into(),
             ));
         }
         if let Some(proxy) = &im.outbound_proxy {

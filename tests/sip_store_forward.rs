@@ -86,8 +86,16 @@ async fn bob_list(s: &TestServer, want: usize) -> (Vec<String>, Vec<String>) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let stored = s.running().messages.list(Deferred, BOB.into(), 0, 100).await;
-    let stored = stored.unwrap().iter().map(|m| format!("d-{}", m.id)).collect();
+    let stored = s
+        .running()
+        .messages
+        .list(Deferred, BOB.into(), 0, 100)
+        .await;
+    let stored = stored
+        .unwrap()
+        .iter()
+        .map(|m| format!("d-{}", m.id))
+        .collect();
     (ids, stored)
 }
 

@@ -380,6 +380,7 @@ pub(super) fn pager(
     ));
     let limits = crate::im::deferred::Limits {
         ttl_secs: im.deferred_ttl_secs,
+        lease_ms: im.delivery_lease_secs.saturating_mul(1000),
         max_messages: im.deferred_max_messages,
         max_bytes: im.deferred_max_bytes,
     };
@@ -388,12 +389,18 @@ pub(super) fn pager(
         messages.clone(),
         &config.server.xcap_root,
     ));
-    let deferred = Arc::new(crate::im::Deferred::new(
-        messages.clone(),
-        router.clone(),
-        limits,
-        Some(list),
-    ));
+    let reconciling = list.clone();
+    tokio::spawn(async move {
+        match reconciling.reconcile().await {
+            Ok(n) => {
+                tracing::debug!(target: "xcapd::im", owners = n, "deferred-list documents reconciled")
+            }
+            Err(why) => {
+                tracing::warn!(target: "xcapd::im", %why, "cannot reconcile deferred-list documents")
+            }
+        }
+    });
+    let deferred = crate::im::Deferred::new(messages.clone(), router.clone(), limits, Some(list));
     // A registration delivers what waits (weak: the registrar does not keep it alive).
     let waiting = Arc::downgrade(&deferred);
     registrar.on_binding(Arc::new(move |aor: &str| {

@@ -9,8 +9,9 @@
 //! gets the `stored` and `failed` notices it asked for (RFC 5438; IM-15b, IM-22), and the
 //! recipient's deferred-list document follows the store ([`super::deferred_list`], IM-15a).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use thiserror::Error;
@@ -26,18 +27,21 @@ use crate::storage::messages::{Mailbox, MessageStore, NewMessage, StoredMessage}
 use crate::storage::{now_ms, StorageError};
 use crate::xdms::generated::rfc3339;
 
-/// A delivery holds its messages this long (then another may take them).
-const LEASE_MS: u64 = 60_000;
-/// Messages claimed per round.
-const BATCH: usize = 20;
+/// Messages claimed per round (each round holds them for the lease).
+const BATCH: usize = 5;
+/// Longest wait between delivery attempts for a registered recipient whose messages wait.
+const MAX_RETRY: Duration = Duration::from_secs(300);
 /// Stores for one recipient are checked against its stored messages one at a time; recipients
 /// share these locks by hash.
-const STRIPES: usize = 64;
+pub(super) const STRIPES: usize = 64;
 
 /// How much may wait for one recipient, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub ttl_secs: u64,
+    /// How long a delivery attempt holds the messages it took (a crashed attempt's messages
+    /// come back after it).
+    pub lease_ms: u64,
     pub max_messages: usize,
     pub max_bytes: usize,
 }
@@ -67,9 +71,12 @@ pub struct Deferred {
     limits: Limits,
     /// The recipients' deferred-list documents (IM-15a), when the XDMS serves them.
     list: Option<Arc<DeferredList>>,
-    /// Recipients being delivered to (one delivery per recipient at a time).
-    running: Mutex<HashSet<String>>,
+    /// Recipients being delivered to (one delivery per recipient at a time), and how to cut
+    /// its wait before the next attempt short (a new registration).
+    running: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     stripes: Vec<tokio::sync::Mutex<()>>,
+    /// This value's own handle (delivery tasks started from `&self`).
+    me: std::sync::OnceLock<std::sync::Weak<Deferred>>,
 }
 
 impl Deferred {
@@ -78,15 +85,18 @@ impl Deferred {
         router: Arc<Router>,
         limits: Limits,
         list: Option<Arc<DeferredList>>,
-    ) -> Deferred {
-        Deferred {
+    ) -> Arc<Deferred> {
+        let d = Arc::new(Deferred {
             store,
             router,
             limits,
             list,
-            running: Mutex::new(HashSet::new()),
+            running: Mutex::new(HashMap::new()),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
-        }
+            me: std::sync::OnceLock::new(),
+        });
+        let _ = d.me.set(Arc::downgrade(&d));
+        d
     }
 
     /// Keeps `msg` for `recipient` (durable when this returns), unless the quota is used up
@@ -148,6 +158,10 @@ impl Deferred {
             })
             .await?;
         self.listed(recipient);
+        if self.router.registered(recipient) {
+            // Stored although registered (every contact failed): retried with backoff.
+            self.wake_later(recipient);
+        }
         if !anonymous(&msg.headers) {
             let received = rfc3339(now);
             if let Some(o) = Original::of(&msg.body, sender, recipient, &received) {
@@ -157,16 +171,42 @@ impl Deferred {
         Ok(Stored::New(stored))
     }
 
-    /// `recipient` may be reachable now (it registered): delivers what waits for it, unless a
-    /// delivery to it runs already.
+    /// `recipient` may be reachable now (it registered): delivers what waits for it (or cuts
+    /// the running delivery's wait short). While messages wait and the recipient has
+    /// bindings, attempts repeat with a doubling pause (IM-16: retried with backoff).
     pub fn wake(self: &Arc<Self>, recipient: &str) {
-        if self.running.lock().insert(recipient.to_string()) {
-            let me = Arc::clone(self);
-            let recipient = recipient.to_string();
-            tokio::spawn(async move {
-                me.deliver(&recipient).await;
-                me.running.lock().remove(&recipient);
-            });
+        let notify = {
+            let mut running = self.running.lock();
+            if let Some(n) = running.get(recipient) {
+                n.notify_one();
+                return;
+            }
+            let n = Arc::new(tokio::sync::Notify::new());
+            running.insert(recipient.to_string(), n.clone());
+            n
+        };
+        let me = Arc::clone(self);
+        let recipient = recipient.to_string();
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(me.limits.lease_ms.min(5_000));
+            loop {
+                let waiting = me.deliver(&recipient).await;
+                if !waiting || !me.router.registered(&recipient) {
+                    break;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => pause = (pause * 2).min(MAX_RETRY),
+                    () = notify.notified() => {}
+                }
+            }
+            me.running.lock().remove(&recipient);
+        });
+    }
+
+    /// Like [`Deferred::wake`], needing `&self` only (a store happens on `&self`).
+    fn wake_later(&self, recipient: &str) {
+        if let Some(me) = self.me.get().and_then(std::sync::Weak::upgrade) {
+            me.wake(recipient);
         }
     }
 
@@ -175,7 +215,10 @@ impl Deferred {
     pub async fn expire(&self, now: u64) -> Result<usize, StorageError> {
         let gone = self.store.expire(now).await?;
         let mut owners = HashSet::new();
-        for m in gone.iter().filter(|m| m.message.mailbox == Mailbox::Deferred) {
+        for m in gone
+            .iter()
+            .filter(|m| m.message.mailbox == Mailbox::Deferred)
+        {
             self.failed(m);
             owners.insert(m.message.owner.as_str());
         }
@@ -208,20 +251,26 @@ impl Deferred {
         }
     }
 
-    /// Oldest first, one at a time; stops at the first that no contact takes (tried again at
-    /// the next registration or once its claim lapsed).
-    async fn deliver(&self, recipient: &str) {
+    /// Oldest first, one at a time; stops at the first that no contact takes. Whether
+    /// messages still wait (unreachable, or held by an earlier attempt's claim).
+    async fn deliver(&self, recipient: &str) -> bool {
         loop {
             let claimed = self
                 .store
-                .claim(recipient.to_string(), now_ms(), LEASE_MS, BATCH)
+                .claim(recipient.to_string(), now_ms(), self.limits.lease_ms, BATCH)
                 .await;
             let batch = match claimed {
                 Ok(batch) if !batch.is_empty() => batch,
-                Ok(_) => return,
+                Ok(_) => {
+                    let left = self
+                        .store
+                        .list(Mailbox::Deferred, recipient.to_string(), 0, 1)
+                        .await;
+                    return left.map_or(true, |l| !l.is_empty());
+                }
                 Err(e) => {
                     tracing::warn!(target: "xcapd::im", error = %e, "cannot read deferred messages");
-                    return;
+                    return true;
                 }
             };
             for m in batch {
@@ -239,12 +288,12 @@ impl Deferred {
                         tracing::info!(target: "xcapd::im", code, id = m.id, "a deferred message refused by its recipient");
                         self.failed(&m);
                     }
-                    Delivery::Unreachable => return,
+                    Delivery::Unreachable => return true,
                 }
                 if let Err(e) = self.store.acknowledge(m.id).await {
                     // Delivered but still stored: sent again after the lease (at least once).
                     tracing::warn!(target: "xcapd::im", error = %e, "cannot remove a delivered message");
-                    return;
+                    return true;
                 }
                 self.listed(recipient);
             }
@@ -257,7 +306,7 @@ fn message_id(body: &[u8]) -> Option<String> {
     Cpim::parse(body).ok()?.message_id().map(str::to_string)
 }
 
-fn stripe(recipient: &str) -> usize {
+pub(super) fn stripe(recipient: &str) -> usize {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     recipient.hash(&mut h);

@@ -4,13 +4,15 @@
 //! reads it and may delete it, and their xcap-diff subscription sees every change). The
 //! document is a projection of the store, rewritten whole after each change for a recipient:
 //! rewrites are coalesced (one in flight per recipient, the latest state wins), so it catches
-//! up after any failure with the next change. [`document`] is pure.
+//! up after any failure with the next change, and [`DeferredList::reconcile`] at start catches
+//! up after a crash. [`document`] is pure.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::deferred::{stripe, STRIPES};
 use crate::authz::Principal;
 use crate::storage::messages::{Mailbox, MessageStore, StoredMessage};
 use crate::xcap::etag::{EntityTagList, Preconditions};
@@ -32,6 +34,8 @@ pub struct DeferredList {
     root: String,
     /// Recipients with a rewrite in flight, and whether they changed again meanwhile.
     pending: Mutex<HashMap<String, bool>>,
+    /// One rewrite per recipient at a time (so the last write read the latest state).
+    stripes: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl DeferredList {
@@ -41,6 +45,7 @@ impl DeferredList {
             store,
             root: root.trim_end_matches('/').to_string(),
             pending: Mutex::new(HashMap::new()),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
     }
 
@@ -73,9 +78,40 @@ impl DeferredList {
         });
     }
 
+    /// Brings every document in line with the store (at start: a crash may have come between
+    /// a store change and its rewrite): the owners of documents and of waiting messages.
+    pub async fn reconcile(&self) -> Result<usize, String> {
+        let mut owners = std::collections::BTreeSet::new();
+        let docs = self.xdms.store().list_auid(AUID).await;
+        for doc in docs.map_err(|e| e.to_string())? {
+            if let crate::xcap::keys::TreeKey::User(xui) = doc.key.tree {
+                owners.insert(xui);
+            }
+        }
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .owners(Mailbox::Deferred, after.clone(), PAGE)
+                .await
+                .map_err(|e| e.to_string())?;
+            let full = page.len() == PAGE;
+            after = page.last().cloned();
+            owners.extend(page);
+            if !full {
+                break;
+            }
+        }
+        for owner in &owners {
+            self.rewrite(owner).await?;
+        }
+        Ok(owners.len())
+    }
+
     /// Writes `owner`'s document from the store: their items, or an empty list when the
     /// document exists and nothing waits (never created empty).
     pub async fn rewrite(&self, owner: &str) -> Result<(), String> {
+        let _turn = self.stripes[stripe(owner)].lock().await;
         let mut waiting = Vec::new();
         let mut after = 0;
         loop {

@@ -57,6 +57,11 @@ impl Router {
         }
     }
 
+    /// Whether `aor` has a registration (here, or third-party from the core).
+    pub fn registered(&self, aor: &str) -> bool {
+        !self.registrar.bindings(aor).is_empty()
+    }
+
     /// Delivers the request `make(request_uri)` builds to `aor`: to each registered contact,
     /// or once through the outbound proxy to the address of record.
     pub async fn deliver(&self, aor: &str, make: impl Fn(&str) -> Message) -> Delivery {

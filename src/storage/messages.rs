@@ -94,6 +94,14 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Removes every message expired at `now_ms`; returns them (deferred ones are reported
     /// undeliverable to their sender).
     fn expire(&self, now_ms: u64) -> StoreFuture<'_, Vec<StoredMessage>>;
+    /// Owners with messages in `mailbox`, in byte order, after `after` (exclusive; `None`:
+    /// from the start), at most `limit` (start-up reconciliation pages through them).
+    fn owners(
+        &self,
+        mailbox: Mailbox,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<String>>;
 }
 
 /// The checks every backend applies before storing.
@@ -188,6 +196,25 @@ impl MessageStore for MemoryMessages {
                 .take(limit)
                 .cloned()
                 .collect())
+        })
+    }
+
+    fn owners(
+        &self,
+        mailbox: Mailbox,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            let state = self.state.lock();
+            let owners: std::collections::BTreeSet<&str> = state
+                .messages
+                .values()
+                .filter(|m| m.message.mailbox == mailbox)
+                .map(|m| m.message.owner.as_str())
+                .filter(|o| after.as_deref().is_none_or(|a| *o > a))
+                .collect();
+            Ok(owners.into_iter().take(limit).map(str::to_string).collect())
         })
     }
 

@@ -206,6 +206,39 @@ impl MessageStore for SledMessages {
         })
     }
 
+    fn owners(
+        &self,
+        mailbox: Mailbox,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            // Owner keys are `code owner SEP id`: after each owner found, skip past its ids.
+            let past = |owner: &str| {
+                let mut k = owner_key(mailbox, owner, u64::MAX);
+                k.push(0);
+                k
+            };
+            let mut start = after.as_deref().map_or(vec![mailbox.code()], past);
+            let mut out = Vec::new();
+            while out.len() < limit {
+                let Some(entry) = self.trees.by_owner.range(start.clone()..).keys().next() else {
+                    break;
+                };
+                let key = entry.map_err(from_sled)?;
+                if key.first() != Some(&mailbox.code()) || key.len() < 10 {
+                    break;
+                }
+                let owner = std::str::from_utf8(&key[1..key.len() - 9])
+                    .map_err(|_| StorageError::Corrupt("bad message owner key".into()))?
+                    .to_string();
+                start = past(&owner);
+                out.push(owner);
+            }
+            Ok(out)
+        })
+    }
+
     fn expire(&self, now_ms: u64) -> StoreFuture<'_, Vec<StoredMessage>> {
         Box::pin(async move {
             self.write(true, move |t| {

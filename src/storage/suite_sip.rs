@@ -181,6 +181,31 @@ macro_rules! message_store_suite {
 
             const BOB: &str = "sip:bob@example.com";
 
+            // Start-up reconciliation pages through the owners of one mailbox, each once.
+            #[tokio::test]
+            async fn owners_of_a_mailbox_are_listed_once_in_order() {
+                let s = store();
+                for owner in ["sip:carol@example.com", BOB, BOB, "sip:a@example.com"] {
+                    s.append(msg(Mailbox::Deferred, owner, "x", 10_000))
+                        .await
+                        .unwrap();
+                }
+                s.append(msg(Mailbox::History, "sip:zed@example.com", "h", 10_000))
+                    .await
+                    .unwrap();
+                let all = s.owners(Mailbox::Deferred, None, 10).await.unwrap();
+                assert_eq!(all, ["sip:a@example.com", BOB, "sip:carol@example.com"]);
+                let first = s.owners(Mailbox::Deferred, None, 1).await.unwrap();
+                assert_eq!(first, ["sip:a@example.com"]);
+                let rest = s
+                    .owners(Mailbox::Deferred, Some(first[0].clone()), 10)
+                    .await
+                    .unwrap();
+                assert_eq!(rest, [BOB, "sip:carol@example.com"]);
+                let history = s.owners(Mailbox::History, None, 10).await.unwrap();
+                assert_eq!(history, ["sip:zed@example.com"]);
+            }
+
             // Store and forward: messages wait in order; a claim holds them for its lease,
             // an acknowledgement removes a delivered one, a lapsed claim frees the rest.
             #[tokio::test]
