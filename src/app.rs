@@ -99,6 +99,8 @@ pub struct Running {
     pub feed: ChangeFeed,
     pub subscriptions: Arc<dyn SubscriptionStore>,
     pub messages: Arc<dyn MessageStore>,
+    /// The IM Server's charging data records.
+    pub charging: Arc<dyn crate::storage::charging::ChargingLog>,
     store: Arc<dyn DocumentStore>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), AppError>>,
@@ -188,6 +190,8 @@ pub struct Stores {
     pub subscriptions: Arc<dyn SubscriptionStore>,
     /// Deferred messages, history and charging records (the IM Server).
     pub messages: Arc<dyn MessageStore>,
+    /// The IM Server's charging data records.
+    pub charging: Arc<dyn crate::storage::charging::ChargingLog>,
 }
 
 /// Opens the configured storage backend.
@@ -200,6 +204,7 @@ pub fn open_stores(config: &Config) -> Result<Stores, AppError> {
             credentials: Arc::new(MemoryCredentials::new()),
             subscriptions: Arc::new(MemorySubscriptions::new()),
             messages: Arc::new(MemoryMessages::new()),
+            charging: Arc::new(crate::storage::charging::MemoryCharging::default()),
         },
         StorageBackend::Sled => {
             let store = SledStore::open_in_data_dir(
@@ -215,6 +220,9 @@ pub fn open_stores(config: &Config) -> Result<Stores, AppError> {
                 credentials: Arc::new(SledCredentials::new(store.db())?),
                 subscriptions: Arc::new(SledSubscriptions::new(store.db())?),
                 messages: Arc::new(SledMessages::new(store.db())?),
+                charging: Arc::new(crate::storage::charging::JsonlCharging::open(
+                    &config.server.data_dir.join("charging"),
+                )?),
                 documents: Arc::new(store),
             }
         }
@@ -240,6 +248,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         credentials: creds,
         subscriptions,
         messages,
+        charging,
     } = open_stores(&config)?;
     let metrics = Arc::new(Metrics::new(registry.iter().map(|u| u.auid().to_string())));
     // Counted before serving, so no write races with the count.
@@ -295,8 +304,20 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let app = build::xcap_router(
         &config, &xdms, &decisions, &feed, routes, &creds, &metrics, dev_mode,
     )?;
-    let admin =
-        build::admin_server(&config, &xdms, &store, &creds, &subscriptions, &metrics).await?;
+    let im_handles: Arc<std::sync::OnceLock<crate::im::ImHandles>> = Arc::default();
+    let admin = build::admin_server(
+        &config,
+        &xdms,
+        &store,
+        &creds,
+        &subscriptions,
+        &metrics,
+        build::AdminIm {
+            charging: charging.clone(),
+            handles: im_handles.clone(),
+        },
+    )
+    .await?;
     let admin_addr = admin.as_ref().map(|(_, addr, _)| *addr);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let grace = std::time::Duration::from_secs(config.server.shutdown_grace_secs);
@@ -386,8 +407,13 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
                     client: &client,
                     messages: &messages,
                     xdms: &xdms,
+                    charging: &charging,
                 };
                 let (pager, deferred) = build::pager(&config, &creds, dev_mode, &registrar, uses)?;
+                let _ = im_handles.set(crate::im::ImHandles {
+                    registrar: registrar.clone(),
+                    deferred: deferred.clone(),
+                });
                 handlers.push((Method::Register, registrar.clone()));
                 handlers.push((Method::Message, pager));
                 tokio::spawn(sweep_im(registrar, deferred, shutdown_rx.clone()));
@@ -438,6 +464,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         feed,
         subscriptions,
         messages,
+        charging,
         store,
         stop: Some(stop_tx),
         task,

@@ -498,6 +498,9 @@ pub struct ImConfig {
     pub outbound_proxy: Option<String>,
     /// The IM Server's own URI (From of its IMDN notices); default `sip:im@<default domain>`.
     pub server_uri: Option<String>,
+    /// Charging data records: one per MESSAGE outcome and per end of a stored message
+    /// (`<data_dir>/charging/YYYY-MM-DD.jsonl`).
+    pub charging: bool,
 }
 
 impl Default for ImConfig {
@@ -515,6 +518,7 @@ impl Default for ImConfig {
             offline_storage: true,
             outbound_proxy: None,
             server_uri: None,
+            charging: true,
         }
     }
 }

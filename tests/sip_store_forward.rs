@@ -99,6 +99,21 @@ async fn bob_list(s: &TestServer, want: usize) -> (Vec<String>, Vec<String>) {
     (ids, stored)
 }
 
+/// GET (or DELETE) on the admin API with the token: the JSON answer.
+async fn admin(s: &TestServer, method: reqwest::Method, path: &str) -> serde_json::Value {
+    let url = format!("{}{path}", s.admin.as_ref().unwrap());
+    let r = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    assert_eq!(status, 200, "{path}: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
 async fn waiting_for_bob(s: &TestServer) -> usize {
     let stored = s
         .running()
@@ -174,6 +189,22 @@ async fn offline_rules_quota_duplicates_and_notices() {
     // IM-15a: Bob's deferred-list document lists exactly what waits.
     let (listed, stored) = bob_list(&s, 2).await;
     assert_eq!(listed, stored);
+    // Scope 9: the operator sees the same through the admin API.
+    let waiting = admin(
+        &s,
+        reqwest::Method::GET,
+        &format!("/im/deferred?user={BOB}"),
+    )
+    .await;
+    let ids: Vec<String> = waiting
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| format!("d-{}", m["id"]))
+        .collect();
+    assert_eq!(ids, stored);
+    assert_eq!(waiting[0]["sender"], ALICE);
+    assert_eq!(waiting[0]["content_type"], "message/cpim");
 
     // IM-15c: Bob's rules deny Carol offline storage.
     let mut carol = Ua::new(sip, CAROL).await;
@@ -219,6 +250,78 @@ async fn offline_rules_quota_duplicates_and_notices() {
     }
     assert_eq!(waiting_for_bob(&s).await, 0);
     // IM-16: delivered entries leave the document.
+    let (listed, _) = bob_list(&s, 0).await;
+    assert!(listed.is_empty(), "{listed:?}");
+    let bindings = admin(
+        &s,
+        reqwest::Method::GET,
+        &format!("/im/registrations?user={BOB}"),
+    )
+    .await;
+    assert_eq!(bindings[0]["contact"], contact.as_str());
+
+    // Scope 8: one charging record per outcome, in order: 400, stored, (duplicate: none),
+    // stored, 480 quota, Carol's 480, the anonymous 403, then the two deliveries.
+    let today = &xcapd::xdms::generated::rfc3339(xcapd::storage::now_ms())[..10];
+    let records = admin(
+        &s,
+        reqwest::Method::GET,
+        &format!("/im/charging?day={today}"),
+    )
+    .await;
+    let outcomes: Vec<(String, String, u64)> = records["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["recipient"] == BOB)
+        .map(|r| {
+            (
+                r["event"].as_str().unwrap().to_string(),
+                r["outcome"].as_str().unwrap().to_string(),
+                r["code"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("message", "failed", 400),
+        ("message", "stored", 202),
+        ("message", "stored", 202),
+        ("message", "failed", 480),
+        ("message", "failed", 480),
+        ("message", "blocked", 403),
+        ("deferred-delivery", "failed", 415),
+        ("deferred-delivery", "delivered", 200),
+    ];
+    let expected: Vec<(String, String, u64)> = expected
+        .iter()
+        .map(|(e, o, c)| (e.to_string(), o.to_string(), *c))
+        .collect();
+    assert_eq!(outcomes, expected);
+    let first = &records["records"][1];
+    assert_eq!(first["message_id"], "m-1");
+    assert_eq!(
+        first["imdn_requested"],
+        serde_json::json!(["negative-delivery", "processing"])
+    );
+    assert_eq!(first["sender"], ALICE);
+
+    // An operator's purge: gone, listed nowhere, never delivered.
+    let unregister = bob.register(&[&contact], Some(0), "");
+    let (r, _) = bob.request(&unregister).await;
+    assert_eq!(r.status(), Some(200), "{}", r.text);
+    let (r, _) = alice
+        .request(&alice.message(7, BOB, "text/plain", "", "to be purged"))
+        .await;
+    assert_eq!(r.status(), Some(202), "{}", r.text);
+    let _ = bob_list(&s, 1).await;
+    let purged = admin(
+        &s,
+        reqwest::Method::DELETE,
+        &format!("/im/deferred?user={BOB}"),
+    )
+    .await;
+    assert_eq!(purged["purged"], 1);
+    assert_eq!(waiting_for_bob(&s).await, 0);
     let (listed, _) = bob_list(&s, 0).await;
     assert!(listed.is_empty(), "{listed:?}");
     s.stop().await;

@@ -12,6 +12,7 @@
 mod api;
 mod auth;
 mod backup;
+mod im;
 mod subscriptions;
 
 pub use auth::{resolve_token, GENERATED_TOKEN_FILE, MIN_TOKEN_LEN};
@@ -49,6 +50,10 @@ pub struct AdminState {
     pub default_domain: Option<String>,
     /// Largest accepted import body.
     pub max_import_bytes: usize,
+    /// The IM Server's charging data records (`GET /im/charging`).
+    pub charging: Arc<dyn crate::storage::charging::ChargingLog>,
+    /// The running IM Server (set once SIP is up; `/im/...` answer 404 without it).
+    pub im: Arc<std::sync::OnceLock<crate::im::ImHandles>>,
 }
 
 // The token is a secret: keep it out of logs.
@@ -211,6 +216,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/users/{xui}/import", post(backup::import))
         .route("/users/{xui}/token", post(api::issue_token))
         .route("/subscriptions", get(subscriptions::list))
+        .route("/im/registrations", get(im::registrations))
+        .route("/im/deferred", get(im::deferred).delete(im::purge))
+        .route("/im/charging", get(im::charging))
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -138,6 +138,13 @@ pub(super) fn xcap_router(
     )))
 }
 
+/// What the admin API shows of the IM Server.
+pub(super) struct AdminIm {
+    pub charging: Arc<dyn crate::storage::charging::ChargingLog>,
+    /// Filled once the IM Server runs.
+    pub handles: Arc<std::sync::OnceLock<crate::im::ImHandles>>,
+}
+
 /// The admin API listener and its router, when `admin.listen` is set.
 pub(super) async fn admin_server(
     config: &Config,
@@ -146,6 +153,7 @@ pub(super) async fn admin_server(
     creds: &Arc<dyn CredentialStore>,
     subscriptions: &Arc<dyn SubscriptionStore>,
     metrics: &Arc<Metrics>,
+    im: AdminIm,
 ) -> Result<Option<(tokio::net::TcpListener, SocketAddr, axum::Router)>, AppError> {
     Ok(match config.admin.listen_addr()? {
         None => None,
@@ -173,6 +181,8 @@ pub(super) async fn admin_server(
                 root_path: config.root_path().to_string(),
                 default_domain: settings_default_domain(config),
                 max_import_bytes: config.admin.max_import_bytes,
+                charging: im.charging,
+                im: im.handles,
             });
             Some((admin_listener, admin_addr, admin_app))
         }
@@ -345,6 +355,7 @@ pub(super) struct ImUses<'a> {
     pub client: &'a Arc<crate::sip::client::Client>,
     pub messages: &'a Arc<dyn crate::storage::messages::MessageStore>,
     pub xdms: &'a Arc<crate::xdms::service::Xdms>,
+    pub charging: &'a Arc<dyn crate::storage::charging::ChargingLog>,
 }
 
 /// The pager-mode MESSAGE handler (issue #14 scopes 1–5), on the registrar's bindings or
@@ -361,8 +372,10 @@ pub(super) fn pager(
         client,
         messages,
         xdms,
+        charging,
     } = uses;
     let im = &config.im;
+    let charging = crate::im::charging::Charging::new(im.charging.then(|| charging.clone()));
     let domain = settings_default_domain(config);
     let server_uri = im
         .server_uri
@@ -400,7 +413,13 @@ pub(super) fn pager(
             }
         }
     });
-    let deferred = crate::im::Deferred::new(messages.clone(), router.clone(), limits, Some(list));
+    let deferred = crate::im::Deferred::new(
+        messages.clone(),
+        router.clone(),
+        limits,
+        Some(list),
+        charging.clone(),
+    );
     // A registration delivers what waits (weak: the registrar does not keep it alive).
     let waiting = Arc::downgrade(&deferred);
     registrar.on_binding(Arc::new(move |aor: &str| {
@@ -416,6 +435,7 @@ pub(super) fn pager(
         max_pager_bytes: im.max_pager_bytes,
         deferred: Some(deferred.clone()),
         offline_storage_default: im.offline_storage,
+        charging: charging.clone(),
     }));
     Ok((pager, deferred))
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use thiserror::Error;
 
+use super::charging::{Charge, Charging};
 use super::cpim::Cpim;
 use super::deferred_list::DeferredList;
 use super::imdn::{Disposition, Original};
@@ -75,6 +76,7 @@ pub struct Deferred {
     /// its wait before the next attempt short (a new registration).
     running: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     stripes: Vec<tokio::sync::Mutex<()>>,
+    charging: Charging,
     /// This value's own handle (delivery tasks started from `&self`).
     me: std::sync::OnceLock<std::sync::Weak<Deferred>>,
 }
@@ -85,12 +87,14 @@ impl Deferred {
         router: Arc<Router>,
         limits: Limits,
         list: Option<Arc<DeferredList>>,
+        charging: Charging,
     ) -> Arc<Deferred> {
         let d = Arc::new(Deferred {
             store,
             router,
             limits,
             list,
+            charging,
             running: Mutex::new(HashMap::new()),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             me: std::sync::OnceLock::new(),
@@ -203,6 +207,38 @@ impl Deferred {
         });
     }
 
+    /// Every message waiting for `owner`, oldest first.
+    pub async fn waiting(&self, owner: &str) -> Result<Vec<StoredMessage>, StorageError> {
+        let mut out = Vec::new();
+        loop {
+            let after = out.last().map_or(0, |m: &StoredMessage| m.id);
+            let page = self
+                .store
+                .list(Mailbox::Deferred, owner.to_string(), after, 500)
+                .await?;
+            let full = page.len() == 500;
+            out.extend(page);
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Removes every message waiting for `owner` undelivered (an operator's purge): charged
+    /// `failed`, the sender told `failed` when asked (IM-22). How many went.
+    pub async fn purge(&self, owner: &str) -> Result<usize, StorageError> {
+        let mut purged = 0;
+        for m in self.waiting(owner).await? {
+            if self.store.acknowledge(m.id).await? {
+                purged += 1;
+                self.failed(&m);
+                self.charge(&m, "failed", 0).await;
+            }
+        }
+        self.listed(owner);
+        Ok(purged)
+    }
+
     /// Like [`Deferred::wake`], needing `&self` only (a store happens on `&self`).
     fn wake_later(&self, recipient: &str) {
         if let Some(me) = self.me.get().and_then(std::sync::Weak::upgrade) {
@@ -233,6 +269,27 @@ impl Deferred {
         if let Some(list) = &self.list {
             list.changed(owner);
         }
+    }
+
+    /// The charging record of the end of a stored message.
+    async fn charge(&self, m: &StoredMessage, outcome: &'static str, code: u16) {
+        let msg = &m.message;
+        let call_id = msg
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("Call-ID"))
+            .map_or("", |(_, v)| v.as_str());
+        let charge = Charge {
+            event: "deferred-delivery",
+            sender: &msg.sender,
+            recipient: &msg.recipient,
+            content_type: &msg.content_type,
+            body: &msg.body,
+            call_id,
+            outcome,
+            code,
+        };
+        self.charging.record(charge).await;
     }
 
     /// The sender of `m` asked to hear of a final failure (IM-22).
@@ -282,11 +339,12 @@ impl Deferred {
                 let body = &m.message.body;
                 let request = |uri: &str| delivered(&original, body, uri, sender);
                 match self.router.deliver(recipient, request).await {
-                    Delivery::Delivered => {}
+                    Delivery::Delivered => self.charge(&m, "delivered", 200).await,
                     Delivery::Refused(code) => {
                         // A final answer of the recipient's UA: not offered again.
                         tracing::info!(target: "xcapd::im", code, id = m.id, "a deferred message refused by its recipient");
                         self.failed(&m);
+                        self.charge(&m, "failed", code).await;
                     }
                     Delivery::Unreachable => return true,
                 }

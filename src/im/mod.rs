@@ -6,11 +6,13 @@
 //! - [`deferred`]: store and forward for recipients no contact of whom took a message, with
 //!   [`deferred_list`], their `deferred-list` document;
 //! - [`route`]: where requests go (registered contacts, or back through the SIP/IP core);
-//! - [`cpim`], [`imdn`]: CPIM read and the IM Server's own disposition notices (pure).
+//! - [`cpim`], [`imdn`]: CPIM read and the IM Server's own disposition notices (pure);
+//! - [`charging`]: a charging data record per outcome.
 //!
-//! History, groups and charging records follow (issue #14).
+//! History and groups follow (issue #14).
 
 pub mod bindings;
+pub mod charging;
 pub mod cpim;
 pub mod deferred;
 pub mod deferred_list;
@@ -23,3 +25,9 @@ pub use deferred::Deferred;
 pub use pager::{Pager, PagerParts};
 pub use registrar::Registrar;
 pub use route::Router;
+
+/// What the admin API reaches of a running IM Server.
+pub struct ImHandles {
+    pub registrar: std::sync::Arc<Registrar>,
+    pub deferred: std::sync::Arc<Deferred>,
+}

@@ -13,6 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use super::charging::{Charge, Charging};
 use super::cpim::Cpim;
 use super::deferred::{Deferred, DeferredError, Stored};
 use super::route::{Delivery, Router};
@@ -57,6 +58,7 @@ pub struct PagerParts {
     pub deferred: Option<Arc<Deferred>>,
     /// Whether storing is allowed when the recipient's rules do not say (IM-15).
     pub offline_storage_default: bool,
+    pub charging: Charging,
 }
 
 /// The MESSAGE handler; install it on the endpoint for `MESSAGE`.
@@ -76,26 +78,54 @@ impl Pager {
             SipIdentity::Authenticated(xui) => xui,
             SipIdentity::Challenge(challenges) => return Reply::unauthorized(challenges),
         };
-        if msg.body.len() > p.max_pager_bytes {
-            return Reply::new(413, "Message Too Large: send it in a session");
-        }
         let StartLine::Request { uri, .. } = &msg.start else {
             return Reply::new(400, "Not a request");
         };
-        if is_media(&msg.headers, "message/cpim") {
-            if let Err(e) = Cpim::parse(&msg.body) {
-                return Reply::new(400, format!("Bad Request: {e}"));
-            }
-        }
         let Ok(recipient) = Xui::parse(uri, p.default_domain.as_deref()) else {
             return Reply::new(404, "Not Found: no such user");
         };
         let recipient = recipient.as_str().to_string();
+        let (reply, outcome) = self.route(msg, &sender, &recipient, now).await;
+        // Issue #14 scope 8: every outcome but an isComposing indication or a duplicate.
+        if let (Some(outcome), false) = (outcome, is_media(&msg.headers, IS_COMPOSING)) {
+            let charge = Charge {
+                event: "message",
+                sender: &sender,
+                recipient: &recipient,
+                content_type: msg.headers.get("Content-Type").unwrap_or(""),
+                body: &msg.body,
+                call_id: msg.headers.get("Call-ID").unwrap_or(""),
+                outcome,
+                code: reply.code,
+            };
+            p.charging.record(charge).await;
+        }
+        reply
+    }
+
+    /// The answer to an authenticated MESSAGE and its charged outcome (none: not charged).
+    async fn route(
+        &self,
+        msg: &Message,
+        sender: &str,
+        recipient: &str,
+        now: u64,
+    ) -> (Reply, Option<&'static str>) {
+        let p = &self.0;
+        let failed = |code: u16, reason: String| (Reply::new(code, reason), Some("failed"));
+        if msg.body.len() > p.max_pager_bytes {
+            return failed(413, "Message Too Large: send it in a session".into());
+        }
+        if is_media(&msg.headers, "message/cpim") {
+            if let Err(e) = Cpim::parse(&msg.body) {
+                return failed(400, format!("Bad Request: {e}"));
+            }
+        }
         // IM-27c: a sender asking for privacy is evaluated as anonymous.
         let hidden = anonymous(&msg.headers);
         let request = DecideRequest {
-            recipient: recipient.clone(),
-            sender: (!hidden).then(|| sender.clone()),
+            recipient: recipient.to_string(),
+            sender: (!hidden).then(|| sender.to_string()),
             media: Some("pager".into()),
             anonymous: hidden,
         };
@@ -107,43 +137,57 @@ impl Pager {
             Ok(decision) => decision,
             Err(e) => {
                 tracing::warn!(target: "xcapd::im", error = %e, "cannot decide on a MESSAGE");
-                return Reply::new(500, "Policy unavailable");
+                return failed(500, "Policy unavailable".into());
             }
         };
         match decision.action {
-            ImAction::Block => return Reply::new(403, "Forbidden"),
+            ImAction::Block => return (Reply::new(403, "Forbidden"), Some("blocked")),
             // IM-26: accepted as if delivered, and dropped (no IMDN).
-            ImAction::PoliteBlock => return Reply::new(202, "Accepted"),
+            ImAction::PoliteBlock => return (Reply::new(202, "Accepted"), Some("blocked")),
             ImAction::Allow => {}
         }
         // RFC 3428 §7: fork to every contact; the first 2xx is the answer.
-        let request = |uri: &str| delivered(&msg.headers, &msg.body, uri, &sender);
-        match p.router.deliver(&recipient, request).await {
-            Delivery::Delivered => Reply::new(200, "OK"),
-            Delivery::Refused(code) => Reply::new(code, "Refused by the recipient"),
+        let request = |uri: &str| delivered(&msg.headers, &msg.body, uri, sender);
+        match p.router.deliver(recipient, request).await {
+            Delivery::Delivered => (Reply::new(200, "OK"), Some("delivered")),
+            Delivery::Refused(code) => failed(code, "Refused by the recipient".into()),
             Delivery::Unreachable => {
                 let allowed = decision
                     .allow_offline_storage
                     .unwrap_or(p.offline_storage_default);
                 if !allowed {
                     // IM-15c.
-                    return Reply::new(480, "Temporarily Unavailable: offline storage not allowed");
+                    return failed(
+                        480,
+                        "Temporarily Unavailable: offline storage not allowed".into(),
+                    );
                 }
-                self.offline(msg, &sender, &recipient, now).await
+                self.offline(msg, sender, recipient, now).await
             }
         }
     }
 
     /// No contact took it: stored for later delivery (202), or 480 without a store and for
     /// an isComposing indication (RFC 3994 §6: relayed, never stored; stale once late).
-    async fn offline(&self, msg: &Message, sender: &str, recipient: &str, now: u64) -> Reply {
+    async fn offline(
+        &self,
+        msg: &Message,
+        sender: &str,
+        recipient: &str,
+        now: u64,
+    ) -> (Reply, Option<&'static str>) {
         let composing = is_media(&msg.headers, IS_COMPOSING);
         let (Some(deferred), false) = (&self.0.deferred, composing) else {
-            return Reply::new(480, "Temporarily Unavailable");
+            return (Reply::new(480, "Temporarily Unavailable"), Some("failed"));
         };
-        match deferred.store(msg, sender, recipient, now).await {
-            Ok(Stored::New(_)) => Reply::new(202, "Accepted: stored for delivery"),
-            Ok(Stored::Duplicate) => Reply::new(202, "Accepted: stored already"),
+        let reply = match deferred.store(msg, sender, recipient, now).await {
+            Ok(Stored::New(_)) => {
+                return (
+                    Reply::new(202, "Accepted: stored for delivery"),
+                    Some("stored"),
+                )
+            }
+            Ok(Stored::Duplicate) => return (Reply::new(202, "Accepted: stored already"), None),
             Err(DeferredError::QuotaExceeded) => Reply::new(
                 480,
                 "Temporarily Unavailable: the recipient's stored messages are at their limit",
@@ -154,7 +198,8 @@ impl Pager {
                 r.headers.push("Retry-After", "5");
                 r
             }
-        }
+        };
+        (reply, Some("failed"))
     }
 }
 

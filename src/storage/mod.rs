@@ -14,6 +14,7 @@
 
 mod blocking;
 mod body_files;
+pub mod charging;
 pub mod credentials;
 mod durability;
 pub mod feed;

@@ -1,0 +1,70 @@
+//! Charging data records of the IM Server (the seed's Charging Entity; issue #14 scope 8):
+//! one record per MESSAGE outcome (delivered, stored, blocked, failed) and per end of a stored
+//! message (delivered, failed, expired), with the IMDN dispositions the sender asked for.
+//! isComposing indications and a duplicate of a stored message are not charged. A record is
+//! durable before the sender's answer goes out; a log that cannot write is logged, and the
+//! message is still handled.
+
+use std::sync::Arc;
+
+use super::cpim::Cpim;
+use crate::storage::charging::{ChargingLog, ChargingRecord};
+use crate::storage::now_ms;
+use crate::xdms::generated::rfc3339;
+
+/// What is charged.
+pub struct Charge<'a> {
+    /// `message` or `deferred-delivery`.
+    pub event: &'static str,
+    pub sender: &'a str,
+    pub recipient: &'a str,
+    pub content_type: &'a str,
+    pub body: &'a [u8],
+    pub call_id: &'a str,
+    pub outcome: &'static str,
+    pub code: u16,
+}
+
+/// Where records go (none: charging off).
+#[derive(Clone, Default)]
+pub struct Charging(Option<Arc<dyn ChargingLog>>);
+
+impl Charging {
+    pub fn new(log: Option<Arc<dyn ChargingLog>>) -> Charging {
+        Charging(log)
+    }
+
+    /// Writes the record of `c` (durable when this returns, unless the log failed).
+    pub async fn record(&self, c: Charge<'_>) {
+        let Some(log) = &self.0 else {
+            return;
+        };
+        let cpim = Cpim::parse(c.body).ok();
+        let requested = cpim.as_ref().map(Cpim::requested).unwrap_or_default();
+        let imdn_requested = [
+            (requested.positive_delivery, "positive-delivery"),
+            (requested.negative_delivery, "negative-delivery"),
+            (requested.processing, "processing"),
+            (requested.display, "display"),
+        ]
+        .into_iter()
+        .filter_map(|(asked, name)| asked.then_some(name))
+        .collect();
+        let record = ChargingRecord {
+            time: rfc3339(now_ms()),
+            event: c.event,
+            sender: c.sender.to_string(),
+            recipient: c.recipient.to_string(),
+            size: c.body.len(),
+            content_type: c.content_type.to_string(),
+            outcome: c.outcome,
+            code: c.code,
+            imdn_requested,
+            message_id: cpim.and_then(|m| m.message_id()).map(str::to_string),
+            call_id: c.call_id.to_string(),
+        };
+        if let Err(e) = log.append(record).await {
+            tracing::error!(target: "xcapd::im", error = %e, "cannot write a charging record");
+        }
+    }
+}
