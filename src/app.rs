@@ -53,31 +53,6 @@ pub enum AppError {
     Serve(String),
 }
 
-/// Forgets expired registrations and removes expired stored messages now and then, until
-/// shutdown (IM-15: a deferred message lives min(Expires, `im.deferred_ttl_secs`)).
-async fn sweep_im(
-    registrar: Arc<crate::im::Registrar>,
-    deferred: Arc<crate::im::Deferred>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
-            _ = shutdown.changed() => return,
-        }
-        registrar.sweep();
-        match deferred.expire(crate::storage::now_ms()).await {
-            Ok(gone) if gone > 0 => {
-                tracing::info!(target: "xcapd::im", expired = gone, "stored messages expired undelivered");
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(target: "xcapd::im", error = %e, "cannot expire stored messages")
-            }
-        }
-    }
-}
-
 /// A started server. Dropping it does not stop it; call [`Running::shutdown`].
 pub struct Running {
     pub http_addr: SocketAddr,
@@ -408,6 +383,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
                     messages: &messages,
                     xdms: &xdms,
                     charging: &charging,
+                    metrics: &metrics,
                 };
                 let (pager, deferred) = build::pager(&config, &creds, dev_mode, &registrar, uses)?;
                 let _ = im_handles.set(crate::im::ImHandles {
@@ -416,7 +392,11 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
                 });
                 handlers.push((Method::Register, registrar.clone()));
                 handlers.push((Method::Message, pager));
-                tokio::spawn(sweep_im(registrar, deferred, shutdown_rx.clone()));
+                tokio::spawn(crate::im::deferred::maintain(
+                    registrar,
+                    deferred,
+                    shutdown_rx.clone(),
+                ));
             }
             sip_endpoint.set_handlers(handlers);
             notifier = Some(n);

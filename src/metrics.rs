@@ -11,7 +11,9 @@
 //! [`DocumentStore`] decorator that times every storage call, and [`track_requests`], the HTTP
 //! middleware that records each XCAP request.
 
+mod im;
 mod sip;
+pub use im::ImMetrics;
 pub use sip::SipMetrics;
 
 use crate::storage::{
@@ -131,6 +133,8 @@ pub struct Metrics {
     writes_refused: AtomicU64,
     /// The SIP notifier's.
     pub sip: SipMetrics,
+    /// The IM Server's.
+    pub im: ImMetrics,
 }
 
 impl Metrics {
@@ -163,6 +167,7 @@ impl Metrics {
             documents_known: AtomicBool::new(false),
             writes_refused: AtomicU64::new(0),
             sip: SipMetrics::default(),
+            im: ImMetrics::default(),
         }
     }
 
@@ -343,6 +348,7 @@ impl Metrics {
             let _ = writeln!(out, "xcapd_documents {n}");
         }
         self.sip.render(&mut out);
+        self.im.render(&mut out);
         out
     }
 }

@@ -305,6 +305,28 @@ async fn offline_rules_quota_duplicates_and_notices() {
     );
     assert_eq!(first["sender"], ALICE);
 
+    // Scope 9: the same outcomes counted in the metrics (Carol's 480 included).
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", s.admin.as_ref().unwrap()))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "xcapd_im_messages_total{outcome=\"stored\"} 2",
+        "xcapd_im_messages_total{outcome=\"failed\"} 3",
+        "xcapd_im_messages_total{outcome=\"blocked\"} 1",
+        "xcapd_im_deferred_total{outcome=\"delivered\"} 1",
+        "xcapd_im_deferred_total{outcome=\"failed\"} 1",
+        "xcapd_im_deferred 0",
+        "xcapd_im_delivery_seconds_count{mode=\"deferred\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+
     // An operator's purge: gone, listed nowhere, never delivered.
     let unregister = bob.register(&[&contact], Some(0), "");
     let (r, _) = bob.request(&unregister).await;

@@ -356,6 +356,7 @@ pub(super) struct ImUses<'a> {
     pub messages: &'a Arc<dyn crate::storage::messages::MessageStore>,
     pub xdms: &'a Arc<crate::xdms::service::Xdms>,
     pub charging: &'a Arc<dyn crate::storage::charging::ChargingLog>,
+    pub metrics: &'a Arc<Metrics>,
 }
 
 /// The pager-mode MESSAGE handler (issue #14 scopes 1–5), on the registrar's bindings or
@@ -373,9 +374,11 @@ pub(super) fn pager(
         messages,
         xdms,
         charging,
+        metrics,
     } = uses;
     let im = &config.im;
-    let charging = crate::im::charging::Charging::new(im.charging.then(|| charging.clone()));
+    let charging =
+        crate::im::charging::Charging::new(im.charging.then(|| charging.clone()), metrics.clone());
     let domain = settings_default_domain(config);
     let server_uri = im
         .server_uri

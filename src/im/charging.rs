@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use super::cpim::Cpim;
+use crate::metrics::Metrics;
 use crate::storage::charging::{ChargingLog, ChargingRecord};
 use crate::storage::now_ms;
 use crate::xdms::generated::rfc3339;
@@ -25,18 +26,33 @@ pub struct Charge<'a> {
     pub code: u16,
 }
 
-/// Where records go (none: charging off).
-#[derive(Clone, Default)]
-pub struct Charging(Option<Arc<dyn ChargingLog>>);
+/// Where records go (none: charging off), and the metrics every outcome is counted in.
+#[derive(Clone)]
+pub struct Charging {
+    log: Option<Arc<dyn ChargingLog>>,
+    metrics: Arc<Metrics>,
+}
 
 impl Charging {
-    pub fn new(log: Option<Arc<dyn ChargingLog>>) -> Charging {
-        Charging(log)
+    pub fn new(log: Option<Arc<dyn ChargingLog>>, metrics: Arc<Metrics>) -> Charging {
+        Charging { log, metrics }
     }
 
-    /// Writes the record of `c` (durable when this returns, unless the log failed).
-    pub async fn record(&self, c: Charge<'_>) {
-        let Some(log) = &self.0 else {
+    /// The deferred queue depth as counted in the store.
+    pub fn set_deferred(&self, n: u64) {
+        self.metrics.im.set_deferred(n);
+    }
+
+    /// Counts the outcome of `c` (`since_ms`: when the MESSAGE arrived, or was stored for a
+    /// deferred delivery) and writes its record (durable when this returns, unless the log
+    /// failed).
+    pub async fn record(&self, c: Charge<'_>, since_ms: u64) {
+        let micros = now_ms().saturating_sub(since_ms).saturating_mul(1000);
+        match c.event {
+            "message" => self.metrics.im.observe_message(c.outcome, micros),
+            _ => self.metrics.im.observe_deferred_end(c.outcome, micros),
+        }
+        let Some(log) = &self.log else {
             return;
         };
         let cpim = Cpim::parse(c.body).ok();

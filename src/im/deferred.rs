@@ -289,7 +289,7 @@ impl Deferred {
             outcome,
             code,
         };
-        self.charging.record(charge).await;
+        self.charging.record(charge, msg.created_ms).await;
     }
 
     /// The sender of `m` asked to hear of a final failure (IM-22).
@@ -369,4 +369,33 @@ pub(super) fn stripe(recipient: &str) -> usize {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     recipient.hash(&mut h);
     (h.finish() as usize) % STRIPES
+}
+
+/// Forgets expired registrations, removes expired stored messages and recounts the queue
+/// depth now and then, until shutdown (IM-05, IM-15: a stored message lives min(Expires,
+/// `im.deferred_ttl_secs`)).
+pub async fn maintain(
+    registrar: Arc<super::Registrar>,
+    deferred: Arc<Deferred>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        if let Ok(n) = deferred.store.count(Mailbox::Deferred).await {
+            deferred.charging.set_deferred(n);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = shutdown.changed() => return,
+        }
+        registrar.sweep();
+        match deferred.expire(now_ms()).await {
+            Ok(gone) if gone > 0 => {
+                tracing::info!(target: "xcapd::im", expired = gone, "stored messages expired undelivered");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(target: "xcapd::im", error = %e, "cannot expire stored messages")
+            }
+        }
+    }
 }

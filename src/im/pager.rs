@@ -98,7 +98,7 @@ impl Pager {
                 outcome,
                 code: reply.code,
             };
-            p.charging.record(charge).await;
+            p.charging.record(charge, now).await;
         }
         reply
     }

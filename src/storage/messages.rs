@@ -94,6 +94,8 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Removes every message expired at `now_ms`; returns them (deferred ones are reported
     /// undeliverable to their sender).
     fn expire(&self, now_ms: u64) -> StoreFuture<'_, Vec<StoredMessage>>;
+    /// How many messages `mailbox` holds (metrics: the deferred queue depth).
+    fn count(&self, mailbox: Mailbox) -> StoreFuture<'_, u64>;
     /// Owners with messages in `mailbox`, in byte order, after `after` (exclusive; `None`:
     /// from the start), at most `limit` (start-up reconciliation pages through them).
     fn owners(
@@ -196,6 +198,17 @@ impl MessageStore for MemoryMessages {
                 .take(limit)
                 .cloned()
                 .collect())
+        })
+    }
+
+    fn count(&self, mailbox: Mailbox) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let state = self.state.lock();
+            Ok(state
+                .messages
+                .values()
+                .filter(|m| m.message.mailbox == mailbox)
+                .count() as u64)
         })
     }
 

@@ -206,6 +206,17 @@ impl MessageStore for SledMessages {
         })
     }
 
+    fn count(&self, mailbox: Mailbox) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let mut n = 0u64;
+            for key in self.trees.by_owner.scan_prefix([mailbox.code()]).keys() {
+                key.map_err(from_sled)?;
+                n += 1;
+            }
+            Ok(n)
+        })
+    }
+
     fn owners(
         &self,
         mailbox: Mailbox,

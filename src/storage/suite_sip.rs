@@ -204,6 +204,9 @@ macro_rules! message_store_suite {
                 assert_eq!(rest, [BOB, "sip:carol@example.com"]);
                 let history = s.owners(Mailbox::History, None, 10).await.unwrap();
                 assert_eq!(history, ["sip:zed@example.com"]);
+                assert_eq!(s.count(Mailbox::Deferred).await.unwrap(), 4);
+                assert_eq!(s.count(Mailbox::History).await.unwrap(), 1);
+                assert_eq!(s.count(Mailbox::Charging).await.unwrap(), 0);
             }
 
             // Store and forward: messages wait in order; a claim holds them for its lease,
