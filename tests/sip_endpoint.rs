@@ -126,18 +126,24 @@ async fn subscribe_answers() {
     s.stop().await;
 }
 
-// RFC 3261 §8.2.1, §8.2.2: methods we know but do not serve (405 with Allow), unknown
+// RFC 3261 §8.2.1, §8.2.2: methods we know but do not serve (405 with Allow; INVITE 488 while
+// session mode is not offered), unknown
 // methods (501), unsupported URI schemes (416), required extensions (420 + Unsupported).
 #[tokio::test]
 async fn refusals() {
     let s = TestServer::start().await;
     let udp = Udp::new(s.running().sip_addr.unwrap()).await;
-    let resp = udp.ask(&request("INVITE", "i1", "", udp.local())).await;
+    let resp = udp.ask(&request("PUBLISH", "p1", "", udp.local())).await;
     assert_eq!(status(&resp), 405, "{resp}");
     assert_eq!(
         header(&resp, "Allow"),
         Some("OPTIONS, SUBSCRIBE, REGISTER, MESSAGE")
     );
+    // Issue #14 scope 7 (IM-09): session-mode IM is refused with the reason and Allow.
+    let resp = udp.ask(&request("INVITE", "i1", "", udp.local())).await;
+    assert_eq!(status(&resp), 488, "{resp}");
+    assert!(resp.contains("use MESSAGE"), "{resp}");
+    assert!(header(&resp, "Allow").is_some(), "{resp}");
     let resp = udp.ask(&request("FROB", "f1", "", udp.local())).await;
     assert_eq!(status(&resp), 501, "{resp}");
     let resp = udp

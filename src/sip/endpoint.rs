@@ -389,6 +389,16 @@ impl Endpoint {
                 extra.push("Allow", self.allow());
                 return Answer::Now(501, "Not Implemented", extra);
             }
+            // Issue #14 scope 7: session-mode IM (RFC 4975 MSRP) is not offered yet; a client
+            // that tries it hears why and falls back to pager mode.
+            Method::Invite if self.handler_for(&Method::Message).is_some() => {
+                extra.push("Allow", self.allow());
+                return Answer::Now(
+                    488,
+                    "Not Acceptable Here: no session-mode messaging, use MESSAGE",
+                    extra,
+                );
+            }
             _ => {
                 extra.push("Allow", self.allow());
                 return Answer::Now(405, "Method Not Allowed", extra);
