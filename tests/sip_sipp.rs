@@ -3,7 +3,8 @@
 //! answered as RFC 3261 §8.2 / RFC 6665 §4.2.1.1 say), and xcap-diff subscribers (RFC 5875)
 //! with an XCAP PUT by curl in between: one that unsubscribes at the end, one that answers a
 //! NOTIFY 481 and one that never answers it; a UA registering with xcapd as its registrar
-//! (issue #14). `make deps` and `.ci/run` install SIPp.
+//! (issue #14), and SIPp sender and receiver of a pager-mode CPIM message through the IM
+//! Server. `make deps` and `.ci/run` install SIPp.
 
 mod common;
 use common::*;
@@ -197,5 +198,75 @@ async fn sipp_registers_and_unregisters() {
             report(&out)
         );
     }
+    s.stop().await;
+}
+
+// Issue #14 scope 2 (RFC 3428, IM-01, IM-03): SIPp as both user agents of a pager-mode
+// exchange. A SIPp receiver is registered as Bob (his rules allow the SIPp sender); a SIPp
+// sender's CPIM MESSAGE reaches it byte for byte with the sender asserted and no Contact, and
+// the sender gets the receiver's 200 (no Contact, no body).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_sender_reaches_a_sipp_receiver() {
+    let s = TestServer::start().await;
+    let server = s.running().sip_addr.unwrap();
+    let rules = r#"<?xml version="1.0" encoding="UTF-8"?>
+<cr:ruleset xmlns:cr="urn:ietf:params:xml:ns:common-policy" xmlns:im="urn:iptel:xml:ns:im-rules">
+  <cr:rule id="sipp"><cr:conditions><cr:identity><cr:one id="sip:sipp-alice@example.com"/></cr:identity></cr:conditions>
+  <cr:actions><im:im-handling>allow</im:im-handling></cr:actions></cr:rule>
+</cr:ruleset>"#;
+    let r = s
+        .put(
+            "im-rules/users/sip:bob@example.com/index",
+            "application/auth-policy+xml",
+            rules,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let receiver_port = free_port();
+    let receiver = tokio::task::spawn_blocking(move || {
+        Command::new("sipp")
+            .arg("-sf")
+            .arg(repo_path("tests/sipp/im_receiver.xml"))
+            .args([
+                "-t",
+                "u1",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &receiver_port.to_string(),
+            ])
+            .args(["-m", "1", "-timeout", "30s", "-timeout_error", "-nostdin"])
+            .args(["-trace_err", "-error_file", "/dev/stderr"])
+            .output()
+            .expect("sipp is installed")
+    });
+    // SIPp listens within moments; Bob's registration is made for it (development mode: the
+    // From URI is the user).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut bob = common::sip_ua::Ua::new(server, "sip:bob@example.com").await;
+    let contact = format!("sip:bob@127.0.0.1:{receiver_port}");
+    let register = bob.register(&[&contact], Some(600), "");
+    assert_eq!(bob.request(&register).await.0.status(), Some(200));
+    // SIPp takes a moment to listen: the sender retries until its MESSAGE is answered 200.
+    let mut sent = None;
+    for _ in 0..10 {
+        let out = tokio::task::spawn_blocking(move || {
+            sipp_once(server, "tests/sipp/im_sender.xml", "u1", &[])
+        })
+        .await
+        .unwrap();
+        if out.status.success() {
+            sent = Some(out);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert!(sent.is_some(), "the SIPp sender never got its 200");
+    let received = receiver.await.unwrap();
+    assert!(
+        received.status.success(),
+        "sipp receiver: {}",
+        report(&received)
+    );
     s.stop().await;
 }
