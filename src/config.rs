@@ -486,6 +486,8 @@ pub struct ImConfig {
     /// A delivery attempt holds the stored messages it took this long: after a crash they
     /// are delivered again once it lapsed.
     pub delivery_lease_secs: u64,
+    /// Recipients of one recipient-list MESSAGE (RFC 5365) at most; 413 beyond.
+    pub max_recipients: usize,
     /// Per-recipient quota of stored messages: count and body bytes (480 beyond it).
     pub deferred_max_messages: usize,
     pub deferred_max_bytes: usize,
@@ -513,6 +515,7 @@ impl Default for ImConfig {
             max_pager_bytes: 2048,
             deferred_ttl_secs: 7 * 86_400,
             delivery_lease_secs: 60,
+            max_recipients: 100,
             deferred_max_messages: 1000,
             deferred_max_bytes: 1 << 20,
             offline_storage: true,

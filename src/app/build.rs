@@ -438,6 +438,7 @@ pub(super) fn pager(
         max_pager_bytes: im.max_pager_bytes,
         deferred: Some(deferred.clone()),
         offline_storage_default: im.offline_storage,
+        max_recipients: im.max_recipients,
         charging: charging.clone(),
     }));
     Ok((pager, deferred))

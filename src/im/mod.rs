@@ -18,6 +18,7 @@ pub mod deferred;
 pub mod deferred_list;
 pub mod imdn;
 pub mod pager;
+pub mod recipient_list;
 pub mod registrar;
 pub mod route;
 

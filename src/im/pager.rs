@@ -16,6 +16,7 @@ use std::sync::Arc;
 use super::charging::{Charge, Charging};
 use super::cpim::Cpim;
 use super::deferred::{Deferred, DeferredError, Stored};
+use super::recipient_list::{explode, ListError};
 use super::route::{Delivery, Router};
 use crate::decision::{DecideRequest, DecisionService};
 use crate::identity::Xui;
@@ -58,15 +59,20 @@ pub struct PagerParts {
     pub deferred: Option<Arc<Deferred>>,
     /// Whether storing is allowed when the recipient's rules do not say (IM-15).
     pub offline_storage_default: bool,
+    /// Recipients of one recipient-list MESSAGE at most (413 beyond).
+    pub max_recipients: usize,
     pub charging: Charging,
 }
 
 /// The MESSAGE handler; install it on the endpoint for `MESSAGE`.
-pub struct Pager(PagerParts);
+pub struct Pager(Arc<PagerParts>);
+
+/// RFC 5365 option tag: the MESSAGE carries a recipient list to explode.
+const RECIPIENT_LIST: &str = "recipient-list-message";
 
 impl Pager {
     pub fn new(parts: PagerParts) -> Pager {
-        Pager(parts)
+        Pager(Arc::new(parts))
     }
 
     async fn message(&self, incoming: Incoming) -> Reply {
@@ -81,26 +87,86 @@ impl Pager {
         let StartLine::Request { uri, .. } = &msg.start else {
             return Reply::new(400, "Not a request");
         };
+        let exploding = msg
+            .headers
+            .values("Require")
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(RECIPIENT_LIST));
+        if exploding {
+            return self.explode(msg, &sender, now).await;
+        }
         let Ok(recipient) = Xui::parse(uri, p.default_domain.as_deref()) else {
             return Reply::new(404, "Not Found: no such user");
         };
         let recipient = recipient.as_str().to_string();
-        let (reply, outcome) = self.route(msg, &sender, &recipient, now).await;
-        // Issue #14 scope 8: every outcome but an isComposing indication or a duplicate.
+        let (reply, outcome) = p.route(msg, &sender, &recipient, now).await;
+        p.charge(msg, &sender, &recipient, &reply, outcome, now)
+            .await;
+        reply
+    }
+
+    /// A recipient-list MESSAGE (RFC 5365, IM-08): one copy per recipient, each through that
+    /// recipient's policy, delivery and storing, all at once; 202 once each is delivered,
+    /// stored or refused (so nothing accepted is lost).
+    async fn explode(&self, msg: &Message, sender: &str, now: u64) -> Reply {
+        let p = &self.0;
+        if msg.body.len() > p.max_pager_bytes {
+            return Reply::new(413, "Message Too Large: send it in a session");
+        }
+        let content_type = msg.headers.get("Content-Type").unwrap_or("");
+        let exploded = match explode(content_type, &msg.body, p.max_recipients) {
+            Ok(e) => e,
+            Err(e @ ListError::TooMany(_)) => {
+                return Reply::new(413, format!("Too many recipients: {e}"))
+            }
+            Err(e) => return Reply::new(400, format!("Bad Request: {e}")),
+        };
+        let mut copies = tokio::task::JoinSet::new();
+        for r in &exploded.recipients {
+            let Ok(recipient) = Xui::parse(&r.uri, p.default_domain.as_deref()) else {
+                return Reply::new(
+                    400,
+                    format!("Bad Request: recipient {:?} is not a user URI", r.uri),
+                );
+            };
+            let copy = copy_for(msg, &r.uri, &exploded.content_type, exploded.content);
+            let (p, sender) = (Arc::clone(p), sender.to_string());
+            let recipient = recipient.as_str().to_string();
+            copies.spawn(async move {
+                let (reply, outcome) = p.route(&copy, &sender, &recipient, now).await;
+                p.charge(&copy, &sender, &recipient, &reply, outcome, now)
+                    .await;
+            });
+        }
+        while copies.join_next().await.is_some() {}
+        Reply::new(202, "Accepted")
+    }
+}
+
+impl PagerParts {
+    /// Issue #14 scope 8: every outcome but an isComposing indication or a duplicate.
+    async fn charge(
+        &self,
+        msg: &Message,
+        sender: &str,
+        recipient: &str,
+        reply: &Reply,
+        outcome: Option<&'static str>,
+        now: u64,
+    ) {
         if let (Some(outcome), false) = (outcome, is_media(&msg.headers, IS_COMPOSING)) {
             let charge = Charge {
                 event: "message",
-                sender: &sender,
-                recipient: &recipient,
+                sender,
+                recipient,
                 content_type: msg.headers.get("Content-Type").unwrap_or(""),
                 body: &msg.body,
                 call_id: msg.headers.get("Call-ID").unwrap_or(""),
                 outcome,
                 code: reply.code,
             };
-            p.charging.record(charge, now).await;
+            self.charging.record(charge, now).await;
         }
-        reply
     }
 
     /// The answer to an authenticated MESSAGE and its charged outcome (none: not charged).
@@ -111,7 +177,7 @@ impl Pager {
         recipient: &str,
         now: u64,
     ) -> (Reply, Option<&'static str>) {
-        let p = &self.0;
+        let p = self;
         let failed = |code: u16, reason: String| (Reply::new(code, reason), Some("failed"));
         if msg.body.len() > p.max_pager_bytes {
             return failed(413, "Message Too Large: send it in a session".into());
@@ -177,7 +243,7 @@ impl Pager {
         now: u64,
     ) -> (Reply, Option<&'static str>) {
         let composing = is_media(&msg.headers, IS_COMPOSING);
-        let (Some(deferred), false) = (&self.0.deferred, composing) else {
+        let (Some(deferred), false) = (&self.deferred, composing) else {
             return (Reply::new(480, "Temporarily Unavailable"), Some("failed"));
         };
         let reply = match deferred.store(msg, sender, recipient, now).await {
@@ -200,6 +266,28 @@ impl Pager {
             }
         };
         (reply, Some("failed"))
+    }
+}
+
+/// The copy of a recipient-list MESSAGE for `recipient` (RFC 5365 §4.2): its end-to-end
+/// headers with To naming the recipient, no Require, the message part as body.
+fn copy_for(original: &Message, recipient: &str, content_type: &str, content: &[u8]) -> Message {
+    let mut headers = Headers::new();
+    for (name, value) in original.headers.iter() {
+        let skip = ["To", "Require", "Content-Type", "Content-Length"];
+        if !skip.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+            headers.push(name, value);
+        }
+    }
+    headers.push("To", format!("<{recipient}>"));
+    headers.push("Content-Type", content_type);
+    Message {
+        start: StartLine::Request {
+            method: Method::Message,
+            uri: recipient.to_string(),
+        },
+        headers,
+        body: content.to_vec(),
     }
 }
 
@@ -247,6 +335,10 @@ pub(super) fn delivered(original: &Headers, body: &[u8], contact: &str, sender: 
 impl RequestHandler for Pager {
     fn event_packages(&self) -> &[&'static str] {
         &[]
+    }
+
+    fn extensions(&self) -> &[&'static str] {
+        &[RECIPIENT_LIST]
     }
 
     fn handle(&self, request: Incoming) -> Pin<Box<dyn Future<Output = Reply> + Send + '_>> {

@@ -28,6 +28,11 @@ pub const ALLOW: &str = "OPTIONS, SUBSCRIBE";
 pub trait RequestHandler: Send + Sync + 'static {
     /// The event packages it serves with SUBSCRIBE (RFC 6665 §7.2: `Allow-Events`).
     fn event_packages(&self) -> &[&'static str];
+    /// The option tags it supports when a request requires them (RFC 3261 §8.2.2.3), e.g.
+    /// `recipient-list-message` (RFC 5365).
+    fn extensions(&self) -> &[&'static str] {
+        &[]
+    }
     /// The final answer to `request` (a SUBSCRIBE for one of its packages).
     fn handle(&self, request: Incoming) -> Pin<Box<dyn Future<Output = Reply> + Send + '_>>;
 }
@@ -409,10 +414,17 @@ impl Endpoint {
         if !matches!(scheme.as_str(), "sip" | "sips" | "tel") {
             return Answer::Now(416, "Unsupported URI Scheme", extra);
         }
-        // §8.2.2.3: this endpoint supports no extension a client could require.
-        let required: Vec<&str> = msg.headers.values("Require");
-        if !required.is_empty() {
-            extra.push("Unsupported", required.join(", "));
+        // §8.2.2.3: only the extensions the serving handler supports.
+        let handler = self.handler_for(method);
+        let supported = handler.as_ref().map_or(&[][..], |h| h.extensions());
+        let unsupported: Vec<&str> = msg
+            .headers
+            .values("Require")
+            .into_iter()
+            .filter(|tag| !supported.iter().any(|s| s.eq_ignore_ascii_case(tag)))
+            .collect();
+        if !unsupported.is_empty() {
+            extra.push("Unsupported", unsupported.join(", "));
             return Answer::Now(420, "Bad Extension", extra);
         }
         if served {

@@ -1,0 +1,150 @@
+//! One-to-many pager messages through the IM Server over real UDP sockets (issue #14 scope 7;
+//! RFC 5365, RFC 5364; IM-08): Alice sends one MESSAGE with `Require: recipient-list-message`
+//! and a multipart body listing Bob (online), Carol (offline) and Dave (whose default policy
+//! blocks her), Bob twice. She gets 202; Bob's UA gets one copy, the message part byte for
+//! byte with To naming him; Carol's copy is stored for her; Dave gets nothing. Bad bodies
+//! (not multipart, no recipient list, a broken list) get 400 with the reason, a list over
+//! `im.max_recipients` 413, and nothing is stored or sent.
+
+mod common;
+use common::sip_ua::*;
+use common::*;
+use std::time::Duration;
+use xcapd::storage::messages::Mailbox::Deferred;
+
+const ALICE: &str = "sip:alice@example.com";
+const BOB: &str = "sip:bob@example.com";
+const CAROL: &str = "sip:carol@example.com";
+
+const ALLOW_ALICE: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<cr:ruleset xmlns:cr="urn:ietf:params:xml:ns:common-policy" xmlns:im="urn:iptel:xml:ns:im-rules">
+  <cr:rule id="friends">
+    <cr:conditions><cr:identity><cr:one id="sip:alice@example.com"/></cr:identity></cr:conditions>
+    <cr:actions><im:im-handling>allow</im:im-handling></cr:actions>
+  </cr:rule>
+</cr:ruleset>
+"#;
+
+const MULTIPART: &str = "multipart/mixed;boundary=\"xcapd-b1\"";
+
+/// The multipart body: the message part, then the recipient list of `uris`.
+fn body(uris: &[&str], message: &str) -> String {
+    let entries: String = uris
+        .iter()
+        .map(|u| format!("<entry uri=\"{u}\" cp:copyControl=\"to\"/>"))
+        .collect();
+    format!(
+        "--xcapd-b1\r\nContent-Type: text/plain;charset=utf-8\r\n\r\n{message}\r\n--xcapd-b1\r\nContent-Type: application/resource-lists+xml\r\nContent-Disposition: recipient-list\r\n\r\n<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<resource-lists xmlns=\"urn:ietf:params:xml:ns:resource-lists\" xmlns:cp=\"urn:ietf:params:xml:ns:copycontrol\"><list>{entries}</list></resource-lists>\r\n--xcapd-b1--\r\n"
+    )
+}
+
+fn exploding(ua: &Ua, n: u32, content_type: &str, body: &str) -> String {
+    ua.message(
+        n,
+        "sip:im@example.com",
+        content_type,
+        "Require: recipient-list-message\r\n",
+        body,
+    )
+}
+
+async fn stored_for(s: &TestServer, user: &str) -> Vec<String> {
+    let stored = s
+        .running()
+        .messages
+        .list(Deferred, user.into(), 0, 100)
+        .await;
+    stored
+        .unwrap()
+        .into_iter()
+        .map(|m| String::from_utf8(m.message.body).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_message_to_a_recipient_list() {
+    let s = TestServer::start_with(|c| {
+        c.sip.timer_t1_ms = 50;
+        c.im.max_recipients = 5;
+    })
+    .await;
+    for user in [BOB, CAROL] {
+        let r = s
+            .put(
+                &format!("im-rules/users/{user}/index"),
+                "application/auth-policy+xml",
+                ALLOW_ALICE,
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let sip = s.running().sip_addr.unwrap();
+    let mut alice = Ua::new(sip, ALICE).await;
+    let mut bob = Ua::new(sip, BOB).await;
+    let contact = format!("sip:bob@{}", bob.local());
+    let register = bob.register(&[&contact], Some(600), "");
+    assert_eq!(bob.request(&register).await.0.status(), Some(200));
+
+    // Bad input first: each refused with its reason, nothing sent or stored.
+    let list = body(&[BOB, CAROL], "x");
+    let six = body(
+        &[
+            BOB,
+            CAROL,
+            "sip:a@example.com",
+            "sip:b@example.com",
+            "sip:c@example.com",
+            "sip:d@example.com",
+        ],
+        "x",
+    );
+    let bad: [(&str, String, u16, &str); 4] = [
+        ("text/plain", list.clone(), 400, "multipart"),
+        (
+            MULTIPART,
+            list.replace("recipient-list", "inline"),
+            400,
+            "recipient-list",
+        ),
+        (
+            MULTIPART,
+            list.replace("<list>", "<list"),
+            400,
+            "resource-lists",
+        ),
+        (MULTIPART, six, 413, "Too many recipients"),
+    ];
+    for (n, (ct, b, code, why)) in bad.iter().enumerate() {
+        let (r, _) = alice.request(&exploding(&alice, n as u32 + 1, ct, b)).await;
+        assert_eq!(r.status(), Some(*code), "{why}: {}", r.text);
+        assert!(r.text.contains(why), "{why}: {}", r.text);
+    }
+    assert!(bob.recv(Duration::from_millis(200)).await.is_none());
+    assert!(stored_for(&s, CAROL).await.is_empty());
+
+    // IM-08c: 202, one copy each; Bob listed twice gets one.
+    let text = "to all of you: é\r\nline two";
+    let b = body(&[BOB, CAROL, "sip:dave@example.com", BOB], text);
+    let send = exploding(&alice, 10, MULTIPART, &b);
+    let at_bob = async {
+        let m = bob.recv(Duration::from_secs(5)).await.expect("Bob's copy");
+        bob.send(&answer_text(&m, 200)).await;
+        m
+    };
+    let ((r, _), copy) = tokio::join!(alice.request(&send), at_bob);
+    assert_eq!(r.status(), Some(202), "{}", r.text);
+    assert_eq!(copy.body(), text);
+    assert_eq!(copy.header("To"), Some(format!("<{BOB}>").as_str()));
+    assert_eq!(
+        copy.header("Content-Type"),
+        Some("text/plain;charset=utf-8")
+    );
+    assert!(copy.header("Require").is_none(), "{}", copy.text);
+    assert!(
+        bob.recv(Duration::from_millis(300)).await.is_none(),
+        "one copy only"
+    );
+    assert_eq!(stored_for(&s, CAROL).await, [text]);
+    assert!(stored_for(&s, "sip:dave@example.com").await.is_empty());
+    s.stop().await;
+}
