@@ -4,7 +4,9 @@
 //! blocks her), Bob twice. She gets 202; Bob's UA gets one copy, the message part byte for
 //! byte with To naming him; Carol's copy is stored for her; Dave gets nothing. Bad bodies
 //! (not multipart, no recipient list, a broken list) get 400 with the reason, a list over
-//! `im.max_recipients` 413, and nothing is stored or sent.
+//! `im.max_recipients` 413, and nothing is stored or sent. A MESSAGE to a pre-defined group
+//! (Shared XDMS `org.openmobilealliance.groups`, IM-13) reaches its other members the same
+//! way; non-members and oversized groups are refused.
 
 mod common;
 use common::sip_ua::*;
@@ -146,5 +148,96 @@ async fn one_message_to_a_recipient_list() {
     );
     assert_eq!(stored_for(&s, CAROL).await, [text]);
     assert!(stored_for(&s, "sip:dave@example.com").await.is_empty());
+    s.stop().await;
+}
+
+/// Alice's club: Alice, Bob and Carol; only members may write (SX-04).
+const CLUB: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<group xmlns="urn:oma:xml:poc:list-service" xmlns:cp="urn:ietf:params:xml:ns:common-policy">
+  <list-service uri="sip:club@example.com">
+    <display-name>Club</display-name>
+    <list>
+      <entry uri="sip:alice@example.com"/>
+      <entry uri="sip:bob@example.com"/>
+      <entry uri="sip:carol@example.com"/>
+    </list>
+    <max-participant-count>5</max-participant-count>
+    <cp:ruleset>
+      <cp:rule id="members">
+        <cp:conditions><is-list-member/></cp:conditions>
+        <cp:actions><join-handling>true</join-handling></cp:actions>
+      </cp:rule>
+    </cp:ruleset>
+  </list-service>
+</group>
+"#;
+
+// IM-13, IM-11, SX-04: a MESSAGE to a pre-defined group URI of the Shared XDMS reaches every
+// other member through their own policy and storing; a non-member is refused with the reason;
+// a group that outgrew its max-participant-count is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_to_a_group_reaches_its_members() {
+    let s = TestServer::start_with(|c| c.sip.timer_t1_ms = 50).await;
+    for user in [BOB, CAROL] {
+        let r = s
+            .put(
+                &format!("im-rules/users/{user}/index"),
+                "application/auth-policy+xml",
+                ALLOW_ALICE,
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let club = format!("org.openmobilealliance.groups/users/{ALICE}/club");
+    let r = s
+        .put(&club, "application/vnd.oma.poc.groups+xml", CLUB)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let sip = s.running().sip_addr.unwrap();
+    let mut alice = Ua::new(sip, ALICE).await;
+    let mut bob = Ua::new(sip, BOB).await;
+    let contact = format!("sip:bob@{}", bob.local());
+    let register = bob.register(&[&contact], Some(600), "");
+    assert_eq!(bob.request(&register).await.0.status(), Some(200));
+
+    let send = alice.message(1, "sip:club@example.com", "text/plain", "", "hello club");
+    let at_bob = async {
+        let m = bob.recv(Duration::from_secs(5)).await.expect("Bob's copy");
+        bob.send(&answer_text(&m, 200)).await;
+        m
+    };
+    let ((r, _), copy) = tokio::join!(alice.request(&send), at_bob);
+    assert_eq!(r.status(), Some(202), "{}", r.text);
+    assert_eq!(copy.body(), "hello club");
+    assert_eq!(copy.header("To"), Some(format!("<{BOB}>").as_str()));
+    assert_eq!(stored_for(&s, CAROL).await, ["hello club"]);
+    assert!(
+        alice.recv(Duration::from_millis(200)).await.is_none(),
+        "no copy to the sender"
+    );
+
+    // SX-04: Dave is not a member of a members-only group.
+    let mut dave = Ua::new(sip, "sip:dave@example.com").await;
+    let (r, _) = dave
+        .request(&dave.message(1, "sip:club@example.com", "text/plain", "", "let me in"))
+        .await;
+    assert_eq!(r.status(), Some(403), "{}", r.text);
+    assert!(r.text.contains("not a member"), "{}", r.text);
+
+    // max-participant-count enforced: more members than allowed, refused.
+    let r = s
+        .put(
+            &club,
+            "application/vnd.oma.poc.groups+xml",
+            CLUB.replace("<max-participant-count>5", "<max-participant-count>2"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (r, _) = alice
+        .request(&alice.message(2, "sip:club@example.com", "text/plain", "", "again"))
+        .await;
+    assert_eq!(r.status(), Some(403), "{}", r.text);
+    assert!(r.text.contains("max-participant-count"), "{}", r.text);
+    assert!(bob.recv(Duration::from_millis(200)).await.is_none());
     s.stop().await;
 }

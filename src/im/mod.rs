@@ -9,13 +9,16 @@
 //! - [`cpim`], [`imdn`]: CPIM read and the IM Server's own disposition notices (pure);
 //! - [`charging`]: a charging data record per outcome.
 //!
-//! History and groups follow (issue #14).
+//! - [`recipient_list`], [`groups`]: one message to several recipients (RFC 5365, IM-13).
+//!
+//! History follows (issue #14).
 
 pub mod bindings;
 pub mod charging;
 pub mod cpim;
 pub mod deferred;
 pub mod deferred_list;
+pub mod groups;
 pub mod imdn;
 pub mod pager;
 pub mod recipient_list;

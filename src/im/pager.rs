@@ -16,6 +16,7 @@ use std::sync::Arc;
 use super::charging::{Charge, Charging};
 use super::cpim::Cpim;
 use super::deferred::{Deferred, DeferredError, Stored};
+use super::groups;
 use super::recipient_list::{explode, ListError};
 use super::route::{Delivery, Router};
 use crate::decision::{DecideRequest, DecisionService};
@@ -25,6 +26,7 @@ use crate::sip::auth::{SipAuthenticator, SipIdentity};
 use crate::sip::endpoint::{Incoming, Reply, RequestHandler};
 use crate::sip::message::{Headers, Message, Method, StartLine};
 use crate::storage::now_ms;
+use crate::xdms::service::Xdms;
 
 /// RFC 3994 message-composition indications.
 const IS_COMPOSING: &str = "application/im-iscomposing+xml";
@@ -61,11 +63,16 @@ pub struct PagerParts {
     pub offline_storage_default: bool,
     /// Recipients of one recipient-list MESSAGE at most (413 beyond).
     pub max_recipients: usize,
+    /// Where pre-defined groups are found (IM-13), when the Shared XDMS is served here.
+    pub groups: Option<Arc<Xdms>>,
     pub charging: Charging,
 }
 
 /// The MESSAGE handler; install it on the endpoint for `MESSAGE`.
 pub struct Pager(Arc<PagerParts>);
+
+/// Pre-defined groups (Shared XDMS, SX-03).
+const GROUPS: &str = "org.openmobilealliance.groups";
 
 /// RFC 5365 option tag: the MESSAGE carries a recipient list to explode.
 const RECIPIENT_LIST: &str = "recipient-list-message";
@@ -95,6 +102,12 @@ impl Pager {
         if exploding {
             return self.explode(msg, &sender, now).await;
         }
+        if let Some(members) = self.group(uri, &sender, now).await {
+            return match members {
+                Ok(members) => self.fan_out(msg, &sender, &members, None, now).await,
+                Err(refusal) => refusal,
+            };
+        }
         let Ok(recipient) = Xui::parse(uri, p.default_domain.as_deref()) else {
             return Reply::new(404, "Not Found: no such user");
         };
@@ -121,17 +134,39 @@ impl Pager {
             }
             Err(e) => return Reply::new(400, format!("Bad Request: {e}")),
         };
-        let mut copies = tokio::task::JoinSet::new();
-        for r in &exploded.recipients {
-            let Ok(recipient) = Xui::parse(&r.uri, p.default_domain.as_deref()) else {
+        let uris: Vec<String> = exploded.recipients.into_iter().map(|r| r.uri).collect();
+        let content = (exploded.content_type.as_str(), exploded.content);
+        self.fan_out(msg, sender, &uris, Some(content), now).await
+    }
+
+    /// One copy of `msg` (or of `content`: its Content-Type and bytes) per recipient, each
+    /// through that recipient's policy, delivery and storing, all at once; 202 once each is
+    /// delivered, stored or refused (so nothing accepted is lost).
+    async fn fan_out(
+        &self,
+        msg: &Message,
+        sender: &str,
+        recipients: &[String],
+        content: Option<(&str, &[u8])>,
+        now: u64,
+    ) -> Reply {
+        let p = &self.0;
+        let mut users = Vec::new();
+        for uri in recipients {
+            let Ok(user) = Xui::parse(uri, p.default_domain.as_deref()) else {
                 return Reply::new(
                     400,
-                    format!("Bad Request: recipient {:?} is not a user URI", r.uri),
+                    format!("Bad Request: recipient {uri:?} is not a user URI"),
                 );
             };
-            let copy = copy_for(msg, &r.uri, &exploded.content_type, exploded.content);
+            users.push((uri, user.as_str().to_string()));
+        }
+        let (content_type, body) =
+            content.unwrap_or((msg.headers.get("Content-Type").unwrap_or(""), &msg.body));
+        let mut copies = tokio::task::JoinSet::new();
+        for (uri, recipient) in users {
+            let copy = copy_for(msg, uri, content_type, body);
             let (p, sender) = (Arc::clone(p), sender.to_string());
-            let recipient = recipient.as_str().to_string();
             copies.spawn(async move {
                 let (reply, outcome) = p.route(&copy, &sender, &recipient, now).await;
                 p.charge(&copy, &sender, &recipient, &reply, outcome, now)
@@ -140,6 +175,45 @@ impl Pager {
         }
         while copies.join_next().await.is_some() {}
         Reply::new(202, "Accepted")
+    }
+
+    /// When `uri` is a pre-defined group's (IM-13): its members but the sender, or the
+    /// refusal (403: not admitted, or more members than `max-participant-count`).
+    async fn group(&self, uri: &str, sender: &str, now: u64) -> Option<Result<Vec<String>, Reply>> {
+        let xdms = self.0.groups.as_ref()?;
+        let bare = uri.split(';').next().unwrap_or(uri);
+        let key = match xdms.unique_holder(GROUPS, uri).await {
+            Some(key) => key,
+            None => xdms.unique_holder(GROUPS, bare).await?,
+        };
+        let doc = match xdms.store().get(&key).await {
+            Ok(Some(doc)) => doc,
+            // Deleted meanwhile: not a group any more.
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(target: "xcapd::im", error = %e, "cannot read a group document");
+                return Some(Err(Reply::new(500, "Group unavailable")));
+            }
+        };
+        let group = groups::read(&doc.body, bare, sender, (now / 1000) as i64)?;
+        if !group.admits_sender {
+            return Some(Err(Reply::new(403, "Forbidden: not a member of the group")));
+        }
+        if group
+            .max_participants
+            .is_some_and(|max| group.members.len() > max)
+        {
+            return Some(Err(Reply::new(
+                403,
+                "Forbidden: the group has more members than its max-participant-count",
+            )));
+        }
+        let others = group
+            .members
+            .into_iter()
+            .filter(|m| !crate::identity::uri_equal(m, sender))
+            .collect();
+        Some(Ok(others))
     }
 }
 

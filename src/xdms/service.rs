@@ -139,6 +139,12 @@ impl Xdms {
         &self.store
     }
 
+    /// The document holding `uri` among the server-wide unique URIs of `auid` (a group URI,
+    /// an RLS service URI), if any (the IM Server finds groups by it).
+    pub async fn unique_holder(&self, auid: &str, uri: &str) -> Option<DocKey> {
+        self.unique.holder(auid, uri).await
+    }
+
     pub async fn handle(&self, req: XcapRequest) -> Result<XcapResponse, XcapError> {
         let target = Target::resolve(
             &self.registry,

@@ -52,6 +52,12 @@ impl UniqueUris {
         Ok(())
     }
 
+    /// The document holding `uri` for `auid`.
+    pub async fn holder(&self, auid: &str, uri: &str) -> Option<DocKey> {
+        let index = self.index.lock().await;
+        index.get(&(auid.to_string(), uri.to_string())).cloned()
+    }
+
     /// Locks the index when `auid` has a server-wide uniqueness rule.
     pub async fn lock_for(&self, auid: &str) -> Option<Guard<'_>> {
         match kind(auid) {
