@@ -488,6 +488,9 @@ pub struct ImConfig {
     pub delivery_lease_secs: u64,
     /// Recipients of one recipient-list MESSAGE (RFC 5365) at most; 413 beyond.
     pub max_recipients: usize,
+    /// The sender of a MESSAGE is answered within this: a recipient UA that has not answered
+    /// by then has the message stored (202) while its attempt goes on until Timer F.
+    pub answer_within_ms: u64,
     /// Per-recipient quota of stored messages: count and body bytes (480 beyond it).
     pub deferred_max_messages: usize,
     pub deferred_max_bytes: usize,
@@ -516,6 +519,7 @@ impl Default for ImConfig {
             deferred_ttl_secs: 7 * 86_400,
             delivery_lease_secs: 60,
             max_recipients: 100,
+            answer_within_ms: 4000,
             deferred_max_messages: 1000,
             deferred_max_bytes: 1 << 20,
             offline_storage: true,

@@ -4,7 +4,8 @@
 //! she gets 200 only because his UA answered 200, and his UA's refusal comes back as it is;
 //! Carol gets 403; a sender no rule names gets the operator default (block); a message for
 //! Bob while he is offline is stored (202) and reaches him when he registers (IM-14); a
-//! large body gets 413.
+//! large body gets 413; a slow or silent recipient UA does not hold the sender up (202 while
+//! it gets Timer F).
 
 mod common;
 use common::sip_ua::*;
@@ -229,4 +230,102 @@ async fn a_stored_message_survives_kill_9() {
     assert_eq!(delivered.unwrap().body(), body);
     server.kill().unwrap();
     server.wait().unwrap();
+}
+
+// IM-03, issue #14 scope 2: a recipient UA slower than `im.answer_within_ms` does not hold
+// the sender up: the message is stored (202) while the attempt goes on. Bob's late 200 removes
+// it (never delivered twice); a UA that never answers gets Timer F, then the message is offered
+// again and taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_recipient_gets_timer_f_while_the_sender_has_its_202() {
+    let s = TestServer::start_with(|c| {
+        c.sip.timer_t1_ms = 50; // Timer F: 3.2 s
+        c.im.answer_within_ms = 300;
+    })
+    .await;
+    let r = s
+        .put(
+            &format!("im-rules/users/{BOB}/index"),
+            "application/auth-policy+xml",
+            RULES,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let sip = s.running().sip_addr.unwrap();
+    let mut alice = Ua::new(sip, ALICE).await;
+    let mut bob = Ua::new(sip, BOB).await;
+    let contact = format!("sip:bob@{}", bob.local());
+    let register = bob.register(&[&contact], Some(600), "");
+    assert_eq!(bob.request(&register).await.0.status(), Some(200));
+    let waiting = || async {
+        let stored = s.running().messages.list(Deferred, BOB.into(), 0, 10).await;
+        stored.unwrap().len()
+    };
+
+    // A late 200 (after 1 s): Alice already had her 202; the stored copy goes away.
+    let send = message(&alice, 1, BOB, "text/plain", "slow one");
+    let late_bob = async {
+        let m = bob.recv(Duration::from_secs(5)).await.expect("the MESSAGE");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        bob.send(&answer_text(&m, 200)).await;
+        m.header("Via").unwrap_or("").to_string()
+    };
+    let started = std::time::Instant::now();
+    let (answer, first_offer) = tokio::join!(
+        async {
+            let a = alice.request(&send).await;
+            (a, started.elapsed())
+        },
+        late_bob
+    );
+    let ((r, _), took) = answer;
+    assert_eq!(r.status(), Some(202), "{}", r.text);
+    assert!(
+        took < Duration::from_secs(1),
+        "answered before Bob: {took:?}"
+    );
+    for _ in 0..40 {
+        if waiting().await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(waiting().await, 0, "Bob's late 200 settled it");
+    // Retransmissions of the first attempt may still arrive; a second offer (a new
+    // transaction) must not.
+    while let Some(m) = bob.recv(Duration::from_millis(1500)).await {
+        if m.status().is_none() {
+            assert_eq!(m.header("Via").unwrap_or(""), first_offer, "offered twice");
+        }
+    }
+
+    // No answer at all: Timer F ends the attempt, the message is offered again and taken.
+    let send = message(&alice, 2, BOB, "text/plain", "silent one");
+    let (r, _) = alice.request(&send).await;
+    assert_eq!(r.status(), Some(202), "{}", r.text);
+    let first = bob
+        .recv(Duration::from_secs(5))
+        .await
+        .expect("the first offer");
+    let branch = |m: &Msg| m.header("Via").unwrap_or("").to_string();
+    let first_branch = branch(&first);
+    let retry = loop {
+        let m = bob
+            .recv(Duration::from_secs(10))
+            .await
+            .expect("offered again after Timer F");
+        if m.status().is_none() && branch(&m) != first_branch {
+            break m;
+        }
+    };
+    bob.send(&answer_text(&retry, 200)).await;
+    assert_eq!(retry.body(), "silent one");
+    for _ in 0..40 {
+        if waiting().await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(waiting().await, 0);
+    s.stop().await;
 }

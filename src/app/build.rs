@@ -439,6 +439,7 @@ pub(super) fn pager(
         deferred: Some(deferred.clone()),
         offline_storage_default: im.offline_storage,
         max_recipients: im.max_recipients,
+        answer_within: std::time::Duration::from_millis(im.answer_within_ms),
         groups: Some(xdms.clone()),
         charging: charging.clone(),
     }));

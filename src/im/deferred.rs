@@ -105,12 +105,15 @@ impl Deferred {
 
     /// Keeps `msg` for `recipient` (durable when this returns), unless the quota is used up
     /// or it is kept already; the sender is told `stored` when it asked.
+    /// With `hold` (a time, 0 for none) it is held for a delivery attempt still running
+    /// until then, which settles it ([`Deferred::settle`]).
     pub async fn store(
         &self,
         msg: &Message,
         sender: &str,
         recipient: &str,
         now: u64,
+        hold: u64,
     ) -> Result<Stored, DeferredError> {
         let asked = msg.headers.get("Expires").and_then(delta_seconds);
         let ttl = asked.map_or(self.limits.ttl_secs, |s| {
@@ -149,20 +152,23 @@ impl Deferred {
         }
         let stored = self
             .store
-            .append(NewMessage {
-                mailbox: Mailbox::Deferred,
-                owner: recipient.to_string(),
-                sender: sender.to_string(),
-                recipient: recipient.to_string(),
-                content_type: msg.headers.get("Content-Type").unwrap_or("").to_string(),
-                body: msg.body.clone(),
-                headers,
-                created_ms: now,
-                expires_ms: now + ttl * 1000,
-            })
+            .append_held(
+                NewMessage {
+                    mailbox: Mailbox::Deferred,
+                    owner: recipient.to_string(),
+                    sender: sender.to_string(),
+                    recipient: recipient.to_string(),
+                    content_type: msg.headers.get("Content-Type").unwrap_or("").to_string(),
+                    body: msg.body.clone(),
+                    headers,
+                    created_ms: now,
+                    expires_ms: now + ttl * 1000,
+                },
+                hold,
+            )
             .await?;
         self.listed(recipient);
-        if self.router.registered(recipient) {
+        if hold == 0 && self.router.registered(recipient) {
             // Stored although registered (every contact failed): retried with backoff.
             self.wake_later(recipient);
         }
@@ -205,6 +211,45 @@ impl Deferred {
             }
             me.running.lock().remove(&recipient);
         });
+    }
+
+    /// The outcome of the attempt a held message `id` was stored for: delivered (removed),
+    /// refused (removed; the sender told `failed` when asked) or no answer (kept, delivered
+    /// later with backoff).
+    pub async fn settle(&self, id: u64, recipient: &str, delivery: Delivery) {
+        let stored = match self.waiting(recipient).await {
+            Ok(all) => all.into_iter().find(|m| m.id == id),
+            Err(e) => {
+                tracing::warn!(target: "xcapd::im", error = %e, "cannot settle a held message");
+                None
+            }
+        };
+        let Some(m) = stored else {
+            return;
+        };
+        let (outcome, code) = match delivery {
+            Delivery::Delivered => ("delivered", 200),
+            Delivery::Refused(code) => ("failed", code),
+            Delivery::Unreachable => {
+                if let Err(e) = self.store.release(vec![id]).await {
+                    tracing::warn!(target: "xcapd::im", error = %e, "cannot release a held message");
+                }
+                return self.wake_later(recipient);
+            }
+        };
+        match self.store.acknowledge(id).await {
+            Ok(true) => {
+                if outcome == "failed" {
+                    self.failed(&m);
+                }
+                self.charge(&m, outcome, code).await;
+                self.listed(recipient);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(target: "xcapd::im", error = %e, "cannot remove a delivered message")
+            }
+        }
     }
 
     /// Every message waiting for `owner`, oldest first.
@@ -330,7 +375,8 @@ impl Deferred {
                     return true;
                 }
             };
-            for m in batch {
+            let ids: Vec<u64> = batch.iter().map(|m| m.id).collect();
+            for (n, m) in batch.into_iter().enumerate() {
                 let mut original = Headers::new();
                 for (n, v) in &m.message.headers {
                     original.push(n, v.as_str());
@@ -346,7 +392,13 @@ impl Deferred {
                         self.failed(&m);
                         self.charge(&m, "failed", code).await;
                     }
-                    Delivery::Unreachable => return true,
+                    Delivery::Unreachable => {
+                        // The rest of the batch is claimable again for the next attempt.
+                        if let Err(e) = self.store.release(ids[n..].to_vec()).await {
+                            tracing::warn!(target: "xcapd::im", error = %e, "cannot release deferred messages");
+                        }
+                        return true;
+                    }
                 }
                 if let Err(e) = self.store.acknowledge(m.id).await {
                     // Delivered but still stored: sent again after the lease (at least once).

@@ -63,6 +63,9 @@ pub struct PagerParts {
     pub offline_storage_default: bool,
     /// Recipients of one recipient-list MESSAGE at most (413 beyond).
     pub max_recipients: usize,
+    /// The sender is answered within this; a slower recipient UA has its message stored
+    /// (202) while the attempt goes on (IM-03).
+    pub answer_within: std::time::Duration,
     /// Where pre-defined groups are found (IM-13), when the Shared XDMS is served here.
     pub groups: Option<Arc<Xdms>>,
     pub charging: Charging,
@@ -70,6 +73,10 @@ pub struct PagerParts {
 
 /// The MESSAGE handler; install it on the endpoint for `MESSAGE`.
 pub struct Pager(Arc<PagerParts>);
+
+/// A held message stays held this long for its attempt (Timer F of the default T1 and a
+/// margin; the attempt ends sooner).
+const ATTEMPT_LASTS: std::time::Duration = std::time::Duration::from_secs(45);
 
 /// Pre-defined groups (Shared XDMS, SX-03).
 const GROUPS: &str = "org.openmobilealliance.groups";
@@ -286,48 +293,98 @@ impl PagerParts {
             ImAction::PoliteBlock => return (Reply::new(202, "Accepted"), Some("blocked")),
             ImAction::Allow => {}
         }
-        // RFC 3428 §7: fork to every contact; the first 2xx is the answer.
-        let request = |uri: &str| delivered(&msg.headers, &msg.body, uri, sender);
-        match p.router.deliver(recipient, request).await {
+        let allowed = decision
+            .allow_offline_storage
+            .unwrap_or(p.offline_storage_default);
+        let storable = allowed && p.deferred.is_some() && !is_media(&msg.headers, IS_COMPOSING);
+        // RFC 3428 §7: fork to every contact; the first 2xx is the answer. A UA gets Timer F
+        // to answer; the sender is answered sooner (IM-03: 202 once the message is stored).
+        let (router, copy) = (Arc::clone(&p.router), msg.clone());
+        let (to, from) = (recipient.to_string(), sender.to_string());
+        let mut attempt = tokio::spawn(async move {
+            let request = |uri: &str| delivered(&copy.headers, &copy.body, uri, &from);
+            router.deliver(&to, request).await
+        });
+        let delivery = if storable {
+            match tokio::time::timeout(p.answer_within, &mut attempt).await {
+                Ok(done) => done.unwrap_or(Delivery::Unreachable),
+                Err(_) => return self.pending(msg, sender, recipient, now, attempt).await,
+            }
+        } else {
+            attempt.await.unwrap_or(Delivery::Unreachable)
+        };
+        match delivery {
             Delivery::Delivered => (Reply::new(200, "OK"), Some("delivered")),
             Delivery::Refused(code) => failed(code, "Refused by the recipient".into()),
+            Delivery::Unreachable if !allowed => {
+                // IM-15c.
+                failed(
+                    480,
+                    "Temporarily Unavailable: offline storage not allowed".into(),
+                )
+            }
             Delivery::Unreachable => {
-                let allowed = decision
-                    .allow_offline_storage
-                    .unwrap_or(p.offline_storage_default);
-                if !allowed {
-                    // IM-15c.
-                    return failed(
-                        480,
-                        "Temporarily Unavailable: offline storage not allowed".into(),
-                    );
-                }
-                self.offline(msg, sender, recipient, now).await
+                let (reply, outcome, _) = self.offline(msg, sender, recipient, now, 0).await;
+                (reply, outcome)
             }
         }
     }
 
+    /// The recipient's UA has not answered yet: the message is stored, held for the running
+    /// attempt, and the sender gets 202; the attempt's outcome settles it (delivered: removed;
+    /// refused: removed, the sender told `failed`; no answer: kept for later delivery).
+    async fn pending(
+        &self,
+        msg: &Message,
+        sender: &str,
+        recipient: &str,
+        now: u64,
+        attempt: tokio::task::JoinHandle<Delivery>,
+    ) -> (Reply, Option<&'static str>) {
+        let hold = now.saturating_add(ATTEMPT_LASTS.as_millis() as u64);
+        let (reply, outcome, stored) = self.offline(msg, sender, recipient, now, hold).await;
+        match (stored, &self.deferred) {
+            (Some(id), Some(deferred)) => {
+                let (deferred, recipient) = (Arc::clone(deferred), recipient.to_string());
+                tokio::spawn(async move {
+                    let delivery = attempt.await.unwrap_or(Delivery::Unreachable);
+                    deferred.settle(id, &recipient, delivery).await;
+                });
+            }
+            // Not stored (a duplicate, the quota, storage down): the attempt runs on alone.
+            _ => drop(attempt),
+        }
+        (reply, outcome)
+    }
+
     /// No contact took it: stored for later delivery (202), or 480 without a store and for
-    /// an isComposing indication (RFC 3994 §6: relayed, never stored; stale once late).
+    /// an isComposing indication (RFC 3994 §6: relayed, never stored; stale once late). With
+    /// `hold` the stored message is held for a running attempt until then. The answer, its
+    /// charged outcome, and the stored message's id.
     async fn offline(
         &self,
         msg: &Message,
         sender: &str,
         recipient: &str,
         now: u64,
-    ) -> (Reply, Option<&'static str>) {
+        hold: u64,
+    ) -> (Reply, Option<&'static str>, Option<u64>) {
         let composing = is_media(&msg.headers, IS_COMPOSING);
         let (Some(deferred), false) = (&self.deferred, composing) else {
-            return (Reply::new(480, "Temporarily Unavailable"), Some("failed"));
+            return (
+                Reply::new(480, "Temporarily Unavailable"),
+                Some("failed"),
+                None,
+            );
         };
-        let reply = match deferred.store(msg, sender, recipient, now).await {
-            Ok(Stored::New(_)) => {
-                return (
-                    Reply::new(202, "Accepted: stored for delivery"),
-                    Some("stored"),
-                )
+        let reply = match deferred.store(msg, sender, recipient, now, hold).await {
+            Ok(Stored::New(id)) => {
+                let reply = Reply::new(202, "Accepted: stored for delivery");
+                return (reply, Some("stored"), Some(id));
             }
-            Ok(Stored::Duplicate) => return (Reply::new(202, "Accepted: stored already"), None),
+            Ok(Stored::Duplicate) => {
+                return (Reply::new(202, "Accepted: stored already"), None, None)
+            }
             Err(DeferredError::QuotaExceeded) => Reply::new(
                 480,
                 "Temporarily Unavailable: the recipient's stored messages are at their limit",
@@ -339,7 +396,7 @@ impl PagerParts {
                 r
             }
         };
-        (reply, Some("failed"))
+        (reply, Some("failed"), None)
     }
 }
 

@@ -18,9 +18,9 @@ use crate::sip::message::{Headers, Message, Method, StartLine};
 use crate::storage::now_ms;
 use crate::xdms::generated::rfc3339;
 
-/// A recipient UA has this long to answer (the upstream transaction is answered within the
-/// endpoint's deadline).
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(15);
+/// A safety bound on one attempt: the client transaction ends by Timer F (64·T1, 32 s with
+/// the default T1) before it.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(40);
 
 /// How a delivery to a recipient went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

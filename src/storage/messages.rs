@@ -71,7 +71,12 @@ pub struct StoredMessage {
 /// Durable message lists. Every method resolves once its effect is durable.
 pub trait MessageStore: Send + Sync + 'static {
     /// Stores a message; its id.
-    fn append(&self, message: NewMessage) -> StoreFuture<'_, u64>;
+    fn append(&self, message: NewMessage) -> StoreFuture<'_, u64> {
+        self.append_held(message, 0)
+    }
+    /// Stores a deferred message already claimed until `held_until_ms` (a delivery attempt
+    /// still running when the sender had to be answered); its id.
+    fn append_held(&self, message: NewMessage, held_until_ms: u64) -> StoreFuture<'_, u64>;
     /// Up to `limit` deferred messages of `owner`, oldest first, that nobody holds a claim on
     /// at `now_ms`; they are claimed until `now_ms + lease_ms`.
     fn claim(
@@ -83,6 +88,9 @@ pub trait MessageStore: Send + Sync + 'static {
     ) -> StoreFuture<'_, Vec<StoredMessage>>;
     /// The message was delivered: removes it. `false` when it is gone already.
     fn acknowledge(&self, id: u64) -> StoreFuture<'_, bool>;
+    /// The attempt holding these messages ended without delivering them: their claims are
+    /// dropped (claimable again at once). Ids that are gone are skipped.
+    fn release(&self, ids: Vec<u64>) -> StoreFuture<'_, ()>;
     /// Messages of one owner's list with an id above `after`, oldest first, at most `limit`.
     fn list(
         &self,
@@ -135,7 +143,7 @@ impl MemoryMessages {
 }
 
 impl MessageStore for MemoryMessages {
-    fn append(&self, message: NewMessage) -> StoreFuture<'_, u64> {
+    fn append_held(&self, message: NewMessage, held_until_ms: u64) -> StoreFuture<'_, u64> {
         Box::pin(async move {
             validate(&message)?;
             let mut state = self.state.lock();
@@ -146,7 +154,7 @@ impl MessageStore for MemoryMessages {
                 StoredMessage {
                     id,
                     message,
-                    claimed_until_ms: 0,
+                    claimed_until_ms: held_until_ms,
                 },
             );
             Ok(id)
@@ -179,6 +187,18 @@ impl MessageStore for MemoryMessages {
 
     fn acknowledge(&self, id: u64) -> StoreFuture<'_, bool> {
         Box::pin(async move { Ok(self.state.lock().messages.remove(&id).is_some()) })
+    }
+
+    fn release(&self, ids: Vec<u64>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut state = self.state.lock();
+            for id in ids {
+                if let Some(m) = state.messages.get_mut(&id) {
+                    m.claimed_until_ms = 0;
+                }
+            }
+            Ok(())
+        })
     }
 
     fn list(

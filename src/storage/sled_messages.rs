@@ -119,14 +119,14 @@ impl Owned {
 }
 
 impl MessageStore for SledMessages {
-    fn append(&self, message: NewMessage) -> StoreFuture<'_, u64> {
+    fn append_held(&self, message: NewMessage, held_until_ms: u64) -> StoreFuture<'_, u64> {
         Box::pin(async move {
             validate(&message)?;
             let id = self.db.generate_id().map_err(from_sled)? + 1;
             let stored = StoredMessage {
                 id,
                 message,
-                claimed_until_ms: 0,
+                claimed_until_ms: held_until_ms,
             };
             let record = encode(&stored)?;
             self.write(true, move |t| {
@@ -174,6 +174,26 @@ impl MessageStore for SledMessages {
                     }
                 }
                 Ok(claimed)
+            })
+            .await
+        })
+    }
+
+    fn release(&self, ids: Vec<u64>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.write(true, move |t| {
+                for id in ids {
+                    let Some((raw, mut m)) = t.load(id)? else {
+                        continue;
+                    };
+                    m.claimed_until_ms = 0;
+                    // Acknowledged or claimed anew meanwhile: left as it is.
+                    let _ = t
+                        .messages
+                        .compare_and_swap(id.to_be_bytes(), Some(raw), Some(encode(&m)?))
+                        .map_err(from_sled)?;
+                }
+                Ok(())
             })
             .await
         })

@@ -181,6 +181,27 @@ macro_rules! message_store_suite {
 
             const BOB: &str = "sip:bob@example.com";
 
+            // A message stored while its delivery attempt still runs is held until then.
+            #[tokio::test]
+            async fn a_held_message_is_claimed_only_after_its_hold() {
+                let s = store();
+                let id = s
+                    .append_held(msg(Mailbox::Deferred, BOB, "held", 10_000), 500)
+                    .await
+                    .unwrap();
+                assert!(s
+                    .claim(BOB.into(), 100, 1_000, 10)
+                    .await
+                    .unwrap()
+                    .is_empty());
+                let later = s.claim(BOB.into(), 600, 1_000, 10).await.unwrap();
+                assert_eq!(later.iter().map(|m| m.id).collect::<Vec<_>>(), [id]);
+                // Released: claimable again at once (and a gone id is skipped).
+                s.release(vec![id, 999_999]).await.unwrap();
+                let again = s.claim(BOB.into(), 700, 1_000, 10).await.unwrap();
+                assert_eq!(again.iter().map(|m| m.id).collect::<Vec<_>>(), [id]);
+            }
+
             // Start-up reconciliation pages through the owners of one mailbox, each once.
             #[tokio::test]
             async fn owners_of_a_mailbox_are_listed_once_in_order() {
