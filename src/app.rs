@@ -276,8 +276,9 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let targets = build::routing_targets(&config)?;
     let decisions = build::decision_service(&config, &xdms, &targets);
     let routes = Arc::new(Routes::new(config.root_path(), targets, xdms.clone()));
+    let history = build::history(&config, &xdms, &messages);
     let app = build::xcap_router(
-        &config, &xdms, &decisions, &feed, routes, &creds, &metrics, dev_mode,
+        &config, &xdms, &decisions, &feed, routes, &creds, &metrics, dev_mode, &history,
     )?;
     let im_handles: Arc<std::sync::OnceLock<crate::im::ImHandles>> = Arc::default();
     let admin = build::admin_server(
@@ -384,6 +385,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
                     xdms: &xdms,
                     charging: &charging,
                     metrics: &metrics,
+                    history: &history,
                 };
                 let (pager, deferred) = build::pager(&config, &creds, dev_mode, &registrar, uses)?;
                 let _ = im_handles.set(crate::im::ImHandles {
@@ -392,9 +394,13 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
                 });
                 handlers.push((Method::Register, registrar.clone()));
                 handlers.push((Method::Message, pager));
+                if let Some(h) = &history {
+                    tokio::spawn(h.clone().follow(feed.clone(), shutdown_rx.clone()));
+                }
                 tokio::spawn(crate::im::deferred::maintain(
                     registrar,
                     deferred,
+                    history.clone(),
                     shutdown_rx.clone(),
                 ));
             }

@@ -503,6 +503,10 @@ pub struct ImConfig {
     pub outbound_proxy: Option<String>,
     /// The IM Server's own URI (From of its IMDN notices); default `sip:im@<default domain>`.
     pub server_uri: Option<String>,
+    /// Conversation history (IM-32): accepted messages kept for both parties, listed in
+    /// their conv-history documents, read with `GET /im/v1/history/users/<xui>`.
+    pub history: bool,
+    pub history_retention_days: u64,
     /// Charging data records: one per MESSAGE outcome and per end of a stored message
     /// (`<data_dir>/charging/YYYY-MM-DD.jsonl`).
     pub charging: bool,
@@ -526,6 +530,8 @@ impl Default for ImConfig {
             outbound_proxy: None,
             server_uri: None,
             charging: true,
+            history: false,
+            history_retention_days: 90,
         }
     }
 }

@@ -93,8 +93,17 @@ pub(super) fn xcap_router(
     creds: &Arc<dyn CredentialStore>,
     metrics: &Arc<Metrics>,
     dev_mode: bool,
+    history: &Option<Arc<crate::im::history::History>>,
 ) -> Result<axum::Router, AppError> {
+    let history_state = crate::im::http::HistoryState {
+        history: history.clone(),
+        default_domain: settings_default_domain(config),
+    };
     let mut app = axum::Router::new()
+        .route(
+            crate::im::http::PATH,
+            axum::routing::get(crate::im::http::history).with_state(history_state),
+        )
         .route(
             crate::decision::http::PATH,
             axum::routing::post(crate::decision::http::decide).with_state(decisions.clone()),
@@ -349,6 +358,37 @@ pub(super) fn registrar(
     )))
 }
 
+/// Conversation history (issue #14 scope 6), when the IM Server runs with `im.history`; its
+/// documents are reconciled with the store in the background.
+pub(super) fn history(
+    config: &Config,
+    xdms: &Arc<Xdms>,
+    messages: &Arc<dyn crate::storage::messages::MessageStore>,
+) -> Option<Arc<crate::im::history::History>> {
+    let im = &config.im;
+    if !(im.registrar && im.history && config.sip.listen_addr().ok().flatten().is_some()) {
+        return None;
+    }
+    let docs = Arc::new(crate::im::documents::Projection::new(
+        crate::im::documents::Kind::ConvHistory,
+        xdms.clone(),
+        messages.clone(),
+        &config.server.xcap_root,
+    ));
+    let reconciling = docs.clone();
+    tokio::spawn(async move {
+        if let Err(why) = reconciling.reconcile().await {
+            tracing::warn!(target: "xcapd::im", %why, "cannot reconcile conv-history documents");
+        }
+    });
+    let retention_ms = im.history_retention_days.saturating_mul(86_400_000);
+    Some(Arc::new(crate::im::history::History::new(
+        messages.clone(),
+        docs,
+        retention_ms,
+    )))
+}
+
 /// What the IM Server uses of the rest of the server.
 pub(super) struct ImUses<'a> {
     pub decisions: &'a Arc<crate::decision::DecisionService>,
@@ -357,6 +397,7 @@ pub(super) struct ImUses<'a> {
     pub xdms: &'a Arc<crate::xdms::service::Xdms>,
     pub charging: &'a Arc<dyn crate::storage::charging::ChargingLog>,
     pub metrics: &'a Arc<Metrics>,
+    pub history: &'a Option<Arc<crate::im::history::History>>,
 }
 
 /// The pager-mode MESSAGE handler (issue #14 scopes 1–5), on the registrar's bindings or
@@ -375,6 +416,7 @@ pub(super) fn pager(
         xdms,
         charging,
         metrics,
+        history,
     } = uses;
     let im = &config.im;
     let charging =
@@ -400,7 +442,8 @@ pub(super) fn pager(
         max_messages: im.deferred_max_messages,
         max_bytes: im.deferred_max_bytes,
     };
-    let list = Arc::new(crate::im::deferred_list::DeferredList::new(
+    let list = Arc::new(crate::im::documents::Projection::new(
+        crate::im::documents::Kind::DeferredList,
         xdms.clone(),
         messages.clone(),
         &config.server.xcap_root,
@@ -441,6 +484,7 @@ pub(super) fn pager(
         max_recipients: im.max_recipients,
         answer_within: std::time::Duration::from_millis(im.answer_within_ms),
         groups: Some(xdms.clone()),
+        history: history.clone(),
         charging: charging.clone(),
     }));
     Ok((pager, deferred))

@@ -7,7 +7,7 @@
 //! min(`Expires`, `im.deferred_ttl_secs`). Each recipient has a quota (count and bytes); a
 //! CPIM message whose sender and `imdn.Message-ID` are stored already is kept once. The sender
 //! gets the `stored` and `failed` notices it asked for (RFC 5438; IM-15b, IM-22), and the
-//! recipient's deferred-list document follows the store ([`super::deferred_list`], IM-15a).
+//! recipient's deferred-list document follows the store ([`super::documents`], IM-15a).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use thiserror::Error;
 
 use super::charging::{Charge, Charging};
 use super::cpim::Cpim;
-use super::deferred_list::DeferredList;
+use super::documents::Projection;
 use super::imdn::{Disposition, Original};
 use super::pager::{anonymous, delivered, END_TO_END};
 use super::route::{Delivery, Router};
@@ -71,7 +71,7 @@ pub struct Deferred {
     router: Arc<Router>,
     limits: Limits,
     /// The recipients' deferred-list documents (IM-15a), when the XDMS serves them.
-    list: Option<Arc<DeferredList>>,
+    list: Option<Arc<Projection>>,
     /// Recipients being delivered to (one delivery per recipient at a time), and how to cut
     /// its wait before the next attempt short (a new registration).
     running: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
@@ -86,7 +86,7 @@ impl Deferred {
         store: Arc<dyn MessageStore>,
         router: Arc<Router>,
         limits: Limits,
-        list: Option<Arc<DeferredList>>,
+        list: Option<Arc<Projection>>,
         charging: Charging,
     ) -> Arc<Deferred> {
         let d = Arc::new(Deferred {
@@ -291,9 +291,9 @@ impl Deferred {
         }
     }
 
-    /// Removes the messages expired at `now` and tells their senders `failed` when they
-    /// asked (IM-05, IM-22); how many went.
-    pub async fn expire(&self, now: u64) -> Result<usize, StorageError> {
+    /// Removes the messages expired at `now` (deferred ones charged `expired`, their senders
+    /// told `failed` when they asked: IM-05, IM-22); the removed ones (history included).
+    pub async fn expire(&self, now: u64) -> Result<Vec<StoredMessage>, StorageError> {
         let gone = self.store.expire(now).await?;
         let mut owners = HashSet::new();
         for m in gone
@@ -301,12 +301,14 @@ impl Deferred {
             .filter(|m| m.message.mailbox == Mailbox::Deferred)
         {
             self.failed(m);
+            // No SIP answer ends an expired message: code 0.
+            self.charge(m, "expired", 0).await;
             owners.insert(m.message.owner.as_str());
         }
         for owner in owners {
             self.listed(owner);
         }
-        Ok(gone.len())
+        Ok(gone)
     }
 
     /// `owner`'s waiting messages changed: their deferred-list document follows.
@@ -429,6 +431,7 @@ pub(super) fn stripe(recipient: &str) -> usize {
 pub async fn maintain(
     registrar: Arc<super::Registrar>,
     deferred: Arc<Deferred>,
+    history: Option<Arc<super::history::History>>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -441,10 +444,18 @@ pub async fn maintain(
         }
         registrar.sweep();
         match deferred.expire(now_ms()).await {
-            Ok(gone) if gone > 0 => {
-                tracing::info!(target: "xcapd::im", expired = gone, "stored messages expired undelivered");
+            Ok(gone) => {
+                let undelivered = gone
+                    .iter()
+                    .filter(|m| m.message.mailbox == Mailbox::Deferred)
+                    .count();
+                if undelivered > 0 {
+                    tracing::info!(target: "xcapd::im", expired = undelivered, "stored messages expired undelivered");
+                }
+                if let Some(h) = &history {
+                    h.expired(&gone);
+                }
             }
-            Ok(_) => {}
             Err(e) => {
                 tracing::warn!(target: "xcapd::im", error = %e, "cannot expire stored messages")
             }

@@ -3,22 +3,23 @@
 //! - [`registrar`]: REGISTER answered (RFC 3261 §10.3), standalone or as the application
 //!   server a SIP/IP core copies registrations to;
 //! - [`pager`]: MESSAGE through the recipient's policy to their registered contacts;
-//! - [`deferred`]: store and forward for recipients no contact of whom took a message, with
-//!   [`deferred_list`], their `deferred-list` document;
+//! - [`deferred`]: store and forward for recipients no contact of whom took a message;
+//! - [`history`]: conversation history when enabled;
+//! - [`documents`]: the users' `deferred-list` and `conv-history` documents;
 //! - [`route`]: where requests go (registered contacts, or back through the SIP/IP core);
 //! - [`cpim`], [`imdn`]: CPIM read and the IM Server's own disposition notices (pure);
 //! - [`charging`]: a charging data record per outcome.
 //!
 //! - [`recipient_list`], [`groups`]: one message to several recipients (RFC 5365, IM-13).
-//!
-//! History follows (issue #14).
 
 pub mod bindings;
 pub mod charging;
 pub mod cpim;
 pub mod deferred;
-pub mod deferred_list;
+pub mod documents;
 pub mod groups;
+pub mod history;
+pub mod http;
 pub mod imdn;
 pub mod pager;
 pub mod recipient_list;

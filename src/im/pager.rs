@@ -68,6 +68,8 @@ pub struct PagerParts {
     pub answer_within: std::time::Duration,
     /// Where pre-defined groups are found (IM-13), when the Shared XDMS is served here.
     pub groups: Option<Arc<Xdms>>,
+    /// Conversation history, when enabled (IM-32).
+    pub history: Option<Arc<super::history::History>>,
     pub charging: Charging,
 }
 
@@ -236,6 +238,9 @@ impl PagerParts {
         now: u64,
     ) {
         if let (Some(outcome), false) = (outcome, is_media(&msg.headers, IS_COMPOSING)) {
+            if let (Some(h), "delivered" | "stored") = (&self.history, outcome) {
+                h.record(msg, sender, recipient, now).await;
+            }
             let charge = Charge {
                 event: "message",
                 sender,

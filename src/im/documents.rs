@@ -1,11 +1,12 @@
-//! The recipient's `org.openmobilealliance.deferred-list` document (issue #14 scope 4;
-//! standards.md IM-15a, IM-16, IX-02, IX-03): one `<history>` item per message waiting in the
-//! message store, written through the XDMS as the IM Server (a service principal: the owner
-//! reads it and may delete it, and their xcap-diff subscription sees every change). The
-//! document is a projection of the store, rewritten whole after each change for a recipient:
-//! rewrites are coalesced (one in flight per recipient, the latest state wins), so it catches
-//! up after any failure with the next change, and [`DeferredList::reconcile`] at start catches
-//! up after a crash. [`document`] is pure.
+//! The IM Server's documents of a user, projections of the message store written through the
+//! XDMS as the IM Server (a service principal: the owner reads them and may delete them, and
+//! their xcap-diff subscription sees every change; IX-01…IX-04): the recipient's
+//! `org.openmobilealliance.deferred-list` (issue #14 scope 4; IM-15a, IM-16: one `<history>`
+//! item per message waiting) and the owner's `org.openmobilealliance.conv-history` (scope 6;
+//! IM-32: one item per conversation). A document is rewritten whole after each change for its
+//! owner: rewrites are coalesced (one in flight per owner, the latest state wins), so it
+//! catches up after any failure with the next change, and [`Projection::reconcile`] at start
+//! catches up after a crash. The renderings are pure.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,13 +22,69 @@ use crate::xdms::generated::rfc3339;
 use crate::xdms::service::{Method, XcapRequest, Xdms};
 use crate::xml::attvalue::escape;
 
-const AUID: &str = "org.openmobilealliance.deferred-list";
-const MIME: &str = "application/vnd.oma.im.deferred-list+xml";
-/// Messages read per page when the document is rebuilt.
+/// Messages read per page when a document is rebuilt.
 const PAGE: usize = 200;
 
-/// The deferred-list documents of all recipients.
-pub struct DeferredList {
+/// Which document a projection writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Messages waiting for the owner (IX-02).
+    DeferredList,
+    /// The owner's recorded conversations (IX-01).
+    ConvHistory,
+}
+
+impl Kind {
+    pub fn auid(self) -> &'static str {
+        match self {
+            Kind::DeferredList => "org.openmobilealliance.deferred-list",
+            Kind::ConvHistory => "org.openmobilealliance.conv-history",
+        }
+    }
+
+    fn mime(self) -> &'static str {
+        match self {
+            Kind::DeferredList => "application/vnd.oma.im.deferred-list+xml",
+            Kind::ConvHistory => "application/vnd.oma.im.history-list+xml",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::DeferredList => "deferred-list",
+            Kind::ConvHistory => "conv-history",
+        }
+    }
+
+    fn mailbox(self) -> Mailbox {
+        match self {
+            Kind::DeferredList => Mailbox::Deferred,
+            Kind::ConvHistory => Mailbox::History,
+        }
+    }
+
+    fn render(self, owner: &str, messages: &[StoredMessage]) -> String {
+        match self {
+            Kind::DeferredList => document(messages),
+            Kind::ConvHistory => conversations(owner, messages),
+        }
+    }
+
+    /// The path of `owner`'s document under the XCAP root.
+    pub fn path(self, root: &str, owner: &str) -> String {
+        format!(
+            "{}/{}/users/{}/{}",
+            root.trim_end_matches('/'),
+            self.auid(),
+            encode_path_segment(owner),
+            self.name()
+        )
+    }
+}
+
+/// One kind of document for all users.
+pub struct Projection {
+    kind: Kind,
     xdms: Arc<Xdms>,
     store: Arc<dyn MessageStore>,
     /// The XCAP root path (e.g. `/xcap-root`).
@@ -38,9 +95,15 @@ pub struct DeferredList {
     stripes: Vec<tokio::sync::Mutex<()>>,
 }
 
-impl DeferredList {
-    pub fn new(xdms: Arc<Xdms>, store: Arc<dyn MessageStore>, root: &str) -> DeferredList {
-        DeferredList {
+impl Projection {
+    pub fn new(
+        kind: Kind,
+        xdms: Arc<Xdms>,
+        store: Arc<dyn MessageStore>,
+        root: &str,
+    ) -> Projection {
+        Projection {
+            kind,
             xdms,
             store,
             root: root.trim_end_matches('/').to_string(),
@@ -64,7 +127,7 @@ impl DeferredList {
         tokio::spawn(async move {
             loop {
                 if let Err(why) = me.rewrite(&owner).await {
-                    tracing::warn!(target: "xcapd::im", %owner, %why, "cannot write the deferred-list document");
+                    tracing::warn!(target: "xcapd::im", %owner, %why, document = me.kind.name(), "cannot write an IM document");
                 }
                 let mut pending = me.pending.lock();
                 match pending.get_mut(&owner) {
@@ -82,7 +145,7 @@ impl DeferredList {
     /// a store change and its rewrite): the owners of documents and of waiting messages.
     pub async fn reconcile(&self) -> Result<usize, String> {
         let mut owners = std::collections::BTreeSet::new();
-        let docs = self.xdms.store().list_auid(AUID).await;
+        let docs = self.xdms.store().list_auid(self.kind.auid()).await;
         for doc in docs.map_err(|e| e.to_string())? {
             if let crate::xcap::keys::TreeKey::User(xui) = doc.key.tree {
                 owners.insert(xui);
@@ -92,7 +155,7 @@ impl DeferredList {
         loop {
             let page = self
                 .store
-                .owners(Mailbox::Deferred, after.clone(), PAGE)
+                .owners(self.kind.mailbox(), after.clone(), PAGE)
                 .await
                 .map_err(|e| e.to_string())?;
             let full = page.len() == PAGE;
@@ -117,7 +180,7 @@ impl DeferredList {
         loop {
             let page = self
                 .store
-                .list(Mailbox::Deferred, owner.to_string(), after, PAGE)
+                .list(self.kind.mailbox(), owner.to_string(), after, PAGE)
                 .await
                 .map_err(|e| e.to_string())?;
             let full = page.len() == PAGE;
@@ -137,15 +200,11 @@ impl DeferredList {
         };
         let request = XcapRequest {
             method: Method::Put,
-            path_and_query: format!(
-                "{}/{AUID}/users/{}/deferred-list",
-                self.root,
-                encode_path_segment(owner)
-            ),
-            principal: Principal::Service("im-server".into()),
+            path_and_query: self.kind.path(&self.root, owner),
+            principal: Principal::Service(SERVICE.into()),
             preconditions,
-            content_type: Some(MIME.into()),
-            body: document(&waiting).into(),
+            content_type: Some(self.kind.mime().into()),
+            body: self.kind.render(owner, &waiting).into(),
         };
         match self.xdms.handle(request).await {
             Ok(r) if r.status < 300 || (r.status == 412 && waiting.is_empty()) => Ok(()),
@@ -154,6 +213,9 @@ impl DeferredList {
         }
     }
 }
+
+/// The principal the IM Server writes as (its writes are told apart from the owner's by it).
+pub const SERVICE: &str = "im-server";
 
 /// The deferred-list document listing `waiting` (IX-03: date, subject, size, expiry, and the
 /// pager item's time-stamp, from and to; `id` selects one item).
@@ -194,6 +256,57 @@ pub fn document(waiting: &[StoredMessage]) -> String {
             "    <pager><time-stamp>{date}</time-stamp><from>{}</from><to>{}</to></pager>\n",
             escape(from),
             escape(&msg.recipient)
+        ));
+        xml.push_str("  </history>\n");
+    }
+    xml.push_str("</history-list>\n");
+    xml
+}
+
+/// The conv-history document of `owner` (IX-01, IX-03, IM-32): one item per conversation
+/// (the other party), its latest time, total size, and a reference to read it
+/// (`GET /im/v1/history/users/<owner>?peer=<peer>`).
+pub fn conversations(owner: &str, messages: &[StoredMessage]) -> String {
+    // (peer, first id, latest ms, bytes, count), in order of first message.
+    let mut convs: Vec<(&str, u64, u64, usize, usize)> = Vec::new();
+    for m in messages {
+        let msg = &m.message;
+        let peer = if msg.sender == owner {
+            &msg.recipient
+        } else {
+            &msg.sender
+        };
+        match convs.iter_mut().find(|c| c.0 == peer.as_str()) {
+            Some(c) => {
+                c.2 = c.2.max(msg.created_ms);
+                c.3 += msg.body.len();
+                c.4 += 1;
+            }
+            None => convs.push((peer, m.id, msg.created_ms, msg.body.len(), 1)),
+        }
+    }
+    let mut xml = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<history-list xmlns=\"urn:oma:xml:im:history-list\">\n",
+    );
+    for (peer, first, latest, bytes, _) in convs {
+        let date = rfc3339(latest);
+        let reference = format!(
+            "/im/v1/history/users/{}?peer={}",
+            encode_path_segment(owner),
+            crate::xcap::pct::encode_query(peer)
+        );
+        xml.push_str(&format!("  <history id=\"c-{first}\">\n"));
+        xml.push_str(&format!(
+            "    <history-reference>{}</history-reference>\n",
+            escape(&reference)
+        ));
+        xml.push_str(&format!(
+            "    <date>{date}</date>\n    <size>{bytes}</size>\n"
+        ));
+        xml.push_str(&format!(
+            "    <pager><time-stamp>{date}</time-stamp><from>{}</from><to>{}</to></pager>\n",
+            escape(owner),
+            escape(peer)
         ));
         xml.push_str("  </history>\n");
     }
@@ -259,5 +372,45 @@ mod tests {
             Some("sip:anonymous@anonymous.invalid")
         );
         assert!(document(&[]).contains("<history-list"));
+    }
+
+    /// IM-32, IX-03: one item per conversation, whichever side wrote.
+    #[test]
+    fn one_item_per_conversation_im32() {
+        let mut from_carol = stored(11, &[]);
+        from_carol.message.sender = "sip:carol@example.com".into();
+        let mut to_alice = stored(12, &[]);
+        to_alice.message.sender = "sip:bob@example.com".into();
+        to_alice.message.recipient = "sip:alice@example.com".into();
+        to_alice.message.created_ms += 60_000;
+        let doc = conversations(
+            "sip:bob@example.com",
+            &[stored(10, &[]), from_carol, to_alice],
+        );
+        let parsed = roxmltree::Document::parse(&doc).unwrap();
+        let items: Vec<_> = parsed
+            .descendants()
+            .filter(|n| n.has_tag_name("history"))
+            .collect();
+        assert_eq!(items.len(), 2, "{doc}");
+        assert_eq!(items[0].attribute("id"), Some("c-10"));
+        let text = |item: &roxmltree::Node, name: &str| {
+            item.descendants()
+                .find(|n| n.has_tag_name(name))
+                .and_then(|n| n.text())
+                .map(str::to_string)
+        };
+        assert_eq!(text(&items[0], "size").as_deref(), Some("10"));
+        assert_eq!(
+            text(&items[0], "to").as_deref(),
+            Some("sip:alice@example.com")
+        );
+        assert_eq!(
+            text(&items[1], "to").as_deref(),
+            Some("sip:carol@example.com")
+        );
+        assert!(text(&items[0], "history-reference")
+            .unwrap()
+            .ends_with("?peer=sip:alice@example.com"));
     }
 }

@@ -1,0 +1,177 @@
+//! Conversation history (issue #14 scope 6; standards.md IM-32, IX-01): when the operator
+//! enables it (`im.history`), every message accepted for a recipient (delivered or stored)
+//! is kept in the message store for both parties, each their own copy, for
+//! `im.history_retention_days`; the owner's `org.openmobilealliance.conv-history` document
+//! lists one item per conversation ([`super::documents`]), and the owner reads the messages
+//! over HTTP ([`super::http`]). When the owner deletes that document, their stored history
+//! goes too (found on the change feed: a deletion by anyone but the IM Server).
+
+use std::sync::Arc;
+
+use super::documents::{Kind, Projection, SERVICE};
+use super::pager::END_TO_END;
+use crate::sip::message::Message;
+use crate::storage::messages::{Mailbox, MessageStore, NewMessage, StoredMessage};
+use crate::storage::{ChangeFeed, StorageError, TreeKey};
+
+/// Messages read per page when a history is searched or removed.
+const PAGE: usize = 500;
+
+pub struct History {
+    store: Arc<dyn MessageStore>,
+    docs: Arc<Projection>,
+    retention_ms: u64,
+}
+
+impl History {
+    pub fn new(store: Arc<dyn MessageStore>, docs: Arc<Projection>, retention_ms: u64) -> History {
+        History {
+            store,
+            docs,
+            retention_ms,
+        }
+    }
+
+    /// Keeps an accepted message in the sender's and the recipient's history.
+    pub async fn record(&self, msg: &Message, sender: &str, recipient: &str, now: u64) {
+        let mut headers = Vec::new();
+        for name in END_TO_END {
+            for value in msg.headers.get_all(name) {
+                headers.push((name.to_string(), value.to_string()));
+            }
+        }
+        for owner in [sender, recipient] {
+            let copy = NewMessage {
+                mailbox: Mailbox::History,
+                owner: owner.to_string(),
+                sender: sender.to_string(),
+                recipient: recipient.to_string(),
+                content_type: msg.headers.get("Content-Type").unwrap_or("").to_string(),
+                body: msg.body.clone(),
+                headers: headers.clone(),
+                created_ms: now,
+                expires_ms: now.saturating_add(self.retention_ms),
+            };
+            match self.store.append(copy).await {
+                Ok(_) => self.docs.changed(owner),
+                Err(e) => {
+                    tracing::warn!(target: "xcapd::im", error = %e, "cannot record history")
+                }
+            }
+        }
+    }
+
+    /// Up to `limit` of `owner`'s messages with an id above `after`, with `peer` only when
+    /// given, oldest first; and the `after` of the next page, if any.
+    pub async fn page(
+        &self,
+        owner: &str,
+        peer: Option<&str>,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<StoredMessage>, Option<u64>), StorageError> {
+        let mut out = Vec::new();
+        let mut after = after;
+        loop {
+            let batch = self
+                .store
+                .list(Mailbox::History, owner.to_string(), after, PAGE)
+                .await?;
+            let full = batch.len() == PAGE;
+            for m in batch {
+                after = m.id;
+                let with_peer = peer.is_none_or(|p| {
+                    let other = if m.message.sender == owner {
+                        &m.message.recipient
+                    } else {
+                        &m.message.sender
+                    };
+                    crate::identity::uri_equal(other, p)
+                });
+                if with_peer {
+                    if out.len() == limit {
+                        let next = out.last().map_or(0, |m: &StoredMessage| m.id);
+                        return Ok((out, Some(next)));
+                    }
+                    out.push(m);
+                }
+            }
+            if !full {
+                return Ok((out, None));
+            }
+        }
+    }
+
+    /// Removes `owner`'s whole history; how many messages went.
+    pub async fn forget(&self, owner: &str) -> Result<usize, StorageError> {
+        let mut gone = 0;
+        loop {
+            let batch = self
+                .store
+                .list(Mailbox::History, owner.to_string(), 0, PAGE)
+                .await?;
+            if batch.is_empty() {
+                break;
+            }
+            for m in batch {
+                if self.store.acknowledge(m.id).await? {
+                    gone += 1;
+                }
+            }
+        }
+        Ok(gone)
+    }
+
+    /// History messages expired: their owners' documents follow.
+    pub fn expired(&self, gone: &[StoredMessage]) {
+        let mut owners: Vec<&str> = gone
+            .iter()
+            .filter(|m| m.message.mailbox == Mailbox::History)
+            .map(|m| m.message.owner.as_str())
+            .collect();
+        owners.dedup();
+        for owner in owners {
+            self.docs.changed(owner);
+        }
+    }
+
+    /// Follows the change feed from now on: an owner's deletion of their conv-history
+    /// document removes their stored history (IX-04: the owner may delete it).
+    pub async fn follow(
+        self: Arc<Self>,
+        feed: ChangeFeed,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut cursor = feed.subscribe_from(feed.head());
+        let ours = format!("service:{SERVICE}");
+        loop {
+            let record = tokio::select! {
+                r = cursor.next() => r,
+                _ = shutdown.changed() => return,
+            };
+            let record = match record {
+                Ok(r) => r,
+                Err(e) => {
+                    // Trimmed past us: go on from the head (a missed deletion leaves the
+                    // history until it expires).
+                    tracing::warn!(target: "xcapd::im", error = %e, "history lost its place in the change feed");
+                    cursor = feed.subscribe_from(feed.head());
+                    continue;
+                }
+            };
+            let deleted = record.new_etag.is_none()
+                && record.key.auid == Kind::ConvHistory.auid()
+                && record.origin.principal.as_deref() != Some(ours.as_str());
+            if let (true, TreeKey::User(owner)) = (deleted, &record.key.tree) {
+                match self.forget(owner).await {
+                    Ok(n) => {
+                        tracing::info!(target: "xcapd::im", %owner, messages = n, "history deleted by its owner")
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "xcapd::im", error = %e, "cannot delete a history")
+                    }
+                }
+            }
+        }
+    }
+}
