@@ -126,7 +126,8 @@ pub struct EndpointConfig {
     pub limits: Limits,
     /// `Server` header value.
     pub server: String,
-    /// Server transactions kept at most (retransmission state); beyond it new requests get 503.
+    /// Server transactions kept at most (retransmission state): the oldest completed ones
+    /// make room; beyond it (all still waiting for their answer) new requests get 503.
     pub max_transactions: usize,
 }
 
@@ -169,6 +170,10 @@ enum TxKey {
 pub struct Endpoint {
     config: EndpointConfig,
     transactions: Mutex<HashMap<TxKey, ServerTransaction>>,
+    /// Transactions that sent their final answer, oldest first (locked after
+    /// `transactions`): when the table is full the oldest of them make room, as they only
+    /// absorb late retransmissions (§17.2.2 Timer J), rather than new requests getting 503.
+    completed: Mutex<std::collections::VecDeque<TxKey>>,
     /// The services by method (the notifier for SUBSCRIBE, the registrar for REGISTER…), set
     /// once they are built (they send through the transports this endpoint feeds).
     handlers: OnceLock<Vec<(Method, Arc<dyn RequestHandler>)>>,
@@ -179,6 +184,7 @@ impl Endpoint {
         Endpoint {
             config,
             transactions: Mutex::new(HashMap::new()),
+            completed: Mutex::new(std::collections::VecDeque::new()),
             handlers: OnceLock::new(),
         }
     }
@@ -272,7 +278,23 @@ impl Endpoint {
             });
         }
         if txs.len() >= self.config.max_transactions {
-            // Full until the periodic sweep frees completed ones: no scan per request here.
+            let mut order = self.completed.lock();
+            while txs.len() >= self.config.max_transactions {
+                let Some(oldest) = order.pop_front() else {
+                    break;
+                };
+                if txs.get_mut(&oldest).is_some_and(|t| {
+                    matches!(
+                        t.poll(now),
+                        ServerState::Completed | ServerState::Terminated
+                    )
+                }) {
+                    txs.remove(&oldest);
+                }
+            }
+        }
+        if txs.len() >= self.config.max_transactions {
+            // Every one still waits for its answer: full until some finish.
             let mut extra = Headers::new();
             extra.push("Retry-After", "5");
             let bytes = response(
@@ -315,6 +337,7 @@ impl Endpoint {
         let mut tx = ServerTransaction::new(transport.reliable());
         let sent = tx.on_response(code, bytes, now).map(<[u8]>::to_vec);
         if tx.poll(now) != ServerState::Terminated {
+            self.completed.lock().push_back(key.clone());
             txs.insert(key, tx);
         }
         sent.map_or(Handled::Nothing, |bytes| {
@@ -351,6 +374,7 @@ impl Endpoint {
             .unwrap_or_else(|| ServerTransaction::new(deferred.incoming.transport.reliable()));
         let sent = tx.on_response(reply.code, bytes, now).map(<[u8]>::to_vec);
         if tx.poll(now) != ServerState::Terminated {
+            self.completed.lock().push_back(deferred.key.clone());
             txs.insert(deferred.key.clone(), tx);
         }
         sent.map(|bytes| Outgoing {
@@ -374,6 +398,10 @@ impl Endpoint {
         let mut txs = self.transactions.lock();
         txs.retain(|_, tx| tx.poll(now) != ServerState::Terminated);
         super::release_spare(&mut txs);
+        let mut order = self.completed.lock();
+        order.retain(|k| txs.contains_key(k));
+        let keep = order.len() * 2;
+        order.shrink_to(keep);
     }
 
     pub fn transactions(&self) -> usize {
@@ -537,5 +565,70 @@ fn tx_key(a: &Answerable, method: &Method) -> TxKey {
                 .unwrap_or_default(),
             sent_by,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Parked;
+
+    impl RequestHandler for Parked {
+        fn event_packages(&self) -> &[&'static str] {
+            &[]
+        }
+
+        fn handle(&self, _: Incoming) -> Pin<Box<dyn Future<Output = Reply> + Send + '_>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    fn request(method: &str, branch: &str) -> Vec<u8> {
+        format!(
+            "{method} sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{branch}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a\r\nTo: <sip:bob@example.com>\r\nCall-ID: {branch}@x\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn status(h: &Handled) -> Option<String> {
+        match h {
+            Handled::Reply(o) => String::from_utf8_lossy(&o.bytes)
+                .get(8..11)
+                .map(str::to_string),
+            _ => None,
+        }
+    }
+
+    /// RFC 3261 §17.2.2 (Timer J) under a full table: completed transactions, which only absorb
+    /// late retransmissions, make room for new requests, oldest first; only when every kept
+    /// transaction still waits for its answer does a new request get 503.
+    #[test]
+    fn completed_transactions_make_room_before_503() {
+        let e = Endpoint::new(EndpointConfig {
+            max_transactions: 2,
+            ..EndpointConfig::default()
+        });
+        e.set_handlers(vec![(
+            Method::Message,
+            Arc::new(Parked) as Arc<dyn RequestHandler>,
+        )]);
+        let (src, now) = ("127.0.0.1:5070".parse().unwrap(), Instant::now());
+        for b in ["o1", "o2", "o3"] {
+            let h = e.on_message(&request("OPTIONS", b), src, Transport::Udp, now);
+            assert_eq!(status(&h).as_deref(), Some("200"), "{b}");
+        }
+        assert_eq!(e.transactions(), 2);
+        // o3 is kept: its retransmission is absorbed (answered from the transaction).
+        let again = e.on_message(&request("OPTIONS", "o3"), src, Transport::Udp, now);
+        assert_eq!(status(&again).as_deref(), Some("200"));
+        // Two requests waiting for their handler take the places of o2 and o3...
+        for b in ["m1", "m2"] {
+            let h = e.on_message(&request("MESSAGE", b), src, Transport::Udp, now);
+            assert!(matches!(h, Handled::Deferred(_)), "{b}");
+        }
+        // ...and then nothing can make room.
+        let full = e.on_message(&request("MESSAGE", "m3"), src, Transport::Udp, now);
+        assert_eq!(status(&full).as_deref(), Some("503"));
     }
 }
