@@ -6,10 +6,12 @@
 //!
 //! Usage:
 //!   xcapd-bench-message --sip ADDR online [--recipients R] [--window W] [--duration SECS]
+//!                       [--rate MSG_PER_SEC]
 //!   xcapd-bench-message --sip ADDR store [--users U] [--messages N] [--window W] [--pid PID]
 //!   xcapd-bench-message --sip ADDR hold [--users U] [--messages N] --pid PID
 //! - `online`: R registered recipients (2), MESSAGEs round-robin to them with W (64) in flight
 //!   for SECS (10): MESSAGE/s and latency percentiles (sent → final answer), non-2xx counted;
+//!   with `--rate`, MESSAGEs are offered at that rate (open loop) instead of back to back;
 //! - `store`: N (10,000) MESSAGEs to U (1,000) unregistered users, W in flight: stored/s (202s);
 //!   then every user registers and the time until every message arrived is reported (each
 //!   message once);
@@ -37,11 +39,13 @@ struct Args {
     messages: usize,
     window: usize,
     duration: u64,
+    /// MESSAGEs per second offered (0: as fast as the window allows).
+    rate: u64,
     pid: Option<u32>,
 }
 
 fn usage() -> ! {
-    eprintln!("usage: xcapd-bench-message --sip ADDR (online|store|hold) [--recipients R] [--users U] [--messages N] [--window W] [--duration S] [--pid PID]");
+    eprintln!("usage: xcapd-bench-message --sip ADDR (online|store|hold) [--recipients R] [--users U] [--messages N] [--window W] [--duration S] [--rate R] [--pid PID]");
     std::process::exit(2)
 }
 
@@ -54,6 +58,7 @@ fn args() -> Args {
         messages: 10_000,
         window: 64,
         duration: 10,
+        rate: 0,
         pid: None,
     };
     let mut it = std::env::args().skip(1);
@@ -66,6 +71,7 @@ fn args() -> Args {
             "--messages" => a.messages = v().parse().unwrap_or_else(|_| usage()),
             "--window" => a.window = v().parse().unwrap_or_else(|_| usage()),
             "--duration" => a.duration = v().parse().unwrap_or_else(|_| usage()),
+            "--rate" => a.rate = v().parse().unwrap_or_else(|_| usage()),
             "--pid" => a.pid = Some(v().parse().unwrap_or_else(|_| usage())),
             "online" | "store" | "hold" => a.mode = k,
             _ => usage(),
@@ -209,10 +215,12 @@ impl Net {
 
 /// Sends `count` MESSAGEs (`to(i)`, body `body(i)`) with `window` in flight, or until
 /// `until`; the statuses and latencies (µs).
+#[allow(clippy::too_many_arguments)] // one per knob of the load
 async fn send_all(
     net: &Arc<Net>,
     count: usize,
     window: usize,
+    rate: u64,
     until: Option<Instant>,
     to: impl Fn(u64) -> usize + Send + Sync + 'static,
     body: impl Fn(u64) -> String + Send + Sync + 'static,
@@ -221,6 +229,7 @@ async fn send_all(
     let (to, body) = (Arc::new(to), Arc::new(body));
     let results = Arc::new(Mutex::new((HashMap::<u16, usize>::new(), Vec::new())));
     let mut workers = tokio::task::JoinSet::new();
+    let start = Instant::now();
     for _ in 0..window {
         let (net, next, to, body, results) = (
             Arc::clone(net),
@@ -237,6 +246,10 @@ async fn send_all(
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n as usize >= count {
                     return;
+                }
+                if rate > 0 {
+                    let due = start + Duration::from_secs_f64(n as f64 / rate as f64);
+                    tokio::time::sleep_until(due.into()).await;
                 }
                 let started = Instant::now();
                 let code = net.message(n, to(n), &body(n)).await;
@@ -295,6 +308,7 @@ async fn main() {
                 &net,
                 usize::MAX,
                 a.window,
+                a.rate,
                 Some(until),
                 move |n| n as usize % r,
                 |n| format!("hello {n}"),
@@ -323,6 +337,7 @@ async fn main() {
                 &net,
                 a.messages,
                 a.window,
+                0,
                 None,
                 move |n| n as usize % users,
                 |n| format!("stored {n}"),
@@ -363,6 +378,7 @@ async fn main() {
                 &net,
                 a.messages,
                 a.window,
+                0,
                 None,
                 move |n| offline + n as usize % offline,
                 |n| format!("kept {n}"),

@@ -53,6 +53,8 @@ for u in u0 u1; do
     --data-binary @"$WORK/rules.xml" "$X/im-rules/users/sip:$u@example.com/index"
 done
 $MSG --sip 127.0.0.1:$SIP online --recipients 2 --window 64 --duration "$SECS"
+echo "-- the issue's target load: 5,000 MESSAGE/s offered (open loop), p99 (xcapd)"
+$MSG --sip 127.0.0.1:$SIP online --recipients 2 --window 256 --rate 5000 --duration "$SECS"
 
 echo "-- the same through Kamailio (registrar + stateful relay, no policy): the ceiling"
 mkdir -p "$WORK/kamailio"
@@ -61,6 +63,7 @@ kamailio -f "$WORK/kamailio/k.cfg" -DD -E -m 4096 -M 32 -Y "$WORK/kamailio" -P "
 KAM=$!
 sleep 1
 $MSG --sip 127.0.0.1:$KPORT online --recipients 2 --window 64 --duration "$SECS"
+$MSG --sip 127.0.0.1:$KPORT online --recipients 2 --window 256 --rate 5000 --duration "$SECS"
 kill "$KAM"; wait "$KAM" 2>/dev/null || true; KAM=
 
 echo "-- store and forward: 10,000 MESSAGEs for 1,000 offline users (policy default allow), then all register"

@@ -20,6 +20,9 @@ use super::message::{parse, Headers, Limits, Message, Method, ParseError, StartL
 use super::response::{reply_to, required, response, Answerable, Fields};
 use super::transaction::{ServerState, ServerTransaction};
 
+/// One sweep in this many visits every transaction (the others only the expired ones).
+const FULL_SWEEP_EVERY: u64 = 64;
+
 /// The methods this endpoint always answers (RFC 3261 §20.5 `Allow`); services add theirs.
 pub const ALLOW: &str = "OPTIONS, SUBSCRIBE";
 
@@ -174,6 +177,8 @@ pub struct Endpoint {
     /// `transactions`): when the table is full the oldest of them make room, as they only
     /// absorb late retransmissions (§17.2.2 Timer J), rather than new requests getting 503.
     completed: Mutex<std::collections::VecDeque<TxKey>>,
+    /// Sweeps done (every [`FULL_SWEEP_EVERY`]th visits the whole table).
+    sweeps: std::sync::atomic::AtomicU64,
     /// The services by method (the notifier for SUBSCRIBE, the registrar for REGISTER…), set
     /// once they are built (they send through the transports this endpoint feeds).
     handlers: OnceLock<Vec<(Method, Arc<dyn RequestHandler>)>>,
@@ -185,6 +190,7 @@ impl Endpoint {
             config,
             transactions: Mutex::new(HashMap::new()),
             completed: Mutex::new(std::collections::VecDeque::new()),
+            sweeps: std::sync::atomic::AtomicU64::new(0),
             handlers: OnceLock::new(),
         }
     }
@@ -396,12 +402,36 @@ impl Endpoint {
     /// Forgets transactions whose Timer J fired; called periodically by the transport.
     pub fn sweep(&self, now: Instant) {
         let mut txs = self.transactions.lock();
-        txs.retain(|_, tx| tx.poll(now) != ServerState::Terminated);
-        super::release_spare(&mut txs);
         let mut order = self.completed.lock();
-        order.retain(|k| txs.contains_key(k));
-        let keep = order.len() * 2;
-        order.shrink_to(keep);
+        // Completed transactions end in the order they completed (one Timer J per
+        // transport): only the expired front is visited, so a sweep costs what it removes
+        // and does not stall the receive loop under a large table.
+        while let Some(key) = order.front() {
+            let ended = txs
+                .get_mut(key)
+                .map(|tx| tx.poll(now) == ServerState::Terminated);
+            match ended {
+                Some(false) => break,
+                Some(true) => {
+                    txs.remove(key);
+                }
+                None => {}
+            }
+            order.pop_front();
+        }
+        // Now and then a full pass, for anything the order does not cover.
+        let sweeps = self
+            .sweeps
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if sweeps.is_multiple_of(FULL_SWEEP_EVERY) {
+            txs.retain(|_, tx| tx.poll(now) != ServerState::Terminated);
+            order.retain(|k| txs.contains_key(k));
+        }
+        super::release_spare(&mut txs);
+        if order.capacity() > 1024 && order.len() < order.capacity() / 8 {
+            let keep = order.len() * 2;
+            order.shrink_to(keep);
+        }
     }
 
     pub fn transactions(&self) -> usize {
@@ -630,5 +660,35 @@ mod tests {
         // ...and then nothing can make room.
         let full = e.on_message(&request("MESSAGE", "m3"), src, Transport::Udp, now);
         assert_eq!(status(&full).as_deref(), Some("503"));
+    }
+
+    /// §17.2.2: a completed UDP transaction ends with Timer J (64·T1); the sweep removes
+    /// those, oldest first, and keeps the ones still waiting for their answer.
+    #[test]
+    fn sweep_ends_completed_transactions_after_timer_j() {
+        let e = Endpoint::new(EndpointConfig::default());
+        e.set_handlers(vec![(
+            Method::Message,
+            Arc::new(Parked) as Arc<dyn RequestHandler>,
+        )]);
+        let (src, now) = ("127.0.0.1:5070".parse().unwrap(), Instant::now());
+        for b in ["o1", "o2"] {
+            e.on_message(&request("OPTIONS", b), src, Transport::Udp, now);
+        }
+        let later = now + std::time::Duration::from_secs(10);
+        e.on_message(&request("OPTIONS", "o3"), src, Transport::Udp, later);
+        let h = e.on_message(&request("MESSAGE", "m1"), src, Transport::Udp, now);
+        assert!(matches!(h, Handled::Deferred(_)));
+        e.sweep(now + std::time::Duration::from_secs(5));
+        e.sweep(now + std::time::Duration::from_secs(1)); // not a full pass either
+        assert_eq!(e.transactions(), 4, "all within Timer J");
+        e.sweep(now + std::time::Duration::from_secs(33));
+        assert_eq!(
+            e.transactions(),
+            2,
+            "o1 and o2 ended; o3 and the waiting m1 stay"
+        );
+        e.sweep(now + std::time::Duration::from_secs(43));
+        assert_eq!(e.transactions(), 1, "m1 waits for its handler");
     }
 }
