@@ -167,6 +167,8 @@ pub struct Stores {
     pub messages: Arc<dyn MessageStore>,
     /// The IM Server's charging data records.
     pub charging: Arc<dyn crate::storage::charging::ChargingLog>,
+    /// The registrar's bindings.
+    pub registrations: Arc<dyn crate::storage::registrations::RegistrationStore>,
 }
 
 /// Opens the configured storage backend.
@@ -180,6 +182,7 @@ pub fn open_stores(config: &Config) -> Result<Stores, AppError> {
             subscriptions: Arc::new(MemorySubscriptions::new()),
             messages: Arc::new(MemoryMessages::new()),
             charging: Arc::new(crate::storage::charging::MemoryCharging::default()),
+            registrations: Arc::new(crate::storage::registrations::MemoryRegistrations::default()),
         },
         StorageBackend::Sled => {
             let store = SledStore::open_in_data_dir(
@@ -197,6 +200,9 @@ pub fn open_stores(config: &Config) -> Result<Stores, AppError> {
                 messages: Arc::new(SledMessages::new(store.db())?),
                 charging: Arc::new(crate::storage::charging::JsonlCharging::open(
                     &config.server.data_dir.join("charging"),
+                )?),
+                registrations: Arc::new(crate::storage::registrations::SledRegistrations::new(
+                    store.db(),
                 )?),
                 documents: Arc::new(store),
             }
@@ -224,6 +230,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         subscriptions,
         messages,
         charging,
+        registrations,
     } = open_stores(&config)?;
     let metrics = Arc::new(Metrics::new(registry.iter().map(|u| u.auid().to_string())));
     // Counted before serving, so no write races with the count.
@@ -377,7 +384,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             let mut handlers: Vec<(Method, Arc<dyn RequestHandler>)> =
                 vec![(Method::Subscribe, n.clone())];
             if config.im.registrar {
-                let registrar = build::registrar(&config, &creds, dev_mode)?;
+                let registrar = build::registrar(&config, &creds, dev_mode, &registrations)?;
                 let uses = build::ImUses {
                     decisions: &decisions,
                     client: &client,
@@ -388,6 +395,12 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
                     history: &history,
                 };
                 let (pager, deferred) = build::pager(&config, &creds, dev_mode, &registrar, uses)?;
+                let restoring = registrar.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = restoring.restore().await {
+                        tracing::warn!(target: "xcapd::im", error = %e, "cannot restore registrations");
+                    }
+                });
                 let _ = im_handles.set(crate::im::ImHandles {
                     registrar: registrar.clone(),
                     deferred: deferred.clone(),

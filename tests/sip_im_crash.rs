@@ -101,7 +101,9 @@ async fn kill_9_under_stores_and_deliveries_loses_nothing() {
     let (port, sip_port) = (free_port(), free_port());
     let sip: SocketAddr = format!("127.0.0.1:{sip_port}").parse().unwrap();
     let config = dir.path().join("xcapd.toml");
-    std::fs::write(&config, "[im]\ndelivery_lease_secs = 2\n").unwrap();
+    // Short SIP timers: after the restart the restored binding of Bob's old (gone) UA costs
+    // one Timer F (3.2 s) before his new contact is tried too.
+    std::fs::write(&config, "[im]\ndelivery_lease_secs = 2\n[sip]\ntimer_t1_ms = 50\n").unwrap();
     let spawn = || {
         xcapd_serve()
             .arg("--config")

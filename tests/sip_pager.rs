@@ -329,3 +329,88 @@ async fn a_slow_recipient_gets_timer_f_while_the_sender_has_its_202() {
     assert_eq!(waiting().await, 0);
     s.stop().await;
 }
+
+// Issue #14 scope 1 (RFC 3261 §10.3, the location service is the registrar's state): Bob's
+// registration survives a kill -9 of the real binary: after the restart Alice's message is
+// delivered to his contact at once (200), and a message stored for him before the crash
+// (his UA did not answer then) is delivered without his registering again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, sip_port) = (free_port(), free_port());
+    let sip: std::net::SocketAddr = format!("127.0.0.1:{sip_port}").parse().unwrap();
+    let config = dir.path().join("xcapd.toml");
+    // A short answer deadline, so the message Bob's silent UA does not take is stored fast.
+    std::fs::write(
+        &config,
+        "[im]\nanswer_within_ms = 200\n[sip]\ntimer_t1_ms = 50\n",
+    )
+    .unwrap();
+    let spawn = || {
+        xcapd_serve()
+            .arg("--config")
+            .arg(&config)
+            .args(["--http", &format!("127.0.0.1:{port}"), "--sip"])
+            .arg(sip.to_string())
+            .arg("--data")
+            .arg(dir.path().join("data"))
+            .spawn()
+            .expect("spawn xcapd")
+    };
+    let base = format!("http://127.0.0.1:{port}/xcap-root");
+    let http = reqwest::Client::new();
+    let mut server = spawn();
+    wait_ready(&http, &base).await;
+    let r = http
+        .put(format!("{base}/im-rules/users/{BOB}/index"))
+        .header("Content-Type", "application/auth-policy+xml")
+        .body(RULES)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let mut alice = Ua::new(sip, ALICE).await;
+    let mut bob = Ua::new(sip, BOB).await;
+    let contact = format!("sip:bob@{}", bob.local());
+    let register = bob.register(&[&contact], Some(600), "");
+    assert_eq!(bob.request(&register).await.0.status(), Some(200));
+    // Bob's UA stays silent: stored (202) while registered.
+    let (r, _) = alice
+        .request(&message(&alice, 1, BOB, "text/plain", "before the crash"))
+        .await;
+    assert_eq!(r.status(), Some(202), "{}", r.text);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    while bob.recv(Duration::from_millis(100)).await.is_some() {} // the old attempt's copies
+
+    let mut server = spawn();
+    wait_ready(&http, &base).await;
+    // The stored one comes without a new REGISTER (the restored binding wakes its delivery).
+    let m = loop {
+        // Held for the cut attempt until Timer F (3.2 s here) and a margin lapsed.
+        let m = bob
+            .recv(Duration::from_secs(20))
+            .await
+            .expect("the stored message after the restart");
+        if m.status().is_none() {
+            bob.send(&answer_text(&m, 200)).await;
+            break m;
+        }
+    };
+    assert_eq!(m.body(), "before the crash");
+    // And a new one is delivered live.
+    let send = message(&alice, 2, BOB, "text/plain", "after the crash");
+    let at_bob = async {
+        loop {
+            let m = bob.recv(Duration::from_secs(5)).await.expect("the MESSAGE");
+            if m.status().is_none() && m.body() == "after the crash" {
+                bob.send(&answer_text(&m, 200)).await;
+                return;
+            }
+        }
+    };
+    let ((r, _), ()) = tokio::join!(alice.request(&send), at_bob);
+    assert_eq!(r.status(), Some(200), "{}", r.text);
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

@@ -343,6 +343,7 @@ pub(super) fn registrar(
     config: &Config,
     creds: &Arc<dyn CredentialStore>,
     dev_mode: bool,
+    registrations: &Arc<dyn crate::storage::registrations::RegistrationStore>,
 ) -> Result<Arc<crate::im::Registrar>, AppError> {
     let im = &config.im;
     let durations = crate::im::bindings::Durations {
@@ -355,6 +356,7 @@ pub(super) fn registrar(
         auth,
         durations,
         settings_default_domain(config),
+        registrations.clone(),
     )))
 }
 
@@ -483,6 +485,13 @@ pub(super) fn pager(
         offline_storage_default: im.offline_storage,
         max_recipients: im.max_recipients,
         answer_within: std::time::Duration::from_millis(im.answer_within_ms),
+        attempt_lasts: std::time::Duration::from_millis(
+            config
+                .sip
+                .timer_t1_ms
+                .saturating_mul(64)
+                .saturating_add(5_000),
+        ),
         groups: Some(xdms.clone()),
         history: history.clone(),
         charging: charging.clone(),

@@ -125,6 +125,21 @@ impl Location {
         Ok(bindings)
     }
 
+    /// Puts back `aor`'s bindings as stored (at start), those not expired at `now_ms`, unless
+    /// it registered again meanwhile.
+    pub fn restore(&mut self, aor: &str, bindings: Vec<Binding>, now_ms: u64) {
+        if self.by_aor.contains_key(aor) {
+            return;
+        }
+        let live: Vec<Binding> = bindings
+            .into_iter()
+            .filter(|b| b.expires_at_ms > now_ms)
+            .collect();
+        if !live.is_empty() {
+            self.by_aor.insert(aor.to_string(), live);
+        }
+    }
+
     /// `aor`'s bindings that have not expired at `now_ms`.
     pub fn current(&self, aor: &str, now_ms: u64) -> Vec<Binding> {
         self.by_aor

@@ -66,6 +66,9 @@ pub struct PagerParts {
     /// The sender is answered within this; a slower recipient UA has its message stored
     /// (202) while the attempt goes on (IM-03).
     pub answer_within: std::time::Duration,
+    /// How long a stored message stays held for its running attempt: Timer F (64·T1) and a
+    /// margin (after a crash it is offered again once this lapsed).
+    pub attempt_lasts: std::time::Duration,
     /// Where pre-defined groups are found (IM-13), when the Shared XDMS is served here.
     pub groups: Option<Arc<Xdms>>,
     /// Conversation history, when enabled (IM-32).
@@ -75,10 +78,6 @@ pub struct PagerParts {
 
 /// The MESSAGE handler; install it on the endpoint for `MESSAGE`.
 pub struct Pager(Arc<PagerParts>);
-
-/// A held message stays held this long for its attempt (Timer F of the default T1 and a
-/// margin; the attempt ends sooner).
-const ATTEMPT_LASTS: std::time::Duration = std::time::Duration::from_secs(45);
 
 /// Pre-defined groups (Shared XDMS, SX-03).
 const GROUPS: &str = "org.openmobilealliance.groups";
@@ -346,7 +345,7 @@ impl PagerParts {
         now: u64,
         attempt: tokio::task::JoinHandle<Delivery>,
     ) -> (Reply, Option<&'static str>) {
-        let hold = now.saturating_add(ATTEMPT_LASTS.as_millis() as u64);
+        let hold = now.saturating_add(self.attempt_lasts.as_millis() as u64);
         let (reply, outcome, stored) = self.offline(msg, sender, recipient, now, hold).await;
         match (stored, &self.deferred) {
             (Some(id), Some(deferred)) => {

@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -16,6 +17,7 @@ use crate::sip::endpoint::{Incoming, Reply, RequestHandler};
 use crate::sip::header::{delta_seconds, CSeq, NameAddr};
 use crate::sip::message::Message;
 use crate::storage::now_ms;
+use crate::storage::registrations::{RegistrationStore, StoredBinding};
 
 /// The registrar; install it on the endpoint for `REGISTER`.
 pub struct Registrar {
@@ -23,6 +25,8 @@ pub struct Registrar {
     durations: Durations,
     default_domain: Option<String>,
     location: Mutex<Location>,
+    /// Where bindings are kept across restarts.
+    store: Arc<dyn RegistrationStore>,
     /// Told of every address of record that has bindings after a REGISTER (deferred delivery).
     on_binding: std::sync::OnceLock<BindingHook>,
 }
@@ -35,12 +39,14 @@ impl Registrar {
         auth: SipAuthenticator,
         durations: Durations,
         default_domain: Option<String>,
+        store: Arc<dyn RegistrationStore>,
     ) -> Registrar {
         Registrar {
             auth,
             durations,
             default_domain,
             location: Mutex::new(Location::default()),
+            store,
             on_binding: std::sync::OnceLock::new(),
         }
     }
@@ -48,6 +54,29 @@ impl Registrar {
     /// Installs what is told of addresses of record with bindings (once).
     pub fn on_binding(&self, hook: BindingHook) {
         let _ = self.on_binding.set(hook);
+    }
+
+    /// Puts back the bindings stored before a restart and tells the hook of every address of
+    /// record that has some (its waiting messages are delivered); how many.
+    pub async fn restore(&self) -> Result<usize, crate::storage::StorageError> {
+        let now = now_ms();
+        let stored = self.store.all().await?;
+        let mut live = Vec::new();
+        {
+            let mut location = self.location.lock();
+            for (aor, bindings) in stored {
+                location.restore(&aor, bindings.into_iter().map(from_stored).collect(), now);
+                if !location.current(&aor, now).is_empty() {
+                    live.push(aor);
+                }
+            }
+        }
+        if let Some(hook) = self.on_binding.get() {
+            for aor in &live {
+                hook(aor);
+            }
+        }
+        Ok(live.len())
     }
 
     /// The live bindings of `aor` (a canonical XUI).
@@ -97,6 +126,12 @@ impl Registrar {
             .register(&aor, &req, self.durations, now);
         match result {
             Ok(bindings) => {
+                // Kept across restarts before the 200 (a failure is logged: the registration
+                // holds until then, and the UA refreshes it).
+                let stored = bindings.iter().map(to_stored).collect();
+                if let Err(e) = self.store.put(aor.clone(), stored).await {
+                    tracing::warn!(target: "xcapd::im", error = %e, "cannot store a registration");
+                }
                 if let (false, Some(hook)) = (bindings.is_empty(), self.on_binding.get()) {
                     hook(&aor);
                 }
@@ -127,6 +162,26 @@ impl RequestHandler for Registrar {
 
     fn handle(&self, request: Incoming) -> Pin<Box<dyn Future<Output = Reply> + Send + '_>> {
         Box::pin(self.register(request))
+    }
+}
+
+fn to_stored(b: &Binding) -> StoredBinding {
+    StoredBinding {
+        uri: b.uri.clone(),
+        value: b.value.clone(),
+        expires_at_ms: b.expires_at_ms,
+        call_id: b.call_id.clone(),
+        cseq: b.cseq,
+    }
+}
+
+fn from_stored(b: StoredBinding) -> Binding {
+    Binding {
+        uri: b.uri,
+        value: b.value,
+        expires_at_ms: b.expires_at_ms,
+        call_id: b.call_id,
+        cseq: b.cseq,
     }
 }
 

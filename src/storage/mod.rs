@@ -21,6 +21,7 @@ pub mod feed;
 pub(crate) mod journal;
 pub mod memory;
 pub mod messages;
+pub mod registrations;
 mod sled_apply;
 mod sled_changes;
 pub(crate) mod sled_common;

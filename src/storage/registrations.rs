@@ -1,0 +1,168 @@
+//! Registrar bindings that survive a restart (RFC 3261 §10.3: the location service is the
+//! registrar's state; issue #14 scope 1): the [`RegistrationStore`] trait, a memory backend and
+//! a sled backend (one tree keyed by address of record, written on its own writer thread). A
+//! restarted registrar delivers to the contacts registered before, without waiting for every
+//! user agent to register again.
+
+use std::collections::BTreeMap;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::sled_common::from_sled;
+use super::sled_writer::SledWriter;
+use super::subscriptions::StoreFuture;
+use super::StorageError;
+
+/// One contact bound to an address of record (the registrar's `Binding`, stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredBinding {
+    pub uri: String,
+    pub value: String,
+    pub expires_at_ms: u64,
+    pub call_id: String,
+    pub cseq: u32,
+}
+
+/// Durable bindings by address of record. Every method resolves once its effect is durable.
+pub trait RegistrationStore: Send + Sync + 'static {
+    /// Replaces `aor`'s bindings (none: forgets the address of record).
+    fn put(&self, aor: String, bindings: Vec<StoredBinding>) -> StoreFuture<'_, ()>;
+    /// Every address of record with its bindings (at start).
+    fn all(&self) -> StoreFuture<'_, Vec<(String, Vec<StoredBinding>)>>;
+}
+
+/// Bindings in memory (tests, ephemeral deployments).
+#[derive(Debug, Default)]
+pub struct MemoryRegistrations {
+    by_aor: Mutex<BTreeMap<String, Vec<StoredBinding>>>,
+}
+
+impl RegistrationStore for MemoryRegistrations {
+    fn put(&self, aor: String, bindings: Vec<StoredBinding>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut map = self.by_aor.lock();
+            if bindings.is_empty() {
+                map.remove(&aor);
+            } else {
+                map.insert(aor, bindings);
+            }
+            Ok(())
+        })
+    }
+
+    fn all(&self) -> StoreFuture<'_, Vec<(String, Vec<StoredBinding>)>> {
+        Box::pin(async move {
+            let map = self.by_aor.lock();
+            Ok(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        })
+    }
+}
+
+/// Bindings in a sled database (usually the document store's).
+pub struct SledRegistrations {
+    tree: sled::Tree,
+    writer: SledWriter,
+}
+
+impl SledRegistrations {
+    pub fn new(db: &sled::Db) -> Result<SledRegistrations, StorageError> {
+        Ok(SledRegistrations {
+            tree: db.open_tree("registrations").map_err(from_sled)?,
+            writer: SledWriter::start(db.clone(), "xcapd-registrations")?,
+        })
+    }
+}
+
+impl RegistrationStore for SledRegistrations {
+    fn put(&self, aor: String, bindings: Vec<StoredBinding>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let value =
+                serde_json::to_vec(&bindings).map_err(|e| StorageError::Backend(e.to_string()))?;
+            let tree = self.tree.clone();
+            self.writer
+                .run(true, move || {
+                    if bindings.is_empty() {
+                        tree.remove(aor.as_bytes()).map_err(from_sled)?;
+                    } else {
+                        tree.insert(aor.as_bytes(), value).map_err(from_sled)?;
+                    }
+                    Ok(())
+                })
+                .await
+        })
+    }
+
+    fn all(&self) -> StoreFuture<'_, Vec<(String, Vec<StoredBinding>)>> {
+        Box::pin(async move {
+            let tree = self.tree.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut out = Vec::new();
+                for entry in tree.iter() {
+                    let (k, v) = entry.map_err(from_sled)?;
+                    let aor = String::from_utf8(k.to_vec())
+                        .map_err(|_| StorageError::Corrupt("bad registration key".into()))?;
+                    let bindings = serde_json::from_slice(&v)
+                        .map_err(|_| StorageError::Corrupt("bad registration record".into()))?;
+                    out.push((aor, bindings));
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(|e| StorageError::Backend(e.to_string()))?
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(uri: &str) -> StoredBinding {
+        StoredBinding {
+            uri: uri.into(),
+            value: format!("<{uri}>;q=0.5"),
+            expires_at_ms: 10_000,
+            call_id: "c".into(),
+            cseq: 3,
+        }
+    }
+
+    async fn replaced_and_forgotten(s: &dyn RegistrationStore) {
+        let bob = "sip:bob@example.com".to_string();
+        s.put(
+            bob.clone(),
+            vec![binding("sip:b@1.2.3.4"), binding("sip:b@5.6.7.8")],
+        )
+        .await
+        .unwrap();
+        s.put(
+            "sip:carol@example.com".into(),
+            vec![binding("sip:c@1.2.3.4")],
+        )
+        .await
+        .unwrap();
+        s.put(bob.clone(), vec![binding("sip:b@9.9.9.9")])
+            .await
+            .unwrap();
+        let all = s.all().await.unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0], (bob.clone(), vec![binding("sip:b@9.9.9.9")]));
+        s.put(bob, Vec::new()).await.unwrap();
+        let all = s.all().await.unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].0, "sip:carol@example.com");
+    }
+
+    /// RFC 3261 §10.3: a REGISTER replaces the bindings of its address of record; an empty set
+    /// forgets it; both backends, and sled's are in its tree for the next process.
+    #[tokio::test]
+    async fn bindings_are_replaced_forgotten_and_kept() {
+        replaced_and_forgotten(&MemoryRegistrations::default()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        replaced_and_forgotten(&SledRegistrations::new(&db).unwrap()).await;
+        let again = SledRegistrations::new(&db).unwrap().all().await.unwrap();
+        assert_eq!(again.len(), 1, "read back by a new instance");
+    }
+}
