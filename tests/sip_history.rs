@@ -13,12 +13,6 @@ use xcapd::storage::credentials::{make_credential, Role};
 const ALICE: &str = "sip:alice@example.com";
 const BOB: &str = "sip:bob@example.com";
 
-fn allow(who: &str) -> String {
-    format!(
-        r#"<cr:ruleset xmlns:cr="urn:ietf:params:xml:ns:common-policy" xmlns:im="urn:iptel:xml:ns:im-rules"><cr:rule id="f"><cr:conditions><cr:identity><cr:one id="{who}"/></cr:identity></cr:conditions><cr:actions><im:im-handling>allow</im:im-handling></cr:actions></cr:rule></cr:ruleset>"#
-    )
-}
-
 /// The history page of `owner` as `user` (Digest-free: Basic is not on, so the test uses the
 /// in-process principal-free path in development mode, or `auth` for the checked server).
 async fn page(
@@ -71,21 +65,11 @@ async fn history_is_kept_listed_read_and_deleted() {
     })
     .await;
     for (owner, friend) in [(BOB, ALICE), (ALICE, BOB)] {
-        let r = s
-            .put(
-                &format!("im-rules/users/{owner}/index"),
-                "application/auth-policy+xml",
-                allow(friend),
-            )
-            .await;
-        assert_eq!(r.status, 201, "{}", r.body);
+        s.put_im_rules(owner, &allow_only(&[friend])).await;
     }
     let sip = s.running().sip_addr.unwrap();
     let mut alice = Ua::new(sip, ALICE).await;
-    let mut bob = Ua::new(sip, BOB).await;
-    let contact = format!("sip:bob@{}", bob.local());
-    let register = bob.register(&[&contact], Some(600), "");
-    assert_eq!(bob.request(&register).await.0.status(), Some(200));
+    let (mut bob, _) = registered(sip, BOB).await;
 
     let send = alice.message(1, BOB, "text/plain", "", "hi Bob");
     let at_bob = async {

@@ -20,15 +20,6 @@ const ALICE: &str = "sip:alice@example.com";
 const BOB: &str = "sip:bob@example.com";
 const CAROL: &str = "sip:carol@example.com";
 
-const RULES: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<cr:ruleset xmlns:cr="urn:ietf:params:xml:ns:common-policy" xmlns:im="urn:iptel:xml:ns:im-rules">
-  <cr:rule id="friends">
-    <cr:conditions><cr:identity><cr:one id="sip:alice@example.com"/></cr:identity></cr:conditions>
-    <cr:actions><im:im-handling>allow</im:im-handling></cr:actions>
-  </cr:rule>
-</cr:ruleset>
-"#;
-
 /// What a recipient's UA received: body → the (Call-ID, CSeq) of each arrival.
 type Received = Arc<Mutex<HashMap<String, Vec<(String, String)>>>>;
 
@@ -100,34 +91,16 @@ async fn kill_9_under_stores_and_deliveries_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (port, sip_port) = (free_port(), free_port());
     let sip: SocketAddr = format!("127.0.0.1:{sip_port}").parse().unwrap();
-    let config = dir.path().join("xcapd.toml");
     // Short SIP timers: after the restart the restored binding of Bob's old (gone) UA costs
     // one Timer F (3.2 s) before his new contact is tried too.
-    std::fs::write(&config, "[im]\ndelivery_lease_secs = 2\n[sip]\ntimer_t1_ms = 50\n").unwrap();
-    let spawn = || {
-        xcapd_serve()
-            .arg("--config")
-            .arg(&config)
-            .args(["--http", &format!("127.0.0.1:{port}"), "--sip"])
-            .arg(sip.to_string())
-            .arg("--data")
-            .arg(dir.path().join("data"))
-            .spawn()
-            .expect("spawn xcapd")
-    };
+    let config = "[im]\ndelivery_lease_secs = 2\n[sip]\ntimer_t1_ms = 50\n";
+    let spawn = || spawn_im_server(dir.path(), port, sip, config);
     let base = format!("http://127.0.0.1:{port}/xcap-root");
     let http = reqwest::Client::new();
     let mut server = spawn();
     wait_ready(&http, &base).await;
     for user in [BOB, CAROL] {
-        let r = http
-            .put(format!("{base}/im-rules/users/{user}/index"))
-            .header("Content-Type", "application/auth-policy+xml")
-            .body(RULES)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 201);
+        put_im_rules(&http, &base, user, &allow_only(&[ALICE])).await;
     }
 
     // A backlog for Bob, then Bob's slow UA registers and it is being delivered while Alice

@@ -8,7 +8,7 @@
 //! through it (`im.outbound_proxy`). `make deps` and `.ci/run` install Kamailio.
 
 mod common;
-use common::sip_ua::{answer_text, resource_lists, Msg, Ua};
+use common::sip_ua::{allow_only, answer_text, resource_lists, Msg, Ua};
 use common::*;
 
 use std::net::SocketAddr;
@@ -141,15 +141,6 @@ async fn subscribe_through_kamailio_with_asserted_identity() {
 
 const BOB: &str = "sip:bob@example.com";
 
-const IM_RULES: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<cr:ruleset xmlns:cr="urn:ietf:params:xml:ns:common-policy" xmlns:im="urn:iptel:xml:ns:im-rules">
-  <cr:rule id="friends">
-    <cr:conditions><cr:identity><cr:one id="sip:alice@example.com"/></cr:identity></cr:conditions>
-    <cr:actions><im:im-handling>allow</im:im-handling></cr:actions>
-  </cr:rule>
-</cr:ruleset>
-"#;
-
 /// Sends `text` until Kamailio answers it finally (it takes a moment to listen); the answer.
 async fn first_answer(ua: &Ua, text: &str) -> Msg {
     for _ in 0..50 {
@@ -187,7 +178,8 @@ async fn im_server_as_application_server_behind_kamailio() {
     })
     .await;
     let rules = format!("im-rules/users/{BOB}/index");
-    let put = s.put_typed_as(BOB, &rules, "application/auth-policy+xml", IM_RULES.into());
+    let allow = allow_only(&["sip:alice@example.com"]);
+    let put = s.put_typed_as(BOB, &rules, "application/auth-policy+xml", allow);
     assert_eq!(put.await, 201);
     let xcapd = s.running().sip_addr.unwrap();
     let kamailio = Kamailio::start("kamailio-im.cfg", kport, xcapd);

@@ -177,31 +177,12 @@ async fn a_stored_message_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let (port, sip_port) = (free_port(), free_port());
     let sip: std::net::SocketAddr = format!("127.0.0.1:{sip_port}").parse().unwrap();
-    let spawn = || {
-        xcapd_serve()
-            .args([
-                "--http",
-                &format!("127.0.0.1:{port}"),
-                "--sip",
-                &sip.to_string(),
-            ])
-            .arg("--data")
-            .arg(dir.path().join("data"))
-            .spawn()
-            .expect("spawn xcapd")
-    };
+    let spawn = || spawn_im_server(dir.path(), port, sip, "");
     let base = format!("http://127.0.0.1:{port}/xcap-root");
     let http = reqwest::Client::new();
     let mut server = spawn();
     wait_ready(&http, &base).await;
-    let r = http
-        .put(format!("{base}/im-rules/users/{BOB}/index"))
-        .header("Content-Type", "application/auth-policy+xml")
-        .body(RULES)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
+    put_im_rules(&http, &base, BOB, RULES).await;
     let mut alice = Ua::new(sip, ALICE).await;
     let body = "kept across a crash: é";
     let send = message(&alice, 1, BOB, "text/plain;charset=utf-8", body);
@@ -339,36 +320,14 @@ async fn registrations_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let (port, sip_port) = (free_port(), free_port());
     let sip: std::net::SocketAddr = format!("127.0.0.1:{sip_port}").parse().unwrap();
-    let config = dir.path().join("xcapd.toml");
     // A short answer deadline, so the message Bob's silent UA does not take is stored fast.
-    std::fs::write(
-        &config,
-        "[im]\nanswer_within_ms = 200\n[sip]\ntimer_t1_ms = 50\n",
-    )
-    .unwrap();
-    let spawn = || {
-        xcapd_serve()
-            .arg("--config")
-            .arg(&config)
-            .args(["--http", &format!("127.0.0.1:{port}"), "--sip"])
-            .arg(sip.to_string())
-            .arg("--data")
-            .arg(dir.path().join("data"))
-            .spawn()
-            .expect("spawn xcapd")
-    };
+    let config = "[im]\nanswer_within_ms = 200\n[sip]\ntimer_t1_ms = 50\n";
+    let spawn = || spawn_im_server(dir.path(), port, sip, config);
     let base = format!("http://127.0.0.1:{port}/xcap-root");
     let http = reqwest::Client::new();
     let mut server = spawn();
     wait_ready(&http, &base).await;
-    let r = http
-        .put(format!("{base}/im-rules/users/{BOB}/index"))
-        .header("Content-Type", "application/auth-policy+xml")
-        .body(RULES)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
+    put_im_rules(&http, &base, BOB, RULES).await;
     let mut alice = Ua::new(sip, ALICE).await;
     let mut bob = Ua::new(sip, BOB).await;
     let contact = format!("sip:bob@{}", bob.local());

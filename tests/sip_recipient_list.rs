@@ -18,15 +18,6 @@ const ALICE: &str = "sip:alice@example.com";
 const BOB: &str = "sip:bob@example.com";
 const CAROL: &str = "sip:carol@example.com";
 
-const ALLOW_ALICE: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<cr:ruleset xmlns:cr="urn:ietf:params:xml:ns:common-policy" xmlns:im="urn:iptel:xml:ns:im-rules">
-  <cr:rule id="friends">
-    <cr:conditions><cr:identity><cr:one id="sip:alice@example.com"/></cr:identity></cr:conditions>
-    <cr:actions><im:im-handling>allow</im:im-handling></cr:actions>
-  </cr:rule>
-</cr:ruleset>
-"#;
-
 const MULTIPART: &str = "multipart/mixed;boundary=\"xcapd-b1\"";
 
 /// The multipart body: the message part, then the recipient list of `uris`.
@@ -71,21 +62,11 @@ async fn one_message_to_a_recipient_list() {
     })
     .await;
     for user in [BOB, CAROL] {
-        let r = s
-            .put(
-                &format!("im-rules/users/{user}/index"),
-                "application/auth-policy+xml",
-                ALLOW_ALICE,
-            )
-            .await;
-        assert_eq!(r.status, 201, "{}", r.body);
+        s.put_im_rules(user, &allow_only(&[ALICE])).await;
     }
     let sip = s.running().sip_addr.unwrap();
     let mut alice = Ua::new(sip, ALICE).await;
-    let mut bob = Ua::new(sip, BOB).await;
-    let contact = format!("sip:bob@{}", bob.local());
-    let register = bob.register(&[&contact], Some(600), "");
-    assert_eq!(bob.request(&register).await.0.status(), Some(200));
+    let (bob, _) = registered(sip, BOB).await;
 
     // Bad input first: each refused with its reason, nothing sent or stored.
     let list = body(&[BOB, CAROL], "x");
@@ -179,14 +160,7 @@ const CLUB: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 async fn a_message_to_a_group_reaches_its_members() {
     let s = TestServer::start_with(|c| c.sip.timer_t1_ms = 50).await;
     for user in [BOB, CAROL] {
-        let r = s
-            .put(
-                &format!("im-rules/users/{user}/index"),
-                "application/auth-policy+xml",
-                ALLOW_ALICE,
-            )
-            .await;
-        assert_eq!(r.status, 201, "{}", r.body);
+        s.put_im_rules(user, &allow_only(&[ALICE])).await;
     }
     let club = format!("org.openmobilealliance.groups/users/{ALICE}/club");
     let r = s
@@ -195,10 +169,7 @@ async fn a_message_to_a_group_reaches_its_members() {
     assert_eq!(r.status, 201, "{}", r.body);
     let sip = s.running().sip_addr.unwrap();
     let mut alice = Ua::new(sip, ALICE).await;
-    let mut bob = Ua::new(sip, BOB).await;
-    let contact = format!("sip:bob@{}", bob.local());
-    let register = bob.register(&[&contact], Some(600), "");
-    assert_eq!(bob.request(&register).await.0.status(), Some(200));
+    let (bob, _) = registered(sip, BOB).await;
 
     let send = alice.message(1, "sip:club@example.com", "text/plain", "", "hello club");
     let at_bob = async {

@@ -33,6 +33,43 @@ pub fn xcapd_serve() -> std::process::Command {
     cmd
 }
 
+/// The real binary in development mode on `http_port` and `sip`, with the config file
+/// `config` (TOML text) and the data directory `dir/data` (the same ones after a kill -9).
+pub fn spawn_im_server(
+    dir: &std::path::Path,
+    http_port: u16,
+    sip: std::net::SocketAddr,
+    config: &str,
+) -> std::process::Child {
+    let path = dir.join("xcapd.toml");
+    std::fs::write(&path, config).unwrap();
+    xcapd_serve()
+        .arg("--config")
+        .arg(&path)
+        .args(["--http", &format!("127.0.0.1:{http_port}"), "--sip"])
+        .arg(sip.to_string())
+        .arg("--data")
+        .arg(dir.join("data"))
+        .spawn()
+        .expect("spawn xcapd")
+}
+
+/// PUT of `user`'s im-rules document over HTTP at the XCAP root URL `base` (development mode).
+pub async fn put_im_rules(http: &reqwest::Client, base: &str, user: &str, rules: &str) {
+    let r = http
+        .put(format!("{base}/im-rules/users/{user}/index"))
+        .header("Content-Type", "application/auth-policy+xml")
+        .body(rules.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "im-rules of {user}: {}",
+        r.status()
+    );
+}
+
 /// Waits (up to 60 s) until the server under `base` (the XCAP root URL) answers.
 pub async fn wait_ready(client: &reqwest::Client, base: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -217,6 +254,11 @@ impl TestServer {
 
     pub fn running(&self) -> &Running {
         self.running.as_ref().unwrap()
+    }
+
+    /// PUT of `user`'s im-rules document (201 or 200 expected).
+    pub async fn put_im_rules(&self, user: &str, rules: &str) {
+        put_im_rules(&self.client, &self.root, user, rules).await;
     }
 
     pub async fn put(&self, rel: &str, content_type: &str, body: impl Into<String>) -> Resp {

@@ -77,6 +77,32 @@ pub fn resource_lists(uris: &[&str]) -> String {
     format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<resource-lists xmlns=\"urn:ietf:params:xml:ns:resource-lists\"><list>{entries}</list></resource-lists>")
 }
 
+/// An im-rules document (IM-26b) that allows exactly `who`; anyone else gets the default.
+pub fn allow_only(who: &[&str]) -> String {
+    let ids: String = who
+        .iter()
+        .map(|w| format!("<cr:one id=\"{w}\"/>"))
+        .collect();
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<cr:ruleset xmlns:cr=\"urn:ietf:params:xml:ns:common-policy\" xmlns:im=\"urn:iptel:xml:ns:im-rules\"><cr:rule id=\"friends\"><cr:conditions><cr:identity>{ids}</cr:identity></cr:conditions><cr:actions><im:im-handling>allow</im:im-handling></cr:actions></cr:rule></cr:ruleset>\n"
+    )
+}
+
+/// A UA for `user` registered at `server` with its own address as the contact (600 s); the
+/// contact URI.
+pub async fn registered(server: SocketAddr, user: &str) -> (Ua, String) {
+    let mut ua = Ua::new(server, user).await;
+    let name = user
+        .split(':')
+        .nth(1)
+        .and_then(|u| u.split('@').next())
+        .unwrap_or("ua");
+    let contact = format!("sip:{name}@{}", ua.local());
+    let register = ua.register(&[&contact], Some(600), "");
+    assert_eq!(ua.request(&register).await.0.status(), Some(200));
+    (ua, contact)
+}
+
 impl Ua {
     pub async fn new(server: SocketAddr, user: &str) -> Ua {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
