@@ -410,6 +410,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
                 if let Some(h) = &history {
                     tokio::spawn(h.clone().follow(feed.clone(), shutdown_rx.clone()));
                 }
+                tokio::spawn(deferred.clone().follow(feed.clone(), shutdown_rx.clone()));
                 tokio::spawn(crate::im::deferred::maintain(
                     registrar,
                     deferred,

@@ -348,3 +348,54 @@ async fn offline_rules_quota_duplicates_and_notices() {
     assert!(listed.is_empty(), "{listed:?}");
     s.stop().await;
 }
+
+// IX-04 (the owner may delete), IM-22: Bob discards one stored message by deleting its item
+// from his deferred-list document (an XCAP element DELETE), and then all of them with the
+// document; the sender who asked hears `failed`; messages he did not delete stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_discards_stored_messages_through_the_deferred_list() {
+    let s = TestServer::start_with(|c| c.sip.timer_t1_ms = 50).await;
+    s.put_im_rules(BOB, RULES).await;
+    let sip = s.running().sip_addr.unwrap();
+    let (mut alice, _) = registered(sip, ALICE).await;
+    let first = cpim("x-1", "negative-delivery", "unwanted");
+    for (n, body) in [(1, first.as_str()), (2, "keep me"), (3, "keep me too")] {
+        let (ct, b) = if n == 1 {
+            ("message/cpim", body.to_string())
+        } else {
+            ("text/plain", body.to_string())
+        };
+        let (r, _) = alice.request(&alice.message(n, BOB, ct, "", &b)).await;
+        assert_eq!(r.status(), Some(202), "{}", r.text);
+    }
+    let (listed, stored) = bob_list(&s, 3).await;
+    assert_eq!(listed, stored);
+    let doc = format!("org.openmobilealliance.deferred-list/users/{BOB}/deferred-list");
+    let item = format!("{doc}/~~/history-list/history%5b@id=%22{}%22%5d", stored[0]);
+    let r = reqwest::Client::new()
+        .delete(s.url(&item))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+    let notice = next_message(&alice, &mut Vec::new()).await;
+    assert_notice(&notice, "x-1", "failed");
+    let (listed, stored) = bob_list(&s, 2).await;
+    assert_eq!(listed, stored);
+    assert_eq!(waiting_for_bob(&s).await, 2, "the other two stay");
+
+    let r = reqwest::Client::new()
+        .delete(s.url(&doc))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    for _ in 0..100 {
+        if waiting_for_bob(&s).await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(waiting_for_bob(&s).await, 0, "gone with the document");
+    s.stop().await;
+}

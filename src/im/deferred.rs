@@ -252,6 +252,72 @@ impl Deferred {
         }
     }
 
+    /// Follows the change feed from now on: the owner's deletions in their deferred-list
+    /// document discard messages (one item by an XCAP element DELETE, or all of them with
+    /// the document: IX-04, the owner may delete). Senders who asked are told `failed`; the
+    /// document is then rewritten from the store.
+    pub async fn follow(
+        self: Arc<Self>,
+        feed: crate::storage::ChangeFeed,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        if self.list.is_none() {
+            return;
+        }
+        let mut cursor = feed.subscribe_from(feed.head());
+        let ours = format!("service:{}", super::documents::SERVICE);
+        loop {
+            let record = tokio::select! {
+                r = cursor.next() => r,
+                _ = shutdown.changed() => return,
+            };
+            let record = match record {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(target: "xcapd::im", error = %e, "deferred messages lost their place in the change feed");
+                    cursor = feed.subscribe_from(feed.head());
+                    continue;
+                }
+            };
+            let by_owner = record.key.auid == "org.openmobilealliance.deferred-list"
+                && record.origin.principal.as_deref() != Some(ours.as_str());
+            let crate::storage::TreeKey::User(owner) = &record.key.tree else {
+                continue;
+            };
+            if !by_owner {
+                continue;
+            }
+            // Only what the owner deleted: the whole document (all of them), or one item by
+            // an element DELETE naming its id. Messages stored meanwhile are not touched.
+            let discard: Option<Vec<u64>> = match (&record.new_etag, &record.origin.edit) {
+                (None, _) => None,
+                (Some(_), Some(edit)) if edit.kind == crate::event::EditKind::DeleteElement => {
+                    match item_id(&edit.node_selector) {
+                        Some(id) => Some(vec![id]),
+                        None => Some(Vec::new()),
+                    }
+                }
+                _ => Some(Vec::new()),
+            };
+            match self.waiting(owner).await {
+                Ok(waiting) => {
+                    let chosen =
+                        |m: &&StoredMessage| discard.as_ref().is_none_or(|ids| ids.contains(&m.id));
+                    for m in waiting.iter().filter(chosen) {
+                        if let Ok(true) = self.store.acknowledge(m.id).await {
+                            self.failed(m);
+                            self.charge(m, "failed", 0).await;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(target: "xcapd::im", error = %e, "cannot read deferred messages")
+                }
+            }
+            self.listed(owner);
+        }
+    }
+
     /// Every message waiting for `owner`, oldest first.
     pub async fn waiting(&self, owner: &str) -> Result<Vec<StoredMessage>, StorageError> {
         let mut out = Vec::new();
@@ -413,6 +479,16 @@ impl Deferred {
     }
 }
 
+/// The message id a node selector names (`…/history[@id="d-5"]` → 5).
+fn item_id(selector: &str) -> Option<u64> {
+    let start = selector.find("d-")? + 2;
+    let digits: String = selector[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
 /// The `imdn.Message-ID` of a CPIM body (duplicate detection, IM-18).
 fn message_id(body: &[u8]) -> Option<String> {
     Cpim::parse(body).ok()?.message_id().map(str::to_string)
@@ -460,5 +536,18 @@ pub async fn maintain(
                 tracing::warn!(target: "xcapd::im", error = %e, "cannot expire stored messages")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::item_id;
+
+    /// IX-04: the item an owner's element DELETE names, whatever the quoting.
+    #[test]
+    fn item_named_by_a_selector_ix04() {
+        assert_eq!(item_id("history-list/history[@id=\"d-42\"]"), Some(42));
+        assert_eq!(item_id("history-list/history[@id='d-7']"), Some(7));
+        assert_eq!(item_id("history-list/history[3]"), None);
     }
 }
