@@ -373,3 +373,57 @@ async fn registrations_survive_kill_9() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+/// A delivery notice from Bob about the message `id` Alice sent him (RFC 5438 §7.2.1.1).
+fn notice(id: &str) -> String {
+    let xml = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<imdn xmlns=\"urn:ietf:params:xml:ns:imdn\"><message-id>{id}</message-id><datetime>2026-12-07T10:00:00Z</datetime><delivery-notification><status><delivered/></status></delivery-notification></imdn>");
+    format!("From: <{BOB}>\r\nTo: <{ALICE}>\r\nNS: imdn <urn:ietf:params:imdn>\r\nimdn.Message-ID: n-{id}\r\nDateTime: 2026-12-07T10:00:01Z\r\n\r\nContent-Type: message/imdn+xml\r\nContent-Disposition: notification\r\nContent-Length: {}\r\n\r\n{xml}", xml.len())
+}
+
+// IM-20, IM-22: Alice's own rules admit only Carol, yet Bob's delivery notice about the message
+// she sent him (and asked notices for) reaches her; a notice about a message she never sent
+// him, and a plain message from Bob, meet her rules (403).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_a_sender_asked_for_pass_the_senders_rules() {
+    let s = TestServer::start_with(|c| c.sip.timer_t1_ms = 50).await;
+    s.put_im_rules(BOB, &allow_only(&[ALICE])).await;
+    s.put_im_rules(ALICE, &allow_only(&["sip:carol@example.com"]))
+        .await;
+    let sip = s.running().sip_addr.unwrap();
+    let (mut alice, _) = registered(sip, ALICE).await;
+    let (mut bob, _) = registered(sip, BOB).await;
+
+    let cpim = format!("From: <{ALICE}>\r\nTo: <{BOB}>\r\nNS: imdn <urn:ietf:params:imdn>\r\nimdn.Message-ID: q7\r\nDateTime: 2026-12-07T10:00:00Z\r\nimdn.Disposition-Notification: positive-delivery\r\n\r\nContent-Type: text/plain\r\n\r\nlunch?");
+    let send = message(&alice, 1, BOB, "message/cpim", &cpim);
+    let at_bob = async {
+        let m = bob.recv(Duration::from_secs(5)).await.expect("the MESSAGE");
+        bob.send(&answer_text(&m, 200)).await;
+    };
+    let ((r, _), ()) = tokio::join!(alice.request(&send), at_bob);
+    assert_eq!(r.status(), Some(200), "{}", r.text);
+
+    // The notice Alice asked for: delivered to her UA, Bob gets her UA's 200.
+    let back = message(&bob, 1, ALICE, "message/cpim", &notice("q7"));
+    let at_alice = async {
+        let m = alice
+            .recv(Duration::from_secs(5))
+            .await
+            .expect("the notice");
+        alice.send(&answer_text(&m, 200)).await;
+        m
+    };
+    let ((r, _), m) = tokio::join!(bob.request(&back), at_alice);
+    assert_eq!(r.status(), Some(200), "{}", r.text);
+    assert_eq!(m.body(), notice("q7"), "byte for byte");
+
+    // Not asked for: Alice's rules apply.
+    for (n, body, ct) in [
+        (2, notice("other"), "message/cpim"),
+        (3, "hello".to_string(), "text/plain"),
+    ] {
+        let (r, _) = bob.request(&message(&bob, n, ALICE, ct, &body)).await;
+        assert_eq!(r.status(), Some(403), "{}", r.text);
+    }
+    assert!(alice.recv(Duration::from_millis(300)).await.is_none());
+    s.stop().await;
+}

@@ -494,6 +494,10 @@ pub(super) fn pager(
         ),
         groups: Some(xdms.clone()),
         history: history.clone(),
+        expected: crate::im::expected::Expected::new(
+            100_000,
+            im.deferred_ttl_secs.saturating_mul(1000),
+        ),
         charging: charging.clone(),
     }));
     Ok((pager, deferred))

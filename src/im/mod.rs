@@ -7,7 +7,8 @@
 //! - [`history`]: conversation history when enabled;
 //! - [`documents`]: the users' `deferred-list` and `conv-history` documents;
 //! - [`route`]: where requests go (registered contacts, or back through the SIP/IP core);
-//! - [`cpim`], [`imdn`]: CPIM read and the IM Server's own disposition notices (pure);
+//! - [`cpim`], [`imdn`], [`expected`]: CPIM read, the IM Server's own disposition notices,
+//!   and the recipients' notices senders asked for;
 //! - [`charging`]: a charging data record per outcome.
 //!
 //! - [`recipient_list`], [`groups`]: one message to several recipients (RFC 5365, IM-13).
@@ -17,6 +18,7 @@ pub mod charging;
 pub mod cpim;
 pub mod deferred;
 pub mod documents;
+pub mod expected;
 pub mod groups;
 pub mod history;
 pub mod http;

@@ -73,6 +73,8 @@ pub struct PagerParts {
     pub groups: Option<Arc<Xdms>>,
     /// Conversation history, when enabled (IM-32).
     pub history: Option<Arc<super::history::History>>,
+    /// Notices recipients owe senders who asked (they pass the senders' rules).
+    pub expected: super::expected::Expected,
     pub charging: Charging,
 }
 
@@ -237,8 +239,11 @@ impl PagerParts {
         now: u64,
     ) {
         if let (Some(outcome), false) = (outcome, is_media(&msg.headers, IS_COMPOSING)) {
-            if let (Some(h), "delivered" | "stored") = (&self.history, outcome) {
-                h.record(msg, sender, recipient, now).await;
+            if matches!(outcome, "delivered" | "stored") {
+                self.expected.accepted(&msg.body, sender, recipient, now);
+                if let Some(h) = &self.history {
+                    h.record(msg, sender, recipient, now).await;
+                }
             }
             let charge = Charge {
                 event: "message",
@@ -272,34 +277,39 @@ impl PagerParts {
                 return failed(400, format!("Bad Request: {e}"));
             }
         }
-        // IM-27c: a sender asking for privacy is evaluated as anonymous.
-        let hidden = anonymous(&msg.headers);
-        let request = DecideRequest {
-            recipient: recipient.to_string(),
-            sender: (!hidden).then(|| sender.to_string()),
-            media: Some("pager".into()),
-            anonymous: hidden,
-        };
-        let decision = match p
-            .decisions
-            .decide_async(&request, (now / 1000) as i64)
-            .await
-        {
-            Ok(decision) => decision,
-            Err(e) => {
-                tracing::warn!(target: "xcapd::im", error = %e, "cannot decide on a MESSAGE");
-                return failed(500, "Policy unavailable".into());
+        // A notice the recipient asked the sender for passes the recipient's rules (IM-20);
+        // anything else goes through them.
+        let offline = if p.expected.is_expected(&msg.body, sender, recipient, now) {
+            None
+        } else {
+            // IM-27c: a sender asking for privacy is evaluated as anonymous.
+            let hidden = anonymous(&msg.headers);
+            let request = DecideRequest {
+                recipient: recipient.to_string(),
+                sender: (!hidden).then(|| sender.to_string()),
+                media: Some("pager".into()),
+                anonymous: hidden,
+            };
+            let decision = match p
+                .decisions
+                .decide_async(&request, (now / 1000) as i64)
+                .await
+            {
+                Ok(decision) => decision,
+                Err(e) => {
+                    tracing::warn!(target: "xcapd::im", error = %e, "cannot decide on a MESSAGE");
+                    return failed(500, "Policy unavailable".into());
+                }
+            };
+            match decision.action {
+                ImAction::Block => return (Reply::new(403, "Forbidden"), Some("blocked")),
+                // IM-26: accepted as if delivered, and dropped (no IMDN).
+                ImAction::PoliteBlock => return (Reply::new(202, "Accepted"), Some("blocked")),
+                ImAction::Allow => {}
             }
+            decision.allow_offline_storage
         };
-        match decision.action {
-            ImAction::Block => return (Reply::new(403, "Forbidden"), Some("blocked")),
-            // IM-26: accepted as if delivered, and dropped (no IMDN).
-            ImAction::PoliteBlock => return (Reply::new(202, "Accepted"), Some("blocked")),
-            ImAction::Allow => {}
-        }
-        let allowed = decision
-            .allow_offline_storage
-            .unwrap_or(p.offline_storage_default);
+        let allowed = offline.unwrap_or(p.offline_storage_default);
         let storable = allowed && p.deferred.is_some() && !is_media(&msg.headers, IS_COMPOSING);
         // RFC 3428 §7: fork to every contact; the first 2xx is the answer. A UA gets Timer F
         // to answer; the sender is answered sooner (IM-03: 202 once the message is stored).
