@@ -1,113 +1,72 @@
 //! sled backend of [`SubscriptionStore`] (RFC 6665 §4.2 subscription state that survives a
-//! restart). Trees in the document database:
-//! - `subscriptions`: `call-id \0 local-tag \0 remote-tag` → record;
-//! - `subscriptions_by_aor`: `aor \0 dialog` → empty (listing per subscriber);
-//! - `subscriptions_by_expiry`: `expires (u64 BE) dialog` → empty (expiry without a scan).
+//! restart): one tree in the document database, `subscriptions`: `call-id \0 local-tag \0
+//! remote-tag` → record. No secondary indexes: the notifier keeps its own in memory and reads
+//! the store whole only at start; listing per subscriber (admin API) and expiry scan the tree.
+//! Two index trees kept earlier cost a sled entry each per subscription (RSS, issue #13) and
+//! four more writes per NOTIFY checkpoint; they are dropped when found.
 //!
-//! Each change is one sled transaction over the three trees on the store's writer thread
-//! ([`super::sled_writer`]); `put` and `remove` resolve once flushed (one flush per batch),
-//! `checkpoint` at once (sled's background flush makes it durable within 500 ms).
+//! Every write runs on the store's writer thread ([`super::sled_writer`]), so writes are
+//! serialized; `put` and `remove` resolve once flushed (one flush per batch), `checkpoint` at
+//! once (sled's background flush makes it durable within 500 ms).
 
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
-use sled::Transactional;
-
-use super::sled_common::{from_sled, from_tx, push_bytes, utf8, Reader, TxResult};
+use super::sled_common::{from_sled, push_bytes, utf8, Reader};
 use super::sled_writer::SledWriter;
 use super::subscriptions::{validate, DialogId, StoreFuture, Subscription, SubscriptionStore};
 use super::StorageError;
 
 const SEP: u8 = 0;
 const RECORD_VERSION: u8 = 1;
+/// Index trees of earlier versions, removed at start.
+const DROPPED_TREES: [&str; 2] = ["subscriptions_by_aor", "subscriptions_by_expiry"];
 
 /// Subscriptions in a sled database (usually the document store's, `SledStore::db`).
 pub struct SledSubscriptions {
-    trees: Trees,
-    writer: SledWriter,
-}
-
-/// The three trees (cheap to clone: sled trees are shared handles).
-#[derive(Clone)]
-struct Trees {
     subs: sled::Tree,
-    by_aor: sled::Tree,
-    by_expiry: sled::Tree,
+    writer: SledWriter,
 }
 
 impl SledSubscriptions {
     pub fn new(db: &sled::Db) -> Result<SledSubscriptions, StorageError> {
+        for name in DROPPED_TREES {
+            db.drop_tree(name).map_err(from_sled)?;
+        }
         Ok(SledSubscriptions {
-            trees: Trees {
-                subs: db.open_tree("subscriptions").map_err(from_sled)?,
-                by_aor: db.open_tree("subscriptions_by_aor").map_err(from_sled)?,
-                by_expiry: db.open_tree("subscriptions_by_expiry").map_err(from_sled)?,
-            },
+            subs: db.open_tree("subscriptions").map_err(from_sled)?,
             writer: SledWriter::start(db.clone(), "xcapd-subscriptions")?,
         })
     }
 
-    /// Runs `f` on the writer thread with the trees.
+    /// Runs `f` on the writer thread with the tree.
     async fn write<T: Send + 'static>(
         &self,
         durable: bool,
-        f: impl FnOnce(&Trees) -> Result<T, StorageError> + Send + 'static,
+        f: impl FnOnce(&sled::Tree) -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, StorageError> {
-        let trees = self.trees.clone();
-        self.writer.run(durable, move || f(&trees)).await
+        let subs = self.subs.clone();
+        self.writer.run(durable, move || f(&subs)).await
+    }
+
+    /// Every record, decoded, in dialog order.
+    fn scan(&self) -> impl Iterator<Item = Result<Subscription, StorageError>> + '_ {
+        self.subs.iter().map(|item| {
+            let (k, v) = item.map_err(from_sled)?;
+            decode(&k, &v)
+        })
     }
 }
 
-impl Trees {
-    /// Removes one subscription inside a transaction; its old record if it existed.
-    fn remove_in(
-        (subs, by_aor, by_expiry): (&TransactionalTree, &TransactionalTree, &TransactionalTree),
-        dkey: &[u8],
-    ) -> TxResult<Option<Subscription>> {
-        let Some(old) = subs.remove(dkey)? else {
-            return Ok(None);
-        };
-        let old = decode(dkey, &old).map_err(ConflictableTransactionError::Abort)?;
-        by_aor.remove(index_key(old.subscriber.as_bytes(), dkey))?;
-        by_expiry.remove(index_key(&old.expires_at_ms.to_be_bytes(), dkey))?;
-        Ok(Some(old))
-    }
-
-    /// One transaction over the three trees (on the writer thread, under the sled gate).
-    fn transact<T>(
-        &self,
-        f: impl Fn((&TransactionalTree, &TransactionalTree, &TransactionalTree)) -> TxResult<T>,
-    ) -> Result<T, StorageError> {
-        (&self.subs, &self.by_aor, &self.by_expiry)
-            .transaction(|(a, b, c)| f((a, b, c)))
-            .map_err(from_tx)
-    }
-
-    /// The record and its index entries, in one transaction (not yet flushed).
-    fn store(&self, sub: &Subscription) -> Result<(), StorageError> {
-        let dkey = dialog_key(&sub.dialog);
-        let record = encode(sub)?;
-        self.transact(|trees| {
-            Self::remove_in(trees, &dkey)?;
-            let (subs, by_aor, by_expiry) = trees;
-            subs.insert(dkey.as_slice(), record.as_slice())?;
-            by_aor.insert(index_key(sub.subscriber.as_bytes(), &dkey), &[][..])?;
-            by_expiry.insert(index_key(&sub.expires_at_ms.to_be_bytes(), &dkey), &[][..])?;
-            Ok(())
-        })
-    }
-
-    fn load(&self, dkey: &[u8]) -> Result<Option<Subscription>, StorageError> {
-        match self.subs.get(dkey).map_err(from_sled)? {
-            Some(v) => decode(dkey, &v).map(Some),
-            None => Ok(None),
-        }
-    }
+/// Writes the record of `sub` (not yet flushed).
+fn store(subs: &sled::Tree, sub: &Subscription) -> Result<(), StorageError> {
+    subs.insert(dialog_key(&sub.dialog), encode(sub)?)
+        .map_err(from_sled)?;
+    Ok(())
 }
 
 impl SubscriptionStore for SledSubscriptions {
     fn put(&self, sub: Subscription) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             validate(&sub)?;
-            self.write(true, move |t| t.store(&sub)).await
+            self.write(true, move |t| store(t, &sub)).await
         })
     }
 
@@ -115,20 +74,25 @@ impl SubscriptionStore for SledSubscriptions {
         // Durable with sled's next background flush (every 500 ms).
         Box::pin(async move {
             validate(&sub)?;
-            self.write(false, move |t| t.store(&sub)).await
+            self.write(false, move |t| store(t, &sub)).await
         })
     }
 
     fn get(&self, dialog: DialogId) -> StoreFuture<'_, Option<Subscription>> {
-        Box::pin(async move { self.trees.load(&dialog_key(&dialog)) })
+        Box::pin(async move {
+            let dkey = dialog_key(&dialog);
+            match self.subs.get(&dkey).map_err(from_sled)? {
+                Some(v) => decode(&dkey, &v).map(Some),
+                None => Ok(None),
+            }
+        })
     }
 
     fn remove(&self, dialog: DialogId) -> StoreFuture<'_, bool> {
         Box::pin(async move {
             let dkey = dialog_key(&dialog);
             self.write(true, move |t| {
-                let removed = t.transact(|trees| Trees::remove_in(trees, &dkey))?;
-                Ok(removed.is_some())
+                Ok(t.remove(dkey).map_err(from_sled)?.is_some())
             })
             .await
         })
@@ -136,12 +100,10 @@ impl SubscriptionStore for SledSubscriptions {
 
     fn by_subscriber(&self, subscriber: String) -> StoreFuture<'_, Vec<Subscription>> {
         Box::pin(async move {
-            let mut prefix = subscriber.into_bytes();
-            prefix.push(SEP);
             let mut out = Vec::new();
-            for item in self.trees.by_aor.scan_prefix(&prefix) {
-                let (k, _) = item.map_err(from_sled)?;
-                if let Some(sub) = self.trees.load(&k[prefix.len()..])? {
+            for sub in self.scan() {
+                let sub = sub?;
+                if sub.subscriber == subscriber {
                     out.push(sub);
                 }
             }
@@ -150,29 +112,19 @@ impl SubscriptionStore for SledSubscriptions {
     }
 
     fn all(&self) -> StoreFuture<'_, Vec<Subscription>> {
-        Box::pin(async move {
-            self.trees
-                .subs
-                .iter()
-                .map(|item| {
-                    let (k, v) = item.map_err(from_sled)?;
-                    decode(&k, &v)
-                })
-                .collect()
-        })
+        Box::pin(async move { self.scan().collect() })
     }
 
     fn expire(&self, now_ms: u64) -> StoreFuture<'_, Vec<Subscription>> {
         Box::pin(async move {
             self.write(true, move |t| {
-                let end = now_ms.saturating_add(1).to_be_bytes();
                 let mut expired = Vec::new();
-                for item in t.by_expiry.range(..&end[..]) {
-                    let (k, _) = item.map_err(from_sled)?;
-                    let dkey = k.get(9..).unwrap_or_default().to_vec();
-                    let removed = t.transact(|trees| Trees::remove_in(trees, &dkey))?;
-                    // Refreshed in between: its old expiry entry is gone with it.
-                    if let Some(sub) = removed.filter(|s| s.expires_at_ms <= now_ms) {
+                for item in t.iter() {
+                    let (k, v) = item.map_err(from_sled)?;
+                    let sub = decode(&k, &v)?;
+                    // Writes are serialized on this thread: no refresh can come in between.
+                    if sub.expires_at_ms <= now_ms {
+                        t.remove(&k).map_err(from_sled)?;
                         expired.push(sub);
                     }
                 }
@@ -190,14 +142,6 @@ fn dialog_key(d: &DialogId) -> Vec<u8> {
     out.extend_from_slice(d.local_tag.as_bytes());
     out.push(SEP);
     out.extend_from_slice(d.remote_tag.as_bytes());
-    out
-}
-
-fn index_key(head: &[u8], dkey: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(head.len() + 1 + dkey.len());
-    out.extend_from_slice(head);
-    out.push(SEP);
-    out.extend_from_slice(dkey);
     out
 }
 
@@ -278,6 +222,29 @@ mod tests {
     use crate::storage::messages::{Mailbox, MessageStore, NewMessage};
     use crate::storage::sled_messages::SledMessages;
     use crate::storage::{SledOptions, SledStore};
+
+    // A database of an earlier version: its index trees go, its records stay readable.
+    #[tokio::test]
+    async fn index_trees_of_earlier_versions_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+        for name in DROPPED_TREES {
+            store
+                .db()
+                .open_tree(name)
+                .unwrap()
+                .insert(b"k", b"")
+                .unwrap();
+        }
+        let _subs = SledSubscriptions::new(store.db()).unwrap();
+        let names: Vec<Vec<u8>> = store.db().tree_names().iter().map(|n| n.to_vec()).collect();
+        for name in DROPPED_TREES {
+            assert!(
+                !names.contains(&name.as_bytes().to_vec()),
+                "{name} is still there"
+            );
+        }
+    }
 
     // RFC 6665 §4.2 state and deferred messages outlive the process: both are in the
     // document database and read back after a close and reopen.
