@@ -15,7 +15,7 @@ use crate::storage::messages::{MemoryMessages, MessageStore};
 use crate::storage::sled_credentials::SledCredentials;
 use crate::storage::sled_messages::SledMessages;
 use crate::storage::sled_store::{SledOptions, SledStore};
-use crate::storage::sled_subscriptions::SledSubscriptions;
+use crate::storage::subscription_log::LogSubscriptions;
 use crate::storage::subscriptions::{MemorySubscriptions, SubscriptionStore};
 use crate::storage::{ChangeFeed, DocumentStore, StorageError};
 use crate::upstream::Upstream;
@@ -196,7 +196,7 @@ pub fn open_stores(config: &Config) -> Result<Stores, AppError> {
             )?;
             Stores {
                 credentials: Arc::new(SledCredentials::new(store.db())?),
-                subscriptions: Arc::new(SledSubscriptions::new(store.db())?),
+                subscriptions: Arc::new(open_subscriptions(config, store.db())?),
                 messages: Arc::new(SledMessages::new(store.db())?),
                 charging: Arc::new(crate::storage::charging::JsonlCharging::open(
                     &config.server.data_dir.join("charging"),
@@ -208,6 +208,16 @@ pub fn open_stores(config: &Config) -> Result<Stores, AppError> {
             }
         }
     })
+}
+
+/// The subscription log in the data directory, with the subscriptions an earlier version
+/// kept in sled moved into it (then removed from sled).
+fn open_subscriptions(config: &Config, db: &sled::Db) -> Result<LogSubscriptions, AppError> {
+    use crate::storage::sled_subscriptions::{drop_legacy, legacy_records};
+    let legacy = legacy_records(db)?;
+    let log = LogSubscriptions::open_importing(&config.server.data_dir.join("sip"), legacy)?;
+    drop_legacy(db)?;
+    Ok(log)
 }
 
 fn settings_default_domain(config: &Config) -> Option<String> {

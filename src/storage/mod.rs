@@ -33,6 +33,7 @@ pub mod sled_store;
 pub mod sled_subscriptions;
 mod sled_writer;
 pub mod space;
+pub mod subscription_log;
 pub mod subscriptions;
 #[cfg(test)]
 mod suite;
@@ -292,6 +293,9 @@ mod backend_suites {
     subscription_store_suite!(sled_subscriptions, || {
         crate::storage::sled_subscriptions::SledSubscriptions::new(&sled_db())
             .expect("subscriptions")
+    });
+    subscription_store_suite!(log_subscriptions, || {
+        crate::storage::subscription_log::LogSubscriptions::open_temporary().expect("subscriptions")
     });
     message_store_suite!(sled_messages, || {
         crate::storage::sled_messages::SledMessages::new(&sled_db()).expect("messages")

@@ -18,6 +18,7 @@ const SEP: u8 = 0;
 const RECORD_VERSION: u8 = 1;
 /// Index trees of earlier versions, removed at start.
 const DROPPED_TREES: [&str; 2] = ["subscriptions_by_aor", "subscriptions_by_expiry"];
+const TREE: &str = "subscriptions";
 
 /// Subscriptions in a sled database (usually the document store's, `SledStore::db`).
 pub struct SledSubscriptions {
@@ -31,7 +32,7 @@ impl SledSubscriptions {
             db.drop_tree(name).map_err(from_sled)?;
         }
         Ok(SledSubscriptions {
-            subs: db.open_tree("subscriptions").map_err(from_sled)?,
+            subs: db.open_tree(TREE).map_err(from_sled)?,
             writer: SledWriter::start(db.clone(), "xcapd-subscriptions")?,
         })
     }
@@ -53,6 +54,37 @@ impl SledSubscriptions {
             decode(&k, &v)
         })
     }
+}
+
+/// The subscriptions a database holds from before they moved to their own log
+/// ([`super::subscription_log`]); none when it never held any.
+pub fn legacy_records(db: &sled::Db) -> Result<Vec<Subscription>, StorageError> {
+    if !db
+        .tree_names()
+        .iter()
+        .any(|n| n.as_ref() == TREE.as_bytes())
+    {
+        return Ok(Vec::new());
+    }
+    let tree = db.open_tree(TREE).map_err(from_sled)?;
+    tree.iter()
+        .map(|item| {
+            let (k, v) = item.map_err(from_sled)?;
+            decode(&k, &v)
+        })
+        .collect()
+}
+
+/// Removes the subscription trees once their records are in the log (then flushed).
+pub fn drop_legacy(db: &sled::Db) -> Result<(), StorageError> {
+    let mut dropped = false;
+    for name in DROPPED_TREES.iter().chain([&TREE]) {
+        dropped |= db.drop_tree(name).map_err(from_sled)?;
+    }
+    if dropped {
+        db.flush().map_err(from_sled)?;
+    }
+    Ok(())
 }
 
 /// Writes the record of `sub` (not yet flushed).
@@ -135,7 +167,7 @@ impl SubscriptionStore for SledSubscriptions {
     }
 }
 
-fn dialog_key(d: &DialogId) -> Vec<u8> {
+pub(super) fn dialog_key(d: &DialogId) -> Vec<u8> {
     let mut out = Vec::with_capacity(d.call_id.len() + d.local_tag.len() + d.remote_tag.len() + 2);
     out.extend_from_slice(d.call_id.as_bytes());
     out.push(SEP);
@@ -145,7 +177,7 @@ fn dialog_key(d: &DialogId) -> Vec<u8> {
     out
 }
 
-fn encode(sub: &Subscription) -> Result<Vec<u8>, StorageError> {
+pub(super) fn encode(sub: &Subscription) -> Result<Vec<u8>, StorageError> {
     let mut out = Vec::with_capacity(256);
     out.push(RECORD_VERSION);
     push_bytes(&mut out, sub.subscriber.as_bytes())?;
@@ -178,7 +210,7 @@ fn read_list(r: &mut Reader<'_>, what: &str) -> Result<Vec<String>, StorageError
     Ok(out)
 }
 
-fn decode(dkey: &[u8], bytes: &[u8]) -> Result<Subscription, StorageError> {
+pub(super) fn decode(dkey: &[u8], bytes: &[u8]) -> Result<Subscription, StorageError> {
     let mut parts = dkey.splitn(3, |b| *b == SEP);
     let (Some(call_id), Some(local_tag), Some(remote_tag)) =
         (parts.next(), parts.next(), parts.next())
@@ -222,6 +254,47 @@ mod tests {
     use crate::storage::messages::{Mailbox, MessageStore, NewMessage};
     use crate::storage::sled_messages::SledMessages;
     use crate::storage::{SledOptions, SledStore};
+
+    // Upgrading: subscriptions an earlier version kept in sled move to the log (and stay
+    // there after another restart), and sled no longer holds them.
+    #[tokio::test]
+    async fn earlier_subscriptions_move_to_the_log() {
+        use crate::storage::subscription_log::LogSubscriptions;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("db"), SledOptions::default()).unwrap();
+        let mut sub = Subscription {
+            dialog: DialogId {
+                call_id: "c@h".into(),
+                local_tag: "l".into(),
+                remote_tag: "r".into(),
+            },
+            subscriber: "sip:alice@example.com".into(),
+            event: "xcap-diff".into(),
+            resources: vec!["resource-lists/users/sip:alice@example.com/index".into()],
+            remote_target: "sip:alice@127.0.0.1:5070".into(),
+            route_set: vec![],
+            local_cseq: 3,
+            remote_cseq: 9,
+            expires_at_ms: 99,
+            notified_seq: 1234,
+            package_state: vec![7],
+        };
+        SledSubscriptions::new(store.db())
+            .unwrap()
+            .put(sub.clone())
+            .await
+            .unwrap();
+        let legacy = legacy_records(store.db()).unwrap();
+        assert_eq!(legacy, vec![sub.clone()]);
+        let log = LogSubscriptions::open_importing(&dir.path().join("sip"), legacy).unwrap();
+        drop_legacy(store.db()).unwrap();
+        assert!(legacy_records(store.db()).unwrap().is_empty());
+        sub.notified_seq += 1;
+        log.checkpoint(sub.clone()).await.unwrap();
+        drop(log);
+        let log = LogSubscriptions::open_importing(&dir.path().join("sip"), vec![]).unwrap();
+        assert_eq!(log.all().await.unwrap(), vec![sub]);
+    }
 
     // A database of an earlier version: its index trees go, its records stay readable.
     #[tokio::test]

@@ -1,6 +1,7 @@
-//! One writer thread for a sled-backed side store (subscriptions, deferred messages): every
-//! transaction runs on it, one after another, and the durable ones of a batch share one flush
-//! (group commit).
+//! One writer thread for a side store (sled-backed: deferred messages, registrations; or a
+//! log file: subscriptions): every write runs on it, one after another, and the durable ones
+//! of a batch share one flush or sync (group commit); writes that need not be durable at once
+//! are synced within about a second.
 //! Why: a transaction per SUBSCRIBE and per NOTIFY from async tasks either blocks runtime
 //! workers or parks a blocking thread each; under 10,000 subscriptions that grew tokio's
 //! blocking pool to 512 threads and the RSS by ~100 MB (issue #13 benchmark). Callers await a
@@ -28,12 +29,27 @@ pub(crate) struct SledWriter {
     jobs: mpsc::Sender<Job>,
 }
 
+/// What makes a batch durable, and whether jobs run under the sled gate.
+pub(crate) struct Flusher {
+    pub flush: Box<dyn FnMut() -> Result<(), StorageError> + Send>,
+    pub sled_gate: bool,
+}
+
 impl SledWriter {
     pub(crate) fn start(db: sled::Db, name: &str) -> Result<SledWriter, StorageError> {
+        let sync = Flusher {
+            flush: Box::new(move || flush_gated(&db).map(drop)),
+            sled_gate: true,
+        };
+        Self::start_with(name, sync)
+    }
+
+    /// A writer whose durable batches end with `sync.flush`.
+    pub(crate) fn start_with(name: &str, sync: Flusher) -> Result<SledWriter, StorageError> {
         let (jobs, queue) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name(name.to_string())
-            .spawn(move || run(&db, &queue))
+            .spawn(move || run(sync, &queue))
             .map_err(|e| StorageError::Backend(format!("cannot start {name}: {e}")))?;
         Ok(SledWriter { jobs })
     }
@@ -66,8 +82,13 @@ impl SledWriter {
 /// Quiet this long after writing, the thread gives back the memory it freed.
 const QUIET: std::time::Duration = std::time::Duration::from_secs(1);
 
-fn run(db: &sled::Db, queue: &mpsc::Receiver<Job>) {
+/// Writes that asked for no sync are synced at most this long after.
+const LAZY_SYNC: std::time::Duration = std::time::Duration::from_millis(500);
+
+fn run(mut sync: Flusher, queue: &mpsc::Receiver<Job>) {
     let mut wrote = false;
+    // Since when writes wait for a sync nobody asked for.
+    let mut unsynced: Option<std::time::Instant> = None;
     loop {
         let next = if wrote {
             queue.recv_timeout(QUIET)
@@ -79,6 +100,11 @@ fn run(db: &sled::Db, queue: &mpsc::Receiver<Job>) {
         let first = match next {
             Ok(job) => job,
             Err(mpsc::RecvTimeoutError::Timeout) => {
+                if unsynced.take().is_some() {
+                    if let Err(e) = (sync.flush)() {
+                        tracing::warn!(target: "xcapd::storage", error = %e, "background sync failed");
+                    }
+                }
                 // A burst of subscription writes left freed pages on this thread's heap.
                 crate::alloc::release_freed_memory();
                 wrote = false;
@@ -97,12 +123,21 @@ fn run(db: &sled::Db, queue: &mpsc::Receiver<Job>) {
         let mut results: Vec<(Job, Output)> = Vec::with_capacity(batch.len());
         for mut job in batch {
             let work = std::mem::replace(&mut job.work, Box::new(|| Ok(Box::new(()))));
-            let out = with_gate_exclusive(work);
+            let out = if sync.sled_gate {
+                with_gate_exclusive(work)
+            } else {
+                work()
+            };
             results.push((job, out));
         }
         let wants_flush = results.iter().any(|(j, out)| j.durable && out.is_ok());
-        let flushed = if wants_flush {
-            flush_gated(db).map(drop)
+        if unsynced.is_none() && results.iter().any(|(_, out)| out.is_ok()) {
+            unsynced = Some(std::time::Instant::now());
+        }
+        let lazy_due = unsynced.is_some_and(|t| t.elapsed() >= LAZY_SYNC);
+        let flushed = if wants_flush || lazy_due {
+            unsynced = None;
+            (sync.flush)()
         } else {
             Ok(())
         };
