@@ -6,7 +6,7 @@
 //! accepted SUBSCRIBE, and the final NOTIFY when the subscription ends. After each NOTIFY the
 //! subscriber acknowledged, the reported state is stored, so a restart chains on from it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,11 +51,11 @@ pub(super) struct Actor {
     pub expires_at_ms: u64,
     pub docs: Documents,
     /// Component `sel` → digest of what was last reported (`None`: reported absent).
-    pub components: HashMap<String, Option<String>>,
+    pub components: BTreeMap<String, Option<String>>,
     /// Documents holding subscribed components that changed since the last NOTIFY.
-    pub dirty: HashSet<DocKey>,
+    pub dirty: BTreeSet<DocKey>,
     /// Of those, the ones that could not be read for the last NOTIFY.
-    pub unread: HashSet<DocKey>,
+    pub unread: BTreeSet<DocKey>,
     /// The last change seen, and the last one covered by a delivered NOTIFY.
     pub seen_seq: u64,
     pub notified_seq: u64,
@@ -272,7 +272,7 @@ impl Actor {
         self.docs
             .reset(current.into_iter().map(|(k, (_, etag))| (k, etag)));
         self.components.clear();
-        let keys: HashSet<DocKey> = self.component_keys().collect();
+        let keys: BTreeSet<DocKey> = self.component_keys().collect();
         self.dirty.clear();
         diff.components = self.component_reports(&keys, true).await;
         Some(diff.to_xml().into_bytes())
@@ -310,7 +310,7 @@ impl Actor {
         );
         let dirty = std::mem::take(&mut self.dirty);
         diff.components = self.component_reports(&dirty, false).await;
-        self.dirty.extend(self.unread.drain());
+        self.dirty.append(&mut self.unread);
         if diff.documents.is_empty() && diff.components.is_empty() {
             return Vec::new();
         }

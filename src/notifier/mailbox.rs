@@ -135,6 +135,8 @@ async fn drive(mailbox: Arc<Mailbox>) {
                 timers.set(&mailbox, Some(wake_at));
                 let mut inner = mailbox.inner.lock();
                 if inner.queue.is_empty() || inner.closed {
+                    // An idle queue holds no buffer (10,000 of them are a benchmark figure).
+                    inner.queue = VecDeque::new();
                     inner.idle = Some(actor);
                     inner.running = false;
                     // The handle would keep the finished task's memory.

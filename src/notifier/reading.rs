@@ -3,7 +3,7 @@
 //! components it watches, from this node's store or from the remote node serving the usage
 //! ([`super::nodes`], read as the subscriber). Storage errors are never taken for absence.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -116,7 +116,7 @@ impl Actor {
     /// (XE-10b: one that never existed is not reported; XE-14: a removal is, once).
     pub(super) async fn component_reports(
         &mut self,
-        keys: &HashSet<DocKey>,
+        keys: &BTreeSet<DocKey>,
         initial: bool,
     ) -> Vec<ComponentReport> {
         let mut out = Vec::new();

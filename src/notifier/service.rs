@@ -5,7 +5,6 @@
 //! duration — and keeps each subscription's state ([`super::actor`]), woken by its mailbox
 //! ([`super::mailbox`]) and fed from the change feed ([`super::registry`]). Subscriptions are stored, so a restart resumes them.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -284,7 +283,7 @@ impl Notifier {
             mode: asked.mode,
             expires_at_ms: now_ms() + u64::from(asked.expires) * 1000,
             docs: Documents::default(),
-            components: HashMap::new(),
+            components: Default::default(),
             dirty: Default::default(),
             unread: Default::default(),
             seen_seq: 0,
