@@ -15,6 +15,7 @@ use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::AbortHandle;
 
 use super::actor::Actor;
+use super::dormant::Idle;
 use super::request::{DiffProcessing, Entry};
 use crate::event::ChangeRecord;
 
@@ -58,7 +59,7 @@ pub(super) struct Mailbox {
 struct Inner {
     queue: VecDeque<Msg>,
     /// The state, taken by the driver while it runs.
-    idle: Option<Box<Actor>>,
+    idle: Option<Idle>,
     /// A driver runs (or was started): messages only queue up.
     running: bool,
     /// The subscription ended: messages are refused.
@@ -76,7 +77,7 @@ impl Mailbox {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             inner: Mutex::new(Inner {
                 queue: VecDeque::new(),
-                idle: Some(actor),
+                idle: Some(Idle::Awake(actor)),
                 running: false,
                 closed: false,
                 wake_at: None,
@@ -124,7 +125,12 @@ impl Mailbox {
 /// Works on one subscription until nothing is due, then leaves its state in the mailbox with
 /// a wake-up time, or ends it.
 async fn drive(mailbox: Arc<Mailbox>) {
-    let Some(mut actor) = mailbox.inner.lock().idle.take() else {
+    let Some(idle) = mailbox.inner.lock().idle.take() else {
+        return;
+    };
+    let Some(mut actor) = idle.wake() else {
+        tracing::warn!(target: "xcapd::notifier", "an idle subscription's record cannot be read back: ended");
+        mailbox.close();
         return;
     };
     let mut unfinished = Unfinished(Some(Arc::clone(&mailbox)));
@@ -137,7 +143,7 @@ async fn drive(mailbox: Arc<Mailbox>) {
                 if inner.queue.is_empty() || inner.closed {
                     // An idle queue holds no buffer (10,000 of them are a benchmark figure).
                     inner.queue = VecDeque::new();
-                    inner.idle = Some(actor);
+                    inner.idle = Some(Idle::sleep(actor));
                     inner.running = false;
                     // The handle would keep the finished task's memory.
                     inner.driver = None;

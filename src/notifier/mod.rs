@@ -14,6 +14,7 @@
 
 mod actor;
 pub mod dialog;
+mod dormant;
 mod mailbox;
 pub mod nodes;
 mod reading;

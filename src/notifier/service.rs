@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::actor::Actor;
 use super::dialog::{Dialog, PACKAGE};
+use super::dormant::rebuild;
 use super::mailbox::{Mailbox, Msg, Refresh, Timers};
 use super::nodes::Nodes;
 use super::registry::{dispatch, follow, Handle, Registry};
@@ -24,7 +25,6 @@ use super::request::{
     check_accept, diff_processing, grant_expires, parse_entries, DiffProcessing, Durations, Entry,
     SubscribeError, MIME_RESOURCE_LISTS,
 };
-use super::saved::Saved;
 use crate::authz::Principal;
 use crate::metrics::Metrics;
 use crate::sip::auth::{SipAuthenticator, SipIdentity};
@@ -464,73 +464,20 @@ fn spawn(shared: &Arc<Shared>, actor: Actor, id: DialogId, entries: &[Entry], fi
 
 /// A stored subscription live again; `None` (and removed) when it cannot be.
 fn restore(shared: &Arc<Shared>, sub: Subscription) -> Option<(Actor, DialogId, Vec<Entry>)> {
-    let saved = Saved::decode(&sub.package_state);
-    let c = &shared.parts.config;
-    let mut entries = Vec::new();
-    for sel in &sub.resources {
-        let body = resource_list(sel);
-        if let Ok(mut e) = parse_entries(
-            body.as_bytes(),
-            &c.public_root,
-            &c.root_path,
-            c.default_domain.as_deref(),
-        ) {
-            let xdms = &shared.parts.xdms;
-            entries.extend(
-                e.drain(..)
-                    .map(|e| e.generated(|k| xdms.generated_sources(k))),
-            );
-        }
-    }
-    let Some(saved) = saved.filter(|_| !entries.is_empty()) else {
-        let (store, dialog) = (Arc::clone(&shared.parts.store), sub.dialog.clone());
+    let dialog = sub.dialog.clone();
+    let Some((mut actor, entries)) = rebuild(shared, sub) else {
+        let store = Arc::clone(&shared.parts.store);
         tokio::spawn(async move { store.remove(dialog).await });
         return None;
     };
-    let dialog = Dialog {
-        id: sub.dialog.clone(),
-        remote_uri: saved.remote_uri,
-        local_uri: saved.local_uri,
-        remote_target: sub.remote_target,
-        route_set: sub.route_set,
-        // NOTIFYs sent after the last stored progress used CSeqs the subscriber has seen:
-        // go on well above them (a CSeq may jump, RFC 3261 §12.2.1.1).
-        local_cseq: sub.local_cseq.saturating_add(CSEQ_MARGIN),
-        remote_cseq: sub.remote_cseq,
-        event_id: saved.event_id,
-        flow: None,
-    };
-    let actor = Actor {
-        shared: Arc::clone(shared),
-        dialog,
-        subscriber: sub.subscriber,
-        entries: entries.clone(),
-        mode: saved.mode,
-        // An expired one ends at once with its final NOTIFY.
-        expires_at_ms: sub.expires_at_ms,
-        docs: Documents::with_reported(saved.documents),
-        components: saved.components.into_iter().collect(),
-        dirty: Default::default(),
-        unread: Default::default(),
-        seen_seq: sub.notified_seq,
-        notified_seq: sub.notified_seq,
-        last_sent: None,
-        failures: 0,
-        resync_due: None,
-    };
-    Some((actor, sub.dialog, entries))
+    // NOTIFYs sent after the last stored progress used CSeqs the subscriber has seen: go on
+    // well above them (a CSeq may jump, RFC 3261 §12.2.1.1).
+    actor.dialog.local_cseq = actor.dialog.local_cseq.saturating_add(CSEQ_MARGIN);
+    Some((actor, dialog, entries))
 }
 
 /// How far a restored dialog's CSeq jumps.
 const CSEQ_MARGIN: u32 = 1000;
-
-/// A one-entry resource list (stored subscriptions keep their entry URIs only).
-fn resource_list(sel: &str) -> String {
-    format!(
-        "<resource-lists xmlns=\"urn:ietf:params:xml:ns:resource-lists\"><list><entry uri=\"{}\"/></list></resource-lists>",
-        crate::xml::attvalue::escape(sel)
-    )
-}
 
 /// A dialog tag with 64 random bits (RFC 3261 §19.3: at least 32).
 fn random_tag() -> String {

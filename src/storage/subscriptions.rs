@@ -42,6 +42,28 @@ pub struct Subscription {
     pub package_state: Vec<u8>,
 }
 
+impl Subscription {
+    /// The record as bytes (dialog included), as the stores write it.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, StorageError> {
+        let key = super::sled_subscriptions::dialog_key(&self.dialog);
+        let record = super::sled_subscriptions::encode(self)?;
+        let mut out = Vec::with_capacity(4 + key.len() + record.len());
+        out.extend_from_slice(&super::sled_common::len32(key.len())?.to_le_bytes());
+        out.extend_from_slice(&key);
+        out.extend_from_slice(&record);
+        Ok(out)
+    }
+
+    /// The record [`Subscription::to_bytes`] wrote.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Subscription, StorageError> {
+        let corrupt = || StorageError::Corrupt("short subscription record".into());
+        let len = bytes.get(..4).ok_or_else(corrupt)?;
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let key = bytes.get(4..4 + len).ok_or_else(corrupt)?;
+        super::sled_subscriptions::decode(key, &bytes[4 + len..])
+    }
+}
+
 /// Durable subscription state. Every method resolves once its effect is durable.
 pub trait SubscriptionStore: Send + Sync + 'static {
     /// Creates or replaces (refresh, new CSeq, new feed position) the subscription.
