@@ -4,19 +4,14 @@
 
 use crate::admin::{AdminError, AdminState};
 use crate::appusage::{Registry, RegistryError};
-use crate::config::{Config, ConfigError, StorageBackend};
+use crate::config::{Config, ConfigError};
 use crate::decision::DecisionService;
 use crate::metrics::{count_documents, track_requests, InstrumentedStore, Metrics, RequestTracker};
 use crate::proxy::front::{Front, FrontError};
 use crate::proxy::route::{Routes, Target};
-use crate::storage::credentials::{CredentialStore, MemoryCredentials};
-use crate::storage::memory::MemoryStore;
-use crate::storage::messages::{MemoryMessages, MessageStore};
-use crate::storage::sled_credentials::SledCredentials;
-use crate::storage::sled_messages::SledMessages;
-use crate::storage::sled_store::{SledOptions, SledStore};
-use crate::storage::subscription_log::LogSubscriptions;
-use crate::storage::subscriptions::{MemorySubscriptions, SubscriptionStore};
+use crate::storage::credentials::CredentialStore;
+use crate::storage::messages::MessageStore;
+use crate::storage::subscriptions::SubscriptionStore;
 use crate::storage::{ChangeFeed, DocumentStore, StorageError};
 use crate::upstream::Upstream;
 use crate::xdms::http::HttpState;
@@ -30,6 +25,8 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 mod build;
+mod stores;
+pub use stores::{open_stores, Stores};
 
 #[derive(Debug, Error)]
 pub enum AppError {
@@ -157,69 +154,6 @@ pub fn load_usages(config: &Config) -> Result<(Arc<Registry>, Validator), AppErr
     Ok((Arc::new(registry), validator))
 }
 
-/// Every store the roles use; with sled all live in one database.
-pub struct Stores {
-    pub documents: Arc<dyn DocumentStore>,
-    pub credentials: Arc<dyn CredentialStore>,
-    /// SIP subscriptions (the xcap-diff notifier).
-    pub subscriptions: Arc<dyn SubscriptionStore>,
-    /// Deferred messages, history and charging records (the IM Server).
-    pub messages: Arc<dyn MessageStore>,
-    /// The IM Server's charging data records.
-    pub charging: Arc<dyn crate::storage::charging::ChargingLog>,
-    /// The registrar's bindings.
-    pub registrations: Arc<dyn crate::storage::registrations::RegistrationStore>,
-}
-
-/// Opens the configured storage backend.
-pub fn open_stores(config: &Config) -> Result<Stores, AppError> {
-    Ok(match config.storage.backend {
-        StorageBackend::Memory => Stores {
-            documents: Arc::new(MemoryStore::with_retention(
-                config.storage.change_retention(),
-            )),
-            credentials: Arc::new(MemoryCredentials::new()),
-            subscriptions: Arc::new(MemorySubscriptions::new()),
-            messages: Arc::new(MemoryMessages::new()),
-            charging: Arc::new(crate::storage::charging::MemoryCharging::default()),
-            registrations: Arc::new(crate::storage::registrations::MemoryRegistrations::default()),
-        },
-        StorageBackend::Sled => {
-            let store = SledStore::open_in_data_dir(
-                &config.server.data_dir,
-                SledOptions {
-                    cache_capacity_bytes: config.storage.cache_capacity_mb * 1024 * 1024,
-                    journal_segment_bytes: config.storage.journal_segment_mb * 1024 * 1024,
-                    min_free_bytes: config.storage.min_free_mb * 1024 * 1024,
-                    change_retention: config.storage.change_retention(),
-                },
-            )?;
-            Stores {
-                credentials: Arc::new(SledCredentials::new(store.db())?),
-                subscriptions: Arc::new(open_subscriptions(config, store.db())?),
-                messages: Arc::new(SledMessages::new(store.db())?),
-                charging: Arc::new(crate::storage::charging::JsonlCharging::open(
-                    &config.server.data_dir.join("charging"),
-                )?),
-                registrations: Arc::new(crate::storage::registrations::SledRegistrations::new(
-                    store.db(),
-                )?),
-                documents: Arc::new(store),
-            }
-        }
-    })
-}
-
-/// The subscription log in the data directory, with the subscriptions an earlier version
-/// kept in sled moved into it (then removed from sled).
-fn open_subscriptions(config: &Config, db: &sled::Db) -> Result<LogSubscriptions, AppError> {
-    use crate::storage::sled_subscriptions::{drop_legacy, legacy_records};
-    let legacy = legacy_records(db)?;
-    let log = LogSubscriptions::open_importing(&config.server.data_dir.join("sip"), legacy)?;
-    drop_legacy(db)?;
-    Ok(log)
-}
-
 fn settings_default_domain(config: &Config) -> Option<String> {
     (!config.server.default_domain.is_empty()).then(|| config.server.default_domain.clone())
 }
@@ -283,6 +217,10 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         }
     };
     let sip_tls_addr = sip_tls.as_ref().map(|(_, a, _)| *a);
+    let sip_tls_client = match config.sip.tls_ca_file.as_str() {
+        "" => None,
+        ca => Some(crate::tls::sip_client_config(std::path::Path::new(ca))?),
+    };
     let settings = build::xdms_settings(&config, http_addr);
     let feed = ChangeFeed::new(store.clone());
     // Read before the indexes are built from the store: changes after it are followed.
@@ -436,6 +374,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
                 Arc::clone(&sip_endpoint),
                 client,
                 sip_transport,
+                sip_tls_client,
                 shutdown_rx.clone(),
             );
             abort_with(abort_with(task, sip_task), notifier_task)

@@ -419,6 +419,10 @@ pub struct SipConfig {
     /// SIP over TLS (RFC 3261 §26.2) listen address, with `server.tls_cert_file` /
     /// `tls_key_file`; empty (default) = off. (env `XCAPD_SIP_TLS`)
     pub tls_listen: String,
+    /// CA certificates (PEM) trusted for the TLS connections xcapd opens to `sips:` and
+    /// `transport=tls` targets (NOTIFYs, deliveries); empty (default): such requests are not
+    /// sent (never downgraded to plain UDP or TCP). (env `XCAPD_SIP_TLS_CA`)
+    pub tls_ca_file: String,
     /// Largest SIP message accepted (headers and body).
     pub max_message_bytes: usize,
     /// Open SIP TCP connections at most; more are closed at once.
@@ -450,6 +454,7 @@ impl Default for SipConfig {
         SipConfig {
             listen: "127.0.0.1:5060".into(),
             tls_listen: String::new(),
+            tls_ca_file: String::new(),
             max_message_bytes: 64 * 1024,
             max_tcp_connections: 1024,
             tcp_idle_timeout_secs: 300,
@@ -635,6 +640,9 @@ impl Config {
         }
         if let Some(v) = get("XCAPD_SIP_TLS") {
             self.sip.tls_listen = v;
+        }
+        if let Some(v) = get("XCAPD_SIP_TLS_CA") {
+            self.sip.tls_ca_file = v;
         }
         if let Some(v) = get("XCAPD_ADMIN_TOKEN_FILE") {
             self.admin.token_file = v;

@@ -12,7 +12,7 @@ use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -36,6 +36,35 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConf
 /// The same certificate for SIP over TLS (RFC 3261 §26.2; no ALPN).
 pub fn sip_server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     server_config_with_alpn(cert_file, key_file, Vec::new())
+}
+
+/// The trust for TLS connections xcapd opens to SIP peers (`sips:` targets, RFC 3261 §26.2):
+/// the CA certificates in the PEM file `ca_file`; the peer's certificate must chain to one of
+/// them and name the target's host.
+pub fn sip_client_config(ca_file: &Path) -> Result<Arc<ClientConfig>, TlsError> {
+    let pem = std::fs::read(ca_file).map_err(|e| TlsError::Read {
+        path: ca_file.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let pem_err = |m: String| TlsError::Pem {
+        path: ca_file.display().to_string(),
+        message: m,
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| pem_err(e.to_string()))?;
+        roots.add(cert).map_err(|e| pem_err(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(pem_err("no CA certificate found".into()));
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let cfg = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
 }
 
 fn server_config_with_alpn(

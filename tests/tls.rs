@@ -246,3 +246,133 @@ async fn sip_over_tls() {
     assert!(resp.contains("z9hG4bKtls1"));
     s.stop().await;
 }
+
+/// One SIP message from a TLS stream (headers, then Content-Length bytes of body).
+async fn read_sip<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.trim()
+                        .eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return String::from_utf8_lossy(&buf[..end + 4 + len]).to_string();
+            }
+        }
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut chunk))
+            .await
+            .expect("a SIP message within 5 s")
+            .unwrap();
+        assert!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+// RFC 3261 §26.2 (XE-10): a subscriber whose Contact is a `sips:` URI gets its NOTIFYs over a
+// TLS connection xcapd opens, the subscriber's certificate checked against the CA of
+// `sip.tls_ca_file`; never in the clear over UDP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_to_a_sips_contact_goes_over_tls() {
+    use common::sip_ua::*;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = certificates(dir.path());
+    let ca_file = ca.display().to_string();
+    let s = TestServer::start_with(move |c| c.sip.tls_ca_file = ca_file).await;
+    // The subscriber's TLS listener, with a certificate for 127.0.0.1 from the same CA.
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(xcapd::tls::sip_server_config(&cert, &key).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let contact = format!("sips:ua@{}", listener.local_addr().unwrap());
+    let sip = s.running().sip_addr.unwrap();
+    let mut ua = Ua::new(sip, "sip:alice@example.com").await;
+    let doc = "resource-lists/users/sip:alice@example.com/index";
+    let req = ua
+        .subscribe("xcap-diff", Some(600), "", &resource_lists(&[doc]))
+        .replace(
+            &format!("Contact: <sip:ua@{}>", ua.local()),
+            &format!("Contact: <{contact}>"),
+        );
+    assert!(req.contains(&contact));
+    let (resp, _) = ua.request(&req).await;
+    assert_eq!(resp.status(), Some(200), "{}", resp.text);
+    let (tcp, _) = tokio::time::timeout(std::time::Duration::from_secs(5), listener.accept())
+        .await
+        .expect("xcapd connects to the sips: Contact")
+        .unwrap();
+    let mut tls = acceptor
+        .accept(tcp)
+        .await
+        .expect("TLS handshake with xcapd");
+    let notify = read_sip(&mut tls).await;
+    assert!(
+        notify.starts_with(&format!("NOTIFY {contact} SIP/2.0")),
+        "{notify}"
+    );
+    assert!(notify.contains("Via: SIP/2.0/TLS "), "{notify}");
+    assert!(notify.contains("Subscription-State: active"), "{notify}");
+    let answer = answer_text(
+        &Msg {
+            text: notify.clone(),
+            from: sip,
+        },
+        200,
+    );
+    tls.write_all(answer.as_bytes()).await.unwrap();
+    // The next change goes over the same connection.
+    let r = s
+        .put(
+            doc,
+            "application/resource-lists+xml",
+            buddy_list(&["sip:bob@example.com"]),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let notify = read_sip(&mut tls).await;
+    assert!(notify.contains("new-etag="), "{notify}");
+    assert!(
+        ua.recv(std::time::Duration::from_millis(200))
+            .await
+            .is_none(),
+        "nothing in the clear"
+    );
+    s.stop().await;
+}
+
+// Without a configured trust (`sip.tls_ca_file`), a `sips:` Contact gets nothing: no NOTIFY
+// downgraded to UDP or TCP, the subscriber's listener sees no connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_tls_trust_no_notify_in_the_clear() {
+    use common::sip_ua::*;
+    let s = TestServer::start_with(|c| c.sip.timer_t1_ms = 50).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let udp = tokio::net::UdpSocket::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let contact = format!("sips:ua@127.0.0.1:{port}");
+    let mut ua = Ua::new(s.running().sip_addr.unwrap(), "sip:alice@example.com").await;
+    let doc = "resource-lists/users/sip:alice@example.com/index";
+    let req = ua
+        .subscribe("xcap-diff", Some(600), "", &resource_lists(&[doc]))
+        .replace(
+            &format!("Contact: <sip:ua@{}>", ua.local()),
+            &format!("Contact: <{contact}>"),
+        );
+    let (resp, _) = ua.request(&req).await;
+    assert_eq!(resp.status(), Some(200), "{}", resp.text);
+    let mut buf = [0u8; 2048];
+    let wait = std::time::Duration::from_millis(1500);
+    assert!(tokio::time::timeout(wait, listener.accept()).await.is_err());
+    assert!(tokio::time::timeout(wait, udp.recv_from(&mut buf))
+        .await
+        .is_err());
+    s.stop().await;
+}

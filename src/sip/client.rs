@@ -36,7 +36,7 @@ struct Pending {
 }
 
 /// How a request leaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// A UDP datagram to this address.
     Udp(SocketAddr),
@@ -45,12 +45,20 @@ pub enum Route {
     /// Over TCP (RFC 3261 §18.1.1, a `transport=tcp` URI): the open connection with this
     /// address, else a new one.
     Tcp(SocketAddr),
+    /// Over TLS (RFC 3261 §26.2: a `sips:` or `transport=tls` URI), the certificate checked
+    /// against this host name or address: an open TLS connection with the address, else a
+    /// new one. Never in the clear.
+    Tls(SocketAddr, String),
 }
 
-/// Opens a TCP connection to an address and serves it as the transport serves accepted ones
-/// (responses and requests read from it); true once it is an open flow.
+/// Opens a TCP connection to an address (over TLS, checking the certificate against the
+/// name, when one is given) and serves it as the transport serves accepted ones (responses
+/// and requests read from it); true once it is an open flow.
 pub type Connector = Arc<
-    dyn Fn(SocketAddr) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+    dyn Fn(
+            SocketAddr,
+            Option<String>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
         + Send
         + Sync,
 >;
@@ -157,21 +165,25 @@ impl Client {
     }
 
     /// Sends `request` to a target URI (RFC 3263 without SRV: its host and port, 5060 or 5061
-    /// for SIPS), over TCP when the URI says `transport=tcp`, else UDP (RFC 3261 §18.1.1);
-    /// `None` when the host does not resolve. No connection counts as a timeout.
+    /// for SIPS): over TLS for a `sips:` URI or `transport=tls` (RFC 3261 §26.2), over TCP when
+    /// the URI says `transport=tcp`, else UDP (RFC 3261 §18.1.1); `None` when the host does
+    /// not resolve. No connection counts as a timeout.
     pub async fn request_to(&self, request: Message, target: &UriTarget) -> Option<Outcome> {
         let destination = resolve(target).await?;
-        let tcp = target
-            .transport
-            .as_deref()
-            .is_some_and(|t| t.eq_ignore_ascii_case("tcp"));
-        Some(if tcp {
-            self.request_via(request, Route::Tcp(destination))
-                .await
-                .unwrap_or(Outcome::Timeout)
+        let transport = target.transport.as_deref().unwrap_or("");
+        let route = if target.secure || transport.eq_ignore_ascii_case("tls") {
+            let name = target.host.trim_matches(['[', ']']).to_string();
+            Route::Tls(destination, name)
+        } else if transport.eq_ignore_ascii_case("tcp") {
+            Route::Tcp(destination)
         } else {
-            self.request(request, destination).await
-        })
+            return Some(self.request(request, destination).await);
+        };
+        Some(
+            self.request_via(request, route)
+                .await
+                .unwrap_or(Outcome::Timeout),
+        )
     }
 
     /// Installs how TCP connections are opened (once; later calls are ignored).
@@ -179,21 +191,23 @@ impl Client {
         let _ = self.connector.set(connector);
     }
 
-    /// The open connection with `peer`, else a new one.
-    async fn connected(&self, peer: SocketAddr) -> Option<Flow> {
-        if let Some(flow) = self.flows.get(peer) {
+    /// The open connection with `peer`, else a new one; with `tls` (the name its certificate
+    /// must carry) only a TLS connection will do.
+    async fn connected(&self, peer: SocketAddr, tls: Option<String>) -> Option<Flow> {
+        let usable = |flow: &Flow| tls.is_none() || flow.transport == "TLS";
+        if let Some(flow) = self.flows.get(peer).filter(usable) {
             return Some(flow);
         }
         let connect = self.connector.get()?;
         let gate = Arc::clone(self.connecting.lock().entry(peer).or_default());
         let _turn = gate.lock().await;
         // Another request may have connected while this one waited.
-        if self.flows.get(peer).is_none() && !connect(peer).await {
+        if self.flows.get(peer).filter(usable).is_none() && !connect(peer, tls.clone()).await {
             self.connecting.lock().remove(&peer);
             return None;
         }
         self.connecting.lock().remove(&peer);
-        self.flows.get(peer)
+        self.flows.get(peer).filter(usable)
     }
 
     /// Sends `request` by `route` and waits for its outcome (`None`: the flow is closed, or
@@ -202,7 +216,8 @@ impl Client {
         let (destination, flow) = match route {
             Route::Udp(addr) => (addr, None),
             Route::Flow(peer) => (peer, Some(self.flows.get(peer)?)),
-            Route::Tcp(peer) => (peer, Some(self.connected(peer).await?)),
+            Route::Tcp(peer) => (peer, Some(self.connected(peer, None).await?)),
+            Route::Tls(peer, name) => (peer, Some(self.connected(peer, Some(name)).await?)),
         };
         let branch = new_branch();
         let method = match &request.start {

@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::client::{Client, Flow};
 use super::endpoint::{Deferred, Endpoint, Handled, Transport};
@@ -92,11 +93,14 @@ pub fn client(
 
 /// Serves both transports until `shutdown` turns true; responses to `client`'s requests are
 /// routed back to it.
+/// `tls_client`: the trust for TLS connections xcapd opens (`sips:` targets); without it
+/// none are opened.
 pub fn spawn(
     listeners: SipListeners,
     endpoint: Arc<Endpoint>,
     client: Arc<Client>,
     config: TransportConfig,
+    tls_client: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let SipListeners { udp, tcp, .. } = listeners;
@@ -106,9 +110,11 @@ pub fn spawn(
         Arc::downgrade(&client),
         shutdown.clone(),
     );
-    client.set_connector(Arc::new(move |peer| {
+    client.set_connector(Arc::new(move |peer, tls_name| {
+        let tls = tls_name.map(|name| (tls_client.clone(), name));
         Box::pin(connect(
             peer,
+            tls,
             Arc::clone(&to),
             weak.clone(),
             config,
@@ -371,10 +377,12 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Opens a TCP connection to `peer` for requests to a `transport=tcp` target (RFC 3261
-/// §18.1.1) and serves it like an accepted one until it closes or `shutdown`; true once it is
-/// an open flow.
+/// §18.1.1), or a TLS one for a `sips:` or `transport=tls` target (§26.2: the peer's
+/// certificate must be valid for the target's host and signed by a trusted CA), and serves it
+/// like an accepted one until it closes or `shutdown`; true once it is an open flow.
 async fn connect(
     peer: SocketAddr,
+    tls: Option<(Option<Arc<tokio_rustls::rustls::ClientConfig>>, String)>,
     endpoint: Arc<Endpoint>,
     client: std::sync::Weak<Client>,
     config: TransportConfig,
@@ -382,6 +390,20 @@ async fn connect(
 ) -> bool {
     let Some(client) = client.upgrade() else {
         return false;
+    };
+    let tls = match tls {
+        None => None,
+        Some((Some(trust), name)) => match ServerName::try_from(name) {
+            Ok(name) => Some((trust, name)),
+            Err(e) => {
+                tracing::info!(target: "xcapd::sip", %peer, error = %e, "no TLS server name in the target");
+                return false;
+            }
+        },
+        Some((None, _)) => {
+            tracing::warn!(target: "xcapd::sip", %peer, "a sips: target needs TLS and no sip.tls_ca_file is configured: not sent");
+            return false;
+        }
     };
     let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer)).await {
         Ok(Ok(stream)) => stream,
@@ -395,13 +417,48 @@ async fn connect(
         }
     };
     let _ = stream.set_nodelay(true);
+    match tls {
+        None => {
+            serve_opened(stream, peer, "TCP", endpoint, client, config, shutdown);
+            true
+        }
+        Some((trust, name)) => {
+            let handshake = tokio_rustls::TlsConnector::from(trust).connect(name, stream);
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+                Ok(Ok(stream)) => {
+                    serve_opened(stream, peer, "TLS", endpoint, client, config, shutdown);
+                    true
+                }
+                Ok(Err(e)) => {
+                    tracing::info!(target: "xcapd::sip", %peer, error = %e, "TLS handshake failed");
+                    false
+                }
+                Err(_) => {
+                    tracing::info!(target: "xcapd::sip", %peer, "TLS handshake timed out");
+                    false
+                }
+            }
+        }
+    }
+}
+
+/// Registers a connection xcapd opened as a flow (before returning, so the request that asked
+/// finds it) and serves it until it closes or `shutdown`.
+fn serve_opened<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+    peer: SocketAddr,
+    transport: &'static str,
+    endpoint: Arc<Endpoint>,
+    client: Arc<Client>,
+    config: TransportConfig,
+    shutdown: watch::Receiver<bool>,
+) {
     let (queue, queued) = mpsc::channel::<Vec<u8>>(CONNECTION_QUEUE);
-    // Open before this returns, so the request that asked finds it.
     client.flows.open(
         peer,
         Flow {
             queue: queue.clone(),
-            transport: "TCP",
+            transport,
         },
     );
     tokio::spawn(async move {
@@ -412,7 +469,6 @@ async fn connect(
         }
         client.flows.close(peer, &mine);
     });
-    true
 }
 
 /// The loop of [`serve_connection`].
