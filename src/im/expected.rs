@@ -13,6 +13,9 @@ use parking_lot::Mutex;
 
 use super::cpim::Cpim;
 
+/// Longest `imdn.Message-ID` remembered.
+const MAX_ID_BYTES: usize = 128;
+
 /// (original sender, original recipient, imdn.Message-ID).
 type Key = (String, String, String);
 
@@ -48,6 +51,10 @@ impl Expected {
         let (Some(id), true) = (cpim.message_id(), cpim.requested().any()) else {
             return;
         };
+        // RFC 5438 §6.3 ids are short tokens; a long one is not remembered (memory bound).
+        if id.len() > MAX_ID_BYTES {
+            return;
+        }
         if cpim.is_notification() {
             return;
         }

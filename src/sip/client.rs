@@ -75,6 +75,10 @@ pub struct Flow {
     pub queue: tokio::sync::mpsc::Sender<Vec<u8>>,
     /// `TCP` or `TLS` (RFC 3261 §20.42).
     pub transport: &'static str,
+    /// For a TLS connection xcapd opened: the name the peer's certificate was verified for
+    /// (RFC 5922 §7); a `sips:` request reuses only a connection verified for its host.
+    /// `None` for accepted connections (the peer was not authenticated by certificate).
+    pub verified_name: Option<String>,
 }
 
 impl Flows {
@@ -171,7 +175,8 @@ impl Client {
     pub async fn request_to(&self, request: Message, target: &UriTarget) -> Option<Outcome> {
         let destination = resolve(target).await?;
         let transport = target.transport.as_deref().unwrap_or("");
-        let route = if target.secure || transport.eq_ignore_ascii_case("tls") {
+        // §26.2.2: a sips: Request-URI goes over TLS on every hop, whatever the next hop says.
+        let route = if target.secure || transport.eq_ignore_ascii_case("tls") || is_sips(&request) {
             let name = target.host.trim_matches(['[', ']']).to_string();
             Route::Tls(destination, name)
         } else if transport.eq_ignore_ascii_case("tcp") {
@@ -194,7 +199,13 @@ impl Client {
     /// The open connection with `peer`, else a new one; with `tls` (the name its certificate
     /// must carry) only a TLS connection will do.
     async fn connected(&self, peer: SocketAddr, tls: Option<String>) -> Option<Flow> {
-        let usable = |flow: &Flow| tls.is_none() || flow.transport == "TLS";
+        let usable = |flow: &Flow| match &tls {
+            None => true,
+            Some(name) => flow
+                .verified_name
+                .as_deref()
+                .is_some_and(|v| v.eq_ignore_ascii_case(name)),
+        };
         if let Some(flow) = self.flows.get(peer).filter(usable) {
             return Some(flow);
         }
@@ -215,7 +226,15 @@ impl Client {
     pub async fn request_via(&self, mut request: Message, route: Route) -> Option<Outcome> {
         let (destination, flow) = match route {
             Route::Udp(addr) => (addr, None),
-            Route::Flow(peer) => (peer, Some(self.flows.get(peer)?)),
+            // A sips: request never leaves on a connection that is not TLS (§26.2.2).
+            Route::Flow(peer) => (
+                peer,
+                Some(
+                    self.flows
+                        .get(peer)
+                        .filter(|f| f.transport == "TLS" || !is_sips(&request))?,
+                ),
+            ),
             Route::Tcp(peer) => (peer, Some(self.connected(peer, None).await?)),
             Route::Tls(peer, name) => (peer, Some(self.connected(peer, Some(name)).await?)),
         };
@@ -367,15 +386,29 @@ impl Client {
 /// A branch with the RFC 3261 magic cookie and 96 random bits.
 /// The socket address of a target URI: its host (an address, or a name looked up) and port.
 pub async fn resolve(target: &UriTarget) -> Option<SocketAddr> {
-    let port = target
-        .port
-        .unwrap_or(if target.secure { 5061 } else { 5060 });
+    let tls = target.secure
+        || target
+            .transport
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("tls"));
+    // RFC 3263 §4.2 without SRV: 5061 for TLS, else 5060.
+    let port = target.port.unwrap_or(if tls { 5061 } else { 5060 });
     let host = target.host.trim_matches(['[', ']']).to_string();
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
         return Some(SocketAddr::new(ip, port));
     }
     let mut found = tokio::net::lookup_host((host.as_str(), port)).await.ok()?;
     found.next()
+}
+
+/// Whether `request`'s Request-URI is a `sips:` URI.
+fn is_sips(request: &Message) -> bool {
+    match &request.start {
+        StartLine::Request { uri, .. } => uri
+            .get(..5)
+            .is_some_and(|s| s.eq_ignore_ascii_case("sips:")),
+        StartLine::Response { .. } => false,
+    }
 }
 
 fn new_branch() -> String {
@@ -411,6 +444,29 @@ mod tests {
             headers,
             body: Vec::new(),
         }
+    }
+
+    // RFC 3263 §4.2 (no SRV): 5061 for a sips: URI or ;transport=tls, else 5060; RFC 3261
+    // §26.2.2: a sips: Request-URI is recognized whatever its case.
+    #[tokio::test]
+    async fn tls_targets_default_to_5061() {
+        for (uri, port) in [
+            ("sip:a@127.0.0.1", 5060),
+            ("sip:a@127.0.0.1;transport=tcp", 5060),
+            ("sip:a@127.0.0.1;transport=TLS", 5061),
+            ("sips:a@127.0.0.1", 5061),
+            ("sips:a@127.0.0.1:7000", 7000),
+        ] {
+            let target = UriTarget::parse(uri).unwrap();
+            assert_eq!(resolve(&target).await.unwrap().port(), port, "{uri}");
+        }
+        let mut m = options();
+        assert!(!is_sips(&m));
+        m.start = StartLine::Request {
+            method: Method::Options,
+            uri: "SIPS:peer@127.0.0.1".into(),
+        };
+        assert!(is_sips(&m));
     }
 
     fn fast() -> Timers {

@@ -358,6 +358,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         Flow {
             queue: queue.clone(),
             transport,
+            verified_name: None,
         },
     );
     read_connection(
@@ -419,14 +420,24 @@ async fn connect(
     let _ = stream.set_nodelay(true);
     match tls {
         None => {
-            serve_opened(stream, peer, "TCP", endpoint, client, config, shutdown);
+            serve_opened(
+                stream,
+                peer,
+                ("TCP", None),
+                endpoint,
+                client,
+                config,
+                shutdown,
+            );
             true
         }
         Some((trust, name)) => {
+            let verified = name.to_str().into_owned();
             let handshake = tokio_rustls::TlsConnector::from(trust).connect(name, stream);
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                 Ok(Ok(stream)) => {
-                    serve_opened(stream, peer, "TLS", endpoint, client, config, shutdown);
+                    let transport = ("TLS", Some(verified));
+                    serve_opened(stream, peer, transport, endpoint, client, config, shutdown);
                     true
                 }
                 Ok(Err(e)) => {
@@ -447,7 +458,7 @@ async fn connect(
 fn serve_opened<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     stream: S,
     peer: SocketAddr,
-    transport: &'static str,
+    (transport, verified_name): (&'static str, Option<String>),
     endpoint: Arc<Endpoint>,
     client: Arc<Client>,
     config: TransportConfig,
@@ -459,6 +470,7 @@ fn serve_opened<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         Flow {
             queue: queue.clone(),
             transport,
+            verified_name,
         },
     );
     tokio::spawn(async move {

@@ -82,6 +82,14 @@ impl SledWriter {
 /// Quiet this long after writing, the thread gives back the memory it freed.
 const QUIET: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// A sync nobody waits for; on failure the writes stay unsynced (tried again later).
+fn lazy_flush(sync: &mut Flusher, unsynced: &mut Option<std::time::Instant>) {
+    match (sync.flush)() {
+        Ok(()) => *unsynced = None,
+        Err(e) => tracing::warn!(target: "xcapd::storage", error = %e, "background sync failed"),
+    }
+}
+
 /// Writes that asked for no sync are synced at most this long after.
 const LAZY_SYNC: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -100,17 +108,21 @@ fn run(mut sync: Flusher, queue: &mpsc::Receiver<Job>) {
         let first = match next {
             Ok(job) => job,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                if unsynced.take().is_some() {
-                    if let Err(e) = (sync.flush)() {
-                        tracing::warn!(target: "xcapd::storage", error = %e, "background sync failed");
-                    }
+                if unsynced.is_some() {
+                    lazy_flush(&mut sync, &mut unsynced);
                 }
                 // A burst of subscription writes left freed pages on this thread's heap.
                 crate::alloc::release_freed_memory();
                 wrote = false;
                 continue;
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // The store is closing: what it wrote lazily is made durable now.
+                if unsynced.is_some() {
+                    lazy_flush(&mut sync, &mut unsynced);
+                }
+                return;
+            }
         };
         wrote = true;
         let mut batch = vec![first];
@@ -131,13 +143,16 @@ fn run(mut sync: Flusher, queue: &mpsc::Receiver<Job>) {
             results.push((job, out));
         }
         let wants_flush = results.iter().any(|(j, out)| j.durable && out.is_ok());
-        if unsynced.is_none() && results.iter().any(|(_, out)| out.is_ok()) {
-            unsynced = Some(std::time::Instant::now());
-        }
-        let lazy_due = unsynced.is_some_and(|t| t.elapsed() >= LAZY_SYNC);
-        let flushed = if wants_flush || lazy_due {
-            unsynced = None;
-            (sync.flush)()
+        // Even a failed job may have written (and undone) something: synced in any case.
+        let since = *unsynced.get_or_insert_with(std::time::Instant::now);
+        let flushed = if wants_flush || since.elapsed() >= LAZY_SYNC {
+            let flushed = (sync.flush)();
+            match &flushed {
+                // Kept unsynced on failure: tried again later.
+                Ok(()) => unsynced = None,
+                Err(e) => tracing::warn!(target: "xcapd::storage", error = %e, "store sync failed"),
+            }
+            flushed
         } else {
             Ok(())
         };

@@ -36,6 +36,8 @@ const FRAME_HEADER: u64 = 8;
 const MAX_PAYLOAD: u32 = 16 << 20;
 /// Below this size the file is never compacted.
 const COMPACT_MIN_BYTES: u64 = 1 << 20;
+/// More than a writer batch of records: a cut this large is damage, not a torn append.
+const TORN_TAIL_BYTES: usize = 1 << 20;
 const PUT: u8 = 1;
 const REMOVE: u8 = 0;
 
@@ -57,6 +59,13 @@ struct Log {
     index: HashMap<Box<[u8]>, (u64, u32)>,
     /// Bytes of the frames the index points at.
     live: u64,
+    /// A sync failed: what was written since may be lost, so nothing more is accepted (the
+    /// next start reads what reached the disk).
+    failed: bool,
+    /// A rename (compaction) whose directory entry still needs a sync.
+    dir_unsynced: bool,
+    /// No compaction is tried before the file reaches this size (after a failed one).
+    compact_after: u64,
 }
 
 fn io(e: std::io::Error) -> StorageError {
@@ -76,7 +85,7 @@ impl LogSubscriptions {
         let log = Arc::new(Mutex::new(Log::open(dir)?));
         let synced = Arc::clone(&log);
         let flusher = Flusher {
-            flush: Box::new(move || synced.lock().file.sync_data().map_err(io)),
+            flush: Box::new(move || synced.lock().sync()),
             sled_gate: false,
         };
         Ok(LogSubscriptions {
@@ -96,23 +105,32 @@ impl LogSubscriptions {
         Ok(log)
     }
 
-    /// Opens the log in `dir` and, when it is new, writes `legacy` into it (subscriptions
-    /// of an earlier version's sled trees), synced before it returns.
+    /// Opens the log in `dir`; when there is none yet, it is first written whole with
+    /// `legacy` (subscriptions of an earlier version's sled trees) under another name, synced
+    /// and renamed into place, so a crash leaves either no log (the import runs again) or all
+    /// of it. An existing log is never overwritten by `legacy`.
     pub fn open_importing(
         dir: &Path,
         legacy: Vec<Subscription>,
     ) -> Result<LogSubscriptions, StorageError> {
-        let store = Self::open(dir)?;
-        {
-            let mut log = store.log.lock();
-            for sub in legacy {
-                if validate(&sub).is_ok() {
-                    log.put(&sub)?;
-                }
-            }
-            log.file.sync_data().map_err(io)?;
+        std::fs::create_dir_all(dir).map_err(io)?;
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
         }
-        Ok(store)
+        let path = dir.join(FILE);
+        if !path.exists() && !legacy.is_empty() {
+            let mut out = MAGIC.to_vec();
+            for sub in legacy.iter().filter(|s| validate(s).is_ok()) {
+                out.extend_from_slice(&frame(PUT, &dialog_key(&sub.dialog), &encode(sub)?)?);
+            }
+            let tmp_path = dir.join(format!("{FILE}.new"));
+            let mut tmp = File::create(&tmp_path).map_err(io)?;
+            tmp.write_all(&out).map_err(io)?;
+            tmp.sync_all().map_err(io)?;
+            std::fs::rename(&tmp_path, &path).map_err(io)?;
+            sync_dir(dir)?;
+        }
+        Self::open(dir)
     }
 
     /// Runs `f` on the writer thread.
@@ -154,6 +172,9 @@ impl Log {
             end: MAGIC.len() as u64,
             index: HashMap::new(),
             live: 0,
+            failed: false,
+            dir_unsynced: false,
+            compact_after: 0,
         };
         if bytes.len() < MAGIC.len() {
             // New (or torn before its first frame).
@@ -180,7 +201,14 @@ impl Log {
             at += frame as usize;
         }
         if at < bytes.len() {
-            tracing::warn!(target: "xcapd::storage", file = %path.display(), kept = at, cut = bytes.len() - at, "cutting a torn tail off the subscription log");
+            let cut = &bytes[at..];
+            tracing::warn!(target: "xcapd::storage", file = %path.display(), kept = at, cut = cut.len(), "cutting a torn tail off the subscription log");
+            if cut.len() > TORN_TAIL_BYTES {
+                // More than the last batch can tear: damage, not a crash. Kept for recovery.
+                let aside = dir.join(format!("{FILE}.cut-{at}"));
+                std::fs::write(&aside, cut).map_err(io)?;
+                tracing::error!(target: "xcapd::storage", file = %aside.display(), "the subscription log was damaged before its tail; the records after the damage were set aside");
+            }
             log.file.set_len(at as u64).map_err(io)?;
             log.file.sync_all().map_err(io)?;
         }
@@ -216,6 +244,11 @@ impl Log {
 
     /// Appends one frame; on failure the file is cut back so no partial frame stays.
     fn append(&mut self, kind: u8, key: &[u8], record: &[u8]) -> Result<(u64, u32), StorageError> {
+        if self.failed {
+            return Err(StorageError::Backend(
+                "subscription log: a sync failed earlier; restart to recover".into(),
+            ));
+        }
         let frame = frame(kind, key, record)?;
         let at = self.end;
         if let Err(e) = self.file.write_all_at(&frame, at) {
@@ -230,7 +263,8 @@ impl Log {
         let key = dialog_key(&sub.dialog);
         let (at, len) = self.append(PUT, &key, &encode(sub)?)?;
         self.track(key.into_boxed_slice(), at, len);
-        self.maybe_compact()
+        self.maybe_compact();
+        Ok(())
     }
 
     fn remove(&mut self, key: &[u8]) -> Result<bool, StorageError> {
@@ -239,16 +273,61 @@ impl Log {
         }
         self.append(REMOVE, key, &[])?;
         self.untrack(key);
-        self.maybe_compact()?;
+        self.maybe_compact();
         Ok(true)
     }
 
-    /// Copies the live records to a new file when dead frames outweigh them.
-    fn maybe_compact(&mut self) -> Result<(), StorageError> {
-        if self.end < COMPACT_MIN_BYTES || self.live * 2 > self.end {
-            return Ok(());
+    /// Makes what was written durable: the file's data, and a renamed file's directory entry.
+    fn sync(&mut self) -> Result<(), StorageError> {
+        if self.failed {
+            return Err(StorageError::Backend(
+                "subscription log: a sync failed earlier".into(),
+            ));
         }
+        let synced = self.file.sync_data().map_err(io).and_then(|()| {
+            if self.dir_unsynced {
+                sync_dir(&self.dir)?;
+                self.dir_unsynced = false;
+            }
+            Ok(())
+        });
+        if let Err(e) = &synced {
+            // After a failed fsync the kernel may drop the dirty pages: nothing later can be
+            // trusted to follow them to disk.
+            tracing::error!(target: "xcapd::storage", error = %e, "subscription log sync failed; no more subscription writes until a restart");
+            self.failed = true;
+        }
+        synced
+    }
+
+    /// Copies the live records to a new file when dead frames outweigh them; best effort (a
+    /// failure is logged and tried again after the file has grown further).
+    fn maybe_compact(&mut self) {
+        if self.end < COMPACT_MIN_BYTES.max(self.compact_after) || self.live * 2 > self.end {
+            return;
+        }
+        if let Err(e) = self.compact() {
+            tracing::warn!(target: "xcapd::storage", error = %e, "cannot compact the subscription log");
+            self.compact_after = self.end.saturating_add(COMPACT_MIN_BYTES);
+        }
+    }
+
+    fn compact(&mut self) -> Result<(), StorageError> {
         let tmp_path = self.dir.join(format!("{FILE}.new"));
+        let mut out = Vec::with_capacity(self.live as usize + MAGIC.len());
+        out.extend_from_slice(MAGIC);
+        let mut moved = Vec::with_capacity(self.index.len());
+        for (key, &(at, len)) in &self.index {
+            let mut frame = vec![0; (FRAME_HEADER + u64::from(len)) as usize];
+            self.file.read_exact_at(&mut frame, at).map_err(io)?;
+            if frame_at(&frame, 0).is_none_or(|(kind, k, _)| kind != PUT || k != &key[..]) {
+                return Err(StorageError::Corrupt(format!(
+                    "subscription log record at {at} does not read back"
+                )));
+            }
+            moved.push((key.clone(), out.len() as u64, len));
+            out.extend_from_slice(&frame);
+        }
         let mut tmp = OpenOptions::new()
             .read(true)
             .write(true)
@@ -256,23 +335,18 @@ impl Log {
             .truncate(true)
             .open(&tmp_path)
             .map_err(io)?;
-        let mut out = Vec::with_capacity(self.live as usize + MAGIC.len());
-        out.extend_from_slice(MAGIC);
-        let mut moved = Vec::with_capacity(self.index.len());
-        for (key, &(at, len)) in &self.index {
-            let mut frame = vec![0; (FRAME_HEADER + u64::from(len)) as usize];
-            self.file.read_exact_at(&mut frame, at).map_err(io)?;
-            moved.push((key.clone(), out.len() as u64, len));
-            out.extend_from_slice(&frame);
-        }
         tmp.write_all(&out).map_err(io)?;
         tmp.sync_all().map_err(io)?;
         std::fs::rename(&tmp_path, self.dir.join(FILE)).map_err(io)?;
-        sync_dir(&self.dir)?;
+        // Renamed: from here on the new file is the log, whatever the directory sync does.
         self.file = tmp;
         self.end = out.len() as u64;
         for (key, at, len) in moved {
             self.index.insert(key, (at, len));
+        }
+        self.dir_unsynced = true;
+        if sync_dir(&self.dir).is_ok() {
+            self.dir_unsynced = false;
         }
         Ok(())
     }
@@ -489,5 +563,42 @@ mod tests {
         assert_eq!(all.len(), 10);
         assert_eq!(all[0], sub("s0", 99_999));
         assert_eq!(all[1].notified_seq, 7_991);
+    }
+
+    // Upgrading imports the sled records once, into a new log; a log that exists already is
+    // never overwritten by them (a downgrade and upgrade again must not bring back removed
+    // subscriptions or older progress).
+    #[tokio::test]
+    async fn legacy_records_are_imported_only_into_a_new_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogSubscriptions::open_importing(dir.path(), vec![sub("a", 1)]).unwrap();
+        log.checkpoint(sub("a", 5)).await.unwrap();
+        assert!(log.remove(sub("a", 5).dialog).await.unwrap());
+        drop(log);
+        let log = LogSubscriptions::open_importing(dir.path(), vec![sub("a", 1)]).unwrap();
+        assert_eq!(log.all().await.unwrap(), vec![]);
+    }
+
+    // Damage before the tail (more than a batch can tear) keeps the records before it and
+    // sets the rest aside in a file of its own instead of dropping it silently.
+    #[tokio::test]
+    async fn damage_before_the_tail_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = LogSubscriptions::open(dir.path()).unwrap();
+            for n in 0..12_000 {
+                log.checkpoint(sub(&format!("s{n:05}"), n)).await.unwrap();
+            }
+            log.put(sub("last", 0)).await.unwrap();
+        }
+        let path = dir.path().join(FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() > 2 * TORN_TAIL_BYTES, "{} bytes", bytes.len());
+        bytes[MAGIC.len() + 20] ^= 0x01; // inside the first frame
+        std::fs::write(&path, &bytes).unwrap();
+        let log = LogSubscriptions::open(dir.path()).unwrap();
+        assert!(log.all().await.unwrap().is_empty());
+        let aside = dir.path().join(format!("{FILE}.cut-{}", MAGIC.len()));
+        assert_eq!(std::fs::read(aside).unwrap(), bytes[MAGIC.len()..]);
     }
 }
