@@ -212,3 +212,86 @@ async fn a_message_to_a_group_reaches_its_members() {
     assert!(bob.recv(Duration::from_millis(200)).await.is_none());
     s.stop().await;
 }
+
+// SX-03, IM-13 (resource-lists RFC 4826 §3.2.2): group members through `<external>` lists of
+// a resource-lists document (themselves with an `<entry-ref>`) count as members: they get the
+// message and may write to a members-only group; a reference that does not resolve leaves out
+// only its members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_members_by_reference() {
+    const DAVE: &str = "sip:dave@example.com";
+    let s = TestServer::start_with(|c| c.sip.timer_t1_ms = 50).await;
+    for user in [BOB, CAROL, DAVE] {
+        s.put_im_rules(user, &allow_only(&[ALICE, DAVE])).await;
+    }
+    s.put_im_rules(ALICE, &allow_only(&[DAVE])).await;
+    let lists = format!("resource-lists/users/{ALICE}/index");
+    let carol_ref = format!("{lists}/~~/resource-lists/list%5b@name=%22others%22%5d/entry%5b1%5d");
+    let r = s
+        .put(
+            &lists,
+            "application/resource-lists+xml",
+            format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<resource-lists xmlns=\"urn:ietf:params:xml:ns:resource-lists\"><list name=\"pals\"><entry uri=\"{BOB}\"/><entry uri=\"{DAVE}\"/><entry-ref ref=\"{carol_ref}\"/></list><list name=\"others\"><entry uri=\"{CAROL}\"/></list></resource-lists>"),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let pals = s.url(&format!(
+        "{lists}/~~/resource-lists/list%5b@name=%22pals%22%5d"
+    ));
+    let missing = s.url(&format!(
+        "{lists}/~~/resource-lists/list%5b@name=%22gone%22%5d"
+    ));
+    let team = CLUB
+        .replace("sip:club@example.com", "sip:team@example.com")
+        .replace(
+            &format!("<entry uri=\"{BOB}\"/>\n      <entry uri=\"{CAROL}\"/>"),
+            &format!("<external anchor=\"{pals}\"/><external anchor=\"{missing}\"/>"),
+        );
+    assert!(team.contains("gone"), "{team}");
+    let doc = format!("org.openmobilealliance.groups/users/{ALICE}/team");
+    let r = s
+        .put(&doc, "application/vnd.oma.poc.groups+xml", team)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let sip = s.running().sip_addr.unwrap();
+    let mut alice = Ua::new(sip, ALICE).await;
+    let (bob, _) = registered(sip, BOB).await;
+
+    let send = alice.message(1, "sip:team@example.com", "text/plain", "", "hello team");
+    let at_bob = async {
+        let m = bob.recv(Duration::from_secs(5)).await.expect("Bob's copy");
+        bob.send(&answer_text(&m, 200)).await;
+        m
+    };
+    let ((r, _), copy) = tokio::join!(alice.request(&send), at_bob);
+    assert_eq!(r.status(), Some(202), "{}", r.text);
+    assert_eq!(copy.body(), "hello team");
+    assert_eq!(
+        stored_for(&s, CAROL).await,
+        ["hello team"],
+        "through the entry-ref"
+    );
+    assert_eq!(
+        stored_for(&s, DAVE).await,
+        ["hello team"],
+        "through the external list"
+    );
+
+    // Dave is a member through the list: the members-only group lets him write.
+    let mut dave = Ua::new(sip, DAVE).await;
+    let at_bob = async {
+        let m = bob.recv(Duration::from_secs(5)).await.expect("Bob's copy");
+        bob.send(&answer_text(&m, 200)).await;
+    };
+    let send = dave.message(1, "sip:team@example.com", "text/plain", "", "from dave");
+    let ((r, _), ()) = tokio::join!(dave.request(&send), at_bob);
+    assert_eq!(r.status(), Some(202), "{}", r.text);
+    assert_eq!(stored_for(&s, ALICE).await, ["from dave"]);
+    // Someone in no list is still refused.
+    let mut eve = Ua::new(sip, "sip:eve@example.com").await;
+    let (r, _) = eve
+        .request(&eve.message(1, "sip:team@example.com", "text/plain", "", "me too"))
+        .await;
+    assert_eq!(r.status(), Some(403), "{}", r.text);
+    s.stop().await;
+}

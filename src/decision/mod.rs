@@ -131,6 +131,34 @@ impl DecisionService {
         off_runtime(|| self.decide_with(req, now, &prefetched))
     }
 
+    /// The member URIs of the lists at `externals` (XCAP URIs of `<list>` elements), resolved
+    /// as `ocp:external-list` anchors are (CP-21: entries, nested lists, entry-refs and
+    /// external lists, loops refused), each on its own: the members found, and why the lists
+    /// that could not be resolved were not.
+    pub async fn list_members(&self, externals: Vec<String>) -> (Vec<String>, Vec<String>) {
+        let prefetched = match &self.remote {
+            Some(remote) => remote.prefetch(&self.xdms, externals.clone()).await,
+            None => Prefetched::new(),
+        };
+        off_runtime(|| {
+            let resolver = XdmsLists {
+                xdms: &self.xdms,
+                prefetched: &prefetched,
+                cache: &self.lists,
+                memo: RefCell::new(HashMap::new()),
+                used: RefCell::new(Vec::new()),
+            };
+            let (mut members, mut unresolved) = (Vec::new(), Vec::new());
+            for anchor in &externals {
+                match resolver.members(anchor, &mut HashSet::new(), 0) {
+                    Ok(index) => members.extend(index.uris().cloned()),
+                    Err(why) => unresolved.push(why),
+                }
+            }
+            (members, unresolved)
+        })
+    }
+
     fn recipient(&self, req: &DecideRequest) -> Result<Xui, DecisionError> {
         let domain = self.xdms.settings().default_domain.clone();
         Xui::parse(&req.recipient, domain.as_deref())
@@ -277,6 +305,10 @@ impl ListIndex {
         }
     }
 
+    fn uris(&self) -> impl Iterator<Item = &String> {
+        self.by_key.values().flatten()
+    }
+
     fn contains(&self, identity: &str) -> bool {
         self.by_key
             .get(&coarse_key(identity))
@@ -361,6 +393,15 @@ impl XdmsLists<'_> {
         Ok((target_key, etag, parsed, node))
     }
 
+    /// The `uri` of the entry an `<entry-ref ref>` points at.
+    fn entry_uri(&self, reference: &str) -> Result<String, String> {
+        let (_, _, doc, entry) = self.resolve(reference)?;
+        xml::select_element(doc.doc(), &entry.selector)
+            .ok()
+            .and_then(|e| e.attribute("uri").map(str::to_string))
+            .ok_or_else(|| format!("{reference}: no entry with a uri"))
+    }
+
     fn members(
         &self,
         anchor: &str,
@@ -407,12 +448,7 @@ impl XdmsLists<'_> {
                 let nested = self.members(&reference, visited, depth + 1)?;
                 index.extend(&nested);
             } else {
-                let (_, _, doc, entry) = self.resolve(&reference)?;
-                let uri = xml::select_element(doc.doc(), &entry.selector)
-                    .ok()
-                    .and_then(|e| e.attribute("uri").map(str::to_string))
-                    .ok_or_else(|| format!("{reference}: no entry with a uri"))?;
-                index.insert(uri);
+                index.insert(self.entry_uri(&reference)?);
             }
         }
         let index = Arc::new(index);

@@ -1,6 +1,8 @@
 //! Pager messages to a pre-defined group (standards.md IM-11, IM-13, SX-03, SX-04; issue #14
 //! scope 7): the group's `list-service` in its Shared XDMS `org.openmobilealliance.groups`
-//! document gives the members (direct `<entry>`s), `max-participant-count` and the join
+//! document gives the members (direct `<entry>`s, and the lists its `<external>` elements
+//! point at, which the caller resolves like `ocp:external-list`, CP-21; the OMA list-service
+//! schema has no `<entry-ref>`), `max-participant-count` and the join
 //! ruleset. A member may always write to the group; anyone else only when a rule of the
 //! ruleset that matches them as a non-member (common-policy evaluation, `is-list-member`
 //! FALSE for them, media pager-mode-message) has `join-handling` allow/true (members-only
@@ -16,10 +18,29 @@ const NS_COMMON_POLICY: &str = "urn:ietf:params:xml:ns:common-policy";
 /// What a group document says about one group URI.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
+    /// Direct `<entry>` members (the caller adds those of the references).
     pub members: Vec<String>,
+    /// `<external anchor>` URIs (lists), unresolved.
+    pub externals: Vec<String>,
     pub max_participants: Option<usize>,
-    /// Whether a non-member `sender` may write (evaluated at read time).
-    pub admits_sender: bool,
+    /// Whether the ruleset lets the sender write as a non-member (evaluated at read time).
+    pub admits_non_member: bool,
+}
+
+impl Group {
+    /// A member may always write; anyone else when the ruleset admits them.
+    pub fn admits(&self, sender: &str) -> bool {
+        self.admits_non_member || self.members.iter().any(|m| uri_equal(m, sender))
+    }
+
+    /// Adds members (from resolved references), once each.
+    pub fn add_members(&mut self, more: impl IntoIterator<Item = String>) {
+        for m in more {
+            if !self.members.iter().any(|x| uri_equal(x, &m)) {
+                self.members.push(m);
+            }
+        }
+    }
 }
 
 /// Reads the `list-service` of `uri` from a group document, for `sender` at `now` (Unix
@@ -30,31 +51,31 @@ pub fn read(xml: &str, uri: &str, sender: &str, now: i64) -> Option<Group> {
         is(n, NS_LIST_SERVICE, "list-service")
             && n.attribute("uri").is_some_and(|u| uri_equal(u, uri))
     })?;
-    let mut members: Vec<String> = Vec::new();
+    let mut group = Group {
+        members: Vec::new(),
+        externals: Vec::new(),
+        max_participants: service
+            .children()
+            .find(|n| is(n, NS_LIST_SERVICE, "max-participant-count"))
+            .and_then(|n| n.text())
+            .and_then(|t| t.trim().parse().ok()),
+        admits_non_member: admits_non_member(service, sender, now),
+    };
     for list in service
         .children()
         .filter(|n| is(n, NS_LIST_SERVICE, "list"))
     {
-        for entry in list.children().filter(|n| n.tag_name().name() == "entry") {
-            if let Some(u) = entry.attribute("uri") {
-                if !members.iter().any(|m| uri_equal(m, u)) {
-                    members.push(u.to_string());
-                }
+        for item in list.children().filter(|n| n.is_element()) {
+            match (item.tag_name().name(), item.attribute("uri")) {
+                ("entry", Some(u)) => group.add_members([u.to_string()]),
+                ("external", _) => group
+                    .externals
+                    .extend(item.attribute("anchor").map(|a| a.trim().to_string())),
+                _ => {}
             }
         }
     }
-    let max_participants = service
-        .children()
-        .find(|n| is(n, NS_LIST_SERVICE, "max-participant-count"))
-        .and_then(|n| n.text())
-        .and_then(|t| t.trim().parse().ok());
-    let member = members.iter().any(|m| uri_equal(m, sender));
-    let admits_sender = member || admits_non_member(service, sender, now);
-    Some(Group {
-        members,
-        max_participants,
-        admits_sender,
-    })
+    Some(group)
 }
 
 fn is(n: &roxmltree::Node, ns: &str, name: &str) -> bool {
@@ -127,7 +148,8 @@ mod tests {
         .unwrap();
         assert_eq!(g.members, ["sip:alice@example.com", "sip:bob@example.com"]);
         assert_eq!(g.max_participants, Some(10));
-        assert!(g.admits_sender);
+        assert!(g.admits("sip:bob@example.com"));
+        assert!(g.externals.is_empty());
         assert!(read(
             &group(""),
             "sip:other@example.com",
@@ -144,7 +166,7 @@ mod tests {
         let admits = |rules: &str| {
             read(&group(rules), "sip:club@example.com", carol, 0)
                 .unwrap()
-                .admits_sender
+                .admits(carol)
         };
         assert!(!admits(""));
         assert!(!admits(MEMBERS_ONLY));
@@ -154,5 +176,22 @@ mod tests {
             "a rule for sessions does not admit pager messages"
         );
         assert!(!admits(&PUBLIC_PAGER.replace("allow", "block")));
+    }
+
+    /// SX-03: `<external>` lists are handed to the caller to resolve; a sender who is a member
+    /// through them is admitted once their members are added.
+    #[test]
+    fn references_are_kept_for_the_caller() {
+        let xml = group(MEMBERS_ONLY).replace(
+            "<list>",
+            "<list><external anchor=\" http://xcap.example.com/resource-lists/users/sip:alice@example.com/index/~~/resource-lists/list%5b@name=%22friends%22%5d \"/>",
+        );
+        let carol = "sip:carol@example.com";
+        let mut g = read(&xml, "sip:club@example.com", carol, 0).unwrap();
+        assert_eq!(g.externals, ["http://xcap.example.com/resource-lists/users/sip:alice@example.com/index/~~/resource-lists/list%5b@name=%22friends%22%5d"]);
+        assert!(!g.admits(carol));
+        g.add_members([carol.to_string(), "sip:bob@example.com".to_string()]);
+        assert!(g.admits(carol));
+        assert_eq!(g.members.len(), 3, "bob once");
     }
 }

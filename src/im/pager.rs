@@ -205,8 +205,17 @@ impl Pager {
                 return Some(Err(Reply::new(500, "Group unavailable")));
             }
         };
-        let group = groups::read(&doc.body, bare, sender, (now / 1000) as i64)?;
-        if !group.admits_sender {
+        let mut group = groups::read(&doc.body, bare, sender, (now / 1000) as i64)?;
+        if !group.externals.is_empty() {
+            let externals = std::mem::take(&mut group.externals);
+            let (more, unresolved) = self.0.decisions.list_members(externals).await;
+            for why in unresolved {
+                // Those that resolve still get the message; the operator hears of the rest.
+                tracing::warn!(target: "xcapd::im", group = bare, reason = %why, "a group member reference does not resolve");
+            }
+            group.add_members(more);
+        }
+        if !group.admits(sender) {
             return Some(Err(Reply::new(403, "Forbidden: not a member of the group")));
         }
         if group
