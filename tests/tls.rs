@@ -276,6 +276,27 @@ async fn read_sip<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> String {
     }
 }
 
+/// Alice's UA subscribed (200) to her resource-lists document with `contact` as its Contact;
+/// the UA and the document.
+async fn subscribed_with_contact(
+    sip: std::net::SocketAddr,
+    contact: &str,
+) -> (common::sip_ua::Ua, &'static str) {
+    use common::sip_ua::*;
+    let mut ua = Ua::new(sip, "sip:alice@example.com").await;
+    let doc = "resource-lists/users/sip:alice@example.com/index";
+    let req = ua
+        .subscribe("xcap-diff", Some(600), "", &resource_lists(&[doc]))
+        .replace(
+            &format!("Contact: <sip:ua@{}>", ua.local()),
+            &format!("Contact: <{contact}>"),
+        );
+    assert!(req.contains(contact), "{req}");
+    let (resp, _) = ua.request(&req).await;
+    assert_eq!(resp.status(), Some(200), "{}", resp.text);
+    (ua, doc)
+}
+
 // RFC 3261 §26.2 (XE-10): a subscriber whose Contact is a `sips:` URI gets its NOTIFYs over a
 // TLS connection xcapd opens, the subscriber's certificate checked against the CA of
 // `sip.tls_ca_file`; never in the clear over UDP.
@@ -292,17 +313,7 @@ async fn notify_to_a_sips_contact_goes_over_tls() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let contact = format!("sips:ua@{}", listener.local_addr().unwrap());
     let sip = s.running().sip_addr.unwrap();
-    let mut ua = Ua::new(sip, "sip:alice@example.com").await;
-    let doc = "resource-lists/users/sip:alice@example.com/index";
-    let req = ua
-        .subscribe("xcap-diff", Some(600), "", &resource_lists(&[doc]))
-        .replace(
-            &format!("Contact: <sip:ua@{}>", ua.local()),
-            &format!("Contact: <{contact}>"),
-        );
-    assert!(req.contains(&contact));
-    let (resp, _) = ua.request(&req).await;
-    assert_eq!(resp.status(), Some(200), "{}", resp.text);
+    let (ua, doc) = subscribed_with_contact(sip, &contact).await;
     let (tcp, _) = tokio::time::timeout(std::time::Duration::from_secs(5), listener.accept())
         .await
         .expect("xcapd connects to the sips: Contact")
@@ -358,16 +369,7 @@ async fn no_tls_trust_no_notify_in_the_clear() {
         .await
         .unwrap();
     let contact = format!("sips:ua@127.0.0.1:{port}");
-    let mut ua = Ua::new(s.running().sip_addr.unwrap(), "sip:alice@example.com").await;
-    let doc = "resource-lists/users/sip:alice@example.com/index";
-    let req = ua
-        .subscribe("xcap-diff", Some(600), "", &resource_lists(&[doc]))
-        .replace(
-            &format!("Contact: <sip:ua@{}>", ua.local()),
-            &format!("Contact: <{contact}>"),
-        );
-    let (resp, _) = ua.request(&req).await;
-    assert_eq!(resp.status(), Some(200), "{}", resp.text);
+    let _ua = subscribed_with_contact(s.running().sip_addr.unwrap(), &contact).await;
     let mut buf = [0u8; 2048];
     let wait = std::time::Duration::from_millis(1500);
     assert!(tokio::time::timeout(wait, listener.accept()).await.is_err());

@@ -255,14 +255,9 @@ mod tests {
     use crate::storage::sled_messages::SledMessages;
     use crate::storage::{SledOptions, SledStore};
 
-    // Upgrading: subscriptions an earlier version kept in sled move to the log (and stay
-    // there after another restart), and sled no longer holds them.
-    #[tokio::test]
-    async fn earlier_subscriptions_move_to_the_log() {
-        use crate::storage::subscription_log::LogSubscriptions;
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(&dir.path().join("db"), SledOptions::default()).unwrap();
-        let mut sub = Subscription {
+    /// One stored subscription of Alice's.
+    fn sample() -> Subscription {
+        Subscription {
             dialog: DialogId {
                 call_id: "c@h".into(),
                 local_tag: "l".into(),
@@ -278,7 +273,17 @@ mod tests {
             expires_at_ms: 99,
             notified_seq: 1234,
             package_state: vec![7],
-        };
+        }
+    }
+
+    // Upgrading: subscriptions an earlier version kept in sled move to the log (and stay
+    // there after another restart), and sled no longer holds them.
+    #[tokio::test]
+    async fn earlier_subscriptions_move_to_the_log() {
+        use crate::storage::subscription_log::LogSubscriptions;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("db"), SledOptions::default()).unwrap();
+        let mut sub = sample();
         SledSubscriptions::new(store.db())
             .unwrap()
             .put(sub.clone())
@@ -324,24 +329,8 @@ mod tests {
     #[tokio::test]
     async fn subscriptions_and_messages_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let dialog = DialogId {
-            call_id: "c@h".into(),
-            local_tag: "l".into(),
-            remote_tag: "r".into(),
-        };
-        let sub = Subscription {
-            dialog: dialog.clone(),
-            subscriber: "sip:alice@example.com".into(),
-            event: "xcap-diff".into(),
-            resources: vec!["resource-lists/users/sip:alice@example.com/index".into()],
-            remote_target: "sip:alice@127.0.0.1:5070".into(),
-            route_set: vec![],
-            local_cseq: 3,
-            remote_cseq: 9,
-            expires_at_ms: 99,
-            notified_seq: 1234,
-            package_state: vec![],
-        };
+        let sub = sample();
+        let dialog = sub.dialog.clone();
         let message = NewMessage {
             mailbox: Mailbox::Deferred,
             owner: "sip:bob@example.com".into(),
