@@ -361,7 +361,6 @@ async fn notify_to_a_sips_contact_goes_over_tls() {
 // downgraded to UDP or TCP, the subscriber's listener sees no connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_tls_trust_no_notify_in_the_clear() {
-    use common::sip_ua::*;
     let s = TestServer::start_with(|c| c.sip.timer_t1_ms = 50).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
