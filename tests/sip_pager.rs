@@ -380,9 +380,9 @@ fn notice(id: &str) -> String {
     format!("From: <{BOB}>\r\nTo: <{ALICE}>\r\nNS: imdn <urn:ietf:params:imdn>\r\nimdn.Message-ID: n-{id}\r\nDateTime: 2026-12-07T10:00:01Z\r\n\r\nContent-Type: message/imdn+xml\r\nContent-Disposition: notification\r\nContent-Length: {}\r\n\r\n{xml}", xml.len())
 }
 
-// IM-20, IM-22: Alice's own rules admit only Carol, yet Bob's delivery notice about the message
-// she sent him (and asked notices for) reaches her; a notice about a message she never sent
-// him, and a plain message from Bob, meet her rules (403).
+// IM-20, IM-22, IM-23: Alice's own rules admit only Carol, yet Bob's delivery notice about the
+// message she sent him (and asked notices for) reaches her, once; a second one, a notice about
+// a message she never sent him, and a plain message from Bob meet her rules (403).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notices_a_sender_asked_for_pass_the_senders_rules() {
     let s = TestServer::start_with(|c| c.sip.timer_t1_ms = 50).await;
@@ -416,10 +416,12 @@ async fn notices_a_sender_asked_for_pass_the_senders_rules() {
     assert_eq!(r.status(), Some(200), "{}", r.text);
     assert_eq!(m.body(), notice("q7"), "byte for byte");
 
-    // Not asked for: Alice's rules apply.
+    // Not asked for (another message; the same notice again, IM-23; a plain message):
+    // Alice's rules apply.
     for (n, body, ct) in [
         (2, notice("other"), "message/cpim"),
-        (3, "hello".to_string(), "text/plain"),
+        (3, notice("q7"), "message/cpim"),
+        (4, "hello".to_string(), "text/plain"),
     ] {
         let (r, _) = bob.request(&message(&bob, n, ALICE, ct, &body)).await;
         assert_eq!(r.status(), Some(403), "{}", r.text);

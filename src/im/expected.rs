@@ -3,7 +3,8 @@
 //! notices about that message (its `<message-id>`, from that recipient, to that sender) pass
 //! the sender's own IM policy, so a sender whose rules block by default still hears
 //! `delivered` or `displayed` from the people they write to, while nobody else can use
-//! "notifications" to get past a block. Kept in memory, bounded in count and age (a restart
+//! "notifications" to get past a block: one notice per kind asked for (delivery, display,
+//! processing), each let through once (IM-23: at most one IMDN per disposition type). Kept in memory, bounded in count and age (a restart
 //! forgets them; notices then go through the policy like any message). Pure apart from the
 //! clock the caller passes.
 
@@ -28,9 +29,14 @@ pub struct Expected {
 
 #[derive(Default)]
 struct Inner {
-    until: HashMap<Key, u64>,
+    /// Until when, and the kinds of notice still expected (bits below).
+    until: HashMap<Key, (u64, u8)>,
     order: VecDeque<(Key, u64)>,
 }
+
+const DELIVERY: u8 = 1;
+const DISPLAY: u8 = 2;
+const PROCESSING: u8 = 4;
 
 impl Expected {
     /// At most `max` messages remembered, each for `ttl_ms`.
@@ -48,9 +54,18 @@ impl Expected {
         let Ok(cpim) = Cpim::parse(body) else {
             return;
         };
-        let (Some(id), true) = (cpim.message_id(), cpim.requested().any()) else {
+        let asked = cpim.requested();
+        let (Some(id), true) = (cpim.message_id(), asked.any()) else {
             return;
         };
+        let kinds = [
+            (asked.positive_delivery || asked.negative_delivery, DELIVERY),
+            (asked.display, DISPLAY),
+            (asked.processing, PROCESSING),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |all, (_, bit)| all | bit);
         // RFC 5438 §6.3 ids are short tokens; a long one is not remembered (memory bound).
         if id.len() > MAX_ID_BYTES {
             return;
@@ -67,30 +82,40 @@ impl Expected {
                 break;
             }
             inner.order.pop_front();
-            if inner.until.get(&k) == Some(&t) {
+            if inner.until.get(&k).is_some_and(|(u, _)| *u == t) {
                 inner.until.remove(&k);
             }
         }
-        inner.until.insert(key.clone(), until);
+        inner.until.insert(key.clone(), (until, kinds));
         inner.order.push_back((key, until));
     }
 
-    /// Whether `body`, sent by `from` to `to`, is a notice `to` asked `from` for.
-    pub fn is_expected(&self, body: &[u8], from: &str, to: &str, now_ms: u64) -> bool {
-        let Some(id) = notice_about(body) else {
+    /// Whether `body`, sent by `from` to `to`, is a notice `to` asked `from` for and has not
+    /// had yet; if so it is used up.
+    pub fn take(&self, body: &[u8], from: &str, to: &str, now_ms: u64) -> bool {
+        let Some((id, kind)) = notice_about(body) else {
             return false;
         };
         let key = (to.to_string(), from.to_string(), id);
-        self.inner
-            .lock()
-            .until
-            .get(&key)
-            .is_some_and(|until| *until > now_ms)
+        let mut inner = self.inner.lock();
+        let Some((until, open)) = inner.until.get_mut(&key) else {
+            return false;
+        };
+        if *until <= now_ms || *open & kind == 0 {
+            return false;
+        }
+        *open &= !kind;
+        if *open == 0 {
+            inner.until.remove(&key);
+        }
+        true
     }
 }
 
-/// The `<message-id>` a `message/cpim` notification body reports on (RFC 5438 §7.2).
-pub fn notice_about(body: &[u8]) -> Option<String> {
+/// The `<message-id>` a `message/cpim` notification body reports on, and its kind
+/// (RFC 5438 §7.2).
+fn notice_about(body: &[u8]) -> Option<(String, u8)> {
+    const NS: &str = "urn:ietf:params:xml:ns:imdn";
     let cpim = Cpim::parse(body).ok()?;
     if !cpim.is_notification() {
         return None;
@@ -99,11 +124,21 @@ pub fn notice_about(body: &[u8]) -> Option<String> {
     let doc = roxmltree::Document::parse(xml).ok()?;
     let id = doc
         .descendants()
-        .find(|n| n.has_tag_name(("urn:ietf:params:xml:ns:imdn", "message-id")))?
+        .find(|n| n.has_tag_name((NS, "message-id")))?
         .text()?
         .trim()
         .to_string();
-    (!id.is_empty()).then_some(id)
+    let kind = doc.descendants().find_map(|n| {
+        [
+            ("delivery-notification", DELIVERY),
+            ("display-notification", DISPLAY),
+            ("processing-notification", PROCESSING),
+        ]
+        .iter()
+        .find(|(name, _)| n.has_tag_name((NS, *name)))
+        .map(|(_, bit)| *bit)
+    })?;
+    (!id.is_empty()).then_some((id, kind))
 }
 
 #[cfg(test)]
@@ -118,30 +153,48 @@ mod tests {
     }
 
     fn notice(id: &str) -> String {
-        let xml = format!("<imdn xmlns=\"urn:ietf:params:xml:ns:imdn\"><message-id>{id}</message-id><datetime>2026-12-07T10:00:00Z</datetime><delivery-notification><status><delivered/></status></delivery-notification></imdn>");
+        notice_of(id, "delivery-notification", "delivered")
+    }
+
+    fn notice_of(id: &str, kind: &str, status: &str) -> String {
+        let xml = format!("<imdn xmlns=\"urn:ietf:params:xml:ns:imdn\"><message-id>{id}</message-id><datetime>2026-12-07T10:00:00Z</datetime><{kind}><status><{status}/></status></{kind}></imdn>");
         format!("From: <{BOB}>\r\nTo: <{ALICE}>\r\nNS: imdn <urn:ietf:params:imdn>\r\nimdn.Message-ID: n1\r\n\r\nContent-Type: message/imdn+xml\r\nContent-Disposition: notification\r\n\r\n{xml}")
     }
 
-    /// IM-18, IM-20: Bob's notice about Alice's message is expected by Alice, only from Bob,
-    /// only about that message, only while remembered.
+    /// IM-18, IM-20, IM-23: Bob's notice about Alice's message is expected by Alice, only from
+    /// Bob, only about that message, only while remembered, once per kind she asked for.
     #[test]
     fn notices_about_accepted_messages_im20() {
         let e = Expected::new(10, 1_000);
-        e.accepted(im("m1", "positive-delivery").as_bytes(), ALICE, BOB, 0);
-        assert!(e.is_expected(notice("m1").as_bytes(), BOB, ALICE, 10));
-        assert!(!e.is_expected(notice("m1").as_bytes(), "sip:carol@example.com", ALICE, 10));
-        assert!(!e.is_expected(notice("m2").as_bytes(), BOB, ALICE, 10));
+        e.accepted(
+            im("m1", "positive-delivery, display").as_bytes(),
+            ALICE,
+            BOB,
+            0,
+        );
+        assert!(!e.take(notice("m1").as_bytes(), "sip:carol@example.com", ALICE, 10));
+        assert!(!e.take(notice("m2").as_bytes(), BOB, ALICE, 10));
         assert!(
-            !e.is_expected(im("m1", "display").as_bytes(), BOB, ALICE, 10),
+            !e.take(im("m1", "display").as_bytes(), BOB, ALICE, 10),
             "not a notice"
         );
+        let processing = notice_of("m1", "processing-notification", "processed");
         assert!(
-            !e.is_expected(notice("m1").as_bytes(), BOB, ALICE, 2_000),
-            "expired"
+            !e.take(processing.as_bytes(), BOB, ALICE, 10),
+            "not asked for"
         );
+        assert!(e.take(notice("m1").as_bytes(), BOB, ALICE, 10));
+        assert!(
+            !e.take(notice("m1").as_bytes(), BOB, ALICE, 10),
+            "one per kind"
+        );
+        let displayed = notice_of("m1", "display-notification", "displayed");
+        assert!(!e.take(displayed.as_bytes(), BOB, ALICE, 2_000), "expired");
+        assert!(e.take(displayed.as_bytes(), BOB, ALICE, 20));
+        assert!(e.inner.lock().until.is_empty(), "nothing left to expect");
         // A message that asks for nothing expects nothing.
         e.accepted(im("m3", "bogus").as_bytes(), ALICE, BOB, 0);
-        assert!(!e.is_expected(notice("m3").as_bytes(), BOB, ALICE, 10));
+        assert!(!e.take(notice("m3").as_bytes(), BOB, ALICE, 10));
     }
 
     /// Bounded: the oldest go first.
@@ -149,11 +202,11 @@ mod tests {
     fn bounded_in_count() {
         let e = Expected::new(2, 1_000_000);
         for id in ["a", "b", "c"] {
-            e.accepted(im(id, "display").as_bytes(), ALICE, BOB, 0);
+            e.accepted(im(id, "positive-delivery").as_bytes(), ALICE, BOB, 0);
         }
-        assert!(!e.is_expected(notice("a").as_bytes(), BOB, ALICE, 1));
-        assert!(e.is_expected(notice("b").as_bytes(), BOB, ALICE, 1));
-        assert!(e.is_expected(notice("c").as_bytes(), BOB, ALICE, 1));
+        assert!(!e.take(notice("a").as_bytes(), BOB, ALICE, 1));
+        assert!(e.take(notice("b").as_bytes(), BOB, ALICE, 1));
+        assert!(e.take(notice("c").as_bytes(), BOB, ALICE, 1));
         assert!(e.inner.lock().until.len() <= 2);
     }
 }

@@ -288,7 +288,7 @@ impl PagerParts {
         }
         // A notice the recipient asked the sender for passes the recipient's rules (IM-20);
         // anything else goes through them.
-        let offline = if p.expected.is_expected(&msg.body, sender, recipient, now) {
+        let offline = if p.expected.take(&msg.body, sender, recipient, now) {
             None
         } else {
             // IM-27c: a sender asking for privacy is evaluated as anonymous.
