@@ -133,7 +133,13 @@ pub struct Client {
     connector: std::sync::OnceLock<Connector>,
     /// One connection attempt per peer at a time (many NOTIFYs to one next hop).
     connecting: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>>,
+    /// Peers a connection to failed lately, and when: requests queued behind a failed attempt
+    /// fail at once instead of each waiting out its own connect and handshake timeouts.
+    unreachable: Mutex<HashMap<SocketAddr, Instant>>,
 }
+
+/// How long a failed connection attempt answers for its peer.
+const UNREACHABLE_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Client {
     /// A client on `socket` (shared with the server side, so responses arrive there and are
@@ -157,6 +163,7 @@ impl Client {
             flows: Arc::new(Flows::default()),
             connector: std::sync::OnceLock::new(),
             connecting: Mutex::new(HashMap::new()),
+            unreachable: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -210,12 +217,26 @@ impl Client {
             return Some(flow);
         }
         let connect = self.connector.get()?;
+        let failed_lately = |c: &Client| {
+            let mut unreachable = c.unreachable.lock();
+            unreachable.retain(|_, at| at.elapsed() < UNREACHABLE_FOR);
+            unreachable.contains_key(&peer)
+        };
+        if failed_lately(self) {
+            return None;
+        }
         let gate = Arc::clone(self.connecting.lock().entry(peer).or_default());
         let _turn = gate.lock().await;
-        // Another request may have connected while this one waited.
-        if self.flows.get(peer).filter(usable).is_none() && !connect(peer, tls.clone()).await {
-            self.connecting.lock().remove(&peer);
-            return None;
+        // Another request may have connected, or failed to, while this one waited.
+        if self.flows.get(peer).filter(usable).is_none() {
+            if failed_lately(self) {
+                return None;
+            }
+            if !connect(peer, tls.clone()).await {
+                self.unreachable.lock().insert(peer, Instant::now());
+                self.connecting.lock().remove(&peer);
+                return None;
+            }
         }
         self.connecting.lock().remove(&peer);
         self.flows.get(peer).filter(usable)
@@ -478,6 +499,34 @@ mod tests {
     }
 
     /// A client on a UDP socket whose incoming responses are handed to it.
+    // Many requests to one peer that cannot be reached: one connection attempt; those queued
+    // behind it, and those coming soon after, fail at once (not a connect timeout each).
+    #[tokio::test]
+    async fn a_failed_connection_answers_for_its_peer_a_while() {
+        let c = client().await;
+        let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&attempts);
+        c.set_connector(Arc::new(move |_, _| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                false
+            })
+        }));
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut all = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let c = Arc::clone(&c);
+            all.spawn(async move { c.request_via(options(), Route::Tcp(peer)).await });
+        }
+        while let Some(outcome) = all.join_next().await {
+            assert!(outcome.unwrap().is_none(), "no connection, no outcome");
+        }
+        assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(c.request_via(options(), Route::Tcp(peer)).await.is_none());
+        assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
     async fn client() -> Arc<Client> {
         let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
         let client = Client::new(Arc::clone(&socket), fast(), None).unwrap();
