@@ -48,12 +48,9 @@ impl Expected {
         }
     }
 
-    /// `sender`'s message `body` to `recipient` was accepted: if it asks for notices, the
+    /// `sender`'s CPIM message to `recipient` was accepted: if it asks for notices, the
     /// recipient's notices about it are expected.
-    pub fn accepted(&self, body: &[u8], sender: &str, recipient: &str, now_ms: u64) {
-        let Ok(cpim) = Cpim::parse(body) else {
-            return;
-        };
+    pub fn accepted(&self, cpim: &Cpim, sender: &str, recipient: &str, now_ms: u64) {
         let asked = cpim.requested();
         let (Some(id), true) = (cpim.message_id(), asked.any()) else {
             return;
@@ -90,10 +87,13 @@ impl Expected {
         inner.order.push_back((key, until));
     }
 
-    /// Whether `body`, sent by `from` to `to`, is a notice `to` asked `from` for and has not
+    /// Whether `cpim`, sent by `from` to `to`, is a notice `to` asked `from` for and has not
     /// had yet; if so it is used up.
-    pub fn take(&self, body: &[u8], from: &str, to: &str, now_ms: u64) -> bool {
-        let Some((id, kind)) = notice_about(body) else {
+    pub fn take(&self, cpim: &Cpim, from: &str, to: &str, now_ms: u64) -> bool {
+        if self.inner.lock().until.is_empty() {
+            return false;
+        }
+        let Some((id, kind)) = notice_about(cpim) else {
             return false;
         };
         let key = (to.to_string(), from.to_string(), id);
@@ -114,9 +114,8 @@ impl Expected {
 
 /// The `<message-id>` a `message/cpim` notification body reports on, and its kind
 /// (RFC 5438 §7.2).
-fn notice_about(body: &[u8]) -> Option<(String, u8)> {
+fn notice_about(cpim: &Cpim) -> Option<(String, u8)> {
     const NS: &str = "urn:ietf:params:xml:ns:imdn";
-    let cpim = Cpim::parse(body).ok()?;
     if !cpim.is_notification() {
         return None;
     }
@@ -145,6 +144,10 @@ fn notice_about(body: &[u8]) -> Option<(String, u8)> {
 mod tests {
     use super::*;
 
+    fn cpim(body: &str) -> Cpim<'_> {
+        Cpim::parse(body.as_bytes()).unwrap()
+    }
+
     const ALICE: &str = "sip:alice@example.com";
     const BOB: &str = "sip:bob@example.com";
 
@@ -167,34 +170,31 @@ mod tests {
     fn notices_about_accepted_messages_im20() {
         let e = Expected::new(10, 1_000);
         e.accepted(
-            im("m1", "positive-delivery, display").as_bytes(),
+            &cpim(&im("m1", "positive-delivery, display")),
             ALICE,
             BOB,
             0,
         );
-        assert!(!e.take(notice("m1").as_bytes(), "sip:carol@example.com", ALICE, 10));
-        assert!(!e.take(notice("m2").as_bytes(), BOB, ALICE, 10));
+        assert!(!e.take(&cpim(&notice("m1")), "sip:carol@example.com", ALICE, 10));
+        assert!(!e.take(&cpim(&notice("m2")), BOB, ALICE, 10));
         assert!(
-            !e.take(im("m1", "display").as_bytes(), BOB, ALICE, 10),
+            !e.take(&cpim(&im("m1", "display")), BOB, ALICE, 10),
             "not a notice"
         );
         let processing = notice_of("m1", "processing-notification", "processed");
+        assert!(!e.take(&cpim(&processing), BOB, ALICE, 10), "not asked for");
+        assert!(e.take(&cpim(&notice("m1")), BOB, ALICE, 10));
         assert!(
-            !e.take(processing.as_bytes(), BOB, ALICE, 10),
-            "not asked for"
-        );
-        assert!(e.take(notice("m1").as_bytes(), BOB, ALICE, 10));
-        assert!(
-            !e.take(notice("m1").as_bytes(), BOB, ALICE, 10),
+            !e.take(&cpim(&notice("m1")), BOB, ALICE, 10),
             "one per kind"
         );
         let displayed = notice_of("m1", "display-notification", "displayed");
-        assert!(!e.take(displayed.as_bytes(), BOB, ALICE, 2_000), "expired");
-        assert!(e.take(displayed.as_bytes(), BOB, ALICE, 20));
+        assert!(!e.take(&cpim(&displayed), BOB, ALICE, 2_000), "expired");
+        assert!(e.take(&cpim(&displayed), BOB, ALICE, 20));
         assert!(e.inner.lock().until.is_empty(), "nothing left to expect");
         // A message that asks for nothing expects nothing.
-        e.accepted(im("m3", "bogus").as_bytes(), ALICE, BOB, 0);
-        assert!(!e.take(notice("m3").as_bytes(), BOB, ALICE, 10));
+        e.accepted(&cpim(&im("m3", "bogus")), ALICE, BOB, 0);
+        assert!(!e.take(&cpim(&notice("m3")), BOB, ALICE, 10));
     }
 
     /// Bounded: the oldest go first.
@@ -202,11 +202,11 @@ mod tests {
     fn bounded_in_count() {
         let e = Expected::new(2, 1_000_000);
         for id in ["a", "b", "c"] {
-            e.accepted(im(id, "positive-delivery").as_bytes(), ALICE, BOB, 0);
+            e.accepted(&cpim(&im(id, "positive-delivery")), ALICE, BOB, 0);
         }
-        assert!(!e.take(notice("a").as_bytes(), BOB, ALICE, 1));
-        assert!(e.take(notice("b").as_bytes(), BOB, ALICE, 1));
-        assert!(e.take(notice("c").as_bytes(), BOB, ALICE, 1));
+        assert!(!e.take(&cpim(&notice("a")), BOB, ALICE, 1));
+        assert!(e.take(&cpim(&notice("b")), BOB, ALICE, 1));
+        assert!(e.take(&cpim(&notice("c")), BOB, ALICE, 1));
         assert!(e.inner.lock().until.len() <= 2);
     }
 }

@@ -249,7 +249,11 @@ impl PagerParts {
     ) {
         if let (Some(outcome), false) = (outcome, is_media(&msg.headers, IS_COMPOSING)) {
             if matches!(outcome, "delivered" | "stored") {
-                self.expected.accepted(&msg.body, sender, recipient, now);
+                if is_media(&msg.headers, "message/cpim") {
+                    if let Ok(cpim) = Cpim::parse(&msg.body) {
+                        self.expected.accepted(&cpim, sender, recipient, now);
+                    }
+                }
                 if let Some(h) = &self.history {
                     h.record(msg, sender, recipient, now).await;
                 }
@@ -281,14 +285,15 @@ impl PagerParts {
         if msg.body.len() > p.max_pager_bytes {
             return failed(413, "Message Too Large: send it in a session".into());
         }
-        if is_media(&msg.headers, "message/cpim") {
-            if let Err(e) = Cpim::parse(&msg.body) {
-                return failed(400, format!("Bad Request: {e}"));
-            }
-        }
+        let cpim = match is_media(&msg.headers, "message/cpim").then(|| Cpim::parse(&msg.body)) {
+            Some(Err(e)) => return failed(400, format!("Bad Request: {e}")),
+            Some(Ok(cpim)) => Some(cpim),
+            None => None,
+        };
         // A notice the recipient asked the sender for passes the recipient's rules (IM-20);
         // anything else goes through them.
-        let offline = if p.expected.take(&msg.body, sender, recipient, now) {
+        let expected = cpim.is_some_and(|c| p.expected.take(&c, sender, recipient, now));
+        let offline = if expected {
             None
         } else {
             // IM-27c: a sender asking for privacy is evaluated as anonymous.
