@@ -12,14 +12,14 @@ use std::time::Instant;
 use super::actor::Actor;
 use super::dialog::Dialog;
 use super::report::Documents;
-use super::request::{parse_entries, Entry};
+use super::request::parse_entries;
 use super::saved::Saved;
 use super::service::Shared;
 use crate::storage::subscriptions::Subscription;
 
 /// Rebuilds the subscription `sub` records, as it was when recorded; `None` when its record
 /// names no entry that parses or its package state cannot be read.
-pub(super) fn rebuild(shared: &Arc<Shared>, sub: Subscription) -> Option<(Actor, Vec<Entry>)> {
+pub(super) fn rebuild(shared: &Arc<Shared>, sub: Subscription) -> Option<Actor> {
     let saved = Saved::decode(&sub.package_state)?;
     let c = &shared.parts.config;
     let mut entries = Vec::new();
@@ -56,7 +56,7 @@ pub(super) fn rebuild(shared: &Arc<Shared>, sub: Subscription) -> Option<(Actor,
         shared: Arc::clone(shared),
         dialog,
         subscriber: sub.subscriber,
-        entries: entries.clone(),
+        entries,
         mode: saved.mode,
         // An expired one ends at its first wake-up, with its final NOTIFY.
         expires_at_ms: sub.expires_at_ms,
@@ -70,7 +70,7 @@ pub(super) fn rebuild(shared: &Arc<Shared>, sub: Subscription) -> Option<(Actor,
         failures: 0,
         resync_due: None,
     };
-    Some((actor, entries))
+    Some(actor)
 }
 
 /// A one-entry resource list (stored subscriptions keep their entry URIs only).
@@ -130,7 +130,7 @@ impl Idle {
             Idle::Awake(actor) => Some(actor),
             Idle::Dormant(d) => {
                 let sub = Subscription::from_bytes(&d.record).ok()?;
-                let (mut actor, _) = rebuild(&d.shared, sub)?;
+                let mut actor = rebuild(&d.shared, sub)?;
                 actor.dialog.flow = d.flow;
                 actor.last_sent = d.last_sent;
                 actor.failures = d.failures;

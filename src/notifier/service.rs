@@ -465,7 +465,7 @@ fn spawn(shared: &Arc<Shared>, actor: Actor, id: DialogId, entries: &[Entry], fi
 /// A stored subscription live again; `None` (and removed) when it cannot be.
 fn restore(shared: &Arc<Shared>, sub: Subscription) -> Option<(Actor, DialogId, Vec<Entry>)> {
     let dialog = sub.dialog.clone();
-    let Some((mut actor, entries)) = rebuild(shared, sub) else {
+    let Some(mut actor) = rebuild(shared, sub) else {
         let store = Arc::clone(&shared.parts.store);
         tokio::spawn(async move { store.remove(dialog).await });
         return None;
@@ -473,6 +473,7 @@ fn restore(shared: &Arc<Shared>, sub: Subscription) -> Option<(Actor, DialogId, 
     // NOTIFYs sent after the last stored progress used CSeqs the subscriber has seen: go on
     // well above them (a CSeq may jump, RFC 3261 §12.2.1.1).
     actor.dialog.local_cseq = actor.dialog.local_cseq.saturating_add(CSEQ_MARGIN);
+    let entries = actor.entries.clone();
     Some((actor, dialog, entries))
 }
 

@@ -9,13 +9,13 @@
 //! serialized; `put` and `remove` resolve once flushed (one flush per batch), `checkpoint` at
 //! once (sled's background flush makes it durable within 500 ms).
 
-use super::sled_common::{from_sled, push_bytes, utf8, Reader};
+use super::sled_common::from_sled;
 use super::sled_writer::SledWriter;
-use super::subscriptions::{validate, DialogId, StoreFuture, Subscription, SubscriptionStore};
+use super::subscriptions::{
+    decode, dialog_key, encode, validate, DialogId, StoreFuture, Subscription, SubscriptionStore,
+};
 use super::StorageError;
 
-const SEP: u8 = 0;
-const RECORD_VERSION: u8 = 1;
 /// Index trees of earlier versions, removed at start.
 const DROPPED_TREES: [&str; 2] = ["subscriptions_by_aor", "subscriptions_by_expiry"];
 const TREE: &str = "subscriptions";
@@ -167,87 +167,6 @@ impl SubscriptionStore for SledSubscriptions {
     }
 }
 
-pub(super) fn dialog_key(d: &DialogId) -> Vec<u8> {
-    let mut out = Vec::with_capacity(d.call_id.len() + d.local_tag.len() + d.remote_tag.len() + 2);
-    out.extend_from_slice(d.call_id.as_bytes());
-    out.push(SEP);
-    out.extend_from_slice(d.local_tag.as_bytes());
-    out.push(SEP);
-    out.extend_from_slice(d.remote_tag.as_bytes());
-    out
-}
-
-pub(super) fn encode(sub: &Subscription) -> Result<Vec<u8>, StorageError> {
-    let mut out = Vec::with_capacity(256);
-    out.push(RECORD_VERSION);
-    push_bytes(&mut out, sub.subscriber.as_bytes())?;
-    push_bytes(&mut out, sub.event.as_bytes())?;
-    push_list(&mut out, &sub.resources)?;
-    push_bytes(&mut out, sub.remote_target.as_bytes())?;
-    push_list(&mut out, &sub.route_set)?;
-    out.extend_from_slice(&sub.local_cseq.to_be_bytes());
-    out.extend_from_slice(&sub.remote_cseq.to_be_bytes());
-    out.extend_from_slice(&sub.expires_at_ms.to_be_bytes());
-    out.extend_from_slice(&sub.notified_seq.to_be_bytes());
-    push_bytes(&mut out, &sub.package_state)?;
-    Ok(out)
-}
-
-fn push_list(out: &mut Vec<u8>, items: &[String]) -> Result<(), StorageError> {
-    out.extend_from_slice(&super::sled_common::len32(items.len())?.to_be_bytes());
-    for item in items {
-        push_bytes(out, item.as_bytes())?;
-    }
-    Ok(())
-}
-
-fn read_list(r: &mut Reader<'_>, what: &str) -> Result<Vec<String>, StorageError> {
-    let n = r.u32()? as usize;
-    let mut out = Vec::with_capacity(n.min(64));
-    for _ in 0..n {
-        out.push(r.string(what)?);
-    }
-    Ok(out)
-}
-
-pub(super) fn decode(dkey: &[u8], bytes: &[u8]) -> Result<Subscription, StorageError> {
-    let mut parts = dkey.splitn(3, |b| *b == SEP);
-    let (Some(call_id), Some(local_tag), Some(remote_tag)) =
-        (parts.next(), parts.next(), parts.next())
-    else {
-        return Err(StorageError::Corrupt("bad dialog key".into()));
-    };
-    let mut r = Reader(bytes);
-    if r.u8()? != RECORD_VERSION {
-        return Err(StorageError::Corrupt(
-            "unknown subscription record version".into(),
-        ));
-    }
-    let sub = Subscription {
-        dialog: DialogId {
-            call_id: utf8(call_id, "Call-ID")?,
-            local_tag: utf8(local_tag, "tag")?,
-            remote_tag: utf8(remote_tag, "tag")?,
-        },
-        subscriber: r.string("subscriber")?,
-        event: r.string("event")?,
-        resources: read_list(&mut r, "resource")?,
-        remote_target: r.string("remote target")?,
-        route_set: read_list(&mut r, "route")?,
-        local_cseq: r.u32()?,
-        remote_cseq: r.u32()?,
-        expires_at_ms: r.u64()?,
-        notified_seq: r.u64()?,
-        package_state: r.bytes()?,
-    };
-    if !r.0.is_empty() {
-        return Err(StorageError::Corrupt(
-            "trailing bytes in subscription record".into(),
-        ));
-    }
-    Ok(sub)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,25 +174,8 @@ mod tests {
     use crate::storage::sled_messages::SledMessages;
     use crate::storage::{SledOptions, SledStore};
 
-    /// One stored subscription of Alice's.
     fn sample() -> Subscription {
-        Subscription {
-            dialog: DialogId {
-                call_id: "c@h".into(),
-                local_tag: "l".into(),
-                remote_tag: "r".into(),
-            },
-            subscriber: "sip:alice@example.com".into(),
-            event: "xcap-diff".into(),
-            resources: vec!["resource-lists/users/sip:alice@example.com/index".into()],
-            remote_target: "sip:alice@127.0.0.1:5070".into(),
-            route_set: vec![],
-            local_cseq: 3,
-            remote_cseq: 9,
-            expires_at_ms: 99,
-            notified_seq: 1234,
-            package_state: vec![7],
-        }
+        crate::storage::subscriptions::sample("c@h", 1234)
     }
 
     // Upgrading: subscriptions an earlier version kept in sled move to the log (and stay

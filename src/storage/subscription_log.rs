@@ -7,8 +7,8 @@
 //!
 //! Layout: `<dir>/subscriptions.log`, [`MAGIC`] then frames `len u32 LE | crc32 u32 LE |
 //! payload`, payload `kind u8 (1 put, 0 remove) | klen u32 LE | dialog key | record` (the
-//! record and key encodings of the sled backend). At open the frames are read in order and a
-//! torn or corrupt tail (a crash in the middle of an append) is cut off. When dead frames
+//! encodings of `storage::subscriptions`). At open the frames are read in order and a torn
+//! or corrupt tail (a crash in the middle of an append) is cut off. When dead frames
 //! outweigh live ones the live records are copied to a new file that replaces the old one by
 //! rename, so the file stays within about twice the live size.
 //!
@@ -24,9 +24,10 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::sled_subscriptions::{decode, dialog_key, encode};
 use super::sled_writer::{Flusher, SledWriter};
-use super::subscriptions::{validate, DialogId, StoreFuture, Subscription, SubscriptionStore};
+use super::subscriptions::{
+    decode, dialog_key, encode, validate, DialogId, StoreFuture, Subscription, SubscriptionStore,
+};
 use super::StorageError;
 
 pub(super) const MAGIC: &[u8; 8] = b"XCAPDS01";
@@ -123,11 +124,7 @@ impl LogSubscriptions {
             for sub in legacy.iter().filter(|s| validate(s).is_ok()) {
                 out.extend_from_slice(&frame(PUT, &dialog_key(&sub.dialog), &encode(sub)?)?);
             }
-            let tmp_path = dir.join(format!("{FILE}.new"));
-            let mut tmp = File::create(&tmp_path).map_err(io)?;
-            tmp.write_all(&out).map_err(io)?;
-            tmp.sync_all().map_err(io)?;
-            std::fs::rename(&tmp_path, &path).map_err(io)?;
+            replace_log(dir, &out)?;
             sync_dir(dir)?;
         }
         Self::open(dir)
@@ -223,13 +220,9 @@ impl Log {
         }
     }
 
-    fn untrack(&mut self, key: &[u8]) -> bool {
-        match self.index.remove(key) {
-            Some((_, len)) => {
-                self.live -= FRAME_HEADER + u64::from(len);
-                true
-            }
-            None => false,
+    fn untrack(&mut self, key: &[u8]) {
+        if let Some((_, len)) = self.index.remove(key) {
+            self.live -= FRAME_HEADER + u64::from(len);
         }
     }
 
@@ -313,7 +306,6 @@ impl Log {
     }
 
     fn compact(&mut self) -> Result<(), StorageError> {
-        let tmp_path = self.dir.join(format!("{FILE}.new"));
         let mut out = Vec::with_capacity(self.live as usize + MAGIC.len());
         out.extend_from_slice(MAGIC);
         let mut moved = Vec::with_capacity(self.index.len());
@@ -328,18 +320,8 @@ impl Log {
             moved.push((key.clone(), out.len() as u64, len));
             out.extend_from_slice(&frame);
         }
-        let mut tmp = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp_path)
-            .map_err(io)?;
-        tmp.write_all(&out).map_err(io)?;
-        tmp.sync_all().map_err(io)?;
-        std::fs::rename(&tmp_path, self.dir.join(FILE)).map_err(io)?;
         // Renamed: from here on the new file is the log, whatever the directory sync does.
-        self.file = tmp;
+        self.file = replace_log(&self.dir, &out)?;
         self.end = out.len() as u64;
         for (key, at, len) in moved {
             self.index.insert(key, (at, len));
@@ -391,6 +373,24 @@ fn frame_at(bytes: &[u8], at: usize) -> Option<(u8, &[u8], u32)> {
     let klen = u32::from_le_bytes(payload[1..5].try_into().ok()?) as usize;
     let key = payload.get(5..5 + klen)?;
     (kind == PUT || kind == REMOVE).then_some((kind, key, len))
+}
+
+/// Makes `bytes` the log in `dir` whole: written under another name, synced, renamed over
+/// the log (so a crash leaves the old file or the new one, never a mix); the new file, open
+/// for reading and appending. The directory entry is the caller's to sync.
+fn replace_log(dir: &Path, bytes: &[u8]) -> Result<File, StorageError> {
+    let tmp_path = dir.join(format!("{FILE}.new"));
+    let mut tmp = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp_path)
+        .map_err(io)?;
+    tmp.write_all(bytes).map_err(io)?;
+    tmp.sync_all().map_err(io)?;
+    std::fs::rename(&tmp_path, dir.join(FILE)).map_err(io)?;
+    Ok(tmp)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {
@@ -474,23 +474,7 @@ mod tests {
     use super::*;
 
     fn sub(call_id: &str, seq: u64) -> Subscription {
-        Subscription {
-            dialog: DialogId {
-                call_id: call_id.into(),
-                local_tag: "l".into(),
-                remote_tag: "r".into(),
-            },
-            subscriber: "sip:alice@example.com".into(),
-            event: "xcap-diff".into(),
-            resources: vec!["resource-lists/users/sip:alice@example.com/index".into()],
-            remote_target: "sip:alice@127.0.0.1:5070".into(),
-            route_set: vec!["<sip:p1.example.com;lr>".into()],
-            local_cseq: 3,
-            remote_cseq: 9,
-            expires_at_ms: 99,
-            notified_seq: seq,
-            package_state: vec![1, 2, 3],
-        }
+        crate::storage::subscriptions::sample(call_id, seq)
     }
 
     // RFC 6665 §4.2: subscription state outlives the process; a torn last append (a crash

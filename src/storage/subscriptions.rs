@@ -1,12 +1,13 @@
 //! SIP subscriptions that survive a restart (RFC 6665 §4.2: the notifier's subscription and
 //! dialog state; RFC 5875 xcap-diff subscriptions): the [`SubscriptionStore`] trait, keyed by
-//! dialog, and its memory backend. A subscription remembers how far the change feed was
+//! dialog, the record encoding its persistent backends share, and its memory backend. A subscription remembers how far the change feed was
 //! notified, so a restarted notifier resumes from there (design.md §2).
 
 use std::collections::BTreeMap;
 
 use parking_lot::Mutex;
 
+use super::sled_common::{len32, push_bytes, utf8, Reader};
 use super::StorageError;
 pub use super::StoreFuture;
 
@@ -45,10 +46,10 @@ pub struct Subscription {
 impl Subscription {
     /// The record as bytes (dialog included), as the stores write it.
     pub fn to_bytes(&self) -> Result<Vec<u8>, StorageError> {
-        let key = super::sled_subscriptions::dialog_key(&self.dialog);
-        let record = super::sled_subscriptions::encode(self)?;
+        let key = dialog_key(&self.dialog);
+        let record = encode(self)?;
         let mut out = Vec::with_capacity(4 + key.len() + record.len());
-        out.extend_from_slice(&super::sled_common::len32(key.len())?.to_le_bytes());
+        out.extend_from_slice(&len32(key.len())?.to_le_bytes());
         out.extend_from_slice(&key);
         out.extend_from_slice(&record);
         Ok(out)
@@ -60,7 +61,115 @@ impl Subscription {
         let len = bytes.get(..4).ok_or_else(corrupt)?;
         let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
         let key = bytes.get(4..4 + len).ok_or_else(corrupt)?;
-        super::sled_subscriptions::decode(key, &bytes[4 + len..])
+        decode(key, &bytes[4 + len..])
+    }
+}
+
+/// The stored form of a subscription, shared by the backends: the dialog as a key
+/// (`call-id \0 local-tag \0 remote-tag`) and the rest as a versioned record.
+const SEP: u8 = 0;
+const RECORD_VERSION: u8 = 1;
+
+pub(crate) fn dialog_key(d: &DialogId) -> Vec<u8> {
+    let mut out = Vec::with_capacity(d.call_id.len() + d.local_tag.len() + d.remote_tag.len() + 2);
+    out.extend_from_slice(d.call_id.as_bytes());
+    out.push(SEP);
+    out.extend_from_slice(d.local_tag.as_bytes());
+    out.push(SEP);
+    out.extend_from_slice(d.remote_tag.as_bytes());
+    out
+}
+
+pub(crate) fn encode(sub: &Subscription) -> Result<Vec<u8>, StorageError> {
+    let mut out = Vec::with_capacity(256);
+    out.push(RECORD_VERSION);
+    push_bytes(&mut out, sub.subscriber.as_bytes())?;
+    push_bytes(&mut out, sub.event.as_bytes())?;
+    push_list(&mut out, &sub.resources)?;
+    push_bytes(&mut out, sub.remote_target.as_bytes())?;
+    push_list(&mut out, &sub.route_set)?;
+    out.extend_from_slice(&sub.local_cseq.to_be_bytes());
+    out.extend_from_slice(&sub.remote_cseq.to_be_bytes());
+    out.extend_from_slice(&sub.expires_at_ms.to_be_bytes());
+    out.extend_from_slice(&sub.notified_seq.to_be_bytes());
+    push_bytes(&mut out, &sub.package_state)?;
+    Ok(out)
+}
+
+fn push_list(out: &mut Vec<u8>, items: &[String]) -> Result<(), StorageError> {
+    out.extend_from_slice(&super::sled_common::len32(items.len())?.to_be_bytes());
+    for item in items {
+        push_bytes(out, item.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn read_list(r: &mut Reader<'_>, what: &str) -> Result<Vec<String>, StorageError> {
+    let n = r.u32()? as usize;
+    let mut out = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        out.push(r.string(what)?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn decode(dkey: &[u8], bytes: &[u8]) -> Result<Subscription, StorageError> {
+    let mut parts = dkey.splitn(3, |b| *b == SEP);
+    let (Some(call_id), Some(local_tag), Some(remote_tag)) =
+        (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(StorageError::Corrupt("bad dialog key".into()));
+    };
+    let mut r = Reader(bytes);
+    if r.u8()? != RECORD_VERSION {
+        return Err(StorageError::Corrupt(
+            "unknown subscription record version".into(),
+        ));
+    }
+    let sub = Subscription {
+        dialog: DialogId {
+            call_id: utf8(call_id, "Call-ID")?,
+            local_tag: utf8(local_tag, "tag")?,
+            remote_tag: utf8(remote_tag, "tag")?,
+        },
+        subscriber: r.string("subscriber")?,
+        event: r.string("event")?,
+        resources: read_list(&mut r, "resource")?,
+        remote_target: r.string("remote target")?,
+        route_set: read_list(&mut r, "route")?,
+        local_cseq: r.u32()?,
+        remote_cseq: r.u32()?,
+        expires_at_ms: r.u64()?,
+        notified_seq: r.u64()?,
+        package_state: r.bytes()?,
+    };
+    if !r.0.is_empty() {
+        return Err(StorageError::Corrupt(
+            "trailing bytes in subscription record".into(),
+        ));
+    }
+    Ok(sub)
+}
+
+/// A subscription of Alice's with Call-ID `call_id` (the storage tests).
+#[cfg(test)]
+pub(crate) fn sample(call_id: &str, notified_seq: u64) -> Subscription {
+    Subscription {
+        dialog: DialogId {
+            call_id: call_id.into(),
+            local_tag: "l".into(),
+            remote_tag: "r".into(),
+        },
+        subscriber: "sip:alice@example.com".into(),
+        event: "xcap-diff".into(),
+        resources: vec!["resource-lists/users/sip:alice@example.com/index".into()],
+        remote_target: "sip:alice@127.0.0.1:5070".into(),
+        route_set: vec!["<sip:p1.example.com;lr>".into()],
+        local_cseq: 3,
+        remote_cseq: 9,
+        expires_at_ms: 99,
+        notified_seq,
+        package_state: vec![1, 2, 3],
     }
 }
 
