@@ -1,7 +1,8 @@
 //! SIP subscriptions that survive a restart (RFC 6665 §4.2: the notifier's subscription and
 //! dialog state; RFC 5875 xcap-diff subscriptions): the [`SubscriptionStore`] trait, keyed by
-//! dialog, the record encoding its persistent backends share, and its memory backend. A subscription remembers how far the change feed was
-//! notified, so a restarted notifier resumes from there (design.md §2).
+//! dialog, the record encoding its persistent backends share, and its memory backend. A
+//! subscription remembers how far the change feed was notified, so a restarted notifier
+//! resumes from there (design.md §2).
 
 use std::collections::BTreeMap;
 
