@@ -183,7 +183,7 @@ impl Client {
         let destination = resolve(target).await?;
         let transport = target.transport.as_deref().unwrap_or("");
         // §26.2.2: a sips: Request-URI goes over TLS on every hop, whatever the next hop says.
-        let route = if target.secure || transport.eq_ignore_ascii_case("tls") || is_sips(&request) {
+        let route = if target.tls() || is_sips(&request) {
             let name = target.host.trim_matches(['[', ']']).to_string();
             Route::Tls(destination, name)
         } else if transport.eq_ignore_ascii_case("tcp") {
@@ -407,13 +407,10 @@ impl Client {
 /// A branch with the RFC 3261 magic cookie and 96 random bits.
 /// The socket address of a target URI: its host (an address, or a name looked up) and port.
 pub async fn resolve(target: &UriTarget) -> Option<SocketAddr> {
-    let tls = target.secure
-        || target
-            .transport
-            .as_deref()
-            .is_some_and(|t| t.eq_ignore_ascii_case("tls"));
     // RFC 3263 §4.2 without SRV: 5061 for TLS, else 5060.
-    let port = target.port.unwrap_or(if tls { 5061 } else { 5060 });
+    let port = target
+        .port
+        .unwrap_or(if target.tls() { 5061 } else { 5060 });
     let host = target.host.trim_matches(['[', ']']).to_string();
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
         return Some(SocketAddr::new(ip, port));

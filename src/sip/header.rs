@@ -126,6 +126,15 @@ pub struct UriTarget {
 }
 
 impl UriTarget {
+    /// Whether requests to it go over TLS: a `sips:` URI or `;transport=tls` (RFC 3261 §26.2).
+    pub fn tls(&self) -> bool {
+        self.secure
+            || self
+                .transport
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case("tls"))
+    }
+
     pub fn parse(uri: &str) -> Option<UriTarget> {
         let (scheme, rest) = uri.trim().split_once(':')?;
         let secure = match scheme.to_ascii_lowercase().as_str() {
