@@ -343,6 +343,15 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
                     history: &history,
                 };
                 let (pager, deferred) = build::pager(&config, &creds, dev_mode, &registrar, uses)?;
+                match deferred.resume().await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(target: "xcapd::im", held = n, "deliveries cut short by the last stop resume")
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "xcapd::im", error = %e, "cannot resume held deliveries")
+                    }
+                }
                 let restoring = registrar.clone();
                 tokio::spawn(async move {
                     if let Err(e) = restoring.restore().await {

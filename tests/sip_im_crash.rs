@@ -1,17 +1,19 @@
 //! kill -9 during a mixed load of stores and deliveries (issue #14 acceptance; IM-14…IM-16,
 //! RFC 3428 §8): the real binary takes Alice's messages for offline Carol (stored, 202) and for
 //! Bob, whose UA registered after a backlog had built up and answers slowly (his backlog being
-//! delivered while new messages arrive live or stored), and is killed with SIGKILL. After a
-//! restart on the same data each recipient's deferred-list document lists what waits for
-//! them (reconciled at start), and once both register every message that got a 202 reaches
-//! its recipient, none lost. A message whose delivery was cut short by the kill may come
-//! again, always with its original Call-ID and CSeq (so the UA can tell); the lists empty.
+//! delivered while new messages arrive live or stored), and is killed with SIGKILL. Bob's UA
+//! stays up through the restart, an RFC 3261 UA: a request it already answered (same Via
+//! branch, §17.2.3) is answered again from its transaction, not shown twice. After the restart
+//! Carol's deferred-list document lists what waits for her (reconciled at start), and every
+//! message that got a 202 reaches its recipient's UA exactly once: none lost, none shown
+//! twice (a delivery the kill cut short between the UA's 200 and its removal goes out again
+//! as the same transaction). The lists empty.
 
 mod common;
 use common::sip_ua::*;
 use common::*;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,10 +22,29 @@ const ALICE: &str = "sip:alice@example.com";
 const BOB: &str = "sip:bob@example.com";
 const CAROL: &str = "sip:carol@example.com";
 
-/// What a recipient's UA received: body → the (Call-ID, CSeq) of each arrival.
-type Received = Arc<Mutex<HashMap<String, Vec<(String, String)>>>>;
+/// What a recipient's UA showed its user (body → times), and how many requests it answered
+/// again as retransmissions.
+#[derive(Default)]
+struct Inbox {
+    shown: HashMap<String, usize>,
+    answered_again: usize,
+}
 
-/// A recipient UA that registers and answers every MESSAGE with 200 after `delay`.
+type Received = Arc<Mutex<Inbox>>;
+
+/// The branch of a request's top Via.
+fn branch(m: &Msg) -> String {
+    let via = m.header("Via").unwrap_or("");
+    let start = via.find("branch=").map_or(via.len(), |i| i + 7);
+    via[start..]
+        .split([';', ',', ' '])
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A recipient UA that registers and answers every new MESSAGE with 200 after `delay`; one
+/// whose transaction it answered already gets that answer again at once.
 fn receiver(mut ua: Ua, delay: Duration, received: Received) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let contact = format!(
@@ -33,22 +54,26 @@ fn receiver(mut ua: Ua, delay: Duration, received: Received) -> tokio::task::Joi
         );
         let register = ua.register(&[&contact], Some(600), "");
         ua.send(&register).await;
-        while let Some(m) = ua.recv(Duration::from_secs(30)).await {
+        let mut transactions: HashMap<String, String> = HashMap::new();
+        while let Some(m) = ua.recv(Duration::from_secs(60)).await {
             if m.status().is_some() {
                 continue;
             }
+            if let Some(answer) = transactions.get(&branch(&m)) {
+                ua.send(answer).await;
+                received.lock().unwrap().answered_again += 1;
+                continue;
+            }
             tokio::time::sleep(delay).await;
-            ua.send(&answer_text(&m, 200)).await;
-            let id = (
-                m.header("Call-ID").unwrap_or("").to_string(),
-                m.header("CSeq").unwrap_or("").to_string(),
-            );
-            received
+            let answer = answer_text(&m, 200);
+            ua.send(&answer).await;
+            transactions.insert(branch(&m), answer);
+            *received
                 .lock()
                 .unwrap()
+                .shown
                 .entry(m.body().to_string())
-                .or_default()
-                .push(id);
+                .or_default() += 1;
         }
     })
 }
@@ -91,9 +116,8 @@ async fn kill_9_under_stores_and_deliveries_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (port, sip_port) = (free_port(), free_port());
     let sip: SocketAddr = format!("127.0.0.1:{sip_port}").parse().unwrap();
-    // Short SIP timers: after the restart the restored binding of Bob's old (gone) UA costs
-    // one Timer F (3.2 s) before his new contact is tried too.
-    let config = "[im]\ndelivery_lease_secs = 2\n[sip]\ntimer_t1_ms = 50\n";
+    // The default lease (60 s): held deliveries resume at start, not when it lapses.
+    let config = "[sip]\ntimer_t1_ms = 50\n";
     let spawn = || spawn_im_server(dir.path(), port, sip, config);
     let base = format!("http://127.0.0.1:{port}/xcap-root");
     let http = reqwest::Client::new();
@@ -120,7 +144,7 @@ async fn kill_9_under_stores_and_deliveries_loses_nothing() {
         bob_got.clone(),
     );
     let mut n = 100;
-    while bob_got.lock().unwrap().len() < 6 {
+    while bob_got.lock().unwrap().shown.len() < 6 {
         n += 1;
         let (to, body) = if n % 2 == 0 {
             (BOB, format!("live {n}"))
@@ -135,23 +159,19 @@ async fn kill_9_under_stores_and_deliveries_loses_nothing() {
     }
     server.kill().unwrap();
     server.wait().unwrap();
-    bob.abort();
 
-    // After the restart, before anyone registers: the lists match what waits.
+    // After the restart, before Carol registers: her list matches what waits for her. Bob's
+    // UA is registered still (the binding restored): what waits for him goes out at once.
     let mut server = spawn();
     wait_ready(&http, &base).await;
-    let bob_listed = listed(&http, &base, BOB).await;
     let carol_listed = listed(&http, &base, CAROL).await;
-    let before: HashSet<String> = bob_got.lock().unwrap().keys().cloned().collect();
-    let bob_after: Received = Arc::default();
     let carol_got: Received = Arc::default();
-    let bob = receiver(Ua::new(sip, BOB).await, Duration::ZERO, bob_after.clone());
     let carol = receiver(Ua::new(sip, CAROL).await, Duration::ZERO, carol_got.clone());
 
-    // Every 202 reaches its recipient (claims cut short by the kill lapse after 2 s).
+    // Every 202 reaches its recipient.
     let delivered = |to: &str, body: &str| {
-        let got = if to == CAROL { &carol_got } else { &bob_after };
-        before.contains(body) && to == BOB || got.lock().unwrap().contains_key(body)
+        let got = if to == CAROL { &carol_got } else { &bob_got };
+        got.lock().unwrap().shown.contains_key(body)
     };
     for _ in 0..150 {
         if accepted.iter().all(|(to, body)| delivered(to, body)) {
@@ -165,27 +185,21 @@ async fn kill_9_under_stores_and_deliveries_loses_nothing() {
         .collect();
     assert!(lost.is_empty(), "lost after a 202: {lost:?}");
 
-    // The lists held exactly what was delivered after the restart, and are empty now.
-    assert_eq!(carol_listed, carol_got.lock().unwrap().len());
-    assert_eq!(bob_listed, bob_after.lock().unwrap().len());
+    // Carol's list held exactly what she got; both lists are empty now.
+    assert_eq!(carol_listed, carol_got.lock().unwrap().shown.len());
     assert_eq!(listed(&http, &base, BOB).await, 0);
     assert_eq!(listed(&http, &base, CAROL).await, 0);
-    // A message delivered twice (the kill came between the UA's 200 and the removal) came
-    // with the same Call-ID and CSeq; nothing else arrived twice.
-    let mut all: HashMap<String, Vec<(String, String)>> = HashMap::new();
-    for got in [&bob_got, &bob_after, &carol_got] {
-        for (body, ids) in got.lock().unwrap().iter() {
-            all.entry(body.clone())
-                .or_default()
-                .extend(ids.iter().cloned());
-        }
+    // Nothing was shown twice to the same UA.
+    for got in [&bob_got, &carol_got] {
+        let got = got.lock().unwrap();
+        let twice: Vec<_> = got.shown.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "shown twice: {twice:?}");
     }
-    for (body, ids) in &all {
-        assert!(
-            ids.iter().all(|id| id == &ids[0]),
-            "{body} arrived as different requests: {ids:?}"
-        );
-    }
+    eprintln!(
+        "answered again as retransmissions: bob {}, carol {}",
+        bob_got.lock().unwrap().answered_again,
+        carol_got.lock().unwrap().answered_again
+    );
     bob.abort();
     carol.abort();
     server.kill().unwrap();

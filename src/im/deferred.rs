@@ -169,7 +169,11 @@ impl Deferred {
             .await?;
         self.listed(recipient);
         if hold == 0 && self.router.registered(recipient) {
-            // Stored although registered (every contact failed): retried with backoff.
+            // Stored although registered (every contact failed): that attempt ended (the next
+            // is a new transaction), retried with backoff.
+            if let Err(e) = self.store.release(vec![stored], true).await {
+                tracing::warn!(target: "xcapd::im", error = %e, "cannot count a delivery attempt");
+            }
             self.wake_later(recipient);
         }
         if !anonymous(&msg.headers) {
@@ -179,6 +183,50 @@ impl Deferred {
             }
         }
         Ok(Stored::New(stored))
+    }
+
+    /// At start, before anything is served: the holds the previous run left (delivery
+    /// attempts a crash cut short) are void, since nothing attempts those messages any more.
+    /// Released now, they go out as soon as their recipients are known to be registered,
+    /// under the same transaction identity as before ([`super::route`]), rather than after
+    /// the lease. Only for a store this process alone uses (sled, memory); how many held.
+    pub async fn resume(&self) -> Result<usize, StorageError> {
+        const PAGE: usize = 500;
+        let mut released = 0;
+        let mut after_owner = None;
+        loop {
+            let owners = self
+                .store
+                .owners(Mailbox::Deferred, after_owner.clone(), PAGE)
+                .await?;
+            for owner in &owners {
+                let mut after = 0;
+                loop {
+                    let page = self
+                        .store
+                        .list(Mailbox::Deferred, owner.clone(), after, PAGE)
+                        .await?;
+                    after = page.last().map_or(after, |m| m.id);
+                    let held: Vec<u64> = page
+                        .iter()
+                        .filter(|m| m.claimed_until_ms != 0)
+                        .map(|m| m.id)
+                        .collect();
+                    released += held.len();
+                    if !held.is_empty() {
+                        // Cut short: the next attempt is the same one again.
+                        self.store.release(held, false).await?;
+                    }
+                    if page.len() < PAGE {
+                        break;
+                    }
+                }
+            }
+            if owners.len() < PAGE {
+                return Ok(released);
+            }
+            after_owner = owners.last().cloned();
+        }
     }
 
     /// `recipient` may be reachable now (it registered): delivers what waits for it (or cuts
@@ -231,7 +279,7 @@ impl Deferred {
             Delivery::Delivered => ("delivered", 200),
             Delivery::Refused(code) => ("failed", code),
             Delivery::Unreachable => {
-                if let Err(e) = self.store.release(vec![id]).await {
+                if let Err(e) = self.store.release(vec![id], true).await {
                     tracing::warn!(target: "xcapd::im", error = %e, "cannot release a held message");
                 }
                 return self.wake_later(recipient);
@@ -452,7 +500,7 @@ impl Deferred {
                 let sender = &m.message.sender;
                 let body = &m.message.body;
                 let request = |uri: &str| delivered(&original, body, uri, sender);
-                match self.router.deliver(recipient, request).await {
+                match self.router.deliver(recipient, m.attempts, request).await {
                     Delivery::Delivered => self.charge(&m, "delivered", 200).await,
                     Delivery::Refused(code) => {
                         // A final answer of the recipient's UA: not offered again.
@@ -461,8 +509,12 @@ impl Deferred {
                         self.charge(&m, "failed", code).await;
                     }
                     Delivery::Unreachable => {
-                        // The rest of the batch is claimable again for the next attempt.
-                        if let Err(e) = self.store.release(ids[n..].to_vec()).await {
+                        // This attempt ended; the rest of the batch was not tried.
+                        let released = async {
+                            self.store.release(vec![ids[n]], true).await?;
+                            self.store.release(ids[n + 1..].to_vec(), false).await
+                        };
+                        if let Err(e) = released.await {
                             tracing::warn!(target: "xcapd::im", error = %e, "cannot release deferred messages");
                         }
                         return true;

@@ -337,6 +337,7 @@ mod tests {
                 expires_ms: 1_796_604_800_000,
             },
             claimed_until_ms: 0,
+            attempts: 0,
         }
     }
 

@@ -331,7 +331,7 @@ impl PagerParts {
         let (to, from) = (recipient.to_string(), sender.to_string());
         let mut attempt = tokio::spawn(async move {
             let request = |uri: &str| delivered(&copy.headers, &copy.body, uri, &from);
-            router.deliver(&to, request).await
+            router.deliver(&to, 0, request).await
         });
         let delivery = if storable {
             match tokio::time::timeout(p.answer_within, &mut attempt).await {

@@ -63,19 +63,34 @@ impl Router {
     }
 
     /// Delivers the request `make(request_uri)` builds to `aor`: to each registered contact,
-    /// or once through the outbound proxy to the address of record.
-    pub async fn deliver(&self, aor: &str, make: impl Fn(&str) -> Message) -> Delivery {
+    /// or once through the outbound proxy to the address of record. `attempt`: how many
+    /// attempts to deliver this message ended before (the transactions' identity).
+    pub async fn deliver(
+        &self,
+        aor: &str,
+        attempt: u32,
+        make: impl Fn(&str) -> Message,
+    ) -> Delivery {
         let bindings = self.registrar.bindings(aor);
         if bindings.is_empty() {
             return Delivery::Unreachable;
         }
         match &self.outbound_proxy {
-            Some(proxy) => match send(&self.client, make(aor), proxy).await {
-                200..=299 => Delivery::Delivered,
-                408 | 480 | 503 => Delivery::Unreachable,
-                code => Delivery::Refused(code),
-            },
-            None => fork(&self.client, &bindings, make).await,
+            Some(proxy) => {
+                let request = make(aor);
+                // Third-party registrations from the core: a new one, new transactions.
+                let registered: Vec<String> = bindings
+                    .iter()
+                    .map(|b| format!("{} {}", b.call_id, b.cseq))
+                    .collect();
+                let branch = delivery_branch(&request, aor, &registered.join(","), attempt);
+                match send(&self.client, request, proxy, branch).await {
+                    200..=299 => Delivery::Delivered,
+                    408 | 480 | 503 => Delivery::Unreachable,
+                    code => Delivery::Refused(code),
+                }
+            }
+            None => fork(&self.client, &bindings, attempt, make).await,
         }
     }
 
@@ -110,15 +125,16 @@ impl Router {
                     body: body.clone(),
                 }
             };
-            let outcome = me.deliver(&to, make).await;
+            let outcome = me.deliver(&to, 0, make).await;
             tracing::debug!(target: "xcapd::im", ?disposition, ?outcome, %to, "IMDN sent");
         });
     }
 }
 
-/// One request to `target`: its final status (408 when none came).
-async fn send(client: &Client, request: Message, target: &UriTarget) -> u16 {
-    match tokio::time::timeout(DELIVERY_TIMEOUT, client.request_to(request, target)).await {
+/// One request to `target` as the transaction `branch`: its final status (408 when none came).
+async fn send(client: &Client, request: Message, target: &UriTarget, branch: String) -> u16 {
+    let sent = client.request_to_as(request, target, Some(branch));
+    match tokio::time::timeout(DELIVERY_TIMEOUT, sent).await {
         Ok(Some(Outcome::Final(r))) => r.status().unwrap_or(500),
         _ => 408,
     }
@@ -129,6 +145,7 @@ async fn send(client: &Client, request: Message, target: &UriTarget) -> u16 {
 async fn fork(
     client: &Arc<Client>,
     bindings: &[Binding],
+    attempt: u32,
     make: impl Fn(&str) -> Message,
 ) -> Delivery {
     let mut forks = tokio::task::JoinSet::new();
@@ -137,8 +154,10 @@ async fn fork(
             continue;
         };
         let request = make(&b.uri);
+        let registration = format!("{} {}", b.call_id, b.cseq);
+        let branch = delivery_branch(&request, &b.uri, &registration, attempt);
         let client = Arc::clone(client);
-        forks.spawn(async move { send(&client, request, &target).await });
+        forks.spawn(async move { send(&client, request, &target, branch).await });
     }
     let mut refused = None;
     while let Some(done) = forks.join_next().await {
@@ -154,6 +173,32 @@ async fn fork(
     refused.map_or(Delivery::Unreachable, Delivery::Refused)
 }
 
+/// The Via branch of attempt number `attempt` to deliver `request` (its From, Call-ID and
+/// CSeq: the message) to `contact` as bound by `registration` (the REGISTER's Call-ID and
+/// CSeq). An attempt a crash cut short is made again by the next run under the same branch,
+/// so a UA that took it and still holds the transaction (RFC 3261 §17.2.3; 32 s over UDP)
+/// answers again instead of showing the message twice; an attempt that ended (no answer,
+/// 408/480/503) is followed by a new transaction, as is a new registration.
+fn delivery_branch(request: &Message, contact: &str, registration: &str, attempt: u32) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    let attempt = attempt.to_string();
+    for part in [
+        request.headers.get("From").unwrap_or(""),
+        request.headers.get("Call-ID").unwrap_or(""),
+        request.headers.get("CSeq").unwrap_or(""),
+        contact,
+        registration,
+        &attempt,
+    ] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    let digest = hash.finalize();
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("z9hG4bK{hex}")
+}
+
 /// 64 random bits in hex (tags, Call-IDs, IMDN Message-IDs: IM-18 asks for at least 64).
 pub(super) fn random_hex() -> String {
     let mut bytes = [0u8; 8];
@@ -163,4 +208,46 @@ pub(super) fn random_hex() -> String {
         bytes = (NEXT.fetch_add(1, Ordering::Relaxed) ^ now_ms()).to_be_bytes();
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::delivery_branch;
+    use crate::sip::message::{Headers, Message, Method, StartLine};
+
+    fn message(call_id: &str, cseq: &str) -> Message {
+        let mut headers = Headers::new();
+        headers.push("From", "<sip:alice@example.com>;tag=a1");
+        headers.push("Call-ID", call_id);
+        headers.push("CSeq", cseq);
+        Message {
+            start: StartLine::Request {
+                method: Method::Message,
+                uri: "sip:bob@192.0.2.1".into(),
+            },
+            headers,
+            body: b"hi".to_vec(),
+        }
+    }
+
+    /// IM-16 and RFC 3261 §17.2.3: an attempt made again (by the next run after a crash) to
+    /// the same binding is the same transaction; a later attempt, another message or another
+    /// binding is a new one.
+    #[test]
+    fn one_branch_per_message_and_binding_im16() {
+        let m = message("c1@ua", "7 MESSAGE");
+        let bob = "sip:bob@192.0.2.1";
+        let first = delivery_branch(&m, bob, "r1 3", 0);
+        assert!(first.starts_with("z9hG4bK") && first.len() == 7 + 24);
+        assert_eq!(delivery_branch(&m, bob, "r1 3", 0), first);
+        for other in [
+            delivery_branch(&m, "sip:bob@192.0.2.2", "r1 3", 0),
+            delivery_branch(&m, bob, "r1 4", 0),
+            delivery_branch(&m, bob, "r1 3", 1),
+            delivery_branch(&message("c2@ua", "7 MESSAGE"), bob, "r1 3", 0),
+            delivery_branch(&message("c1@ua", "8 MESSAGE"), bob, "r1 3", 0),
+        ] {
+            assert_ne!(other, first);
+        }
+    }
 }

@@ -170,7 +170,7 @@ impl Client {
     /// Sends `request` to `destination` over UDP and waits for its outcome.
     pub async fn request(&self, request: Message, destination: SocketAddr) -> Outcome {
         // A UDP route always sends.
-        self.request_via(request, Route::Udp(destination))
+        self.request_as(request, Route::Udp(destination), None)
             .await
             .unwrap_or(Outcome::Timeout)
     }
@@ -180,6 +180,16 @@ impl Client {
     /// the URI says `transport=tcp`, else UDP (RFC 3261 §18.1.1); `None` when the host does
     /// not resolve. No connection counts as a timeout.
     pub async fn request_to(&self, request: Message, target: &UriTarget) -> Option<Outcome> {
+        self.request_to_as(request, target, None).await
+    }
+
+    /// [`Client::request_to`] with the caller's `branch` (see [`Client::request_as`]).
+    pub async fn request_to_as(
+        &self,
+        request: Message,
+        target: &UriTarget,
+        branch: Option<String>,
+    ) -> Option<Outcome> {
         let destination = resolve(target).await?;
         let transport = target.transport.as_deref().unwrap_or("");
         // §26.2.2: a sips: Request-URI goes over TLS on every hop, whatever the next hop says.
@@ -189,10 +199,10 @@ impl Client {
         } else if transport.eq_ignore_ascii_case("tcp") {
             Route::Tcp(destination)
         } else {
-            return Some(self.request(request, destination).await);
+            Route::Udp(destination)
         };
         Some(
-            self.request_via(request, route)
+            self.request_as(request, route, branch)
                 .await
                 .unwrap_or(Outcome::Timeout),
         )
@@ -244,7 +254,20 @@ impl Client {
 
     /// Sends `request` by `route` and waits for its outcome (`None`: the flow is closed, or
     /// no connection could be opened). The top Via is set here.
-    pub async fn request_via(&self, mut request: Message, route: Route) -> Option<Outcome> {
+    pub async fn request_via(&self, request: Message, route: Route) -> Option<Outcome> {
+        self.request_as(request, route, None).await
+    }
+
+    /// [`Client::request_via`] with the caller's `branch` (magic cookie included) in the Via
+    /// instead of a fresh one: a request sent again, even by the next run after a crash,
+    /// stays one transaction for the peer (RFC 3261 §17.2.3), which answers it again instead
+    /// of taking it twice. A branch already in use here gets a fresh one.
+    pub async fn request_as(
+        &self,
+        mut request: Message,
+        route: Route,
+        branch: Option<String>,
+    ) -> Option<Outcome> {
         let (destination, flow) = match route {
             Route::Udp(addr) => (addr, None),
             // A sips: request never leaves on a connection that is not TLS (§26.2.2).
@@ -259,7 +282,10 @@ impl Client {
             Route::Tcp(peer) => (peer, Some(self.connected(peer, None).await?)),
             Route::Tls(peer, name) => (peer, Some(self.connected(peer, Some(name)).await?)),
         };
-        let branch = new_branch();
+        let branch = match branch {
+            Some(b) if !self.table.lock().pending.contains_key(&b) => b,
+            _ => new_branch(),
+        };
         let method = match &request.start {
             StartLine::Request { method, .. } => method.as_str().to_string(),
             StartLine::Response { .. } => return Some(Outcome::Timeout),
@@ -404,7 +430,6 @@ impl Client {
     }
 }
 
-/// A branch with the RFC 3261 magic cookie and 96 random bits.
 /// The socket address of a target URI: its host (an address, or a name looked up) and port.
 pub async fn resolve(target: &UriTarget) -> Option<SocketAddr> {
     // RFC 3263 §4.2 without SRV: 5061 for TLS, else 5060.
@@ -429,6 +454,7 @@ fn is_sips(request: &Message) -> bool {
     }
 }
 
+/// A branch with the RFC 3261 magic cookie and 96 random bits.
 fn new_branch() -> String {
     let mut bytes = [0u8; 12];
     if getrandom::getrandom(&mut bytes).is_err() {

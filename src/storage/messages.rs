@@ -66,6 +66,10 @@ pub struct StoredMessage {
     pub message: NewMessage,
     /// Deferred messages: claimed by a delivery attempt until then (0: not claimed).
     pub claimed_until_ms: u64,
+    /// Deferred messages: delivery attempts that ended without the message being taken. The
+    /// next attempt's transaction identity derives from it, so an attempt a crash cut short
+    /// is repeated as the same transaction (`im::route`).
+    pub attempts: u32,
 }
 
 /// Durable message lists. Every method resolves once its effect is durable.
@@ -88,9 +92,11 @@ pub trait MessageStore: Send + Sync + 'static {
     ) -> StoreFuture<'_, Vec<StoredMessage>>;
     /// The message was delivered: removes it. `false` when it is gone already.
     fn acknowledge(&self, id: u64) -> StoreFuture<'_, bool>;
-    /// The attempt holding these messages ended without delivering them: their claims are
-    /// dropped (claimable again at once). Ids that are gone are skipped.
-    fn release(&self, ids: Vec<u64>) -> StoreFuture<'_, ()>;
+    /// Drops the claims on these messages (claimable again at once). `ended`: the attempt
+    /// holding them ended without delivering them (their `attempts` count one more); else it
+    /// never ran or was cut short (the next attempt is the same one again). Ids that are gone
+    /// are skipped.
+    fn release(&self, ids: Vec<u64>, ended: bool) -> StoreFuture<'_, ()>;
     /// Messages of one owner's list with an id above `after`, oldest first, at most `limit`.
     fn list(
         &self,
@@ -155,6 +161,7 @@ impl MessageStore for MemoryMessages {
                     id,
                     message,
                     claimed_until_ms: held_until_ms,
+                    attempts: 0,
                 },
             );
             Ok(id)
@@ -189,12 +196,13 @@ impl MessageStore for MemoryMessages {
         Box::pin(async move { Ok(self.state.lock().messages.remove(&id).is_some()) })
     }
 
-    fn release(&self, ids: Vec<u64>) -> StoreFuture<'_, ()> {
+    fn release(&self, ids: Vec<u64>, ended: bool) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let mut state = self.state.lock();
             for id in ids {
                 if let Some(m) = state.messages.get_mut(&id) {
                     m.claimed_until_ms = 0;
+                    m.attempts = m.attempts.saturating_add(u32::from(ended));
                 }
             }
             Ok(())

@@ -18,7 +18,8 @@ use super::subscriptions::StoreFuture;
 use super::StorageError;
 
 const SEP: u8 = 0;
-const RECORD_VERSION: u8 = 1;
+/// Version 2 adds the ended attempts (a version 1 record has none).
+const RECORD_VERSION: u8 = 2;
 
 /// Messages in a sled database (usually the document store's, `SledStore::db`).
 pub struct SledMessages {
@@ -127,6 +128,7 @@ impl MessageStore for SledMessages {
                 id,
                 message,
                 claimed_until_ms: held_until_ms,
+                attempts: 0,
             };
             let record = encode(&stored)?;
             self.write(true, move |t| {
@@ -179,7 +181,7 @@ impl MessageStore for SledMessages {
         })
     }
 
-    fn release(&self, ids: Vec<u64>) -> StoreFuture<'_, ()> {
+    fn release(&self, ids: Vec<u64>, ended: bool) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             self.write(true, move |t| {
                 for id in ids {
@@ -187,6 +189,7 @@ impl MessageStore for SledMessages {
                         continue;
                     };
                     m.claimed_until_ms = 0;
+                    m.attempts = m.attempts.saturating_add(u32::from(ended));
                     // Acknowledged or claimed anew meanwhile: left as it is.
                     let _ = t
                         .messages
@@ -328,12 +331,14 @@ fn encode(m: &StoredMessage) -> Result<Vec<u8>, StorageError> {
     out.extend_from_slice(&n.created_ms.to_be_bytes());
     out.extend_from_slice(&n.expires_ms.to_be_bytes());
     out.extend_from_slice(&m.claimed_until_ms.to_be_bytes());
+    out.extend_from_slice(&m.attempts.to_be_bytes());
     Ok(out)
 }
 
 fn decode(id: u64, bytes: &[u8]) -> Result<StoredMessage, StorageError> {
     let mut r = Reader(bytes);
-    if r.u8()? != RECORD_VERSION {
+    let version = r.u8()?;
+    if version != 1 && version != RECORD_VERSION {
         return Err(StorageError::Corrupt(
             "unknown message record version".into(),
         ));
@@ -362,6 +367,7 @@ fn decode(id: u64, bytes: &[u8]) -> Result<StoredMessage, StorageError> {
         expires_ms: r.u64()?,
     };
     let claimed_until_ms = r.u64()?;
+    let attempts = if version == 1 { 0 } else { r.u32()? };
     if !r.0.is_empty() {
         return Err(StorageError::Corrupt(
             "trailing bytes in message record".into(),
@@ -371,5 +377,38 @@ fn decode(id: u64, bytes: &[u8]) -> Result<StoredMessage, StorageError> {
         id,
         message,
         claimed_until_ms,
+        attempts,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record written before attempts were counted (version 1) still reads, with none.
+    #[test]
+    fn version_1_records_read_with_no_attempts() {
+        let m = StoredMessage {
+            id: 7,
+            message: NewMessage {
+                mailbox: Mailbox::Deferred,
+                owner: "sip:bob@example.com".into(),
+                sender: "sip:alice@example.com".into(),
+                recipient: "sip:bob@example.com".into(),
+                content_type: "text/plain".into(),
+                body: b"hi".to_vec(),
+                headers: vec![("Call-ID".into(), "c1".into())],
+                created_ms: 1,
+                expires_ms: 2,
+            },
+            claimed_until_ms: 3,
+            attempts: 4,
+        };
+        let v2 = encode(&m).unwrap();
+        assert_eq!(decode(7, &v2).unwrap(), m);
+        let mut v1 = v2[..v2.len() - 4].to_vec();
+        v1[0] = 1;
+        assert_eq!(decode(7, &v1).unwrap().attempts, 0);
+        assert!(decode(7, &v2[..v2.len() - 2]).is_err(), "a torn record");
+    }
 }

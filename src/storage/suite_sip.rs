@@ -196,10 +196,18 @@ macro_rules! message_store_suite {
                     .is_empty());
                 let later = s.claim(BOB.into(), 600, 1_000, 10).await.unwrap();
                 assert_eq!(later.iter().map(|m| m.id).collect::<Vec<_>>(), [id]);
-                // Released: claimable again at once (and a gone id is skipped).
-                s.release(vec![id, 999_999]).await.unwrap();
+                assert_eq!(later[0].attempts, 0);
+                // Released: claimable again at once (and a gone id is skipped); an ended
+                // attempt counts, a claim dropped unattempted does not.
+                s.release(vec![id, 999_999], true).await.unwrap();
                 let again = s.claim(BOB.into(), 700, 1_000, 10).await.unwrap();
                 assert_eq!(again.iter().map(|m| m.id).collect::<Vec<_>>(), [id]);
+                assert_eq!(again[0].attempts, 1);
+                s.release(vec![id], false).await.unwrap();
+                let third = s.claim(BOB.into(), 800, 1_000, 10).await.unwrap();
+                assert_eq!(third[0].attempts, 1);
+                let listed = s.list(Mailbox::Deferred, BOB.into(), 0, 10).await.unwrap();
+                assert_eq!((listed[0].attempts, listed[0].claimed_until_ms), (1, 1_800));
             }
 
             // Start-up reconciliation pages through the owners of one mailbox, each once.
