@@ -2,8 +2,10 @@
 //! RFC 5365, RFC 5364; IM-08): Alice sends one MESSAGE with `Require: recipient-list-message`
 //! and a multipart body listing Bob (online), Carol (offline) and Dave (whose default policy
 //! blocks her), Bob twice. She gets 202; Bob's UA gets one copy, the message part byte for
-//! byte with To naming him; Carol's copy is stored for her; Dave gets nothing. Bad bodies
-//! (not multipart, no recipient list, a broken list) get 400 with the reason, a list over
+//! byte with To naming him and a recipient-list-history part naming the `to` and `cc`
+//! recipients (the anonymized one as the anonymous URI, the `bcc` one not at all, IM-08d);
+//! Carol's copy is stored for her; Dave gets nothing. Bad bodies (a malformed CPIM message
+//! part, not multipart, no recipient list, a broken list) get 400 with the reason, a list over
 //! `im.max_recipients` 413, and nothing is stored or sent. A MESSAGE to a pre-defined group
 //! (Shared XDMS `org.openmobilealliance.groups`, IM-13) reaches its other members the same
 //! way; non-members and oversized groups are refused.
@@ -20,11 +22,15 @@ const CAROL: &str = "sip:carol@example.com";
 
 const MULTIPART: &str = "multipart/mixed;boundary=\"xcapd-b1\"";
 
-/// The multipart body: the message part, then the recipient list of `uris`.
+/// The multipart body: the message part, then the recipient list of `uris` (each with its
+/// copy control attributes after a space, e.g. `sip:x@y cp:copyControl="cc"`; plain: "to").
 fn body(uris: &[&str], message: &str) -> String {
     let entries: String = uris
         .iter()
-        .map(|u| format!("<entry uri=\"{u}\" cp:copyControl=\"to\"/>"))
+        .map(|u| match u.split_once(' ') {
+            Some((u, attributes)) => format!("<entry uri=\"{u}\" {attributes}/>"),
+            None => format!("<entry uri=\"{u}\" cp:copyControl=\"to\"/>"),
+        })
         .collect();
     format!(
         "--xcapd-b1\r\nContent-Type: text/plain;charset=utf-8\r\n\r\n{message}\r\n--xcapd-b1\r\nContent-Type: application/resource-lists+xml\r\nContent-Disposition: recipient-list\r\n\r\n<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<resource-lists xmlns=\"urn:ietf:params:xml:ns:resource-lists\" xmlns:cp=\"urn:ietf:params:xml:ns:copycontrol\"><list>{entries}</list></resource-lists>\r\n--xcapd-b1--\r\n"
@@ -39,6 +45,61 @@ fn exploding(ua: &Ua, n: u32, content_type: &str, body: &str) -> String {
         "Require: recipient-list-message\r\n",
         body,
     )
+}
+
+/// The parts of a multipart/mixed copy: (headers, body) each.
+fn parts(content_type: &str, body: &str) -> Vec<(String, String)> {
+    let boundary = content_type
+        .split("boundary=")
+        .nth(1)
+        .expect("a boundary")
+        .trim_matches('"');
+    let delimiter = format!("\r\n--{boundary}");
+    let body = format!("\r\n{body}");
+    let end = body
+        .find(&format!("{delimiter}--"))
+        .expect("a close delimiter");
+    body[..end]
+        .split(&delimiter)
+        .skip(1)
+        .map(|p| {
+            let p = p.strip_prefix("\r\n").unwrap();
+            let (head, content) = p.split_once("\r\n\r\n").unwrap();
+            (head.to_string(), content.to_string())
+        })
+        .collect()
+}
+
+/// IM-08d: a copy's message part (exactly as sent) and its recipient-list history.
+fn check_copy(content_type: &str, body: &str, text: &str) {
+    let parts = parts(content_type, body);
+    assert_eq!(parts.len(), 2, "{body}");
+    assert_eq!(
+        parts[0],
+        ("Content-Type: text/plain;charset=utf-8".into(), text.into())
+    );
+    let (head, history) = &parts[1];
+    assert!(
+        head.contains("Content-Disposition: recipient-list-history"),
+        "{head}"
+    );
+    assert!(
+        head.contains("Content-Type: application/resource-lists+xml"),
+        "{head}"
+    );
+    assert!(
+        history.contains(&format!("<entry uri=\"{BOB}\" cp:copyControl=\"to\"/>")),
+        "{history}"
+    );
+    assert!(
+        history.contains(
+            "<entry uri=\"sip:anonymous@anonymous.invalid\" cp:copyControl=\"cc\" cp:count=\"1\"/>"
+        ),
+        "{history}"
+    );
+    for hidden in [CAROL, "sip:dave@example.com"] {
+        assert!(!history.contains(hidden), "{hidden} named: {history}");
+    }
 }
 
 async fn stored_for(s: &TestServer, user: &str) -> Vec<String> {
@@ -81,7 +142,9 @@ async fn one_message_to_a_recipient_list() {
         ],
         "x",
     );
-    let bad: [(&str, String, u16, &str); 4] = [
+    let bad_cpim = list.replace("text/plain;charset=utf-8", "message/cpim");
+    let bad: [(&str, String, u16, &str); 5] = [
+        (MULTIPART, bad_cpim, 400, "CPIM"),
         ("text/plain", list.clone(), 400, "multipart"),
         (
             MULTIPART,
@@ -105,9 +168,12 @@ async fn one_message_to_a_recipient_list() {
     assert!(bob.recv(Duration::from_millis(200)).await.is_none());
     assert!(stored_for(&s, CAROL).await.is_empty());
 
-    // IM-08c: 202, one copy each; Bob listed twice gets one.
+    // IM-08c: 202, one copy each; Bob listed twice gets one. Carol is an anonymized cc,
+    // Dave a bcc (IM-08d).
     let text = "to all of you: é\r\nline two";
-    let b = body(&[BOB, CAROL, "sip:dave@example.com", BOB], text);
+    let carol = format!("{CAROL} cp:copyControl=\"cc\" cp:anonymize=\"true\"");
+    let dave = "sip:dave@example.com cp:copyControl=\"bcc\"";
+    let b = body(&[BOB, &carol, dave, BOB], text);
     let send = exploding(&alice, 10, MULTIPART, &b);
     let at_bob = async {
         let m = bob.recv(Duration::from_secs(5)).await.expect("Bob's copy");
@@ -116,18 +182,31 @@ async fn one_message_to_a_recipient_list() {
     };
     let ((r, _), copy) = tokio::join!(alice.request(&send), at_bob);
     assert_eq!(r.status(), Some(202), "{}", r.text);
-    assert_eq!(copy.body(), text);
-    assert_eq!(copy.header("To"), Some(format!("<{BOB}>").as_str()));
-    assert_eq!(
-        copy.header("Content-Type"),
-        Some("text/plain;charset=utf-8")
+    let content_type = copy.header("Content-Type").unwrap_or("");
+    assert!(
+        content_type.starts_with("multipart/mixed;"),
+        "{content_type}"
     );
+    check_copy(content_type, copy.body(), text);
+    assert_eq!(copy.header("To"), Some(format!("<{BOB}>").as_str()));
     assert!(copy.header("Require").is_none(), "{}", copy.text);
     assert!(
         bob.recv(Duration::from_millis(300)).await.is_none(),
         "one copy only"
     );
-    assert_eq!(stored_for(&s, CAROL).await, [text]);
+    let carols = s
+        .running()
+        .messages
+        .list(Deferred, CAROL.into(), 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(carols.len(), 1);
+    let stored = &carols[0].message;
+    check_copy(
+        &stored.content_type,
+        std::str::from_utf8(&stored.body).unwrap(),
+        text,
+    );
     assert!(stored_for(&s, "sip:dave@example.com").await.is_empty());
     s.stop().await;
 }

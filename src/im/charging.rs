@@ -55,7 +55,7 @@ impl Charging {
         let Some(log) = &self.log else {
             return;
         };
-        let cpim = Cpim::parse(c.body).ok();
+        let cpim = Cpim::parse(super::recipient_list::content(c.content_type, c.body).1).ok();
         let requested = cpim.as_ref().map(Cpim::requested).unwrap_or_default();
         let imdn_requested = [
             (requested.positive_delivery, "positive-delivery"),

@@ -9,6 +9,7 @@
 //! gets the `stored` and `failed` notices it asked for (RFC 5438; IM-15b, IM-22), and the
 //! recipient's deferred-list document follows the store ([`super::documents`], IM-15a).
 
+use super::recipient_list::content;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,7 +126,9 @@ impl Deferred {
                 headers.push((name.to_string(), value.to_string()));
             }
         }
-        let id = message_id(&msg.body);
+        let content_type = msg.headers.get("Content-Type").unwrap_or("");
+        let (_, carried) = content(content_type, &msg.body);
+        let id = message_id(carried);
         let _turn = self.stripes[stripe(recipient)].lock().await;
         let waiting = self
             .store
@@ -138,7 +141,8 @@ impl Deferred {
             .await?;
         if let Some(id) = &id {
             let same = |m: &StoredMessage| {
-                m.message.sender == sender && message_id(&m.message.body).as_ref() == Some(id)
+                let (_, stored) = content(&m.message.content_type, &m.message.body);
+                m.message.sender == sender && message_id(stored).as_ref() == Some(id)
             };
             if waiting.iter().any(same) {
                 return Ok(Stored::Duplicate);
@@ -178,7 +182,7 @@ impl Deferred {
         }
         if !anonymous(&msg.headers) {
             let received = rfc3339(now);
-            if let Some(o) = Original::of(&msg.body, sender, recipient, &received) {
+            if let Some(o) = Original::of(carried, sender, recipient, &received) {
                 self.router.notify(&o, Disposition::Stored);
             }
         }
@@ -464,7 +468,8 @@ impl Deferred {
         }
         let received = rfc3339(m.message.created_ms);
         let (sender, recipient) = (&m.message.sender, &m.message.recipient);
-        if let Some(o) = Original::of(&m.message.body, sender, recipient, &received) {
+        let (_, body) = content(&m.message.content_type, &m.message.body);
+        if let Some(o) = Original::of(body, sender, recipient, &received) {
             self.router.notify(&o, Disposition::Failed);
         }
     }

@@ -17,7 +17,7 @@ use super::charging::{Charge, Charging};
 use super::cpim::Cpim;
 use super::deferred::{Deferred, DeferredError, Stored};
 use super::groups;
-use super::recipient_list::{explode, ListError};
+use super::recipient_list::{content, explode, ListError};
 use super::route::{Delivery, Router};
 use crate::decision::{DecideRequest, DecisionService};
 use crate::identity::Xui;
@@ -122,7 +122,11 @@ impl Pager {
             return Reply::new(404, "Not Found: no such user");
         };
         let recipient = recipient.as_str().to_string();
-        let (reply, outcome) = p.route(msg, &sender, &recipient, now).await;
+        let (reply, outcome) = if msg.body.len() > p.max_pager_bytes {
+            (too_large(), Some("failed"))
+        } else {
+            p.route(msg, &sender, &recipient, now).await
+        };
         p.charge(msg, &sender, &recipient, &reply, outcome, now)
             .await;
         reply
@@ -134,7 +138,7 @@ impl Pager {
     async fn explode(&self, msg: &Message, sender: &str, now: u64) -> Reply {
         let p = &self.0;
         if msg.body.len() > p.max_pager_bytes {
-            return Reply::new(413, "Message Too Large: send it in a session");
+            return too_large();
         }
         let content_type = msg.headers.get("Content-Type").unwrap_or("");
         let exploded = match explode(content_type, &msg.body, p.max_recipients) {
@@ -144,9 +148,17 @@ impl Pager {
             }
             Err(e) => return Reply::new(400, format!("Bad Request: {e}")),
         };
+        // IM-08d: each copy tells who else it went to (a boundary in neither part).
+        let boundary = loop {
+            let b = format!("xcapd-{}", super::route::random_hex());
+            if !contains(&msg.body, b.as_bytes()) {
+                break b;
+            }
+        };
+        let (content_type, body) = exploded.copy(&boundary);
         let uris: Vec<String> = exploded.recipients.into_iter().map(|r| r.uri).collect();
-        let content = (exploded.content_type.as_str(), exploded.content);
-        self.fan_out(msg, sender, &uris, Some(content), now).await
+        self.fan_out(msg, sender, &uris, Some((&content_type, &body)), now)
+            .await
     }
 
     /// One copy of `msg` (or of `content`: its Content-Type and bytes) per recipient, each
@@ -161,6 +173,9 @@ impl Pager {
         now: u64,
     ) -> Reply {
         let p = &self.0;
+        if msg.body.len() > p.max_pager_bytes {
+            return too_large(); // the copies are not measured again (a history part adds)
+        }
         let mut users = Vec::new();
         for uri in recipients {
             let Ok(user) = Xui::parse(uri, p.default_domain.as_deref()) else {
@@ -173,6 +188,13 @@ impl Pager {
         }
         let (content_type, body) =
             content.unwrap_or((msg.headers.get("Content-Type").unwrap_or(""), &msg.body));
+        // A malformed CPIM message is refused once, not accepted and dropped per copy.
+        let (media, message) = super::recipient_list::content(content_type, body);
+        if media.eq_ignore_ascii_case("message/cpim") {
+            if let Err(e) = Cpim::parse(message) {
+                return Reply::new(400, format!("Bad Request: {e}"));
+            }
+        }
         let mut copies = tokio::task::JoinSet::new();
         for (uri, recipient) in users {
             let copy = copy_for(msg, uri, content_type, body);
@@ -249,8 +271,8 @@ impl PagerParts {
     ) {
         if let (Some(outcome), false) = (outcome, is_media(&msg.headers, IS_COMPOSING)) {
             if matches!(outcome, "delivered" | "stored") {
-                if is_media(&msg.headers, "message/cpim") {
-                    if let Ok(cpim) = Cpim::parse(&msg.body) {
+                if let Some(body) = carried_cpim(msg) {
+                    if let Ok(cpim) = Cpim::parse(body) {
                         self.expected.accepted(&cpim, sender, recipient, now);
                     }
                 }
@@ -282,10 +304,7 @@ impl PagerParts {
     ) -> (Reply, Option<&'static str>) {
         let p = self;
         let failed = |code: u16, reason: String| (Reply::new(code, reason), Some("failed"));
-        if msg.body.len() > p.max_pager_bytes {
-            return failed(413, "Message Too Large: send it in a session".into());
-        }
-        let cpim = match is_media(&msg.headers, "message/cpim").then(|| Cpim::parse(&msg.body)) {
+        let cpim = match carried_cpim(msg).map(Cpim::parse) {
             Some(Err(e)) => return failed(400, format!("Bad Request: {e}")),
             Some(Ok(cpim)) => Some(cpim),
             None => None,
@@ -448,6 +467,23 @@ fn copy_for(original: &Message, recipient: &str, content_type: &str, content: &[
         headers,
         body: content.to_vec(),
     }
+}
+
+/// 413 (RFC 3428 §5: pager mode is for short messages, IM-06).
+fn too_large() -> Reply {
+    Reply::new(413, "Message Too Large: send it in a session")
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The bytes of the `message/cpim` message `msg` carries (the body, or the message part of
+/// a copy with a recipient-list history); `None` for another type.
+fn carried_cpim(msg: &Message) -> Option<&[u8]> {
+    let (media, body) = content(msg.headers.get("Content-Type").unwrap_or(""), &msg.body);
+    media.eq_ignore_ascii_case("message/cpim").then_some(body)
 }
 
 /// Whether the Content-Type's media type is `media` (parameters ignored).

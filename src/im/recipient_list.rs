@@ -2,7 +2,12 @@
 //! multipart body of a MESSAGE with `Require: recipient-list-message` read into the
 //! recipients (a `resource-lists` part with `Content-Disposition: recipient-list`, entries
 //! with `copyControl` to/cc/bcc and `anonymize`) and the message itself (the other part, its
-//! Content-Type and bytes as received). Bad bodies are refused with a reason. Pure.
+//! Content-Type and bytes as received). Bad bodies are refused with a reason.
+//!
+//! Each recipient's copy tells who else it went to (IM-08d): when the list has `to` or `cc`
+//! entries, the copy is multipart/mixed with the message part as received and a
+//! `recipient-list-history` part listing them; `bcc` recipients are left out, and those to
+//! be anonymized are counted under the anonymous URI (RFC 3323) instead of named. Pure.
 
 use thiserror::Error;
 
@@ -49,6 +54,116 @@ pub struct Exploded<'a> {
     pub recipients: Vec<Recipient>,
     pub content_type: String,
     pub content: &'a [u8],
+    /// The message part's MIME headers, as received (kept in a copy with a history).
+    pub part_headers: Vec<(&'a str, &'a str)>,
+}
+
+/// The URI of recipients the sender asked to keep anonymous (RFC 3323 §4.1.1.3).
+const ANONYMOUS: &str = "sip:anonymous@anonymous.invalid";
+
+/// RFC 5365 §4: the disposition of the part that tells a recipient who else got the message.
+const HISTORY: &str = "recipient-list-history";
+
+impl Exploded<'_> {
+    /// The Content-Type and body of every recipient's copy: the message part alone, or
+    /// (when there are `to` or `cc` recipients) multipart/mixed with the message part and
+    /// the `recipient-list-history` part, delimited by `boundary` (found in neither).
+    pub fn copy(&self, boundary: &str) -> (String, Vec<u8>) {
+        let Some(history) = history(&self.recipients) else {
+            return (self.content_type.clone(), self.content.to_vec());
+        };
+        let mut body = Vec::with_capacity(self.content.len() + history.len() + 256);
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        for (name, value) in &self.part_headers {
+            body.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n");
+        body.extend_from_slice(self.content);
+        body.extend_from_slice(
+            format!(
+                "\r\n--{boundary}\r\nContent-Type: application/resource-lists+xml\r\n\
+                 Content-Disposition: {HISTORY}; handling=optional\r\n\r\n{history}\r\n\
+                 --{boundary}--\r\n"
+            )
+            .as_bytes(),
+        );
+        (format!("multipart/mixed;boundary=\"{boundary}\""), body)
+    }
+}
+
+/// The `recipient-list-history` document (IM-08d, RFC 5364 §4): the `to` and `cc`
+/// recipients in order, each anonymized one counted under the anonymous URI (one entry
+/// per copy control, in a list of its own: entry URIs are unique per list); `None` when
+/// there are none (only `bcc`).
+fn history(recipients: &[Recipient]) -> Option<String> {
+    let shown: Vec<&Recipient> = recipients
+        .iter()
+        .filter(|r| r.copy != CopyControl::Bcc)
+        .collect();
+    if shown.is_empty() {
+        return None;
+    }
+    let kind = |c: CopyControl| if c == CopyControl::Cc { "cc" } else { "to" };
+    let mut named = String::new();
+    let mut hidden = [(CopyControl::To, 0usize), (CopyControl::Cc, 0usize)];
+    for r in shown {
+        if r.anonymize {
+            hidden[usize::from(r.copy == CopyControl::Cc)].1 += 1;
+            continue;
+        }
+        named.push_str(&format!(
+            "    <entry uri=\"{}\" cp:copyControl=\"{}\"/>\n",
+            crate::xml::attvalue::escape(&r.uri),
+            kind(r.copy)
+        ));
+    }
+    let mut more = String::new();
+    for (copy, count) in hidden.into_iter().filter(|(_, n)| *n > 0) {
+        let entry = format!(
+            "    <entry uri=\"{ANONYMOUS}\" cp:copyControl=\"{}\" cp:count=\"{count}\"/>\n",
+            kind(copy)
+        );
+        // The first goes with the named ones; a second anonymous URI needs a list of its own.
+        if copy == CopyControl::Cc && hidden[0].1 > 0 {
+            more = format!("  <list>\n{entry}  </list>\n");
+        } else {
+            named.push_str(&entry);
+        }
+    }
+    let mut xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<resource-lists xmlns=\"{RESOURCE_LISTS_NS}\" \
+         xmlns:cp=\"{COPY_CONTROL_NS}\">\n  <list>\n{named}  </list>\n{more}"
+    );
+    xml.push_str("</resource-lists>");
+    Some(xml)
+}
+
+/// The message a body carries (its Content-Type's media type and bytes): the message part
+/// of a copy with a `recipient-list-history` part, else the body itself.
+pub fn content<'a>(content_type: &'a str, body: &'a [u8]) -> (&'a str, &'a [u8]) {
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    let whole = (media, body);
+    if !media.eq_ignore_ascii_case("multipart/mixed") {
+        return whole;
+    }
+    let Some(parts) = boundary(content_type).and_then(|b| split(body, &b).ok()) else {
+        return whole;
+    };
+    let is_history = |p: &Part| p.media("Content-Disposition") == HISTORY;
+    if !parts.iter().any(is_history) {
+        return whole;
+    }
+    match parts.into_iter().find(|p| !is_history(p)) {
+        Some(message) => {
+            let ct = message
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("Content-Type"))
+                .map_or("text/plain", |(_, v)| *v);
+            (ct.split(';').next().unwrap_or("").trim(), message.body)
+        }
+        None => whole,
+    }
 }
 
 /// One MIME part: its headers and body.
@@ -100,6 +215,7 @@ pub fn explode<'a>(
             .unwrap_or("text/plain")
             .to_string(),
         content: message.body,
+        part_headers: message.headers.clone(),
     })
 }
 
@@ -328,6 +444,96 @@ mod tests {
         }
     }
 
+    /// The history part of a copy, parsed: (list index, uri, copyControl, count).
+    fn history_of(content_type: &str, body: &[u8]) -> Vec<(usize, String, String, String)> {
+        let b = boundary(content_type).unwrap();
+        let parts = split(body, &b).unwrap();
+        let h = parts
+            .iter()
+            .find(|p| p.media("Content-Disposition") == HISTORY)
+            .unwrap();
+        assert_eq!(
+            h.header("Content-Disposition"),
+            Some("recipient-list-history; handling=optional")
+        );
+        assert_eq!(h.media("Content-Type"), "application/resource-lists+xml");
+        let text = std::str::from_utf8(h.body).unwrap();
+        let doc = roxmltree::Document::parse(text).unwrap();
+        let mut out = Vec::new();
+        for (i, list) in doc
+            .root_element()
+            .children()
+            .filter(|n| n.is_element())
+            .enumerate()
+        {
+            for e in list.children().filter(|n| n.is_element()) {
+                let a = |name| {
+                    e.attribute((COPY_CONTROL_NS, name))
+                        .unwrap_or("")
+                        .to_string()
+                };
+                out.push((
+                    i,
+                    e.attribute("uri").unwrap().to_string(),
+                    a("copyControl"),
+                    a("count"),
+                ));
+            }
+        }
+        out
+    }
+
+    /// IM-08d (RFC 5365 §4, RFC 5364 §4): every copy carries the message part as received
+    /// and a history of the to and cc recipients: bcc left out, anonymized ones counted
+    /// under the anonymous URI.
+    #[test]
+    fn copies_carry_the_to_and_cc_history_im08d() {
+        let b = body(LIST, "Hello world");
+        let e = explode(CT, b.as_bytes(), 10).unwrap();
+        let (ct, copy) = e.copy("xcapd-b1");
+        assert_eq!(ct, "multipart/mixed;boundary=\"xcapd-b1\"");
+        assert_eq!(content(&ct, &copy), ("text/plain", &b"Hello world"[..]));
+        let s = |x: &str| x.to_string();
+        assert_eq!(
+            history_of(&ct, &copy),
+            [
+                (0, s("sip:bill@example.com"), s("to"), s("")),
+                (0, s(ANONYMOUS), s("cc"), s("1")),
+            ]
+        );
+        // Anonymized to and cc: one anonymous entry each, in lists of their own.
+        let list = LIST.replace(
+            r#"cp:copyControl="to""#,
+            r#"cp:copyControl="to" cp:anonymize="true""#,
+        );
+        let b = body(&list, "x");
+        let e = explode(CT, b.as_bytes(), 10).unwrap();
+        let (ct, copy) = e.copy("xcapd-b2");
+        assert_eq!(
+            history_of(&ct, &copy),
+            [
+                (0, s(ANONYMOUS), s("to"), s("1")),
+                (1, s(ANONYMOUS), s("cc"), s("1"))
+            ]
+        );
+        // Only bcc recipients: the message part alone.
+        let bcc = LIST
+            .replace(r#""to""#, r#""bcc""#)
+            .replace(r#""cc""#, r#""bcc""#);
+        let b = body(&bcc, "quiet");
+        let e = explode(CT, b.as_bytes(), 10).unwrap();
+        assert_eq!(e.copy("xcapd-b3"), (s("text/plain"), b"quiet".to_vec()));
+        // A body that is no copy is its own content.
+        assert_eq!(
+            content("text/plain;charset=utf-8", b"hi"),
+            ("text/plain", &b"hi"[..])
+        );
+        assert_eq!(
+            content(CT, b"--boundary1--"),
+            ("multipart/mixed", &b"--boundary1--"[..])
+        );
+    }
+
     proptest! {
         /// Never a panic, whatever the body (bad input answered, never a crash).
         #[test]
@@ -335,13 +541,16 @@ mod tests {
             let _ = explode(CT, &bytes, 10);
         }
 
-        /// Any message bytes without a delimiter line come back exactly.
+        /// Any message bytes without a delimiter line come back exactly, from the request
+        /// and from each copy.
         #[test]
-        fn message_bytes_are_exact(content in "[ -~\r\n]{0,200}") {
-            prop_assume!(!content.contains("--boundary1"));
-            let b = body(LIST, &content);
+        fn message_bytes_are_exact(text in "[ -~\r\n]{0,200}") {
+            prop_assume!(!text.contains("--boundary1") && !text.contains("--xcapd-b"));
+            let b = body(LIST, &text);
             let e = explode(CT, b.as_bytes(), 10).unwrap();
-            prop_assert_eq!(e.content, content.as_bytes());
+            prop_assert_eq!(e.content, text.as_bytes());
+            let (ct, copy) = e.copy("xcapd-b");
+            prop_assert_eq!(content(&ct, &copy).1, text.as_bytes());
         }
     }
 }
