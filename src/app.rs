@@ -231,7 +231,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let targets = build::routing_targets(&config)?;
     let decisions = build::decision_service(&config, &xdms, &targets);
     let routes = Arc::new(Routes::new(config.root_path(), targets, xdms.clone()));
-    let history = build::history(&config, &xdms, &messages);
+    let history = build::history(&config, &xdms, &messages, &decisions);
     let app = build::xcap_router(
         &config, &xdms, &decisions, &feed, routes, &creds, &metrics, dev_mode, &history,
     )?;

@@ -28,6 +28,44 @@ pub enum AuthMode {
     None,
 }
 
+/// `im.history` (IM-32): whose conversations are recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HistoryMode {
+    /// Nobody's (no history kept or served).
+    Off,
+    /// The users who ask for it with `<im:record-history>` in their im-rules, for the peers
+    /// those rules match (the default).
+    #[default]
+    OptIn,
+    /// Everybody's.
+    All,
+}
+
+impl<'de> Deserialize<'de> for HistoryMode {
+    /// `"off"`, `"opt-in"`, `"all"`; the booleans of earlier versions: `false` = off,
+    /// `true` = all.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Flag(bool),
+            Name(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Flag(false) => Ok(HistoryMode::Off),
+            Raw::Flag(true) => Ok(HistoryMode::All),
+            Raw::Name(n) => match n.as_str() {
+                "off" => Ok(HistoryMode::Off),
+                "opt-in" => Ok(HistoryMode::OptIn),
+                "all" => Ok(HistoryMode::All),
+                other => Err(serde::de::Error::custom(format!(
+                    "im.history: {other:?} is not \"off\", \"opt-in\" or \"all\""
+                ))),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StorageBackend {
@@ -508,9 +546,10 @@ pub struct ImConfig {
     pub outbound_proxy: Option<String>,
     /// The IM Server's own URI (From of its IMDN notices); default `sip:im@<default domain>`.
     pub server_uri: Option<String>,
-    /// Conversation history (IM-32): accepted messages kept for both parties, listed in
-    /// their conv-history documents, read with `GET /im/v1/history/users/<xui>`.
-    pub history: bool,
+    /// Conversation history (IM-32): accepted messages kept for each party who wants them
+    /// ([`HistoryMode`]), listed in their conv-history documents, read with
+    /// `GET /im/v1/history/users/<xui>`.
+    pub history: HistoryMode,
     pub history_retention_days: u64,
     /// Charging data records: one per MESSAGE outcome and per end of a stored message
     /// (`<data_dir>/charging/YYYY-MM-DD.jsonl`).
@@ -535,7 +574,7 @@ impl Default for ImConfig {
             outbound_proxy: None,
             server_uri: None,
             charging: true,
-            history: false,
+            history: HistoryMode::OptIn,
             history_retention_days: 90,
         }
     }
@@ -837,6 +876,22 @@ mod tests {
         let c = Config::default();
         c.validate().unwrap();
         assert_eq!(c.server.auth, AuthMode::Required);
+    }
+
+    /// IM-32: `im.history` names a mode; the booleans of earlier versions still read.
+    #[test]
+    fn history_modes_im32() {
+        let mode = |v: &str| {
+            Config::from_toml("t", &format!("[im]\nhistory = {v}\n")).map(|c| c.im.history)
+        };
+        assert_eq!(Config::default().im.history, HistoryMode::OptIn);
+        assert_eq!(mode("\"off\"").unwrap(), HistoryMode::Off);
+        assert_eq!(mode("\"opt-in\"").unwrap(), HistoryMode::OptIn);
+        assert_eq!(mode("\"all\"").unwrap(), HistoryMode::All);
+        assert_eq!(mode("true").unwrap(), HistoryMode::All);
+        assert_eq!(mode("false").unwrap(), HistoryMode::Off);
+        assert!(mode("\"some\"").is_err());
+        assert!(mode("3").is_err());
     }
 
     #[test]

@@ -61,7 +61,7 @@ async fn conversations(s: &TestServer, owner: &str, want: usize) -> Vec<String> 
 async fn history_is_kept_listed_read_and_deleted() {
     let s = TestServer::start_with(|c| {
         c.sip.timer_t1_ms = 50;
-        c.im.history = true;
+        c.im.history = xcapd::config::HistoryMode::All;
     })
     .await;
     for (owner, friend) in [(BOB, ALICE), (ALICE, BOB)] {
@@ -142,7 +142,7 @@ async fn only_the_owner_reads_a_history() {
         c.server.auth = xcapd::config::AuthMode::Required;
         c.auth.basic = true;
         c.auth.basic_without_tls = true;
-        c.im.history = true;
+        c.im.history = xcapd::config::HistoryMode::All;
     })
     .await;
     let alice = make_credential(ALICE, "example.com", "pw", vec![Role::User], 0);
@@ -155,5 +155,72 @@ async fn only_the_owner_reads_a_history() {
     assert_eq!(status, 403);
     let (status, _) = page(&s, ALICE, "", None).await;
     assert_eq!(status, 401);
+    s.stop().await;
+}
+
+/// Allows `friend`; with `record`, also asks for the conversations with them to be kept.
+fn allow_recording(friend: &str, record: bool) -> String {
+    let record = if record {
+        "<im:record-history>true</im:record-history>"
+    } else {
+        ""
+    };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<cr:ruleset xmlns:cr=\"urn:ietf:params:xml:ns:common-policy\" xmlns:im=\"urn:xcapd:xml:ns:im-rules\"><cr:rule id=\"friends\"><cr:conditions><cr:identity><cr:one id=\"{friend}\"/></cr:identity></cr:conditions><cr:actions><im:im-handling>allow</im:im-handling>{record}</cr:actions></cr:rule></cr:ruleset>\n"
+    )
+}
+
+/// Alice's message `text` to Bob, delivered (200).
+async fn say(alice: &mut Ua, bob: &Ua, n: u32, text: &str) {
+    let send = alice.message(n, BOB, "text/plain", "", text);
+    let at_bob = async {
+        let m = bob.recv(Duration::from_secs(5)).await.expect("the MESSAGE");
+        bob.send(&answer_text(&m, 200)).await;
+    };
+    let ((r, _), ()) = tokio::join!(alice.request(&send), at_bob);
+    assert_eq!(r.status(), Some(200), "{}", r.text);
+}
+
+/// The bodies in `owner`'s history, once there are `want` (or what there is after 2 s).
+async fn bodies(s: &TestServer, owner: &str, want: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    for _ in 0..40 {
+        let (status, page) = page(s, owner, "", None).await;
+        assert_eq!(status, 200, "{page}");
+        got = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["body"].as_str().unwrap_or("").to_string())
+            .collect();
+        if got.len() >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    got
+}
+
+// IM-32, issue #14 scope 6 ("when the user or operator enables it"): by default
+// (`im.history = "opt-in"`) a user's conversations are kept when a rule of their im-rules
+// that matches the peer says `<im:record-history>true`: Bob's are, Alice's (who does not ask)
+// are not; Bob's next rule change takes effect with the next message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_opt_in_to_history_with_their_rules() {
+    // The default mode (opt-in).
+    let s = TestServer::start_with(|c| c.sip.timer_t1_ms = 50).await;
+    s.put_im_rules(BOB, &allow_recording(ALICE, true)).await;
+    s.put_im_rules(ALICE, &allow_recording(BOB, false)).await;
+    let sip = s.running().sip_addr.unwrap();
+    let mut alice = Ua::new(sip, ALICE).await;
+    let (bob, _) = registered(sip, BOB).await;
+
+    say(&mut alice, &bob, 1, "kept for Bob").await;
+    assert_eq!(bodies(&s, BOB, 1).await, ["kept for Bob"]);
+    assert!(bodies(&s, ALICE, 1).await.is_empty(), "Alice did not ask");
+
+    s.put_im_rules(BOB, &allow_recording(ALICE, false)).await;
+    say(&mut alice, &bob, 2, "not kept").await;
+    assert_eq!(bodies(&s, BOB, 2).await, ["kept for Bob"]);
     s.stop().await;
 }

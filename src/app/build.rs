@@ -360,15 +360,17 @@ pub(super) fn registrar(
     )))
 }
 
-/// Conversation history (issue #14 scope 6), when the IM Server runs with `im.history`; its
-/// documents are reconciled with the store in the background.
+/// Conversation history (issue #14 scope 6), unless the IM Server is off or `im.history` is
+/// "off"; its documents are reconciled with the store in the background.
 pub(super) fn history(
     config: &Config,
     xdms: &Arc<Xdms>,
     messages: &Arc<dyn crate::storage::messages::MessageStore>,
+    decisions: &Arc<crate::decision::DecisionService>,
 ) -> Option<Arc<crate::im::history::History>> {
     let im = &config.im;
-    if !(im.registrar && im.history && config.sip.listen_addr().ok().flatten().is_some()) {
+    let on = im.history != crate::config::HistoryMode::Off;
+    if !(im.registrar && on && config.sip.listen_addr().ok().flatten().is_some()) {
         return None;
     }
     let docs = Arc::new(crate::im::documents::Projection::new(
@@ -388,6 +390,8 @@ pub(super) fn history(
         messages.clone(),
         docs,
         retention_ms,
+        im.history,
+        decisions.clone(),
     )))
 }
 

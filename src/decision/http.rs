@@ -63,6 +63,7 @@ pub async fn decide(State(service): State<Arc<DecisionService>>, req: Request) -
                 "unresolved": d.unresolved,
                 "default_applied": d.default_applied,
                 "allow_offline_storage": d.allow_offline_storage,
+                "record_history": d.record_history,
             });
             json(StatusCode::OK, body.to_string())
         }

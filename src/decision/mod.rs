@@ -65,6 +65,8 @@ pub struct DecideResponse {
     pub unresolved: Vec<String>,
     pub default_applied: bool,
     pub allow_offline_storage: Option<bool>,
+    /// The recipient asks for their conversations with this sender to be recorded (IM-32).
+    pub record_history: Option<bool>,
 }
 
 pub struct DecisionService {
@@ -262,6 +264,7 @@ impl DecisionService {
             unresolved: decision.unresolved,
             default_applied,
             allow_offline_storage: decision.allow_offline_storage,
+            record_history: decision.record_history,
         })
     }
 

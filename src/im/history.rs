@@ -1,7 +1,10 @@
-//! Conversation history (issue #14 scope 6; standards.md IM-32, IX-01): when the operator
-//! enables it (`im.history`), every message accepted for a recipient (delivered or stored)
-//! is kept in the message store for both parties, each their own copy, for
-//! `im.history_retention_days`; the owner's `org.openmobilealliance.conv-history` document
+//! Conversation history (issue #14 scope 6; standards.md IM-32, IX-01): a message accepted
+//! for a recipient (delivered or stored) is kept in the message store for each party who
+//! records conversations with the other, each their own copy, for
+//! `im.history_retention_days`. Who records: everybody (`im.history = "all"`), or, by
+//! default (`"opt-in"`), a user whose im-rules carry `<im:record-history>true` in a rule that
+//! matches the peer (the recipient's rules as for the message itself, the sender's with the
+//! recipient as the peer); the owner's `org.openmobilealliance.conv-history` document
 //! lists one item per conversation ([`super::documents`]), and the owner reads the messages
 //! over HTTP ([`super::http`]). When the owner deletes that document, their stored history
 //! goes too (found on the change feed: a deletion by anyone but the IM Server).
@@ -10,6 +13,8 @@ use std::sync::Arc;
 
 use super::documents::{Kind, Projection, SERVICE};
 use super::pager::END_TO_END;
+use crate::config::HistoryMode;
+use crate::decision::{DecideRequest, DecisionService};
 use crate::sip::message::Message;
 use crate::storage::messages::{Mailbox, MessageStore, NewMessage, StoredMessage};
 use crate::storage::{ChangeFeed, StorageError, TreeKey};
@@ -21,26 +26,76 @@ pub struct History {
     store: Arc<dyn MessageStore>,
     docs: Arc<Projection>,
     retention_ms: u64,
+    mode: HistoryMode,
+    decisions: Arc<DecisionService>,
 }
 
 impl History {
-    pub fn new(store: Arc<dyn MessageStore>, docs: Arc<Projection>, retention_ms: u64) -> History {
+    pub fn new(
+        store: Arc<dyn MessageStore>,
+        docs: Arc<Projection>,
+        retention_ms: u64,
+        mode: HistoryMode,
+        decisions: Arc<DecisionService>,
+    ) -> History {
         History {
             store,
             docs,
             retention_ms,
+            mode,
+            decisions,
         }
     }
 
-    /// Keeps an accepted message in the sender's and the recipient's history.
-    pub async fn record(&self, msg: &Message, sender: &str, recipient: &str, now: u64) {
+    /// Whether `owner` records their conversations with `peer` (`hidden`: the peer asked
+    /// for privacy, and is evaluated as anonymous).
+    async fn records(&self, owner: &str, peer: &str, hidden: bool, now: u64) -> bool {
+        match self.mode {
+            HistoryMode::Off => false,
+            HistoryMode::All => true,
+            HistoryMode::OptIn => {
+                let request = DecideRequest {
+                    recipient: owner.to_string(),
+                    sender: (!hidden).then(|| peer.to_string()),
+                    media: Some("pager".into()),
+                    anonymous: hidden,
+                };
+                match self
+                    .decisions
+                    .decide_async(&request, (now / 1000) as i64)
+                    .await
+                {
+                    Ok(d) => d.record_history == Some(true),
+                    Err(e) => {
+                        tracing::warn!(target: "xcapd::im", error = %e, "cannot decide on recording history");
+                        false
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps an accepted message in the history of the sender and of the recipient, each
+    /// when they record conversations with the other (`hidden`: the sender asked for
+    /// privacy).
+    pub async fn record(
+        &self,
+        msg: &Message,
+        sender: &str,
+        recipient: &str,
+        hidden: bool,
+        now: u64,
+    ) {
         let mut headers = Vec::new();
         for name in END_TO_END {
             for value in msg.headers.get_all(name) {
                 headers.push((name.to_string(), value.to_string()));
             }
         }
-        for owner in [sender, recipient] {
+        for (owner, peer, hidden) in [(sender, recipient, false), (recipient, sender, hidden)] {
+            if !self.records(owner, peer, hidden, now).await {
+                continue;
+            }
             let copy = NewMessage {
                 mailbox: Mailbox::History,
                 owner: owner.to_string(),

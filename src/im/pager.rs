@@ -277,7 +277,8 @@ impl PagerParts {
                     }
                 }
                 if let Some(h) = &self.history {
-                    h.record(msg, sender, recipient, now).await;
+                    h.record(msg, sender, recipient, anonymous(&msg.headers), now)
+                        .await;
                 }
             }
             let charge = Charge {

@@ -80,6 +80,8 @@ pub struct Decision {
     pub im_handling: Option<ImHandling>,
     /// OR of `<allow-offline-storage>` (CP-13a).
     pub allow_offline_storage: Option<bool>,
+    /// OR of `<im:record-history>` (IM-32).
+    pub record_history: Option<bool>,
     /// Ids of the matching rules, in document order (and ruleset order).
     pub matched_rules: Vec<String>,
     /// Anchors whose lookup failed, in first-seen order. The fields above count them FALSE.
@@ -122,6 +124,7 @@ pub fn evaluate_all(
         sub_handling: primary.sub_handling,
         im_handling: primary.im_handling,
         allow_offline_storage: primary.allow_offline_storage,
+        record_history: primary.record_history,
         matched_rules: primary.matched.iter().map(|r| r.id.clone()).collect(),
         unresolved: anchors.unknown.iter().map(|a| (*a).to_owned()).collect(),
         unresolved_decisive,
@@ -208,6 +211,7 @@ struct Combined<'r> {
     sub_handling: Option<SubHandling>,
     im_handling: Option<ImHandling>,
     allow_offline_storage: Option<bool>,
+    record_history: Option<bool>,
     matched: Vec<&'r Rule>,
 }
 
@@ -217,6 +221,7 @@ struct Outcome {
     sub_handling: Option<SubHandling>,
     im_handling: Option<ImHandling>,
     allow_offline_storage: Option<bool>,
+    record_history: Option<bool>,
     any_matched: bool,
 }
 
@@ -226,6 +231,7 @@ impl Combined<'_> {
             sub_handling: self.sub_handling,
             im_handling: self.im_handling,
             allow_offline_storage: self.allow_offline_storage,
+            record_history: self.record_history,
             any_matched: !self.matched.is_empty(),
         }
     }
@@ -278,6 +284,7 @@ fn combine<'r>(prepared: &[Vec<Prepared<'r>>], anchors: &Anchors<'_>, mask: u32)
         sub_handling: None,
         im_handling: None,
         allow_offline_storage: None,
+        record_history: None,
         matched: Vec::new(),
     };
     let list_holds = |list: &[String]| list.iter().any(|a| anchors.holds(a, mask));
@@ -301,6 +308,7 @@ fn combine<'r>(prepared: &[Vec<Prepared<'r>>], anchors: &Anchors<'_>, mask: u32)
                 out.im_handling = out.im_handling.max(actions.im_handling);
                 out.allow_offline_storage =
                     out.allow_offline_storage.max(actions.allow_offline_storage);
+                out.record_history = out.record_history.max(actions.record_history);
                 out.matched.push(p.rule);
             }
         }

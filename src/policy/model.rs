@@ -195,6 +195,9 @@ pub struct Actions {
     pub im_handling: Option<ImHandling>,
     /// `<oxe:allow-offline-storage allow>` (CP-27b).
     pub allow_offline_storage: Option<bool>,
+    /// `<im:record-history>` (IM-32): the owner's conversations with the matching peers are
+    /// recorded (where the operator leaves it to the users).
+    pub record_history: Option<bool>,
     /// Other actions, kept verbatim; the engine ignores them (CP-27).
     pub other: Vec<Element>,
 }
@@ -511,6 +514,9 @@ mod tests {
                    <oxe:allow-offline-storage allow="maybe"/>
                    <oxe:allow-offline-storage allow="0"/>
                    <oxe:allow-offline-storage oxe:allow=" 1 "/>
+                   <im:record-history>often</im:record-history>
+                   <im:record-history>false</im:record-history>
+                   <im:record-history> true </im:record-history>
                  </actions></rule>
                  <rule id="r"/>
                </ruleset>"#,
@@ -520,8 +526,10 @@ mod tests {
         assert_eq!(actions.sub_handling, None);
         assert_eq!(actions.im_handling, Some(ImHandling::Allow));
         assert_eq!(actions.allow_offline_storage, Some(true));
-        // deny, maybe, duplicate id
-        assert_eq!(rs.warnings.len(), 3, "{:?}", rs.warnings);
+        // IM-32: a boolean, ORed like two rules' would be.
+        assert_eq!(actions.record_history, Some(true));
+        // deny, maybe, often, duplicate id
+        assert_eq!(rs.warnings.len(), 4, "{:?}", rs.warnings);
     }
 
     #[test]

@@ -1119,6 +1119,7 @@ fn vectors() {
             sub_handling: v.expect.sub,
             im_handling: v.expect.im,
             allow_offline_storage: v.expect.offline,
+            record_history: None,
             matched_rules: v.expect.matched.iter().map(|s| (*s).to_owned()).collect(),
             unresolved: v
                 .expect
@@ -1667,4 +1668,29 @@ mod properties {
             prop_assert_eq!(datetime::parse_datetime(&text), Ok(NOW - 100 * 3600 + h * 3600));
         }
     }
+}
+
+/// IM-32 (CP-13a): `<im:record-history>` is ORed over the rules that match the peer; a rule
+/// for someone else does not count.
+#[test]
+fn record_history_follows_the_matching_rules_im32() {
+    let doc = r#"<cr:ruleset xmlns:cr="urn:ietf:params:xml:ns:common-policy" xmlns:im="urn:xcapd:xml:ns:im-rules">
+      <cr:rule id="all"><cr:conditions/><cr:actions><im:im-handling>allow</im:im-handling><im:record-history>false</im:record-history></cr:actions></cr:rule>
+      <cr:rule id="alice"><cr:conditions><cr:identity><cr:one id="sip:alice@example.com"/></cr:identity></cr:conditions><cr:actions><im:record-history>true</im:record-history></cr:actions></cr:rule>
+    </cr:ruleset>"#;
+    let rs = parse(doc);
+    let decide = |who: &str| {
+        let identities = vec![who.to_owned()];
+        let req = Request {
+            identities: &identities,
+            anonymous: false,
+            media: None,
+            service: None,
+            sphere: None,
+            now: 0,
+        };
+        evaluate_all(&[&rs], &req, &fake_lists()).record_history
+    };
+    assert_eq!(decide("sip:alice@example.com"), Some(true));
+    assert_eq!(decide("sip:bob@example.com"), Some(false));
 }

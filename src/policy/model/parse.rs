@@ -308,6 +308,15 @@ impl Parser {
                     None => self.warn(Some(rule), "invalid <im-handling> value ignored".into()),
                 }
             }
+            (Some(NS_IM_RULES), "record-history") => match parse_boolean(&own_text(node)) {
+                Some(v) => {
+                    actions.record_history = Some(actions.record_history.unwrap_or(false) || v)
+                }
+                None => self.warn(
+                    Some(rule),
+                    "<record-history> without a boolean ignored".into(),
+                ),
+            },
             (Some(NS_OMA_XDM_EXTENSIONS), "allow-offline-storage") => {
                 // The OMA schema declares `allow` globally, so valid documents qualify it;
                 // the unqualified spelling is accepted too.
