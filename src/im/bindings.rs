@@ -1,7 +1,9 @@
 //! The location service of the registrar (RFC 3261 §10.3 steps 6–8, §10.2.4; issue #14 scope
 //! 1): the contacts bound to each address of record, with their expiry and the Call-ID and CSeq
-//! of the REGISTER that last touched them. A REGISTER is applied whole or not at all. Pure: time
-//! comes in as milliseconds.
+//! of the REGISTER that last touched them. A REGISTER is applied whole or not at all. A contact
+//! with `+sip.instance` and `reg-id` (RFC 5626 §6) replaces the binding of the same instance
+//! and reg-id whatever its URI: a UA that restarted on a new address leaves no stale contact.
+//! Pure: time comes in as milliseconds.
 
 use std::collections::HashMap;
 
@@ -95,7 +97,15 @@ impl Location {
                 Some(s) => s.min(durations.max_secs),
                 None => durations.default_secs,
             };
-            let existing = bindings.iter().position(|b| same_uri(&b.uri, uri));
+            let flow = flow_of(value);
+            let existing = flow
+                .as_ref()
+                .and_then(|f| {
+                    bindings
+                        .iter()
+                        .position(|b| flow_of(&b.value).as_ref() == Some(f))
+                })
+                .or_else(|| bindings.iter().position(|b| same_uri(&b.uri, uri)));
             match existing {
                 Some(i) if stale(&bindings[i]) => return Err(RegisterError::OutOfOrder),
                 Some(i) if secs == 0 => {
@@ -171,6 +181,34 @@ impl Location {
     }
 }
 
+/// RFC 5626 §6: the instance (`+sip.instance`, compared as written without its quotes) and
+/// `reg-id` of a Contact value, when it has both.
+fn flow_of(value: &str) -> Option<(String, String)> {
+    // Header parameters follow the name-addr's '>' (the first after its '<', which comes
+    // before any ';'; the instance's own value holds another), or else the URI.
+    let first_param = value.find(';').unwrap_or(value.len());
+    let end = value
+        .find('<')
+        .filter(|start| *start < first_param)
+        .and_then(|start| value[start..].find('>').map(|e| start + e));
+    let params = match end {
+        Some(end) => &value[end + 1..],
+        None => value.split_once(';').map_or("", |(_, p)| p),
+    };
+    let (mut instance, mut reg_id) = (None, None);
+    for param in params.split(';') {
+        let Some((name, v)) = param.split_once('=') else {
+            continue;
+        };
+        match name.trim().to_ascii_lowercase().as_str() {
+            "+sip.instance" => instance = Some(v.trim().trim_matches('"').to_string()),
+            "reg-id" => reg_id = Some(v.trim().to_string()),
+            _ => {}
+        }
+    }
+    Some((instance?, reg_id?))
+}
+
 /// §19.1.4, simplified: scheme and host part (with its parameters) compare without case, the
 /// user part as written.
 fn same_uri(a: &str, b: &str) -> bool {
@@ -203,6 +241,53 @@ mod tests {
             call_id: "c1".into(),
             cseq,
         }
+    }
+
+    // RFC 5626 §6: a contact with the instance and reg-id of a binding replaces it, whatever
+    // its URI and Call-ID (a UA restarted on a new port); another reg-id, or no instance, is
+    // a binding of its own.
+    #[test]
+    fn one_binding_per_instance_and_reg_id_rfc5626() {
+        let mut l = Location::default();
+        let instance = r#";+sip.instance="<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>""#;
+        let register = |l: &mut Location, uri: &str, params: String, call_id: &str| {
+            let mut r = reg(&[(uri, None)], None, 1);
+            r.contacts[0].1 = format!("<{uri}>{params}");
+            r.call_id = call_id.into();
+            l.register("sip:a@x", &r, D, 0).unwrap()
+        };
+        register(
+            &mut l,
+            "sip:a@192.0.2.1:5060",
+            format!("{instance};reg-id=1"),
+            "c1",
+        );
+        let got = register(
+            &mut l,
+            "sip:a@192.0.2.1:6000",
+            format!("{instance};reg-id=1"),
+            "c2",
+        );
+        let uris: Vec<&str> = got.iter().map(|b| b.uri.as_str()).collect();
+        assert_eq!(uris, ["sip:a@192.0.2.1:6000"]);
+        let got = register(
+            &mut l,
+            "sip:a@192.0.2.1:7000",
+            format!("{instance};reg-id=2"),
+            "c3",
+        );
+        assert_eq!(got.len(), 2, "another flow of the instance");
+        let got = register(&mut l, "sip:a@192.0.2.1:8000", instance.to_string(), "c4");
+        assert_eq!(
+            got.len(),
+            3,
+            "an instance without reg-id is bound by its URI"
+        );
+        assert_eq!(flow_of("sip:a@h;reg-id=1"), None);
+        assert_eq!(
+            flow_of("sip:a@h;+SIP.Instance=\"<urn:x>\";Reg-Id=3"),
+            Some(("<urn:x>".to_string(), "3".to_string()))
+        );
     }
 
     // RFC 3261 §10.3 step 7: default, capped and per-contact durations; several contacts.
