@@ -22,6 +22,17 @@ use crate::storage::{ChangeFeed, StorageError, TreeKey};
 /// Messages read per page when a history is searched or removed.
 const PAGE: usize = 500;
 
+/// Who a recorded message is between.
+pub struct Parties<'a> {
+    pub sender: &'a str,
+    pub recipient: &'a str,
+    /// The sender asked for privacy (evaluated as anonymous by the recipient's rules).
+    pub hidden: bool,
+    /// Whether the recipient's rules record the sender, when the message's own decision
+    /// said so already.
+    pub recipient_records: Option<bool>,
+}
+
 pub struct History {
     store: Arc<dyn MessageStore>,
     docs: Arc<Projection>,
@@ -76,16 +87,14 @@ impl History {
     }
 
     /// Keeps an accepted message in the history of the sender and of the recipient, each
-    /// when they record conversations with the other (`hidden`: the sender asked for
-    /// privacy).
-    pub async fn record(
-        &self,
-        msg: &Message,
-        sender: &str,
-        recipient: &str,
-        hidden: bool,
-        now: u64,
-    ) {
+    /// when they record conversations with the other.
+    pub async fn record(&self, msg: &Message, parties: Parties<'_>, now: u64) {
+        let Parties {
+            sender,
+            recipient,
+            hidden,
+            recipient_records,
+        } = parties;
         let mut headers = Vec::new();
         for name in END_TO_END {
             for value in msg.headers.get_all(name) {
@@ -93,7 +102,15 @@ impl History {
             }
         }
         for (owner, peer, hidden) in [(sender, recipient, false), (recipient, sender, hidden)] {
-            if !self.records(owner, peer, hidden, now).await {
+            // The recipient's rules were evaluated for the message itself: not again.
+            let known = (owner == recipient && self.mode == HistoryMode::OptIn)
+                .then_some(recipient_records)
+                .flatten();
+            let records = match known {
+                Some(r) => r,
+                None => self.records(owner, peer, hidden, now).await,
+            };
+            if !records {
                 continue;
             }
             let copy = NewMessage {

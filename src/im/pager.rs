@@ -122,12 +122,13 @@ impl Pager {
             return Reply::new(404, "Not Found: no such user");
         };
         let recipient = recipient.as_str().to_string();
+        let mut records = None;
         let (reply, outcome) = if msg.body.len() > p.max_pager_bytes {
             (too_large(), Some("failed"))
         } else {
-            p.route(msg, &sender, &recipient, now).await
+            p.route(msg, &sender, &recipient, now, &mut records).await
         };
-        p.charge(msg, &sender, &recipient, &reply, outcome, now)
+        p.charge(msg, &sender, &recipient, (&reply, outcome, records), now)
             .await;
         reply
     }
@@ -200,8 +201,9 @@ impl Pager {
             let copy = copy_for(msg, uri, content_type, body);
             let (p, sender) = (Arc::clone(p), sender.to_string());
             copies.spawn(async move {
-                let (reply, outcome) = p.route(&copy, &sender, &recipient, now).await;
-                p.charge(&copy, &sender, &recipient, &reply, outcome, now)
+                let mut records = None;
+                let (reply, outcome) = p.route(&copy, &sender, &recipient, now, &mut records).await;
+                p.charge(&copy, &sender, &recipient, (&reply, outcome, records), now)
                     .await;
             });
         }
@@ -259,16 +261,18 @@ impl Pager {
 }
 
 impl PagerParts {
-    /// Issue #14 scope 8: every outcome but an isComposing indication or a duplicate.
+    /// Issue #14 scope 8: every outcome but an isComposing indication or a duplicate; an
+    /// accepted message also goes to the parties' history. `routed`: the answer, its outcome
+    /// and whether the recipient's rules record the sender (when they were evaluated).
     async fn charge(
         &self,
         msg: &Message,
         sender: &str,
         recipient: &str,
-        reply: &Reply,
-        outcome: Option<&'static str>,
+        routed: (&Reply, Option<&'static str>, Option<bool>),
         now: u64,
     ) {
+        let (reply, outcome, records) = routed;
         if let (Some(outcome), false) = (outcome, is_media(&msg.headers, IS_COMPOSING)) {
             if matches!(outcome, "delivered" | "stored") {
                 if let Some(body) = carried_cpim(msg) {
@@ -277,8 +281,13 @@ impl PagerParts {
                     }
                 }
                 if let Some(h) = &self.history {
-                    h.record(msg, sender, recipient, anonymous(&msg.headers), now)
-                        .await;
+                    let parties = super::history::Parties {
+                        sender,
+                        recipient,
+                        hidden: anonymous(&msg.headers),
+                        recipient_records: records,
+                    };
+                    h.record(msg, parties, now).await;
                 }
             }
             let charge = Charge {
@@ -295,13 +304,16 @@ impl PagerParts {
         }
     }
 
-    /// The answer to an authenticated MESSAGE and its charged outcome (none: not charged).
+    /// The answer to an authenticated MESSAGE and its charged outcome (none: not charged);
+    /// `records` gets whether the recipient's rules record conversations with the sender,
+    /// when they are evaluated (IM-32).
     async fn route(
         &self,
         msg: &Message,
         sender: &str,
         recipient: &str,
         now: u64,
+        records: &mut Option<bool>,
     ) -> (Reply, Option<&'static str>) {
         let p = self;
         let failed = |code: u16, reason: String| (Reply::new(code, reason), Some("failed"));
@@ -341,6 +353,7 @@ impl PagerParts {
                 ImAction::PoliteBlock => return (Reply::new(202, "Accepted"), Some("blocked")),
                 ImAction::Allow => {}
             }
+            *records = Some(decision.record_history == Some(true));
             decision.allow_offline_storage
         };
         let allowed = offline.unwrap_or(p.offline_storage_default);
