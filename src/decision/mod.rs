@@ -161,6 +161,20 @@ impl DecisionService {
         })
     }
 
+    /// Whether some rule of `owner`'s im-rules says `<record-history>true` (IM-32): without
+    /// one no decision can, so callers skip deciding (the parsed rulesets are cached).
+    pub fn asks_for_history(&self, owner: &str) -> Result<bool, DecisionError> {
+        let domain = self.xdms.settings().default_domain.clone();
+        let owner = Xui::parse(owner, domain.as_deref())
+            .map_err(|_| DecisionError::BadRequest("owner is not a SIP or tel URI".into()))?;
+        let rulesets = off_runtime(|| self.recipient_rulesets(&owner))?;
+        Ok(rulesets.iter().any(|(_, (_, rs))| {
+            rs.rules
+                .iter()
+                .any(|r| r.actions.record_history == Some(true))
+        }))
+    }
+
     fn recipient(&self, req: &DecideRequest) -> Result<Xui, DecisionError> {
         let domain = self.xdms.settings().default_domain.clone();
         Xui::parse(&req.recipient, domain.as_deref())

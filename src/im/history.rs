@@ -65,6 +65,14 @@ impl History {
             HistoryMode::Off => false,
             HistoryMode::All => true,
             HistoryMode::OptIn => {
+                match self.decisions.asks_for_history(owner) {
+                    Ok(true) => {}
+                    Ok(false) => return false,
+                    Err(e) => {
+                        tracing::warn!(target: "xcapd::im", error = %e, "cannot read history rules");
+                        return false;
+                    }
+                }
                 let request = DecideRequest {
                     recipient: owner.to_string(),
                     sender: (!hidden).then(|| peer.to_string()),
