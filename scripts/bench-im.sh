@@ -55,6 +55,13 @@ done
 $MSG --sip 127.0.0.1:$SIP online --recipients 2 --window 64 --duration "$SECS"
 echo "-- the issue's target load: 5,000 MESSAGE/s offered (open loop), p99 (xcapd)"
 $MSG --sip 127.0.0.1:$SIP online --recipients 2 --window 256 --rate 5000 --duration "$SECS"
+echo "-- the first load with im.history = \"off\" (the default \"opt-in\" reads each sender's rules)"
+start '[im]\ncharging = true\nhistory = "off"\n'
+for u in u0 u1; do
+  curl -sf -o /dev/null -X PUT -H 'Content-Type: application/auth-policy+xml' \
+    --data-binary @"$WORK/rules.xml" "$X/im-rules/users/sip:$u@example.com/index"
+done
+$MSG --sip 127.0.0.1:$SIP online --recipients 2 --window 64 --duration "$SECS"
 
 echo "-- the same through Kamailio (registrar + stateful relay, no policy): the ceiling"
 mkdir -p "$WORK/kamailio"

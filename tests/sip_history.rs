@@ -204,7 +204,8 @@ async fn bodies(s: &TestServer, owner: &str, want: usize) -> Vec<String> {
 // IM-32, issue #14 scope 6 ("when the user or operator enables it"): by default
 // (`im.history = "opt-in"`) a user's conversations are kept when a rule of their im-rules
 // that matches the peer says `<im:record-history>true`: Bob's are, Alice's (who does not ask)
-// are not; Bob's next rule change takes effect with the next message.
+// are not; Bob's next rule change takes effect with the next message, and so does Alice's
+// when she asks too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_opt_in_to_history_with_their_rules() {
     // The default mode (opt-in).
@@ -221,6 +222,13 @@ async fn users_opt_in_to_history_with_their_rules() {
 
     s.put_im_rules(BOB, &allow_recording(ALICE, false)).await;
     say(&mut alice, &bob, 2, "not kept").await;
+    assert_eq!(bodies(&s, BOB, 2).await, ["kept for Bob"]);
+
+    // Alice asks too (for the sender's side, once the change feed carried her new rules).
+    s.put_im_rules(ALICE, &allow_recording(BOB, true)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    say(&mut alice, &bob, 3, "kept for Alice").await;
+    assert_eq!(bodies(&s, ALICE, 1).await, ["kept for Alice"]);
     assert_eq!(bodies(&s, BOB, 2).await, ["kept for Bob"]);
     s.stop().await;
 }

@@ -275,11 +275,6 @@ impl PagerParts {
         let (reply, outcome, records) = routed;
         if let (Some(outcome), false) = (outcome, is_media(&msg.headers, IS_COMPOSING)) {
             if matches!(outcome, "delivered" | "stored") {
-                if let Some(body) = carried_cpim(msg) {
-                    if let Ok(cpim) = Cpim::parse(body) {
-                        self.expected.accepted(&cpim, sender, recipient, now);
-                    }
-                }
                 if let Some(h) = &self.history {
                     let parties = super::history::Parties {
                         sender,
@@ -324,7 +319,9 @@ impl PagerParts {
         };
         // A notice the recipient asked the sender for passes the recipient's rules (IM-20);
         // anything else goes through them.
-        let expected = cpim.is_some_and(|c| p.expected.take(&c, sender, recipient, now));
+        let expected = cpim
+            .as_ref()
+            .is_some_and(|c| p.expected.take(c, sender, recipient, now));
         let offline = if expected {
             None
         } else {
@@ -354,6 +351,11 @@ impl PagerParts {
                 ImAction::Allow => {}
             }
             *records = Some(decision.record_history == Some(true));
+            // Accepted: the recipient's notices about it are expected from now on, before
+            // a UA quick to send one has taken it (IM-20).
+            if let Some(c) = &cpim {
+                p.expected.accepted(c, sender, recipient, now);
+            }
             decision.allow_offline_storage
         };
         let allowed = offline.unwrap_or(p.offline_storage_default);
