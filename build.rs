@@ -7,6 +7,12 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 fn main() {
+    // The PostgreSQL storage suites (issue #15) are built when the tests have a database.
+    println!("cargo::rustc-check-cfg=cfg(xcapd_pg)");
+    println!("cargo:rerun-if-env-changed=XCAPD_TEST_POSTGRES_URL");
+    if std::env::var_os("XCAPD_TEST_POSTGRES_URL").is_some_and(|v| !v.is_empty()) {
+        println!("cargo:rustc-cfg=xcapd_pg");
+    }
     let root = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
     let mut code = String::new();

@@ -5,7 +5,8 @@
 //!   [`feed::ChangeFeed`];
 //! - [`credentials::CredentialStore`], [`subscriptions::SubscriptionStore`] (SIP
 //!   subscriptions), [`messages::MessageStore`] (deferred IMs, history, charging records);
-//! - backends: memory (tests, ephemeral deployments) and sled (the embedded default);
+//! - backends: memory (tests, ephemeral deployments), sled (the embedded default) and
+//!   PostgreSQL ([`pg_store`], issue #15: documents and the change log so far);
 //!   [`Blocking`] is the synchronous view for code outside the runtime.
 //!
 //! Every backend passes the behaviour suites (`suite.rs`, `suite_feed.rs`, `suite_sip.rs`), so a
@@ -21,6 +22,10 @@ pub mod feed;
 pub(crate) mod journal;
 pub mod memory;
 pub mod messages;
+pub mod pg_schema;
+pub mod pg_store;
+#[cfg(all(test, xcapd_pg))]
+mod pg_test;
 pub mod registrations;
 mod sled_apply;
 mod sled_changes;
@@ -266,6 +271,12 @@ mod backend_suites {
         .expect("temporary sled store")
     });
     change_feed_suite!(memory_feed, MemoryStore::with_retention);
+    #[cfg(xcapd_pg)]
+    document_store_suite!(pg_suite, || crate::storage::pg_test::store(
+        crate::storage::ChangeRetention::default()
+    ));
+    #[cfg(xcapd_pg)]
+    change_feed_suite!(pg_feed, crate::storage::pg_test::store);
     change_feed_suite!(sled_feed, |retention: ChangeRetention| {
         SledStore::open_temporary_with(SledOptions {
             change_retention: retention,

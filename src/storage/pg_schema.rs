@@ -1,0 +1,83 @@
+//! The PostgreSQL schema of xcapd and its versioned migrations (issue #15 scope 1): applied in
+//! order at start, each in its own transaction with its version; a database whose schema is
+//! newer than this binary knows is refused (an older binary must not write it).
+//!
+//! Text columns that are keys use the "C" collation, so listings come back in byte order, the
+//! order of [`super::DocKey`] in every other backend.
+
+use super::StorageError;
+
+/// Every migration, oldest first; the version of migration `i` is `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: documents and their change log (the feed, design.md §2).
+    r#"
+    CREATE TABLE documents (
+        auid text COLLATE "C" NOT NULL,
+        -- '' for the global tree, else the user's XUI.
+        tree text COLLATE "C" NOT NULL,
+        path text COLLATE "C" NOT NULL,
+        body text NOT NULL,
+        etag text NOT NULL,
+        modified_ms bigint NOT NULL,
+        PRIMARY KEY (auid, tree, path)
+    );
+    CREATE INDEX documents_by_tree ON documents (tree, auid, path);
+    -- One row: the last change's sequence number and how far retention trimmed the log.
+    -- Writers take its row lock first, so changes commit in sequence order, gap-free.
+    CREATE TABLE feed_head (
+        id int PRIMARY KEY CHECK (id = 1),
+        seq bigint NOT NULL,
+        trimmed_through bigint NOT NULL
+    );
+    INSERT INTO feed_head VALUES (1, 0, 0);
+    CREATE TABLE changes (
+        seq bigint PRIMARY KEY,
+        at_ms bigint NOT NULL,
+        record bytea NOT NULL
+    );
+    "#,
+];
+
+/// The schema version this binary writes.
+pub const CURRENT: i32 = MIGRATIONS.len() as i32;
+
+/// Brings the database to [`CURRENT`]; the version it found.
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<i32, StorageError> {
+    client
+        .batch_execute("CREATE TABLE IF NOT EXISTS xcapd_schema (version int NOT NULL)")
+        .await
+        .map_err(backend)?;
+    // Two nodes starting at once: one migrates, the other waits for its lock.
+    let tx = client.transaction().await.map_err(backend)?;
+    tx.batch_execute("LOCK TABLE xcapd_schema IN EXCLUSIVE MODE")
+        .await
+        .map_err(backend)?;
+    let found: i32 = tx
+        .query_opt("SELECT max(version) FROM xcapd_schema", &[])
+        .await
+        .map_err(backend)?
+        .and_then(|row| row.get::<_, Option<i32>>(0))
+        .unwrap_or(0);
+    if found > CURRENT {
+        return Err(StorageError::Backend(format!(
+            "the database schema is version {found}, newer than this xcapd's {CURRENT}: \
+             run a newer xcapd"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.batch_execute(sql).await.map_err(backend)?;
+        tx.execute(
+            "INSERT INTO xcapd_schema (version) VALUES ($1)",
+            &[&(i as i32 + 1)],
+        )
+        .await
+        .map_err(backend)?;
+    }
+    tx.commit().await.map_err(backend)?;
+    Ok(found)
+}
+
+/// A database error as a storage error: its text is for logs only (never shown to clients).
+pub(crate) fn backend(e: impl std::fmt::Display) -> StorageError {
+    StorageError::Backend(format!("postgres: {e}"))
+}

@@ -1,0 +1,444 @@
+//! PostgreSQL backend of [`DocumentStore`] (issue #15, first step; RFC 4825 §7.10–§7.11
+//! compare-and-swap, design.md §2 change log): documents and their change records in one
+//! database, each write one transaction that commits both (`synchronous_commit = on`: durable
+//! when the commit returns, so before the 2xx).
+//!
+//! Every writer first takes the row lock of `feed_head` and draws the next sequence number
+//! there: changes therefore commit in sequence order, so a reader of `seq > n` never misses a
+//! change committed later with a smaller number (the trap of a plain serial column), and a
+//! refused write rolls its number back (no gap). The precondition is checked under that lock.
+//! This serializes writers (one commit at a time); a later step may relax it. Work runs on the
+//! runtime the store was opened on, so the store is usable from any thread.
+
+use std::sync::Arc;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+use tokio_postgres::NoTls;
+
+use super::feed::{check_window, ChangeRetention};
+use super::pg_schema::{backend, migrate};
+use super::sled_changes::{decode, encode};
+use super::{
+    check_expect, directory_prefix, now_ms, validate_auid, validate_tree, validate_xui,
+    ChangeOrigin, ChangeRecord, Committed, DocKey, DocMeta, DocumentStore, Expect, StorageError,
+    StoreFuture, StoredDocument, TreeKey, WriteOutcome,
+};
+
+/// Connections per node.
+const POOL_SIZE: usize = 16;
+
+/// Changes the age bound removes per write at most (the rest with the next writes).
+const TRIM_BATCH: i64 = 1000;
+
+pub struct PgStore {
+    pool: Pool,
+    runtime: Handle,
+    retention: ChangeRetention,
+    changed: watch::Sender<u64>,
+}
+
+/// The `tree` column of a tree: '' for the global tree, else the XUI (never empty).
+fn tree_column(tree: &TreeKey) -> &str {
+    match tree {
+        TreeKey::Global => "",
+        TreeKey::User(xui) => xui,
+    }
+}
+
+fn tree_of(column: String) -> TreeKey {
+    if column.is_empty() {
+        TreeKey::Global
+    } else {
+        TreeKey::User(column)
+    }
+}
+
+fn to_i64(n: u64) -> Result<i64, StorageError> {
+    i64::try_from(n).map_err(|_| StorageError::Backend("a number beyond i64".into()))
+}
+
+impl PgStore {
+    /// Connects to `url` (a libpq URL or key=value string), applies the migrations and
+    /// serves from the current runtime.
+    pub async fn open(url: &str, retention: ChangeRetention) -> Result<PgStore, StorageError> {
+        let config: tokio_postgres::Config = url.parse().map_err(backend)?;
+        Self::open_config(config, retention).await
+    }
+
+    /// [`PgStore::open`] with a parsed configuration.
+    pub async fn open_config(
+        mut config: tokio_postgres::Config,
+        retention: ChangeRetention,
+    ) -> Result<PgStore, StorageError> {
+        // Durable before the answer, whatever the server's default says.
+        let options = config.get_options().unwrap_or("").to_string();
+        config.options(format!("{options} -c synchronous_commit=on").trim());
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(backend)?;
+        let mut client = pool.get().await.map_err(backend)?;
+        migrate(&mut client).await?;
+        let head: i64 = client
+            .query_one("SELECT seq FROM feed_head WHERE id = 1", &[])
+            .await
+            .map_err(backend)?
+            .get(0);
+        drop(client);
+        Ok(PgStore {
+            pool,
+            runtime: Handle::current(),
+            retention,
+            changed: watch::channel(head as u64).0,
+        })
+    }
+
+    /// Runs `work` with a pooled connection on the store's runtime.
+    async fn with<T, F, Fut>(&self, work: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, StorageError>> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        let task = self.runtime.spawn(async move {
+            let client = pool
+                .get()
+                .await
+                .map_err(|e| StorageError::Unavailable(format!("no database connection: {e}")))?;
+            work(client).await
+        });
+        task.await
+            .map_err(|e| StorageError::Backend(format!("database task: {e}")))?
+    }
+
+    /// One write: takes the feed lock and the next number, checks `expect`, applies `change`
+    /// (`None`: delete) and logs it, trims the log, commits.
+    async fn write(
+        &self,
+        key: &DocKey,
+        expect: &Expect,
+        change: Option<(String, String, u64)>,
+        origin: &ChangeOrigin,
+    ) -> Result<Option<Committed>, StorageError> {
+        key.validate()?;
+        let (key, expect, origin) = (key.clone(), expect.clone(), origin.clone());
+        let retention = self.retention;
+        let committed = self
+            .with(move |mut client| async move {
+                let tx = client.transaction().await.map_err(backend)?;
+                let seq: i64 = tx
+                    .query_one(
+                        "UPDATE feed_head SET seq = seq + 1 WHERE id = 1 RETURNING seq",
+                        &[],
+                    )
+                    .await
+                    .map_err(backend)?
+                    .get(0);
+                let tree = tree_column(&key.tree);
+                let previous: Option<String> = tx
+                    .query_opt(
+                        "SELECT etag FROM documents WHERE auid = $1 AND tree = $2 AND path = $3",
+                        &[&key.auid, &tree, &key.path],
+                    )
+                    .await
+                    .map_err(backend)?
+                    .map(|row| row.get(0));
+                // A refused write rolls back with the transaction, its number included.
+                check_expect(&expect, previous.as_deref())?;
+                let now = now_ms();
+                let outcome =
+                    match &change {
+                        None if previous.is_none() => return Ok(None),
+                        None => {
+                            tx.execute(
+                                "DELETE FROM documents WHERE auid = $1 AND tree = $2 AND path = $3",
+                                &[&key.auid, &tree, &key.path],
+                            )
+                            .await
+                            .map_err(backend)?;
+                            WriteOutcome::Deleted
+                        }
+                        Some((body, etag, modified_ms)) => {
+                            tx.execute(
+                            "INSERT INTO documents (auid, tree, path, body, etag, modified_ms) \
+                             VALUES ($1, $2, $3, $4, $5, $6) \
+                             ON CONFLICT (auid, tree, path) DO UPDATE \
+                             SET body = EXCLUDED.body, etag = EXCLUDED.etag, \
+                                 modified_ms = EXCLUDED.modified_ms",
+                            &[&key.auid, &tree, &key.path, body, etag, &to_i64(*modified_ms)?],
+                        )
+                        .await
+                        .map_err(backend)?;
+                            if previous.is_some() {
+                                WriteOutcome::Replaced
+                            } else {
+                                WriteOutcome::Created
+                            }
+                        }
+                    };
+                let new_etag = change.as_ref().map(|(_, etag, _)| etag.as_str());
+                let record = encode(&key, previous.as_deref(), new_etag, now, &origin)?;
+                tx.execute(
+                    "INSERT INTO changes (seq, at_ms, record) VALUES ($1, $2, $3)",
+                    &[&seq, &to_i64(now)?, &record],
+                )
+                .await
+                .map_err(backend)?;
+                trim(&tx, seq, now, &retention).await?;
+                tx.commit().await.map_err(backend)?;
+                Ok(Some(Committed {
+                    outcome,
+                    previous_etag: previous,
+                    seq: seq as u64,
+                }))
+            })
+            .await?;
+        if let Some(c) = &committed {
+            self.changed.send_if_modified(|head| {
+                let newer = c.seq > *head;
+                if newer {
+                    *head = c.seq;
+                }
+                newer
+            });
+        }
+        Ok(committed)
+    }
+}
+
+/// Retention (within the writer's transaction): changes beyond `max_entries` behind `seq`,
+/// and the oldest past `max_age` (a prefix: commit times follow the sequence), are removed;
+/// `trimmed_through` follows.
+async fn trim(
+    tx: &tokio_postgres::Transaction<'_>,
+    seq: i64,
+    now: u64,
+    retention: &ChangeRetention,
+) -> Result<(), StorageError> {
+    let by_count = seq.saturating_sub(to_i64(retention.max_entries)?);
+    let cutoff = to_i64(now.saturating_sub(retention.max_age.as_millis() as u64))?;
+    let gone: Option<i64> = tx
+        .query_one(
+            "WITH gone AS (DELETE FROM changes WHERE seq <= $1 OR seq IN \
+               (SELECT seq FROM changes WHERE at_ms < $2 ORDER BY seq LIMIT $3) RETURNING seq) \
+             SELECT max(seq) FROM gone",
+            &[&by_count, &cutoff, &TRIM_BATCH],
+        )
+        .await
+        .map_err(backend)?
+        .get(0);
+    if let Some(through) = gone {
+        tx.execute(
+            "UPDATE feed_head SET trimmed_through = greatest(trimmed_through, $1) WHERE id = 1",
+            &[&through],
+        )
+        .await
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
+fn meta_of(row: &tokio_postgres::Row, auid: String, tree: TreeKey) -> DocMeta {
+    let path: String = row.get("path");
+    DocMeta {
+        key: DocKey::new(auid, tree, path),
+        etag: row.get("etag"),
+        modified_ms: row.get::<_, i64>("modified_ms") as u64,
+        size: row.get::<_, i32>("size") as u64,
+    }
+}
+
+impl DocumentStore for PgStore {
+    fn get<'a>(&'a self, key: &'a DocKey) -> StoreFuture<'a, Option<StoredDocument>> {
+        Box::pin(async move {
+            key.validate()?;
+            let key = key.clone();
+            self.with(move |client| async move {
+                let row = client
+                    .query_opt(
+                        "SELECT body, etag, modified_ms FROM documents \
+                         WHERE auid = $1 AND tree = $2 AND path = $3",
+                        &[&key.auid, &tree_column(&key.tree), &key.path],
+                    )
+                    .await
+                    .map_err(backend)?;
+                Ok(row.map(|row| StoredDocument {
+                    body: Arc::from(row.get::<_, &str>(0)),
+                    etag: row.get(1),
+                    modified_ms: row.get::<_, i64>(2) as u64,
+                }))
+            })
+            .await
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a DocKey,
+        expect: &'a Expect,
+        body: &'a str,
+        etag: &'a str,
+        modified_ms: u64,
+        origin: &'a ChangeOrigin,
+    ) -> StoreFuture<'a, Committed> {
+        Box::pin(async move {
+            let change = Some((body.to_string(), etag.to_string(), modified_ms));
+            self.write(key, expect, change, origin)
+                .await?
+                .ok_or_else(|| StorageError::Backend("a put committed nothing".into()))
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        key: &'a DocKey,
+        expect: &'a Expect,
+        origin: &'a ChangeOrigin,
+    ) -> StoreFuture<'a, Option<Committed>> {
+        Box::pin(self.write(key, expect, None, origin))
+    }
+
+    fn list_user<'a>(&'a self, xui: &'a str) -> StoreFuture<'a, Vec<DocMeta>> {
+        Box::pin(async move {
+            validate_xui(xui)?;
+            let xui = xui.to_string();
+            self.with(move |client| async move {
+                let rows = client
+                    .query(
+                        "SELECT auid, path, etag, modified_ms, octet_length(body) AS size \
+                         FROM documents WHERE tree = $1 ORDER BY auid, path",
+                        &[&xui],
+                    )
+                    .await
+                    .map_err(backend)?;
+                Ok(rows
+                    .iter()
+                    .map(|r| meta_of(r, r.get("auid"), TreeKey::User(xui.clone())))
+                    .collect())
+            })
+            .await
+        })
+    }
+
+    fn list_auid<'a>(&'a self, auid: &'a str) -> StoreFuture<'a, Vec<DocMeta>> {
+        Box::pin(async move {
+            validate_auid(auid)?;
+            let auid = auid.to_string();
+            self.with(move |client| async move {
+                let rows = client
+                    .query(
+                        "SELECT tree, path, etag, modified_ms, octet_length(body) AS size \
+                         FROM documents WHERE auid = $1 ORDER BY tree, path",
+                        &[&auid],
+                    )
+                    .await
+                    .map_err(backend)?;
+                Ok(rows
+                    .iter()
+                    .map(|r| meta_of(r, auid.clone(), tree_of(r.get("tree"))))
+                    .collect())
+            })
+            .await
+        })
+    }
+
+    fn directory_exists<'a>(
+        &'a self,
+        auid: &'a str,
+        tree: &'a TreeKey,
+        dir: &'a str,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            validate_auid(auid)?;
+            validate_tree(tree)?;
+            let prefix = directory_prefix(dir)?;
+            let (auid, tree) = (auid.to_string(), tree_column(tree).to_string());
+            self.with(move |client| async move {
+                let row = client
+                    .query_opt(
+                        "SELECT 1 FROM documents WHERE auid = $1 AND tree = $2 \
+                         AND starts_with(path, $3) LIMIT 1",
+                        &[&auid, &tree, &prefix],
+                    )
+                    .await
+                    .map_err(backend)?;
+                Ok(row.is_some())
+            })
+            .await
+        })
+    }
+
+    fn last_seq(&self) -> StoreFuture<'_, u64> {
+        Box::pin(self.with(|client| async move {
+            let row = client
+                .query_one("SELECT seq FROM feed_head WHERE id = 1", &[])
+                .await
+                .map_err(backend)?;
+            Ok(row.get::<_, i64>(0) as u64)
+        }))
+    }
+
+    fn changes_since(&self, after: u64, limit: usize) -> StoreFuture<'_, Vec<ChangeRecord>> {
+        Box::pin(async move {
+            let (from, limit) = (to_i64(after)?, to_i64(limit as u64)?);
+            self.with(move |mut client| async move {
+                // One snapshot for the window and the rows.
+                let tx = client
+                    .build_transaction()
+                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()
+                    .await
+                    .map_err(backend)?;
+                let trimmed: i64 = tx
+                    .query_one("SELECT trimmed_through FROM feed_head WHERE id = 1", &[])
+                    .await
+                    .map_err(backend)?
+                    .get(0);
+                check_window(after, trimmed as u64)?;
+                let rows = tx
+                    .query(
+                        "SELECT seq, record FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+                        &[&from, &limit],
+                    )
+                    .await
+                    .map_err(backend)?;
+                tx.commit().await.map_err(backend)?;
+                rows.iter()
+                    .map(|r| decode(r.get::<_, i64>(0) as u64, r.get::<_, &[u8]>(1)))
+                    .collect()
+            })
+            .await
+        })
+    }
+
+    fn watch_changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn flush(&self) -> StoreFuture<'_, ()> {
+        // Every commit was durable when it returned.
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn health(&self) -> StoreFuture<'_, ()> {
+        Box::pin(self.with(|client| async move {
+            client
+                .simple_query("SELECT 1")
+                .await
+                .map_err(|e| StorageError::Unavailable(format!("database: {e}")))?;
+            Ok(())
+        }))
+    }
+}

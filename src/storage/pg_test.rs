@@ -1,0 +1,118 @@
+//! Fresh PostgreSQL stores for the storage suites (issue #15): each in a schema of its own in
+//! the database of `XCAPD_TEST_POSTGRES_URL` (a scratch cluster: `scripts/pg-scratch.sh`),
+//! served by one runtime shared by the test binary.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use super::feed::ChangeRetention;
+use super::pg_store::PgStore;
+use super::StorageError;
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime for the PostgreSQL tests")
+    })
+}
+
+/// The configuration of an empty schema of its own.
+fn fresh_schema() -> tokio_postgres::Config {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let url = std::env::var("XCAPD_TEST_POSTGRES_URL").expect("XCAPD_TEST_POSTGRES_URL");
+    let schema = format!(
+        "t{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    runtime().block_on(async {
+        let mut config: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("the test database");
+        let running = tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .await
+            .expect("a schema");
+        drop(client);
+        let _ = running.await;
+        config.options(format!("-c search_path={schema}"));
+        config
+    })
+}
+
+fn open(
+    config: &tokio_postgres::Config,
+    retention: ChangeRetention,
+) -> Result<PgStore, StorageError> {
+    runtime().block_on(PgStore::open_config(config.clone(), retention))
+}
+
+/// A store on an empty schema of its own.
+pub fn store(retention: ChangeRetention) -> PgStore {
+    open(&fresh_schema(), retention).expect("a PostgreSQL store")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Blocking, DocKey, DocumentStore, Expect, TreeKey};
+    use std::sync::Arc;
+
+    // Committed documents and the change sequence outlive the process that wrote them
+    // (a restart is a new store on the same database).
+    #[test]
+    fn a_reopened_store_keeps_documents_and_numbers() {
+        let config = fresh_schema();
+        let key = DocKey::new(
+            "resource-lists",
+            TreeKey::User("sip:a@example.com".into()),
+            "index",
+        );
+        let first =
+            Blocking(Arc::new(open(&config, ChangeRetention::default()).unwrap())
+                as Arc<dyn DocumentStore>);
+        first.put(&key, &Expect::Absent, "<a/>", "e1", 1).unwrap();
+        first
+            .put(&key, &Expect::Etag("e1".into()), "<b/>", "e2", 2)
+            .unwrap();
+        drop(first);
+        let again =
+            Blocking(Arc::new(open(&config, ChangeRetention::default()).unwrap())
+                as Arc<dyn DocumentStore>);
+        assert_eq!(&*again.get(&key).unwrap().unwrap().body, "<b/>");
+        assert_eq!(again.last_seq().unwrap(), 2);
+        let c = again.delete(&key, &Expect::Any).unwrap().unwrap();
+        assert_eq!(c.seq, 3);
+    }
+
+    // Issue #15 scope 1: a database whose schema is newer than the binary is refused, and
+    // nothing is changed in it.
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let config = fresh_schema();
+        drop(open(&config, ChangeRetention::default()).unwrap());
+        runtime().block_on(async {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+            let running = tokio::spawn(connection);
+            let next = crate::storage::pg_schema::CURRENT + 1;
+            client
+                .execute("INSERT INTO xcapd_schema (version) VALUES ($1)", &[&next])
+                .await
+                .unwrap();
+            drop(client);
+            let _ = running.await;
+        });
+        match open(&config, ChangeRetention::default()) {
+            Err(StorageError::Backend(why)) => assert!(why.contains("newer"), "{why}"),
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("a newer schema was accepted"),
+        }
+    }
+}
