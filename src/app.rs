@@ -175,7 +175,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         messages,
         charging,
         registrations,
-    } = open_stores(&config)?;
+    } = open_stores(&config).await?;
     let metrics = Arc::new(Metrics::new(registry.iter().map(|u| u.auid().to_string())));
     // Counted before serving, so no write races with the count.
     metrics

@@ -71,6 +71,10 @@ impl<'de> Deserialize<'de> for HistoryMode {
 pub enum StorageBackend {
     Sled,
     Memory,
+    /// Documents and the change log in PostgreSQL (`storage.postgres_url`), shared by every
+    /// node on that database; the other stores stay in the node's sled database for now
+    /// (issue #15 in progress).
+    Postgres,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -139,6 +143,9 @@ pub struct StorageConfig {
     /// for trimmed changes resyncs from the documents.
     pub change_log_max_entries: u64,
     pub change_log_max_age_hours: u64,
+    /// `backend = "postgres"`: the database (libpq URL or key=value string; env
+    /// `XCAPD_POSTGRES_URL`).
+    pub postgres_url: String,
 }
 
 impl StorageConfig {
@@ -160,6 +167,7 @@ impl Default for StorageConfig {
             min_free_mb: 64,
             change_log_max_entries: 1_000_000,
             change_log_max_age_hours: 168,
+            postgres_url: String::new(),
         }
     }
 }
@@ -653,6 +661,7 @@ impl Config {
             self.storage.backend = match v.as_str() {
                 "sled" => StorageBackend::Sled,
                 "memory" => StorageBackend::Memory,
+                "postgres" => StorageBackend::Postgres,
                 other => {
                     return Err(env_err(
                         "XCAPD_STORAGE",
@@ -660,6 +669,9 @@ impl Config {
                     ))
                 }
             };
+        }
+        if let Some(v) = get("XCAPD_POSTGRES_URL") {
+            self.storage.postgres_url = v;
         }
         if let Some(v) = get("XCAPD_AUTH") {
             self.server.auth = match v.as_str() {
@@ -702,6 +714,13 @@ impl Config {
                 "auth = \"none\" trusts every client; refusing to listen on non-loopback address {}",
                 self.server.http
             )));
+        }
+        if self.storage.backend == StorageBackend::Postgres && self.storage.postgres_url.is_empty()
+        {
+            return Err(ConfigError::Invalid(
+                "storage.backend = \"postgres\" needs storage.postgres_url (or XCAPD_POSTGRES_URL)"
+                    .into(),
+            ));
         }
         if !["block", "polite-block", "allow"].contains(&self.policy.im_default.as_str()) {
             return Err(ConfigError::Invalid(format!(
@@ -876,6 +895,21 @@ mod tests {
         let c = Config::default();
         c.validate().unwrap();
         assert_eq!(c.server.auth, AuthMode::Required);
+    }
+
+    /// Issue #15: the PostgreSQL backend needs its database, from the file or the environment.
+    #[test]
+    fn postgres_needs_a_url() {
+        let mut c = Config::from_toml("t", "[storage]\nbackend = \"postgres\"\n").unwrap();
+        assert!(c.validate().is_err());
+        c.apply_env(|k| (k == "XCAPD_POSTGRES_URL").then(|| "postgres://x@127.0.0.1/x".into()))
+            .unwrap();
+        assert_eq!(c.storage.postgres_url, "postgres://x@127.0.0.1/x");
+        c.validate().unwrap();
+        let mut c = Config::default();
+        c.apply_env(|k| (k == "XCAPD_STORAGE").then(|| "postgres".into()))
+            .unwrap();
+        assert_eq!(c.storage.backend, StorageBackend::Postgres);
     }
 
     /// IM-32: `im.history` names a mode; the booleans of earlier versions still read.

@@ -1,6 +1,8 @@
 //! The stores of the configured backend (design.md §4): memory, or sled with its side stores
 //! (credentials, stored messages, registrations in the sled database; subscriptions in their
-//! own log file; charging records as JSON Lines), opened once by the composition root.
+//! own log file; charging records as JSON Lines), or PostgreSQL for documents and the change
+//! log with the same side stores in the node's sled database (issue #15 in progress), opened
+//! once by the composition root.
 
 use std::sync::Arc;
 
@@ -31,8 +33,36 @@ pub struct Stores {
 }
 
 /// Opens the configured storage backend.
-pub fn open_stores(config: &Config) -> Result<Stores, AppError> {
+pub async fn open_stores(config: &Config) -> Result<Stores, AppError> {
     Ok(match config.storage.backend {
+        StorageBackend::Postgres => {
+            let documents = crate::storage::pg_store::PgStore::open(
+                &config.storage.postgres_url,
+                config.storage.change_retention(),
+            )
+            .await?;
+            tracing::warn!(
+                "storage: documents and the change log in PostgreSQL; credentials, subscriptions, \
+                 stored messages and registrations stay in this node's sled database (issue #15)"
+            );
+            let db = sled::Config::new()
+                .path(config.server.data_dir.join("sled"))
+                .cache_capacity(config.storage.cache_capacity_mb * 1024 * 1024)
+                .open()
+                .map_err(|e| crate::storage::StorageError::Backend(e.to_string()))?;
+            Stores {
+                credentials: Arc::new(SledCredentials::new(&db)?),
+                subscriptions: Arc::new(open_subscriptions(config, &db)?),
+                messages: Arc::new(SledMessages::new(&db)?),
+                charging: Arc::new(crate::storage::charging::JsonlCharging::open(
+                    &config.server.data_dir.join("charging"),
+                )?),
+                registrations: Arc::new(crate::storage::registrations::SledRegistrations::new(
+                    &db,
+                )?),
+                documents: Arc::new(documents),
+            }
+        }
         StorageBackend::Memory => Stores {
             documents: Arc::new(MemoryStore::with_retention(
                 config.storage.change_retention(),

@@ -9,6 +9,13 @@
 //! refused write rolls its number back (no gap). The precondition is checked under that lock.
 //! This serializes writers (one commit at a time); a later step may relax it. Work runs on the
 //! runtime the store was opened on, so the store is usable from any thread.
+//!
+//! Several nodes on one database: each commit also sends a notice with its number on the
+//! channel of its schema (`xcapd_changes_<schema>`: notices are database-wide, and two
+//! deployments may share a database in different schemas), and every store keeps one connection of its own (outside the pool, whose
+//! connections would drop notifications) listening, so the change feed of every node wakes
+//! for every node's writes; after a lost connection it reads the head again (catch-up: the
+//! log is the record, the notice only a wake-up).
 
 use std::sync::Arc;
 
@@ -36,7 +43,83 @@ pub struct PgStore {
     pool: Pool,
     runtime: Handle,
     retention: ChangeRetention,
-    changed: watch::Sender<u64>,
+    changed: Arc<watch::Sender<u64>>,
+    /// The listening connection's task (ends with the store).
+    listener: tokio::task::AbortHandle,
+    /// The notice channel of the store's schema.
+    channel: Arc<str>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// The change notice channel of `schema`.
+fn channel_of(schema: &str) -> String {
+    format!("xcapd_changes_{schema}")
+}
+
+/// `name` as a quoted SQL identifier.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// How long a node waits before it connects again to listen.
+const RELISTEN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Raises the head the feed readers watch to `seq` (never lowers it).
+fn raise(changed: &watch::Sender<u64>, seq: u64) {
+    changed.send_if_modified(|head| {
+        let newer = seq > *head;
+        if newer {
+            *head = seq;
+        }
+        newer
+    });
+}
+
+/// Listens for other nodes' commits until the store ends: one connection of its own; after
+/// each (re)connection the head is read again, so notices lost meanwhile are caught up.
+async fn listen(
+    config: tokio_postgres::Config,
+    channel: Arc<str>,
+    changed: Arc<watch::Sender<u64>>,
+) {
+    loop {
+        if let Ok((client, mut connection)) = config.connect(NoTls).await {
+            let (notices, mut received) = tokio::sync::mpsc::unbounded_channel();
+            let driver = tokio::spawn(async move {
+                while let Some(Ok(message)) =
+                    std::future::poll_fn(|cx| connection.poll_message(cx)).await
+                {
+                    if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                        if notices.send(n.payload().parse::<u64>().ok()).is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+            let listening = client
+                .batch_execute(&format!("LISTEN {}", quoted(&channel)))
+                .await;
+            let head = client
+                .query_one("SELECT seq FROM feed_head WHERE id = 1", &[])
+                .await;
+            if let (Ok(()), Ok(head)) = (listening, head) {
+                raise(&changed, head.get::<_, i64>(0) as u64);
+                while let Some(notice) = received.recv().await {
+                    if let Some(seq) = notice {
+                        raise(&changed, seq);
+                    }
+                }
+            }
+            driver.abort();
+            tracing::warn!(target: "xcapd::storage", "the PostgreSQL change listener lost its connection");
+        }
+        tokio::time::sleep(RELISTEN).await;
+    }
 }
 
 /// The `tree` column of a tree: '' for the global tree, else the XUI (never empty).
@@ -72,6 +155,7 @@ impl PgStore {
         mut config: tokio_postgres::Config,
         retention: ChangeRetention,
     ) -> Result<PgStore, StorageError> {
+        let listening = config.clone();
         // Durable before the answer, whatever the server's default says.
         let options = config.get_options().unwrap_or("").to_string();
         config.options(format!("{options} -c synchronous_commit=on").trim());
@@ -89,17 +173,26 @@ impl PgStore {
             .map_err(backend)?;
         let mut client = pool.get().await.map_err(backend)?;
         migrate(&mut client).await?;
-        let head: i64 = client
-            .query_one("SELECT seq FROM feed_head WHERE id = 1", &[])
+        let row = client
+            .query_one(
+                "SELECT seq, current_schema()::text FROM feed_head WHERE id = 1",
+                &[],
+            )
             .await
-            .map_err(backend)?
-            .get(0);
+            .map_err(backend)?;
+        let (head, schema): (i64, String) = (row.get(0), row.get(1));
         drop(client);
+        let channel: Arc<str> = Arc::from(channel_of(&schema));
+        let changed = Arc::new(watch::channel(head as u64).0);
+        let listener =
+            tokio::spawn(listen(listening, channel.clone(), changed.clone())).abort_handle();
         Ok(PgStore {
             pool,
             runtime: Handle::current(),
             retention,
-            changed: watch::channel(head as u64).0,
+            changed,
+            listener,
+            channel,
         })
     }
 
@@ -133,7 +226,7 @@ impl PgStore {
     ) -> Result<Option<Committed>, StorageError> {
         key.validate()?;
         let (key, expect, origin) = (key.clone(), expect.clone(), origin.clone());
-        let retention = self.retention;
+        let (retention, channel) = (self.retention, self.channel.clone());
         let committed = self
             .with(move |mut client| async move {
                 let tx = client.transaction().await.map_err(backend)?;
@@ -196,6 +289,10 @@ impl PgStore {
                 .await
                 .map_err(backend)?;
                 trim(&tx, seq, now, &retention).await?;
+                // Delivered at commit, to every node listening (this one included).
+                tx.execute("SELECT pg_notify($1, $2)", &[&&*channel, &seq.to_string()])
+                    .await
+                    .map_err(backend)?;
                 tx.commit().await.map_err(backend)?;
                 Ok(Some(Committed {
                     outcome,
@@ -205,13 +302,7 @@ impl PgStore {
             })
             .await?;
         if let Some(c) = &committed {
-            self.changed.send_if_modified(|head| {
-                let newer = c.seq > *head;
-                if newer {
-                    *head = c.seq;
-                }
-                newer
-            });
+            raise(&self.changed, c.seq);
         }
         Ok(committed)
     }

@@ -115,4 +115,35 @@ mod tests {
             Ok(_) => panic!("a newer schema was accepted"),
         }
     }
+
+    // Issue #15 scope 3: a node's change feed wakes for another node's commit (NOTIFY at
+    // commit, one listening connection per store), and reads it.
+    #[test]
+    fn another_node_hears_of_each_commit() {
+        let config = fresh_schema();
+        let a = Arc::new(open(&config, ChangeRetention::default()).unwrap());
+        let b = Arc::new(open(&config, ChangeRetention::default()).unwrap());
+        let mut woken = b.watch_changes();
+        let a = Blocking(a as Arc<dyn DocumentStore>);
+        let key = DocKey::new(
+            "resource-lists",
+            TreeKey::User("sip:a@example.com".into()),
+            "index",
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200)); // b's listener is up
+        let seq = a.put(&key, &Expect::Absent, "<a/>", "e1", 1).unwrap().seq;
+        let heard = runtime().block_on(async {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                woken.wait_for(|head| *head >= seq),
+            )
+            .await
+            .map(|r| r.map(|h| *h))
+        });
+        assert_eq!(heard.ok().and_then(Result::ok), Some(seq));
+        let b = Blocking(b as Arc<dyn DocumentStore>);
+        let changes = b.changes_since(0, 10).unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].new_etag.as_deref(), Some("e1"));
+    }
 }

@@ -8,8 +8,19 @@ use crate::event::Placement;
 use crate::xcap_diff::tree::{self, tree_patch};
 
 /// How often a write is retried when another writer committed between our read and our
-/// compare-and-swap (only possible when several processes share a store).
-const CAS_RETRIES: usize = 5;
+/// compare-and-swap (only possible when several processes share a store: issue #15, nodes on
+/// one database), each time after a random pause of up to 2^attempt ms (at most 32 ms), so
+/// writers racing on one document from several nodes take turns instead of colliding again.
+const CAS_RETRIES: usize = 16;
+
+/// The pause before attempt `attempt` (from 1) of a write that lost its compare-and-swap.
+async fn after_lost(attempt: usize) {
+    let mut bytes = [0u8; 2];
+    let _ = getrandom::getrandom(&mut bytes);
+    let ceiling = 1u64 << attempt.min(5);
+    let ms = u64::from(u16::from_be_bytes(bytes)) % (ceiling + 1);
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
 
 impl Xdms {
     pub(super) async fn put(
@@ -21,7 +32,10 @@ impl Xdms {
         self.authorize(target, &req.principal, Operation::Write)?;
         self.check_document_name(target).await?;
         let _guard = self.locks.lock(&target.key).await;
-        for _ in 0..CAS_RETRIES {
+        for attempt in 0..CAS_RETRIES {
+            if attempt > 0 {
+                after_lost(attempt).await;
+            }
             let current = self.read_stored(&target.key).await?;
             let current_etag = current.as_ref().map(|d| d.etag.clone());
             // ET-08: preconditions before any body check.
@@ -246,7 +260,10 @@ impl Xdms {
         self.refuse_write(target)?;
         self.authorize(target, &req.principal, Operation::Delete)?;
         let _guard = self.locks.lock(&target.key).await;
-        for _ in 0..CAS_RETRIES {
+        for attempt in 0..CAS_RETRIES {
+            if attempt > 0 {
+                after_lost(attempt).await;
+            }
             let current = self
                 .read_stored(&target.key)
                 .await?
