@@ -201,6 +201,14 @@ pub trait DocumentStore: Send + Sync + 'static {
     fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Makes everything written so far durable; used at shutdown.
     fn flush(&self) -> StoreFuture<'_, ()>;
+    /// A writer's hold on `key` across the processes sharing this store (several nodes on one
+    /// database): while it lives no other process's writer of that document holds one, so
+    /// read-modify-write edits from several nodes take turns instead of losing their
+    /// compare-and-swap. `None` from a store one process uses (its writers' own per-document
+    /// lock is enough).
+    fn lock_document<'a>(&'a self, _key: &'a DocKey) -> StoreFuture<'a, Option<DocumentLock>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
     /// Whether the store can serve reads and accept writes now (readiness probes).
     fn health(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move { self.last_seq().await.map(drop) })
@@ -209,6 +217,15 @@ pub trait DocumentStore: Send + Sync + 'static {
     /// failed; the server then stops (fail-stop) and the next start recovers.
     fn fatal(&self) -> Option<String> {
         None
+    }
+}
+
+/// A held [`DocumentStore::lock_document`]; released when dropped.
+pub struct DocumentLock(#[allow(dead_code)] Box<dyn Send + Sync>);
+
+impl DocumentLock {
+    pub fn new(held: impl Send + Sync + 'static) -> DocumentLock {
+        DocumentLock(Box::new(held))
     }
 }
 

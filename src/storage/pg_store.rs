@@ -16,6 +16,12 @@
 //! connections would drop notifications) listening, so the change feed of every node wakes
 //! for every node's writes; after a lost connection it reads the head again (catch-up: the
 //! log is the record, the notice only a wake-up).
+//!
+//! A writer of a document on one node holds a session advisory lock keyed by the schema and
+//! the document ([`DocumentStore::lock_document`]) on a connection of a pool of its own (so
+//! lock holders never starve the pool their writes need), so writers on several nodes take
+//! turns on a document instead of losing their compare-and-swap. Pool waits are bounded: no
+//! connection within [`POOL_WAIT`] is `Unavailable` (503), never a hang.
 
 use std::sync::Arc;
 
@@ -29,18 +35,23 @@ use super::pg_schema::{backend, migrate};
 use super::sled_changes::{decode, encode};
 use super::{
     check_expect, directory_prefix, now_ms, validate_auid, validate_tree, validate_xui,
-    ChangeOrigin, ChangeRecord, Committed, DocKey, DocMeta, DocumentStore, Expect, StorageError,
-    StoreFuture, StoredDocument, TreeKey, WriteOutcome,
+    ChangeOrigin, ChangeRecord, Committed, DocKey, DocMeta, DocumentLock, DocumentStore, Expect,
+    StorageError, StoreFuture, StoredDocument, TreeKey, WriteOutcome,
 };
 
-/// Connections per node.
+/// Connections per node (and as many more for document locks).
 const POOL_SIZE: usize = 16;
+
+/// How long a request waits for a connection, or for one to be made, before it is refused.
+const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Changes the age bound removes per write at most (the rest with the next writes).
 const TRIM_BATCH: i64 = 1000;
 
 pub struct PgStore {
     pool: Pool,
+    /// Connections holding document locks.
+    locks: Pool,
     runtime: Handle,
     retention: ChangeRetention,
     changed: Arc<watch::Sender<u64>>,
@@ -159,18 +170,23 @@ impl PgStore {
         // Durable before the answer, whatever the server's default says.
         let options = config.get_options().unwrap_or("").to_string();
         config.options(format!("{options} -c synchronous_commit=on").trim());
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(backend)?;
+        let pool_of = |config: tokio_postgres::Config| {
+            let manager = Manager::from_config(
+                config,
+                NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
+            Pool::builder(manager)
+                .max_size(POOL_SIZE)
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .wait_timeout(Some(POOL_WAIT))
+                .create_timeout(Some(POOL_WAIT))
+                .build()
+                .map_err(backend)
+        };
+        let (pool, locks) = (pool_of(config.clone())?, pool_of(config)?);
         let mut client = pool.get().await.map_err(backend)?;
         migrate(&mut client).await?;
         let row = client
@@ -188,6 +204,7 @@ impl PgStore {
             tokio::spawn(listen(listening, channel.clone(), changed.clone())).abort_handle();
         Ok(PgStore {
             pool,
+            locks,
             runtime: Handle::current(),
             retention,
             changed,
@@ -338,6 +355,46 @@ async fn trim(
         .map_err(backend)?;
     }
     Ok(())
+}
+
+/// A held advisory lock: its connection goes back to the pool once unlocked (or is closed,
+/// which releases it, when unlocking fails).
+struct AdvisoryLock {
+    client: Option<deadpool_postgres::Object>,
+    id: i64,
+    runtime: Handle,
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        let (Some(client), id) = (self.client.take(), self.id) else {
+            return;
+        };
+        self.runtime.spawn(async move {
+            if client
+                .execute("SELECT pg_advisory_unlock($1)", &[&id])
+                .await
+                .is_err()
+            {
+                drop(deadpool_postgres::Object::take(client));
+            }
+        });
+    }
+}
+
+/// The advisory lock number of `key` in the schema whose notice channel is `channel`
+/// (advisory locks are database-wide): 64 bits of a SHA-256.
+fn lock_id(channel: &str, key: &DocKey) -> i64 {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for part in [channel, &key.auid, tree_column(&key.tree), &key.path] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    let digest = hash.finalize();
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(id)
 }
 
 fn meta_of(row: &tokio_postgres::Row, auid: String, tree: TreeKey) -> DocMeta {
@@ -521,6 +578,35 @@ impl DocumentStore for PgStore {
     fn flush(&self) -> StoreFuture<'_, ()> {
         // Every commit was durable when it returned.
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn lock_document<'a>(&'a self, key: &'a DocKey) -> StoreFuture<'a, Option<DocumentLock>> {
+        Box::pin(async move {
+            key.validate()?;
+            let id = lock_id(&self.channel, key);
+            let locks = self.locks.clone();
+            // The guard is made in the task: if this request is dropped meanwhile, the lock
+            // it got is still released.
+            let held = self
+                .runtime
+                .spawn(async move {
+                    let client = locks.get().await.map_err(|e| {
+                        StorageError::Unavailable(format!("no database connection: {e}"))
+                    })?;
+                    client
+                        .execute("SELECT pg_advisory_lock($1)", &[&id])
+                        .await
+                        .map_err(backend)?;
+                    Ok::<_, StorageError>(AdvisoryLock {
+                        client: Some(client),
+                        id,
+                        runtime: Handle::current(),
+                    })
+                })
+                .await
+                .map_err(|e| StorageError::Backend(format!("database task: {e}")))??;
+            Ok(Some(DocumentLock::new(held)))
+        })
     }
 
     fn health(&self) -> StoreFuture<'_, ()> {

@@ -146,4 +146,43 @@ mod tests {
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].new_etag.as_deref(), Some("e1"));
     }
+
+    // Issue #15 scope 3: a writer's document lock holds across stores (nodes) on one
+    // database, for that document only, until it is dropped.
+    #[test]
+    fn document_locks_hold_across_nodes() {
+        let config = fresh_schema();
+        let a = open(&config, ChangeRetention::default()).unwrap();
+        let b = Arc::new(open(&config, ChangeRetention::default()).unwrap());
+        let key = |p: &str| {
+            DocKey::new(
+                "resource-lists",
+                TreeKey::User("sip:a@example.com".into()),
+                p,
+            )
+        };
+        let (k1, k2) = (key("index"), key("other"));
+        runtime().block_on(async {
+            let held = a.lock_document(&k1).await.unwrap().expect("a lock");
+            let other = b.lock_document(&k2);
+            assert!(
+                tokio::time::timeout(std::time::Duration::from_secs(5), other)
+                    .await
+                    .is_ok(),
+                "another document is not held"
+            );
+            let b2 = b.clone();
+            let k = k1.clone();
+            let waiting =
+                tokio::spawn(async move { b2.lock_document(&k).await.map(|l| l.is_some()) });
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            assert!(
+                !waiting.is_finished(),
+                "the same document is held by the other node"
+            );
+            drop(held);
+            let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await;
+            assert!(matches!(got, Ok(Ok(Ok(true)))), "released: {got:?}");
+        });
+    }
 }

@@ -32,6 +32,11 @@ impl Xdms {
         self.authorize(target, &req.principal, Operation::Write)?;
         self.check_document_name(target).await?;
         let _guard = self.locks.lock(&target.key).await;
+        let _across_nodes = self
+            .store
+            .lock_document(&target.key)
+            .await
+            .map_err(storage_error)?;
         for attempt in 0..CAS_RETRIES {
             if attempt > 0 {
                 after_lost(attempt).await;
@@ -260,6 +265,11 @@ impl Xdms {
         self.refuse_write(target)?;
         self.authorize(target, &req.principal, Operation::Delete)?;
         let _guard = self.locks.lock(&target.key).await;
+        let _across_nodes = self
+            .store
+            .lock_document(&target.key)
+            .await
+            .map_err(storage_error)?;
         for attempt in 0..CAS_RETRIES {
             if attempt > 0 {
                 after_lost(attempt).await;
