@@ -516,6 +516,13 @@ impl DocumentStore for InstrumentedStore {
         self.timed("flush", |s| s.flush())
     }
 
+    fn lock_document<'a>(
+        &'a self,
+        key: &'a DocKey,
+    ) -> StoreFuture<'a, Option<crate::storage::DocumentLock>> {
+        self.inner.lock_document(key)
+    }
+
     fn health(&self) -> StoreFuture<'_, ()> {
         self.inner.health()
     }

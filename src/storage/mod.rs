@@ -205,10 +205,8 @@ pub trait DocumentStore: Send + Sync + 'static {
     /// database): while it lives no other process's writer of that document holds one, so
     /// read-modify-write edits from several nodes take turns instead of losing their
     /// compare-and-swap. `None` from a store one process uses (its writers' own per-document
-    /// lock is enough).
-    fn lock_document<'a>(&'a self, _key: &'a DocKey) -> StoreFuture<'a, Option<DocumentLock>> {
-        Box::pin(std::future::ready(Ok(None)))
-    }
+    /// lock is enough). No default: a wrapper must pass it on.
+    fn lock_document<'a>(&'a self, key: &'a DocKey) -> StoreFuture<'a, Option<DocumentLock>>;
     /// Whether the store can serve reads and accept writes now (readiness probes).
     fn health(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move { self.last_seq().await.map(drop) })

@@ -43,15 +43,15 @@ pub const CURRENT: i32 = MIGRATIONS.len() as i32;
 
 /// Brings the database to [`CURRENT`]; the version it found.
 pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<i32, StorageError> {
-    client
-        .batch_execute("CREATE TABLE IF NOT EXISTS xcapd_schema (version int NOT NULL)")
-        .await
-        .map_err(backend)?;
-    // Two nodes starting at once: one migrates, the other waits for its lock.
+    // Two nodes starting at once: one migrates, the other waits for the lock of the schema
+    // (taken before anything is created: concurrent CREATE TABLE IF NOT EXISTS can fail).
     let tx = client.transaction().await.map_err(backend)?;
-    tx.batch_execute("LOCK TABLE xcapd_schema IN EXCLUSIVE MODE")
-        .await
-        .map_err(backend)?;
+    tx.batch_execute(
+        "SELECT pg_advisory_xact_lock(hashtext('xcapd migrate ' || current_schema()));
+         CREATE TABLE IF NOT EXISTS xcapd_schema (version int NOT NULL)",
+    )
+    .await
+    .map_err(backend)?;
     let found: i32 = tx
         .query_opt("SELECT max(version) FROM xcapd_schema", &[])
         .await
@@ -77,7 +77,14 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<i32, Storage
     Ok(found)
 }
 
-/// A database error as a storage error: its text is for logs only (never shown to clients).
-pub(crate) fn backend(e: impl std::fmt::Display) -> StorageError {
-    StorageError::Backend(format!("postgres: {e}"))
+/// A database error as a storage error, with its causes (the server's message): the text is
+/// for logs only (never shown to clients).
+pub(crate) fn backend(e: impl std::error::Error) -> StorageError {
+    let mut text = format!("postgres: {e}");
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    StorageError::Backend(text)
 }

@@ -185,4 +185,23 @@ mod tests {
             assert!(matches!(got, Ok(Ok(Ok(true)))), "released: {got:?}");
         });
     }
+
+    // Two nodes starting together on an empty schema: one migrates, both open.
+    #[test]
+    fn nodes_starting_together_migrate_once() {
+        for _ in 0..3 {
+            let config = fresh_schema();
+            let opened = runtime().block_on(async {
+                let (a, b) = tokio::join!(
+                    PgStore::open_config(config.clone(), ChangeRetention::default()),
+                    PgStore::open_config(config.clone(), ChangeRetention::default()),
+                );
+                (
+                    a.err().map(|e| e.to_string()),
+                    b.err().map(|e| e.to_string()),
+                )
+            });
+            assert_eq!(opened, (None, None));
+        }
+    }
 }

@@ -528,6 +528,14 @@ impl DocumentStore for SledStore {
         Box::pin(ready(self.changes_since_now(after, limit)))
     }
 
+    fn lock_document<'a>(
+        &'a self,
+        _key: &'a DocKey,
+    ) -> StoreFuture<'a, Option<super::DocumentLock>> {
+        // One process uses this store: the writers' own per-document lock suffices.
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
     fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.watch()
     }
