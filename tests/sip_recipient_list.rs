@@ -289,6 +289,19 @@ async fn a_message_to_a_group_reaches_its_members() {
     assert_eq!(r.status(), Some(403), "{}", r.text);
     assert!(r.text.contains("max-participant-count"), "{}", r.text);
     assert!(bob.recv(Duration::from_millis(200)).await.is_none());
+
+    // An unknown group is nobody who accepts Alice: refused with the policy's reason (the
+    // default blocks; a 404 would tell who exists), nothing stored, and the server goes on.
+    let unknown = "sip:no-such-club@example.com";
+    let (r, _) = alice
+        .request(&alice.message(3, unknown, "text/plain", "", "anyone?"))
+        .await;
+    assert_eq!(r.status(), Some(403), "{}", r.text);
+    assert!(stored_for(&s, unknown).await.is_empty());
+    let (r, _) = alice
+        .request(&alice.message(4, "sip:club@example.com", "text/plain", "", "still here"))
+        .await;
+    assert_eq!(r.status(), Some(403), "the server goes on: {}", r.text);
     s.stop().await;
 }
 
