@@ -232,6 +232,21 @@ impl PgStore {
             .map_err(|e| StorageError::Backend(format!("database task: {e}")))?
     }
 
+    /// The listing `sql` selects with `value` as its one parameter, each row made an entry
+    /// by `meta`.
+    async fn list_by(
+        &self,
+        sql: &'static str,
+        value: String,
+        meta: impl Fn(&tokio_postgres::Row) -> DocMeta + Send + 'static,
+    ) -> Result<Vec<DocMeta>, StorageError> {
+        self.with(move |client| async move {
+            let rows = client.query(sql, &[&value]).await.map_err(backend)?;
+            Ok(rows.iter().map(meta).collect())
+        })
+        .await
+    }
+
     /// One write: takes the feed lock and the next number, checks `expect`, applies `change`
     /// (`None`: delete) and logs it, trims the log, commits.
     async fn write(
@@ -460,20 +475,11 @@ impl DocumentStore for PgStore {
     fn list_user<'a>(&'a self, xui: &'a str) -> StoreFuture<'a, Vec<DocMeta>> {
         Box::pin(async move {
             validate_xui(xui)?;
-            let xui = xui.to_string();
-            self.with(move |client| async move {
-                let rows = client
-                    .query(
-                        "SELECT auid, path, etag, modified_ms, octet_length(body) AS size \
-                         FROM documents WHERE tree = $1 ORDER BY auid, path",
-                        &[&xui],
-                    )
-                    .await
-                    .map_err(backend)?;
-                Ok(rows
-                    .iter()
-                    .map(|r| meta_of(r, r.get("auid"), TreeKey::User(xui.clone())))
-                    .collect())
+            let tree = TreeKey::User(xui.to_string());
+            let sql = "SELECT auid, path, etag, modified_ms, octet_length(body) AS size \
+                       FROM documents WHERE tree = $1 ORDER BY auid, path";
+            self.list_by(sql, xui.to_string(), move |r| {
+                meta_of(r, r.get("auid"), tree.clone())
             })
             .await
         })
@@ -482,20 +488,11 @@ impl DocumentStore for PgStore {
     fn list_auid<'a>(&'a self, auid: &'a str) -> StoreFuture<'a, Vec<DocMeta>> {
         Box::pin(async move {
             validate_auid(auid)?;
-            let auid = auid.to_string();
-            self.with(move |client| async move {
-                let rows = client
-                    .query(
-                        "SELECT tree, path, etag, modified_ms, octet_length(body) AS size \
-                         FROM documents WHERE auid = $1 ORDER BY tree, path",
-                        &[&auid],
-                    )
-                    .await
-                    .map_err(backend)?;
-                Ok(rows
-                    .iter()
-                    .map(|r| meta_of(r, auid.clone(), tree_of(r.get("tree"))))
-                    .collect())
+            let owned = auid.to_string();
+            let sql = "SELECT tree, path, etag, modified_ms, octet_length(body) AS size \
+                       FROM documents WHERE auid = $1 ORDER BY tree, path";
+            self.list_by(sql, auid.to_string(), move |r| {
+                meta_of(r, owned.clone(), tree_of(r.get("tree")))
             })
             .await
         })

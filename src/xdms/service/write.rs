@@ -23,6 +23,23 @@ async fn after_lost(attempt: usize) {
 }
 
 impl Xdms {
+    /// What a writer of `key` holds: this process's per-document lock, then the store's hold
+    /// across the processes sharing it (nodes on one database), in that order on every node.
+    async fn hold_writer(
+        &self,
+        key: &DocKey,
+    ) -> Result<
+        (
+            tokio::sync::MutexGuard<'_, ()>,
+            Option<crate::storage::DocumentLock>,
+        ),
+        XcapError,
+    > {
+        let local = self.locks.lock(key).await;
+        let across = self.store.lock_document(key).await.map_err(storage_error)?;
+        Ok((local, across))
+    }
+
     pub(super) async fn put(
         &self,
         target: &Target,
@@ -31,12 +48,7 @@ impl Xdms {
         self.refuse_write(target)?;
         self.authorize(target, &req.principal, Operation::Write)?;
         self.check_document_name(target).await?;
-        let _guard = self.locks.lock(&target.key).await;
-        let _across_nodes = self
-            .store
-            .lock_document(&target.key)
-            .await
-            .map_err(storage_error)?;
+        let _held = self.hold_writer(&target.key).await?;
         for attempt in 0..CAS_RETRIES {
             if attempt > 0 {
                 after_lost(attempt).await;
@@ -264,12 +276,7 @@ impl Xdms {
     ) -> Result<XcapResponse, XcapError> {
         self.refuse_write(target)?;
         self.authorize(target, &req.principal, Operation::Delete)?;
-        let _guard = self.locks.lock(&target.key).await;
-        let _across_nodes = self
-            .store
-            .lock_document(&target.key)
-            .await
-            .map_err(storage_error)?;
+        let _held = self.hold_writer(&target.key).await?;
         for attempt in 0..CAS_RETRIES {
             if attempt > 0 {
                 after_lost(attempt).await;
