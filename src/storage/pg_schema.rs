@@ -78,13 +78,43 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<i32, Storage
 }
 
 /// A database error as a storage error, with its causes (the server's message): the text is
-/// for logs only (never shown to clients).
-pub(crate) fn backend(e: impl std::error::Error) -> StorageError {
+/// for logs only (never shown to clients). A database that is gone or going (connection
+/// closed or broken, shutting down, not accepting connections yet) is `Unavailable`: the
+/// request gets 503 with Retry-After, and the pool connects again once it is back.
+pub(crate) fn backend(e: impl std::error::Error + 'static) -> StorageError {
     let mut text = format!("postgres: {e}");
     let mut cause = e.source();
     while let Some(c) = cause {
         text.push_str(&format!(": {c}"));
         cause = c.source();
     }
-    StorageError::Backend(text)
+    if unreachable(&e) {
+        StorageError::Unavailable(text)
+    } else {
+        StorageError::Backend(text)
+    }
+}
+
+/// Whether `e` says the database cannot be reached now (rather than refusing a statement).
+fn unreachable(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.is::<std::io::Error>() {
+            return true;
+        }
+        if let Some(pg) = c.downcast_ref::<tokio_postgres::Error>() {
+            if pg.is_closed() {
+                return true;
+            }
+            // 08: connection exception; 57P01-03: admin / crash shutdown, cannot connect now.
+            if let Some(db) = pg.as_db_error() {
+                let code = db.code().code();
+                if code.starts_with("08") || code.starts_with("57P") {
+                    return true;
+                }
+            }
+        }
+        cause = c.source();
+    }
+    false
 }
