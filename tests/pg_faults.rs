@@ -45,15 +45,17 @@ async fn a_database_crash_under_load_loses_nothing_acknowledged() {
     let pg_port = free_port().to_string();
     let url = scratch(&["start", pg, &pg_port]);
     let port = free_port();
-    let mut node = xcapd_serve()
-        .args(["--http", &format!("127.0.0.1:{port}")])
-        .arg("--data")
-        .arg(cluster.0.path().join("data"))
-        .env("XCAPD_STORAGE", "postgres")
-        .env("XCAPD_POSTGRES_URL", &url)
-        .env("XCAPD_SIP", "127.0.0.1:0")
-        .spawn()
-        .unwrap();
+    let _node = KillOnDrop(
+        xcapd_serve()
+            .args(["--http", &format!("127.0.0.1:{port}")])
+            .arg("--data")
+            .arg(cluster.0.path().join("data"))
+            .env("XCAPD_STORAGE", "postgres")
+            .env("XCAPD_POSTGRES_URL", &url)
+            .env("XCAPD_SIP", "127.0.0.1:0")
+            .spawn()
+            .unwrap(),
+    );
     let root = format!("http://127.0.0.1:{port}/xcap-root");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
@@ -137,6 +139,4 @@ async fn a_database_crash_under_load_loses_nothing_acknowledged() {
         let r = http.get(format!("{root}/{doc}")).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 200, "acknowledged {doc} is gone");
     }
-    let _ = node.kill();
-    let _ = node.wait();
 }

@@ -121,7 +121,7 @@ async fn kill_9_under_stores_and_deliveries_loses_nothing() {
     let spawn = || spawn_im_server(dir.path(), port, sip, config);
     let base = format!("http://127.0.0.1:{port}/xcap-root");
     let http = reqwest::Client::new();
-    let mut server = spawn();
+    let mut server = KillOnDrop(spawn());
     wait_ready(&http, &base).await;
     for user in [BOB, CAROL] {
         put_im_rules(&http, &base, user, &allow_only(&[ALICE])).await;
@@ -157,12 +157,12 @@ async fn kill_9_under_stores_and_deliveries_loses_nothing() {
             other => panic!("{to}: {other:?}"),
         }
     }
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
 
     // After the restart, before Carol registers: her list matches what waits for her. Bob's
     // UA is registered still (the binding restored): what waits for him goes out at once.
-    let mut server = spawn();
+    let mut server = KillOnDrop(spawn());
     wait_ready(&http, &base).await;
     let carol_listed = listed(&http, &base, CAROL).await;
     let carol_got: Received = Arc::default();
@@ -202,6 +202,6 @@ async fn kill_9_under_stores_and_deliveries_loses_nothing() {
     );
     bob.abort();
     carol.abort();
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
 }

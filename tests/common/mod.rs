@@ -514,3 +514,13 @@ pub const USER_WRITABLE_USAGES: &[(&str, &str, &str)] = &[
         "index",
     ),
 ];
+
+/// A child process killed when this is dropped, so a failing test leaves no server behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
