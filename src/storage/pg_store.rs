@@ -342,7 +342,9 @@ impl PgStore {
 
 /// Retention (within the writer's transaction): changes beyond `max_entries` behind `seq`,
 /// and the oldest past `max_age` (a prefix: commit times follow the sequence), are removed;
-/// `trimmed_through` follows.
+/// `trimmed_through` follows. Every write runs this: each part reads by the primary key from
+/// the oldest change only, and the age part looks further only when the oldest is expired
+/// (a filter on commit times alone would read the whole log when nothing is to go).
 async fn trim(
     tx: &tokio_postgres::Transaction<'_>,
     seq: i64,
@@ -353,8 +355,12 @@ async fn trim(
     let cutoff = to_i64(now.saturating_sub(retention.max_age.as_millis() as u64))?;
     let gone: Option<i64> = tx
         .query_one(
-            "WITH gone AS (DELETE FROM changes WHERE seq <= $1 OR seq IN \
-               (SELECT seq FROM changes WHERE at_ms < $2 ORDER BY seq LIMIT $3) RETURNING seq) \
+            "WITH gone AS (DELETE FROM changes WHERE seq IN ( \
+                 SELECT seq FROM changes WHERE seq <= $1 \
+                 UNION ALL \
+                 SELECT seq FROM (SELECT seq, at_ms FROM changes ORDER BY seq LIMIT $3) oldest \
+                 WHERE at_ms < $2 AND (SELECT at_ms FROM changes ORDER BY seq LIMIT 1) < $2) \
+               RETURNING seq) \
              SELECT max(seq) FROM gone",
             &[&by_count, &cutoff, &TRIM_BATCH],
         )
