@@ -25,7 +25,9 @@ use super::pager::{anonymous, delivered, END_TO_END};
 use super::route::{Delivery, Router};
 use crate::sip::header::delta_seconds;
 use crate::sip::message::{Headers, Message};
-use crate::storage::messages::{Mailbox, MessageStore, NewMessage, StoredMessage};
+use crate::storage::messages::{
+    all_listed, all_owners, Mailbox, MessageStore, NewMessage, StoredMessage,
+};
 use crate::storage::{now_ms, StorageError};
 use crate::xdms::generated::rfc3339;
 
@@ -195,42 +197,21 @@ impl Deferred {
     /// under the same transaction identity as before ([`super::route`]), rather than after
     /// the lease. Only for a store this process alone uses (sled, memory); how many held.
     pub async fn resume(&self) -> Result<usize, StorageError> {
-        const PAGE: usize = 500;
         let mut released = 0;
-        let mut after_owner = None;
-        loop {
-            let owners = self
-                .store
-                .owners(Mailbox::Deferred, after_owner.clone(), PAGE)
-                .await?;
-            for owner in &owners {
-                let mut after = 0;
-                loop {
-                    let page = self
-                        .store
-                        .list(Mailbox::Deferred, owner.clone(), after, PAGE)
-                        .await?;
-                    after = page.last().map_or(after, |m| m.id);
-                    let held: Vec<u64> = page
-                        .iter()
-                        .filter(|m| m.claimed_until_ms != 0)
-                        .map(|m| m.id)
-                        .collect();
-                    released += held.len();
-                    if !held.is_empty() {
-                        // Cut short: the next attempt is the same one again.
-                        self.store.release(held, false).await?;
-                    }
-                    if page.len() < PAGE {
-                        break;
-                    }
-                }
+        for owner in all_owners(self.store.as_ref(), Mailbox::Deferred).await? {
+            let held: Vec<u64> = all_listed(self.store.as_ref(), Mailbox::Deferred, &owner)
+                .await?
+                .iter()
+                .filter(|m| m.claimed_until_ms != 0)
+                .map(|m| m.id)
+                .collect();
+            released += held.len();
+            if !held.is_empty() {
+                // Cut short: the next attempt is the same one again.
+                self.store.release(held, false).await?;
             }
-            if owners.len() < PAGE {
-                return Ok(released);
-            }
-            after_owner = owners.last().cloned();
         }
+        Ok(released)
     }
 
     /// `recipient` may be reachable now (it registered): delivers what waits for it (or cuts

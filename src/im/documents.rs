@@ -15,15 +15,12 @@ use parking_lot::Mutex;
 
 use super::deferred::{stripe, STRIPES};
 use crate::authz::Principal;
-use crate::storage::messages::{Mailbox, MessageStore, StoredMessage};
+use crate::storage::messages::{all_listed, all_owners, Mailbox, MessageStore, StoredMessage};
 use crate::xcap::etag::{EntityTagList, Preconditions};
 use crate::xcap::pct::encode_path_segment;
 use crate::xdms::generated::rfc3339;
 use crate::xdms::service::{Method, XcapRequest, Xdms};
 use crate::xml::attvalue::escape;
-
-/// Messages read per page when a document is rebuilt.
-const PAGE: usize = 200;
 
 /// Which document a projection writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,20 +148,8 @@ impl Projection {
                 owners.insert(xui);
             }
         }
-        let mut after = None;
-        loop {
-            let page = self
-                .store
-                .owners(self.kind.mailbox(), after.clone(), PAGE)
-                .await
-                .map_err(|e| e.to_string())?;
-            let full = page.len() == PAGE;
-            after = page.last().cloned();
-            owners.extend(page);
-            if !full {
-                break;
-            }
-        }
+        let stored = all_owners(self.store.as_ref(), self.kind.mailbox()).await;
+        owners.extend(stored.map_err(|e| e.to_string())?);
         for owner in &owners {
             self.rewrite(owner).await?;
         }
@@ -175,21 +160,9 @@ impl Projection {
     /// document exists and nothing waits (never created empty).
     pub async fn rewrite(&self, owner: &str) -> Result<(), String> {
         let _turn = self.stripes[stripe(owner)].lock().await;
-        let mut waiting = Vec::new();
-        let mut after = 0;
-        loop {
-            let page = self
-                .store
-                .list(self.kind.mailbox(), owner.to_string(), after, PAGE)
-                .await
-                .map_err(|e| e.to_string())?;
-            let full = page.len() == PAGE;
-            after = page.last().map_or(after, |m| m.id);
-            waiting.extend(page);
-            if !full {
-                break;
-            }
-        }
+        let waiting = all_listed(self.store.as_ref(), self.kind.mailbox(), owner)
+            .await
+            .map_err(|e| e.to_string())?;
         let preconditions = if waiting.is_empty() {
             Preconditions {
                 if_match: Some(EntityTagList::Any),

@@ -120,6 +120,45 @@ pub trait MessageStore: Send + Sync + 'static {
     ) -> StoreFuture<'_, Vec<String>>;
 }
 
+/// Messages read per call by the helpers below.
+const PAGE: usize = 500;
+
+/// Every owner with messages in `mailbox`, in byte order (paging through
+/// [`MessageStore::owners`]).
+pub async fn all_owners(
+    store: &dyn MessageStore,
+    mailbox: Mailbox,
+) -> Result<Vec<String>, StorageError> {
+    let mut all: Vec<String> = Vec::new();
+    loop {
+        let page = store.owners(mailbox, all.last().cloned(), PAGE).await?;
+        let full = page.len() == PAGE;
+        all.extend(page);
+        if !full {
+            return Ok(all);
+        }
+    }
+}
+
+/// Every message of `owner` in `mailbox`, oldest first (paging through
+/// [`MessageStore::list`]).
+pub async fn all_listed(
+    store: &dyn MessageStore,
+    mailbox: Mailbox,
+    owner: &str,
+) -> Result<Vec<StoredMessage>, StorageError> {
+    let mut all: Vec<StoredMessage> = Vec::new();
+    loop {
+        let after = all.last().map_or(0, |m| m.id);
+        let page = store.list(mailbox, owner.to_string(), after, PAGE).await?;
+        let full = page.len() == PAGE;
+        all.extend(page);
+        if !full {
+            return Ok(all);
+        }
+    }
+}
+
 /// The checks every backend applies before storing.
 pub(crate) fn validate(m: &NewMessage) -> Result<(), StorageError> {
     if m.owner.is_empty() || m.owner.contains('\0') {
