@@ -43,24 +43,24 @@ rules() {
   printf '<cr:rule id="sender"><cr:conditions><cr:identity><cr:one id="sip:sender@example.com"/></cr:identity></cr:conditions><cr:actions><im:im-handling>allow</im:im-handling></cr:actions></cr:rule></cr:ruleset>'
 }
 rules > "$WORK/rules.xml"
+put_rules() { # the 50-rule im-rules for both recipients of the online runs
+  for u in u0 u1; do
+    curl -sf -o /dev/null -X PUT -H 'Content-Type: application/auth-policy+xml' \
+      --data-binary @"$WORK/rules.xml" "$X/im-rules/users/sip:$u@example.com/index"
+  done
+}
 
 echo "== xcapd $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, sled, $(kamailio -v 2>/dev/null | head -1)"
 
 echo "-- online delivery: 2 registered UAs, each with a 50-rule im-rules document, 64 in flight, ${SECS}s (xcapd)"
 start '[im]\ncharging = true\n'
-for u in u0 u1; do
-  curl -sf -o /dev/null -X PUT -H 'Content-Type: application/auth-policy+xml' \
-    --data-binary @"$WORK/rules.xml" "$X/im-rules/users/sip:$u@example.com/index"
-done
+put_rules
 $MSG --sip 127.0.0.1:$SIP online --recipients 2 --window 64 --duration "$SECS"
 echo "-- the issue's target load: 5,000 MESSAGE/s offered (open loop), p99 (xcapd)"
 $MSG --sip 127.0.0.1:$SIP online --recipients 2 --window 256 --rate 5000 --duration "$SECS"
 echo "-- the first load with im.history = \"off\" (the default \"opt-in\" reads each sender's rules)"
 start '[im]\ncharging = true\nhistory = "off"\n'
-for u in u0 u1; do
-  curl -sf -o /dev/null -X PUT -H 'Content-Type: application/auth-policy+xml' \
-    --data-binary @"$WORK/rules.xml" "$X/im-rules/users/sip:$u@example.com/index"
-done
+put_rules
 $MSG --sip 127.0.0.1:$SIP online --recipients 2 --window 64 --duration "$SECS"
 
 echo "-- the same through Kamailio (registrar + stateful relay, no policy): the ceiling"

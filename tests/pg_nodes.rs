@@ -87,16 +87,22 @@ async fn put(http: &reqwest::Client, root: &str, selector: &str, ct: &str, body:
         .as_u16()
 }
 
+/// Two nodes on a fresh schema (and the directory holding their data).
+async fn two_nodes() -> (tempfile::TempDir, Node, Node) {
+    let dir = tempfile::tempdir().unwrap();
+    let database = fresh_database().await;
+    let a = node(dir.path(), "a", &database).await;
+    let b = node(dir.path(), "b", &database).await;
+    (dir, a, b)
+}
+
 fn entry_selector(uri: &str) -> String {
     format!("{DOC}/~~/resource-lists/list%5B@name=%22friends%22%5D/entry%5B@uri=%22{uri}%22%5D")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writers_on_two_nodes_lose_no_update() {
-    let dir = tempfile::tempdir().unwrap();
-    let database = fresh_database().await;
-    let a = node(dir.path(), "a", &database).await;
-    let b = node(dir.path(), "b", &database).await;
+    let (_dir, a, b) = two_nodes().await;
     let http = reqwest::Client::new();
     let rl = "application/resource-lists+xml";
     assert_eq!(put(&http, &a.root, DOC, rl, buddy_list(&[])).await, 201);
@@ -139,10 +145,7 @@ async fn writers_on_two_nodes_lose_no_update() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notifier_reports_a_write_made_on_another_node() {
-    let dir = tempfile::tempdir().unwrap();
-    let database = fresh_database().await;
-    let a = node(dir.path(), "a", &database).await;
-    let b = node(dir.path(), "b", &database).await;
+    let (_dir, a, b) = two_nodes().await;
     let http = reqwest::Client::new();
     let rl = "application/resource-lists+xml";
     assert_eq!(

@@ -164,9 +164,7 @@ impl DecisionService {
     /// Whether some rule of `owner`'s im-rules says `<record-history>true` (IM-32): without
     /// one no decision can, so callers skip deciding (the parsed rulesets are cached).
     pub fn asks_for_history(&self, owner: &str) -> Result<bool, DecisionError> {
-        let domain = self.xdms.settings().default_domain.clone();
-        let owner = Xui::parse(owner, domain.as_deref())
-            .map_err(|_| DecisionError::BadRequest("owner is not a SIP or tel URI".into()))?;
+        let owner = self.xui(owner, "owner")?;
         let rulesets = off_runtime(|| self.recipient_rulesets(&owner))?;
         Ok(rulesets.iter().any(|(_, (_, rs))| {
             rs.rules
@@ -176,9 +174,14 @@ impl DecisionService {
     }
 
     fn recipient(&self, req: &DecideRequest) -> Result<Xui, DecisionError> {
+        self.xui(&req.recipient, "recipient")
+    }
+
+    /// `uri` as a user (`what` names it in the refusal).
+    fn xui(&self, uri: &str, what: &str) -> Result<Xui, DecisionError> {
         let domain = self.xdms.settings().default_domain.clone();
-        Xui::parse(&req.recipient, domain.as_deref())
-            .map_err(|_| DecisionError::BadRequest("recipient is not a SIP or tel URI".into()))
+        Xui::parse(uri, domain.as_deref())
+            .map_err(|_| DecisionError::BadRequest(format!("{what} is not a SIP or tel URI")))
     }
 
     /// Every im-rules document of the recipient (all of them apply), with its key.
@@ -206,17 +209,9 @@ impl DecisionService {
         now: i64,
         prefetched: &Prefetched,
     ) -> Result<DecideResponse, DecisionError> {
-        let domain = self.xdms.settings().default_domain.clone();
         let recipient = self.recipient(req)?;
         let sender = match &req.sender {
-            Some(s) if !s.is_empty() => Some(
-                Xui::parse(s, domain.as_deref())
-                    .map_err(|_| {
-                        DecisionError::BadRequest("sender is not a SIP or tel URI".into())
-                    })?
-                    .as_str()
-                    .to_string(),
-            ),
+            Some(s) if !s.is_empty() => Some(self.xui(s, "sender")?.as_str().to_string()),
             _ => None,
         };
         let media = match req.media.as_deref() {
