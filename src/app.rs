@@ -175,6 +175,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         messages,
         charging,
         registrations,
+        shared,
     } = open_stores(&config).await?;
     let metrics = Arc::new(Metrics::new(registry.iter().map(|u| u.auid().to_string())));
     // Counted before serving, so no write races with the count.
@@ -343,7 +344,14 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
                     history: &history,
                 };
                 let (pager, deferred) = build::pager(&config, &creds, dev_mode, &registrar, uses)?;
-                match deferred.resume().await {
+                // Claims on a shared store may be other nodes' running deliveries: they lapse
+                // after their lease instead.
+                let resumed = if shared {
+                    Ok(0)
+                } else {
+                    deferred.resume().await
+                };
+                match resumed {
                     Ok(0) => {}
                     Ok(n) => {
                         tracing::info!(target: "xcapd::im", held = n, "deliveries cut short by the last stop resume")

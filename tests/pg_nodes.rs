@@ -1,7 +1,9 @@
 //! Two `xcapd serve` processes on one PostgreSQL database (issue #15 scope 3; RFC 4825 §7.11
 //! ETags, RFC 5875): writers split over the nodes never lose an update (8 clients × 15 element
 //! inserts → 120 of 120), and the xcap-diff notifier of one node reports a write made through
-//! the other (each node's change feed wakes on every commit: NOTIFY, then the log).
+//! the other (each node's change feed wakes on every commit: NOTIFY, then the log); a message
+//! stored through one node reaches its recipient once when it registers on the other, and
+//! one node's decisions follow a rule written through the other at once.
 //! Built when the tests have a database (`XCAPD_TEST_POSTGRES_URL`, cfg `xcapd_pg`).
 #![cfg(xcapd_pg)]
 
@@ -12,6 +14,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 const ALICE: &str = "sip:alice@example.com";
+const BOB: &str = "sip:bob@example.com";
+const CAROL: &str = "sip:carol@example.com";
 const DOC: &str = "resource-lists/users/sip:alice@example.com/index";
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -185,5 +189,101 @@ async fn a_notifier_reports_a_write_made_on_another_node() {
         notify.body().contains(&format!("new-etag=\"{etag}\"")),
         "{}",
         notify.body()
+    );
+}
+
+/// The MESSAGE requests `ua` receives within `wait` (each answered 200), with `early` first.
+async fn messages_within(ua: &Ua, early: Vec<Msg>, wait: Duration) -> Vec<Msg> {
+    let mut got = Vec::new();
+    for m in early {
+        ua.send(&answer_text(&m, 200)).await;
+        got.push(m);
+    }
+    let end = tokio::time::Instant::now() + wait;
+    while let Some(left) = end.checked_duration_since(tokio::time::Instant::now()) {
+        let Some(m) = ua.recv(left).await else { break };
+        if m.status().is_none() {
+            ua.send(&answer_text(&m, 200)).await;
+            got.push(m);
+        }
+    }
+    got
+}
+
+/// The Via branch of a request (a retransmission repeats it).
+fn branch(m: &Msg) -> String {
+    let via = m.header("Via").unwrap_or_default();
+    via.split(";branch=")
+        .nth(1)
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+// Issue #15 scope 3 (IM-15/IM-16 across nodes): Alice writes through node A to Bob, who is
+// offline: stored (202). Bob registers on node B: node B claims the message from the shared
+// store and delivers it, once; node A, where Bob is not registered, never does. Then Bob's
+// rules, rewritten through node A, decide Alice's very next MESSAGE through node B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_stored_on_one_node_is_delivered_once_from_the_other() {
+    let (_dir, a, b) = two_nodes().await;
+    let http = reqwest::Client::new();
+    put_im_rules(&http, &a.root, BOB, &allow_only(&[ALICE])).await;
+
+    let mut alice = Ua::new(a.sip, ALICE).await;
+    let text = "stored on node A";
+    let r = alice
+        .request(&alice.message(1, BOB, "text/plain", "", text))
+        .await
+        .0;
+    assert_eq!(r.status(), Some(202), "{}", r.text);
+
+    let mut bob = Ua::new(b.sip, BOB).await;
+    let contact = format!("sip:bob@{}", bob.local());
+    let register = bob.register(&[&contact], Some(600), "");
+    let (resp, early) = bob.request(&register).await;
+    assert_eq!(resp.status(), Some(200), "{}", resp.text);
+    let got = messages_within(&bob, early, Duration::from_secs(4)).await;
+    let mut branches: Vec<String> = got.iter().map(branch).collect();
+    branches.dedup();
+    assert_eq!(branches.len(), 1, "delivered once: {got:?}");
+    assert!(got[0].text.starts_with("MESSAGE "), "{}", got[0].text);
+    assert!(got[0].body().contains(text), "{}", got[0].body());
+    assert_eq!(got[0].from.port(), b.sip.port(), "delivered by node B");
+    let listed = format!(
+        "{}/org.openmobilealliance.deferred-list/users/{BOB}/deferred-list",
+        a.root
+    );
+    let mut left = usize::MAX;
+    for _ in 0..50 {
+        let r = http.get(&listed).send().await.unwrap();
+        left = match r.status().as_u16() {
+            404 => 0,
+            _ => r.text().await.unwrap().matches("<history ").count(),
+        };
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "nothing waits any more");
+
+    // A rule written through node A decides the next MESSAGE through node B.
+    let mut alice_b = Ua::new(b.sip, ALICE).await;
+    put_im_rules(&http, &a.root, BOB, &allow_only(&[CAROL])).await;
+    let r = alice_b
+        .request(&alice_b.message(2, BOB, "text/plain", "", "now blocked"))
+        .await
+        .0;
+    assert_eq!(r.status(), Some(403), "{}", r.text);
+    put_im_rules(&http, &a.root, BOB, &allow_only(&[ALICE])).await;
+    let message = alice_b.message(3, BOB, "text/plain", "", "allowed again");
+    alice_b.send(&message).await;
+    let live = messages_within(&bob, Vec::new(), Duration::from_secs(2)).await;
+    assert!(
+        live.iter().any(|m| m.body().contains("allowed again")),
+        "{live:?}"
     );
 }

@@ -1,8 +1,7 @@
 //! The stores of the configured backend (design.md §4): memory, or sled with its side stores
 //! (credentials, stored messages, registrations in the sled database; subscriptions in their
-//! own log file; charging records as JSON Lines), or PostgreSQL for documents and the change
-//! log with the same side stores in the node's sled database (issue #15 in progress), opened
-//! once by the composition root.
+//! own log file; charging records as JSON Lines), or PostgreSQL for every store, shared by
+//! every node on the database (issue #15), opened once by the composition root.
 
 use std::sync::Arc;
 
@@ -30,37 +29,59 @@ pub struct Stores {
     pub charging: Arc<dyn crate::storage::charging::ChargingLog>,
     /// The registrar's bindings.
     pub registrations: Arc<dyn crate::storage::registrations::RegistrationStore>,
+    /// Whether other nodes use these stores too (PostgreSQL): then claims held at start may
+    /// be another node's, not this process's last run's.
+    pub shared: bool,
+}
+
+/// This node's name among the nodes sharing a database: made once at random and kept in the
+/// data directory (each node has its own), so a restarted node serves its subscriptions again.
+pub fn node_name(data_dir: &std::path::Path) -> Result<String, AppError> {
+    let path = data_dir.join("node-name");
+    let io = |e: std::io::Error| {
+        crate::storage::StorageError::Backend(format!("{}: {e}", path.display()))
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(name) if !name.trim().is_empty() => return Ok(name.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e).into()),
+    }
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| crate::storage::StorageError::Backend(format!("node name: {e}")))?;
+    let name: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::create_dir_all(data_dir).map_err(io)?;
+    let partial = data_dir.join("node-name.partial");
+    std::fs::write(&partial, &name).map_err(io)?;
+    std::fs::rename(&partial, &path).map_err(io)?;
+    Ok(name)
 }
 
 /// Opens the configured storage backend.
 pub async fn open_stores(config: &Config) -> Result<Stores, AppError> {
     Ok(match config.storage.backend {
         StorageBackend::Postgres => {
-            let documents = crate::storage::pg_store::PgStore::open(
-                &config.storage.postgres_url,
-                config.storage.change_retention(),
-            )
-            .await?;
-            tracing::warn!(
-                "storage: documents and the change log in PostgreSQL; credentials, subscriptions, \
-                 stored messages and registrations stay in this node's sled database (issue #15)"
-            );
-            let db = sled::Config::new()
-                .path(config.server.data_dir.join("sled"))
-                .cache_capacity(config.storage.cache_capacity_mb * 1024 * 1024)
-                .open()
-                .map_err(|e| crate::storage::StorageError::Backend(e.to_string()))?;
+            use crate::storage::pg_records::{PgCharging, PgRegistrations};
+            let db = crate::storage::pg_db::PgDb::open(&config.storage.postgres_url).await?;
+            let node = node_name(&config.server.data_dir)?;
+            tracing::info!(node = %node, schema = db.schema(), "storage: PostgreSQL");
             Stores {
-                credentials: Arc::new(SledCredentials::new(&db)?),
-                subscriptions: Arc::new(open_subscriptions(config, &db)?),
-                messages: Arc::new(SledMessages::new(&db)?),
-                charging: Arc::new(crate::storage::charging::JsonlCharging::open(
-                    &config.server.data_dir.join("charging"),
-                )?),
-                registrations: Arc::new(crate::storage::registrations::SledRegistrations::new(
-                    &db,
-                )?),
-                documents: Arc::new(documents),
+                documents: Arc::new(
+                    crate::storage::pg_store::PgStore::open(&db, config.storage.change_retention())
+                        .await?,
+                ),
+                credentials: Arc::new(crate::storage::pg_credentials::PgCredentials::new(
+                    db.clone(),
+                )),
+                subscriptions: Arc::new(crate::storage::pg_subscriptions::PgSubscriptions::new(
+                    db.clone(),
+                    &node,
+                )),
+                messages: Arc::new(crate::storage::pg_messages::PgMessages::new(db.clone())),
+                charging: Arc::new(PgCharging::new(db.clone())),
+                registrations: Arc::new(PgRegistrations::new(db)),
+                shared: true,
             }
         }
         StorageBackend::Memory => Stores {
@@ -72,6 +93,7 @@ pub async fn open_stores(config: &Config) -> Result<Stores, AppError> {
             messages: Arc::new(MemoryMessages::new()),
             charging: Arc::new(crate::storage::charging::MemoryCharging::default()),
             registrations: Arc::new(crate::storage::registrations::MemoryRegistrations::default()),
+            shared: false,
         },
         StorageBackend::Sled => {
             let store = SledStore::open_in_data_dir(
@@ -94,6 +116,7 @@ pub async fn open_stores(config: &Config) -> Result<Stores, AppError> {
                     store.db(),
                 )?),
                 documents: Arc::new(store),
+                shared: false,
             }
         }
     })

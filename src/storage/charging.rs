@@ -48,18 +48,18 @@ pub trait ChargingLog: Send + Sync + 'static {
 }
 
 /// The file day of an xs:dateTime (`2026-12-07T10:00:00Z` → `2026-12-07`).
-fn day_of(time: &str) -> String {
+pub(super) fn day_of(time: &str) -> String {
     time.get(..10).unwrap_or("unknown").to_string()
 }
 
-fn valid_day(day: &str) -> bool {
+pub(super) fn valid_day(day: &str) -> bool {
     day.len() == 10
         && day.bytes().enumerate().all(|(i, b)| {
             matches!((i, b), (4 | 7, b'-')) || (i != 4 && i != 7 && b.is_ascii_digit())
         })
 }
 
-fn line_of(record: &ChargingRecord) -> Result<String, StorageError> {
+pub(super) fn line_of(record: &ChargingRecord) -> Result<String, StorageError> {
     serde_json::to_string(record).map_err(|e| StorageError::Backend(e.to_string()))
 }
 
@@ -267,6 +267,15 @@ mod tests {
         let log = JsonlCharging::open(dir.path()).unwrap();
         days_and_paging(&log).await;
         assert!(dir.path().join("2026-12-08.jsonl").exists());
+        assert!(log.read("../etc".into(), 0, 1).await.is_err());
+    }
+
+    /// The same on PostgreSQL (issue #15 scope 1).
+    #[cfg(xcapd_pg)]
+    #[tokio::test]
+    async fn records_are_filed_by_day_on_postgres() {
+        let log = crate::storage::pg_records::PgCharging::new(crate::storage::pg_test::db());
+        days_and_paging(&log).await;
         assert!(log.read("../etc".into(), 0, 1).await.is_err());
     }
 }

@@ -935,4 +935,8 @@ mod backend_suites {
             .expect("temporary sled db");
         crate::storage::sled_credentials::SledCredentials::new(&db).expect("sled credentials")
     });
+    #[cfg(xcapd_pg)]
+    super::credential_store_suite!(pg_credentials_suite, || {
+        crate::storage::pg_credentials::PgCredentials::new(crate::storage::pg_test::db())
+    });
 }

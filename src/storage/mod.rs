@@ -22,8 +22,13 @@ pub mod feed;
 pub(crate) mod journal;
 pub mod memory;
 pub mod messages;
+pub mod pg_credentials;
+pub mod pg_db;
+pub mod pg_messages;
+pub mod pg_records;
 pub mod pg_schema;
 pub mod pg_store;
+pub mod pg_subscriptions;
 #[cfg(all(test, xcapd_pg))]
 mod pg_test;
 pub mod registrations;
@@ -322,6 +327,17 @@ mod backend_suites {
     });
     subscription_store_suite!(log_subscriptions, || {
         crate::storage::subscription_log::LogSubscriptions::open_temporary().expect("subscriptions")
+    });
+    #[cfg(xcapd_pg)]
+    subscription_store_suite!(pg_subscriptions, || {
+        crate::storage::pg_subscriptions::PgSubscriptions::new(
+            crate::storage::pg_test::db(),
+            "node-a",
+        )
+    });
+    #[cfg(xcapd_pg)]
+    message_store_suite!(pg_messages, || {
+        crate::storage::pg_messages::PgMessages::new(crate::storage::pg_test::db())
     });
     message_store_suite!(sled_messages, || {
         crate::storage::sled_messages::SledMessages::new(&sled_db()).expect("messages")

@@ -36,6 +36,60 @@ const MIGRATIONS: &[&str] = &[
         record bytea NOT NULL
     );
     "#,
+    // 2: the stores of the SIP side and the users (every storage trait on PostgreSQL).
+    r#"
+    CREATE TABLE credential_users (
+        xui text COLLATE "C" PRIMARY KEY,
+        record bytea NOT NULL
+    );
+    -- The Digest lookup path: (username, realm, algorithm) belongs to one user.
+    CREATE TABLE credential_usernames (
+        username text COLLATE "C" NOT NULL,
+        realm text COLLATE "C" NOT NULL,
+        algorithm text COLLATE "C" NOT NULL,
+        xui text COLLATE "C" NOT NULL,
+        ha1_hex text NOT NULL,
+        PRIMARY KEY (username, realm, algorithm)
+    );
+    CREATE INDEX credential_usernames_by_xui ON credential_usernames (xui);
+    -- SIP subscriptions; `node` serves the dialog (re-arms it at start, expires it).
+    CREATE TABLE subscriptions (
+        call_id text COLLATE "C" NOT NULL,
+        local_tag text COLLATE "C" NOT NULL,
+        remote_tag text COLLATE "C" NOT NULL,
+        node text COLLATE "C" NOT NULL,
+        subscriber text COLLATE "C" NOT NULL,
+        expires_at_ms bigint NOT NULL,
+        record bytea NOT NULL,
+        PRIMARY KEY (call_id, local_tag, remote_tag)
+    );
+    CREATE INDEX subscriptions_by_subscriber ON subscriptions (subscriber);
+    CREATE INDEX subscriptions_by_node ON subscriptions (node, expires_at_ms);
+    -- Stored messages; a claim is `claimed_until_ms` in the future.
+    CREATE TABLE messages (
+        id bigserial PRIMARY KEY,
+        mailbox smallint NOT NULL,
+        owner text COLLATE "C" NOT NULL,
+        expires_ms bigint NOT NULL,
+        claimed_until_ms bigint NOT NULL,
+        attempts int NOT NULL,
+        record bytea NOT NULL
+    );
+    CREATE INDEX messages_by_owner ON messages (mailbox, owner, id);
+    CREATE INDEX messages_by_expiry ON messages (expires_ms);
+    -- Registrar bindings per address of record (JSON array).
+    CREATE TABLE registrations (
+        aor text COLLATE "C" PRIMARY KEY,
+        bindings text NOT NULL
+    );
+    -- Charging data records as JSON lines, per UTC day in append order.
+    CREATE TABLE charging (
+        id bigserial PRIMARY KEY,
+        day text COLLATE "C" NOT NULL,
+        line text NOT NULL
+    );
+    CREATE INDEX charging_by_day ON charging (day, id);
+    "#,
 ];
 
 /// The schema version this binary writes.

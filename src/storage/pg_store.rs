@@ -21,17 +21,18 @@
 //! the document ([`DocumentStore::lock_document`]) on a connection of a pool of its own (so
 //! lock holders never starve the pool their writes need), so writers on several nodes take
 //! turns on a document instead of losing their compare-and-swap. Pool waits are bounded: no
-//! connection within [`POOL_WAIT`] is `Unavailable` (503), never a hang.
+//! connection within the pool wait (`pg_db`) is `Unavailable` (503), never a hang.
 
 use std::sync::Arc;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::Pool;
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio_postgres::NoTls;
 
 use super::feed::{check_window, ChangeRetention};
-use super::pg_schema::{backend, migrate};
+use super::pg_db::{to_i64, unavailable, PgDb};
+use super::pg_schema::backend;
 use super::sled_changes::{decode, encode};
 use super::{
     check_expect, directory_prefix, now_ms, validate_auid, validate_tree, validate_xui,
@@ -39,20 +40,13 @@ use super::{
     StorageError, StoreFuture, StoredDocument, TreeKey, WriteOutcome,
 };
 
-/// Connections per node (and as many more for document locks).
-const POOL_SIZE: usize = 16;
-
-/// How long a request waits for a connection, or for one to be made, before it is refused.
-const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Changes the age bound removes per write at most (the rest with the next writes).
 const TRIM_BATCH: i64 = 1000;
 
 pub struct PgStore {
-    pool: Pool,
+    db: PgDb,
     /// Connections holding document locks.
     locks: Pool,
-    runtime: Handle,
     retention: ChangeRetention,
     changed: Arc<watch::Sender<u64>>,
     /// The listening connection's task (ends with the store).
@@ -149,63 +143,31 @@ fn tree_of(column: String) -> TreeKey {
     }
 }
 
-fn to_i64(n: u64) -> Result<i64, StorageError> {
-    i64::try_from(n).map_err(|_| StorageError::Backend("a number beyond i64".into()))
-}
-
 impl PgStore {
-    /// Connects to `url` (a libpq URL or key=value string), applies the migrations and
-    /// serves from the current runtime.
-    pub async fn open(url: &str, retention: ChangeRetention) -> Result<PgStore, StorageError> {
-        let config: tokio_postgres::Config = url.parse().map_err(backend)?;
-        Self::open_config(config, retention).await
-    }
-
-    /// [`PgStore::open`] with a parsed configuration.
-    pub async fn open_config(
-        mut config: tokio_postgres::Config,
-        retention: ChangeRetention,
-    ) -> Result<PgStore, StorageError> {
-        let listening = config.clone();
-        // Durable before the answer, whatever the server's default says.
-        let options = config.get_options().unwrap_or("").to_string();
-        config.options(format!("{options} -c synchronous_commit=on").trim());
-        let pool_of = |config: tokio_postgres::Config| {
-            let manager = Manager::from_config(
-                config,
-                NoTls,
-                ManagerConfig {
-                    recycling_method: RecyclingMethod::Fast,
-                },
-            );
-            Pool::builder(manager)
-                .max_size(POOL_SIZE)
-                .runtime(deadpool_postgres::Runtime::Tokio1)
-                .wait_timeout(Some(POOL_WAIT))
-                .create_timeout(Some(POOL_WAIT))
-                .build()
-                .map_err(backend)
-        };
-        let (pool, locks) = (pool_of(config.clone())?, pool_of(config)?);
-        let mut client = pool.get().await.map_err(backend)?;
-        migrate(&mut client).await?;
-        let row = client
-            .query_one(
-                "SELECT seq, current_schema()::text FROM feed_head WHERE id = 1",
-                &[],
-            )
-            .await
-            .map_err(backend)?;
-        let (head, schema): (i64, String) = (row.get(0), row.get(1));
-        drop(client);
-        let channel: Arc<str> = Arc::from(channel_of(&schema));
+    /// The document store of `db`, listening for other nodes' commits from now on.
+    pub async fn open(db: &PgDb, retention: ChangeRetention) -> Result<PgStore, StorageError> {
+        let head: i64 = db
+            .with(|client| async move {
+                let row = client
+                    .query_one("SELECT seq FROM feed_head WHERE id = 1", &[])
+                    .await
+                    .map_err(backend)?;
+                Ok(row.get(0))
+            })
+            .await?;
+        let channel: Arc<str> = Arc::from(channel_of(db.schema()));
         let changed = Arc::new(watch::channel(head as u64).0);
-        let listener =
-            tokio::spawn(listen(listening, channel.clone(), changed.clone())).abort_handle();
+        let listener = db
+            .runtime()
+            .spawn(listen(
+                db.config().clone(),
+                channel.clone(),
+                changed.clone(),
+            ))
+            .abort_handle();
         Ok(PgStore {
-            pool,
-            locks,
-            runtime: Handle::current(),
+            locks: db.new_pool()?,
+            db: db.clone(),
             retention,
             changed,
             listener,
@@ -213,23 +175,13 @@ impl PgStore {
         })
     }
 
-    /// Runs `work` with a pooled connection on the store's runtime.
     async fn with<T, F, Fut>(&self, work: F) -> Result<T, StorageError>
     where
         T: Send + 'static,
         F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = Result<T, StorageError>> + Send + 'static,
     {
-        let pool = self.pool.clone();
-        let task = self.runtime.spawn(async move {
-            let client = pool
-                .get()
-                .await
-                .map_err(|e| StorageError::Unavailable(format!("no database connection: {e}")))?;
-            work(client).await
-        });
-        task.await
-            .map_err(|e| StorageError::Backend(format!("database task: {e}")))?
+        self.db.with(work).await
     }
 
     /// The listing `sql` selects with `value` as its one parameter, each row made an entry
@@ -591,11 +543,10 @@ impl DocumentStore for PgStore {
             // The guard is made in the task: if this request is dropped meanwhile, the lock
             // it got is still released.
             let held = self
-                .runtime
+                .db
+                .runtime()
                 .spawn(async move {
-                    let client = locks.get().await.map_err(|e| {
-                        StorageError::Unavailable(format!("no database connection: {e}"))
-                    })?;
+                    let client = locks.get().await.map_err(unavailable)?;
                     client
                         .execute("SELECT pg_advisory_lock($1)", &[&id])
                         .await

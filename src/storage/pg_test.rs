@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use super::feed::ChangeRetention;
+use super::pg_db::PgDb;
 use super::pg_store::PgStore;
 use super::StorageError;
 
@@ -29,7 +30,7 @@ fn fresh_schema() -> tokio_postgres::Config {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
-    runtime().block_on(async {
+    block_on(async move {
         let mut config: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
         let (client, connection) = config
             .connect(tokio_postgres::NoTls)
@@ -47,16 +48,36 @@ fn fresh_schema() -> tokio_postgres::Config {
     })
 }
 
+/// Runs `work` on the shared runtime, from a thread of its own (so also from inside the
+/// runtime of a `#[tokio::test]`).
+fn block_on<T: Send + 'static>(work: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    std::thread::spawn(move || runtime().block_on(work))
+        .join()
+        .expect("the PostgreSQL test task")
+}
+
+/// A node's database on the schema of `config`.
+fn open_db(config: &tokio_postgres::Config) -> Result<PgDb, StorageError> {
+    let config = config.clone();
+    block_on(async move { PgDb::open_config(config).await })
+}
+
 fn open(
     config: &tokio_postgres::Config,
     retention: ChangeRetention,
 ) -> Result<PgStore, StorageError> {
-    runtime().block_on(PgStore::open_config(config.clone(), retention))
+    let db = open_db(config)?;
+    block_on(async move { PgStore::open(&db, retention).await })
 }
 
 /// A store on an empty schema of its own.
 pub fn store(retention: ChangeRetention) -> PgStore {
     open(&fresh_schema(), retention).expect("a PostgreSQL store")
+}
+
+/// A database on an empty schema of its own (for the SIP-side stores).
+pub fn db() -> PgDb {
+    open_db(&fresh_schema()).expect("a PostgreSQL database")
 }
 
 #[cfg(test)]
@@ -193,8 +214,8 @@ mod tests {
             let config = fresh_schema();
             let opened = runtime().block_on(async {
                 let (a, b) = tokio::join!(
-                    PgStore::open_config(config.clone(), ChangeRetention::default()),
-                    PgStore::open_config(config.clone(), ChangeRetention::default()),
+                    PgDb::open_config(config.clone()),
+                    PgDb::open_config(config.clone()),
                 );
                 (
                     a.err().map(|e| e.to_string()),
@@ -203,5 +224,81 @@ mod tests {
             });
             assert_eq!(opened, (None, None));
         }
+    }
+
+    // Issue #15 scope 3: each node re-arms and expires the subscriptions it serves only (two
+    // nodes must not notify one dialog), reads any; a refresh on another node moves it there.
+    #[tokio::test]
+    async fn subscriptions_are_served_by_one_node() {
+        use crate::storage::pg_subscriptions::PgSubscriptions;
+        use crate::storage::subscriptions::{sample, SubscriptionStore};
+        let config = fresh_schema();
+        let (a, b) = (open_db(&config).unwrap(), open_db(&config).unwrap());
+        let (a, b) = (PgSubscriptions::new(a, "a"), PgSubscriptions::new(b, "b"));
+        let (one, two) = (sample("one", 1), sample("two", 2));
+        a.put(one.clone()).await.unwrap();
+        b.put(two.clone()).await.unwrap();
+        assert_eq!(a.all().await.unwrap(), vec![one.clone()]);
+        assert_eq!(b.all().await.unwrap(), vec![two.clone()]);
+        assert_eq!(b.get(one.dialog.clone()).await.unwrap(), Some(one.clone()));
+        assert_eq!(b.expire(u64::MAX).await.unwrap(), vec![two]);
+        assert_eq!(
+            a.all().await.unwrap(),
+            vec![one.clone()],
+            "not b's to expire"
+        );
+        b.checkpoint(one.clone()).await.unwrap();
+        assert!(a.all().await.unwrap().is_empty());
+        assert_eq!(b.all().await.unwrap(), vec![one]);
+    }
+
+    // Issue #15 scope 3: deliverers on two nodes claim one recipient's messages at once:
+    // every message is claimed by exactly one of them.
+    #[tokio::test]
+    async fn claims_on_two_nodes_are_disjoint() {
+        use crate::storage::messages::{Mailbox, MessageStore, NewMessage};
+        use crate::storage::pg_messages::PgMessages;
+        let config = fresh_schema();
+        let a = Arc::new(PgMessages::new(open_db(&config).unwrap()));
+        let b = Arc::new(PgMessages::new(open_db(&config).unwrap()));
+        for n in 0..40 {
+            a.append(NewMessage {
+                mailbox: Mailbox::Deferred,
+                owner: "sip:bob@example.com".into(),
+                sender: "sip:alice@example.com".into(),
+                recipient: "sip:bob@example.com".into(),
+                content_type: "text/plain".into(),
+                body: format!("m{n}").into_bytes(),
+                headers: Vec::new(),
+                created_ms: 1,
+                expires_ms: u64::MAX >> 2,
+            })
+            .await
+            .unwrap();
+        }
+        let mut claimers = tokio::task::JoinSet::new();
+        for store in [a.clone(), b.clone(), a, b] {
+            claimers.spawn(async move {
+                let mut ids = Vec::new();
+                loop {
+                    let batch = store
+                        .claim("sip:bob@example.com".into(), 10, 60_000, 3)
+                        .await
+                        .unwrap();
+                    if batch.is_empty() {
+                        return ids;
+                    }
+                    ids.extend(batch.iter().map(|m| m.id));
+                }
+            });
+        }
+        let mut all = Vec::new();
+        while let Some(ids) = claimers.join_next().await {
+            all.extend(ids.unwrap());
+        }
+        all.sort_unstable();
+        let claimed = all.len();
+        all.dedup();
+        assert_eq!((claimed, all.len()), (40, 40));
     }
 }

@@ -165,4 +165,15 @@ mod tests {
         let again = SledRegistrations::new(&db).unwrap().all().await.unwrap();
         assert_eq!(again.len(), 1, "read back by a new instance");
     }
+
+    /// The same on PostgreSQL (issue #15 scope 1), read back by another node's store.
+    #[cfg(xcapd_pg)]
+    #[tokio::test]
+    async fn bindings_are_replaced_forgotten_and_kept_on_postgres() {
+        use crate::storage::pg_records::PgRegistrations;
+        let db = crate::storage::pg_test::db();
+        replaced_and_forgotten(&PgRegistrations::new(db.clone())).await;
+        let again = PgRegistrations::new(db).all().await.unwrap();
+        assert_eq!(again.len(), 1, "read back by a new instance");
+    }
 }

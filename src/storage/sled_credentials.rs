@@ -108,7 +108,7 @@ fn push_string(out: &mut Vec<u8>, s: &str) -> Result<(), StorageError> {
 
 /// User record: version, created_ms, realm, role count + names, entry count + (username,
 /// algorithm, HA1) — all strings u32-length-prefixed. The XUI is the key, not repeated.
-fn encode_user(cred: &Credential) -> Result<Vec<u8>, StorageError> {
+pub(super) fn encode_user(cred: &Credential) -> Result<Vec<u8>, StorageError> {
     let mut out = vec![RECORD_VERSION];
     out.extend_from_slice(&cred.created_ms.to_be_bytes());
     push_string(&mut out, &cred.realm)?;
@@ -132,7 +132,7 @@ fn encode_user(cred: &Credential) -> Result<Vec<u8>, StorageError> {
 
 /// Decodes a user record and re-checks it against the rules it was written under, so a damaged
 /// record is reported instead of served.
-fn decode_user(xui: &[u8], bytes: &[u8]) -> Result<Credential, StorageError> {
+pub(super) fn decode_user(xui: &[u8], bytes: &[u8]) -> Result<Credential, StorageError> {
     let mut r = Reader(bytes);
     r.version("credential")?;
     let created_ms = r.u64()?;

@@ -314,7 +314,7 @@ fn expiry_key(expires_ms: u64, id: u64) -> Vec<u8> {
     out
 }
 
-fn encode(m: &StoredMessage) -> Result<Vec<u8>, StorageError> {
+pub(super) fn encode(m: &StoredMessage) -> Result<Vec<u8>, StorageError> {
     let n = &m.message;
     let mut out = Vec::with_capacity(128 + n.body.len());
     out.push(RECORD_VERSION);
@@ -335,7 +335,7 @@ fn encode(m: &StoredMessage) -> Result<Vec<u8>, StorageError> {
     Ok(out)
 }
 
-fn decode(id: u64, bytes: &[u8]) -> Result<StoredMessage, StorageError> {
+pub(super) fn decode(id: u64, bytes: &[u8]) -> Result<StoredMessage, StorageError> {
     let mut r = Reader(bytes);
     let version = r.u8()?;
     if version != 1 && version != RECORD_VERSION {

@@ -1,0 +1,116 @@
+//! PostgreSQL backends of the registrar's bindings ([`RegistrationStore`], RFC 3261 §10.3)
+//! and of the charging data records ([`ChargingLog`]) (issue #15 scope 1): one row per
+//! address of record (its bindings as the JSON array sled stores), one row per record (its
+//! JSON line, with the UTC day it is filed under), so every node reads what any node wrote.
+
+use super::charging::{day_of, line_of, valid_day, ChargingLog, ChargingRecord};
+use super::pg_db::{clamped_i64, PgDb};
+use super::pg_schema::backend;
+use super::registrations::{RegistrationStore, StoredBinding};
+use super::{StorageError, StoreFuture};
+
+pub struct PgRegistrations {
+    db: PgDb,
+}
+
+impl PgRegistrations {
+    pub fn new(db: PgDb) -> PgRegistrations {
+        PgRegistrations { db }
+    }
+}
+
+impl RegistrationStore for PgRegistrations {
+    fn put(&self, aor: String, bindings: Vec<StoredBinding>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let value = serde_json::to_string(&bindings)
+                .map_err(|e| StorageError::Backend(e.to_string()))?;
+            self.db
+                .with(move |client| async move {
+                    if bindings.is_empty() {
+                        client
+                            .execute("DELETE FROM registrations WHERE aor = $1", &[&aor])
+                            .await
+                    } else {
+                        client
+                            .execute(
+                                "INSERT INTO registrations (aor, bindings) VALUES ($1, $2) \
+                                 ON CONFLICT (aor) DO UPDATE SET bindings = EXCLUDED.bindings",
+                                &[&aor, &value],
+                            )
+                            .await
+                    }
+                    .map_err(backend)?;
+                    Ok(())
+                })
+                .await
+        })
+    }
+
+    fn all(&self) -> StoreFuture<'_, Vec<(String, Vec<StoredBinding>)>> {
+        Box::pin(self.db.with(|client| async move {
+            let rows = client
+                .query("SELECT aor, bindings FROM registrations ORDER BY aor", &[])
+                .await
+                .map_err(backend)?;
+            rows.iter()
+                .map(|r| {
+                    let bindings = serde_json::from_str(r.get::<_, &str>(1))
+                        .map_err(|_| StorageError::Corrupt("bad registration record".into()))?;
+                    Ok((r.get(0), bindings))
+                })
+                .collect()
+        }))
+    }
+}
+
+pub struct PgCharging {
+    db: PgDb,
+}
+
+impl PgCharging {
+    pub fn new(db: PgDb) -> PgCharging {
+        PgCharging { db }
+    }
+}
+
+impl ChargingLog for PgCharging {
+    fn append(&self, record: ChargingRecord) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let (day, line) = (day_of(&record.time), line_of(&record)?);
+            self.db
+                .with(move |client| async move {
+                    client
+                        .execute(
+                            "INSERT INTO charging (day, line) VALUES ($1, $2)",
+                            &[&day, &line],
+                        )
+                        .await
+                        .map_err(backend)?;
+                    Ok(())
+                })
+                .await
+        })
+    }
+
+    fn read(&self, day: String, skip: usize, limit: usize) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            if !valid_day(&day) {
+                return Err(StorageError::InvalidKey(format!("bad day {day:?}")));
+            }
+            let (skip, limit) = (clamped_i64(skip as u64), clamped_i64(limit as u64));
+            self.db
+                .with(move |client| async move {
+                    let rows = client
+                        .query(
+                            "SELECT line FROM charging WHERE day = $1 ORDER BY id \
+                             OFFSET $2 LIMIT $3",
+                            &[&day, &skip, &limit],
+                        )
+                        .await
+                        .map_err(backend)?;
+                    Ok(rows.iter().map(|r| r.get(0)).collect())
+                })
+                .await
+        })
+    }
+}
