@@ -50,6 +50,8 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Bring the PostgreSQL database to this binary's schema (nodes also do it at start).
+    Migrate(ConfigArgs),
     /// Validate a document offline against an application usage; errors carry line numbers.
     Validate {
         auid: String,
@@ -149,6 +151,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Migrate(args) => {
+            let config = load_config(&args)?;
+            migrate(&config)
+        }
         Command::User { action, config } => {
             let config = load_config(&config)?;
             user_command(&config, action)
@@ -160,6 +166,40 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     }
 }
 
+/// `xcapd migrate`: applies the migrations this binary has that the database lacks.
+fn migrate(config: &Config) -> Result<ExitCode, String> {
+    if config.storage.backend != crate::config::StorageBackend::Postgres {
+        println!(
+            "storage {:?}: nothing to migrate (its format is checked at open)",
+            config.storage.backend
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    use crate::storage::pg_schema;
+    let found = runtime()?.block_on(async {
+        let (mut client, connection) =
+            tokio_postgres::connect(&config.storage.postgres_url, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| pg_schema::backend(e).to_string())?;
+        let running = tokio::spawn(connection);
+        let found = pg_schema::migrate(&mut client)
+            .await
+            .map_err(|e| e.to_string());
+        drop(client);
+        let _ = running.await;
+        found
+    })?;
+    if found == pg_schema::CURRENT {
+        println!("database schema at version {found}: up to date");
+    } else {
+        println!(
+            "database schema migrated from version {found} to {}",
+            pg_schema::CURRENT
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn password(given: Option<String>) -> Result<String, String> {
     given
         .or_else(|| std::env::var("XCAPD_PASSWORD").ok())
@@ -168,7 +208,12 @@ fn password(given: Option<String>) -> Result<String, String> {
 
 fn user_command(config: &Config, action: UserAction) -> Result<ExitCode, String> {
     use crate::cli_user;
-    let dir = &config.server.data_dir;
+    let at = match config.storage.backend {
+        crate::config::StorageBackend::Postgres => {
+            cli_user::Place::Postgres(&config.storage.postgres_url)
+        }
+        _ => cli_user::Place::Data(&config.server.data_dir),
+    };
     let out = match action {
         UserAction::Add {
             xui,
@@ -183,13 +228,11 @@ fn user_command(config: &Config, action: UserAction) -> Result<ExitCode, String>
                         .map_err(|_| format!("unknown role {r:?} (user, admin, service)"))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            cli_user::user_add(dir, &xui, realm.as_deref(), &password(pw)?, &roles)
+            cli_user::user_add(at, &xui, realm.as_deref(), &password(pw)?, &roles)
         }
-        UserAction::Del { xui } => cli_user::user_del(dir, &xui),
-        UserAction::List => cli_user::user_list(dir).map(|lines| lines.join("\n")),
-        UserAction::Passwd { xui, password: pw } => {
-            cli_user::user_passwd(dir, &xui, &password(pw)?)
-        }
+        UserAction::Del { xui } => cli_user::user_del(at, &xui),
+        UserAction::List => cli_user::user_list(at).map(|lines| lines.join("\n")),
+        UserAction::Passwd { xui, password: pw } => cli_user::user_passwd(at, &xui, &password(pw)?),
     }
     .map_err(|e| e.to_string())?;
     if !out.is_empty() {

@@ -3,21 +3,59 @@
 //! while the server is stopped. XUIs are normalized as the server does (RFC 4825 §4, IO-01), and
 //! HA1s are computed for every username spelling clients send (IO-01a/b/d, IO-04d).
 //!
-//! The functions open the data directory's database exactly as the server does
-//! (`SledStore::open_in_data_dir`). sled locks that directory for
-//! one process; a running server therefore makes them fail with [`CliUserError::InUse`] instead
-//! of writing behind its back.
+//! The functions open the credential store of the configured backend ([`Place`]): the data
+//! directory's database exactly as the server does (`SledStore::open_in_data_dir`; sled locks
+//! that directory for one process, so a running server makes them fail with
+//! [`CliUserError::InUse`] instead of writing behind its back), or the PostgreSQL database the
+//! nodes share (issue #15), where they may run while the nodes serve: every node reads users
+//! from the database.
 
 use std::path::{Path, PathBuf};
 
 use crate::identity::xui::{Xui, XuiError};
+use crate::storage::credentials::CredentialStore;
 use crate::storage::credentials::{make_credential, Credential, Role};
 use crate::storage::sled_credentials::SledCredentials;
 use crate::storage::{now_ms, StorageError};
 use crate::storage::{Blocking, SledOptions, SledStore};
 
-/// The credential store of a data directory, used synchronously (the CLI has no runtime).
-type Creds = Blocking<SledCredentials>;
+/// A credential store, used synchronously (the CLI has no runtime).
+type Creds = Blocking<dyn CredentialStore>;
+
+/// Where the users are: a data directory's sled database or a PostgreSQL database.
+#[derive(Debug, Clone, Copy)]
+pub enum Place<'a> {
+    Data(&'a Path),
+    Postgres(&'a str),
+}
+
+impl<'a> From<&'a Path> for Place<'a> {
+    fn from(dir: &'a Path) -> Place<'a> {
+        Place::Data(dir)
+    }
+}
+
+impl<'a> From<&'a PathBuf> for Place<'a> {
+    fn from(dir: &'a PathBuf) -> Place<'a> {
+        Place::Data(dir)
+    }
+}
+
+impl std::fmt::Display for Place<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Data(dir) => write!(f, "{}", dir.join("sled").display()),
+            Place::Postgres(_) => f.write_str("the PostgreSQL database"),
+        }
+    }
+}
+
+/// An open credential store and what must outlive it (the sled store, or the runtime the
+/// PostgreSQL connections live on).
+struct Opened {
+    store: Creds,
+    _keep: Box<dyn std::any::Any>,
+}
 
 /// sled page cache of the short-lived CLI process.
 const CACHE_CAPACITY_BYTES: u64 = 16 * 1024 * 1024;
@@ -30,8 +68,8 @@ const SLED_LOCK_MESSAGE: &str = "could not acquire lock";
 pub enum CliUserError {
     #[error("the data directory is in use: stop the server first ({})", .0.display())]
     InUse(PathBuf),
-    #[error("cannot open the store in {}: {message}", path.display())]
-    Open { path: PathBuf, message: String },
+    #[error("cannot open the store in {place}: {message}")]
+    Open { place: String, message: String },
     #[error("invalid user identifier {raw:?}: {source}")]
     BadXui { raw: String, source: XuiError },
     #[error("{0} has no domain to use as the realm: give one with --realm")]
@@ -56,8 +94,8 @@ pub enum CliUserError {
 
 /// Creates the user `xui` with realm `realm` (default: the XUI's domain) and `roles` (default:
 /// `user`). Fails if the user exists.
-pub fn user_add(
-    data_dir: &Path,
+pub fn user_add<'a>(
+    at: impl Into<Place<'a>>,
     xui: &str,
     realm: Option<&str>,
     password: &str,
@@ -79,7 +117,8 @@ pub fn user_add(
     } else {
         roles.to_vec()
     };
-    let (_db, store) = open_db(data_dir, true)?.ok_or_else(|| missing_db(data_dir))?;
+    let at = at.into();
+    let Opened { store, _keep } = open_db(at, true)?.ok_or_else(|| missing_db(at))?;
     if store.get_user(xui.as_str())?.is_some() {
         return Err(CliUserError::Exists(xui.to_string()));
     }
@@ -94,9 +133,9 @@ pub fn user_add(
 }
 
 /// Deletes the user `xui`.
-pub fn user_del(data_dir: &Path, xui: &str) -> Result<String, CliUserError> {
+pub fn user_del<'a>(at: impl Into<Place<'a>>, xui: &str) -> Result<String, CliUserError> {
     let xui = parse_xui(xui)?;
-    let Some((_db, store)) = open_db(data_dir, false)? else {
+    let Some(Opened { store, _keep }) = open_db(at.into(), false)? else {
         return Err(CliUserError::NotFound(xui.to_string()));
     };
     if !store.delete_user(xui.as_str())? {
@@ -106,8 +145,8 @@ pub fn user_del(data_dir: &Path, xui: &str) -> Result<String, CliUserError> {
 }
 
 /// One line per user, sorted by XUI: `xui <TAB> realm <TAB> roles` (comma-separated). No hashes.
-pub fn user_list(data_dir: &Path) -> Result<Vec<String>, CliUserError> {
-    let Some((_db, store)) = open_db(data_dir, false)? else {
+pub fn user_list<'a>(at: impl Into<Place<'a>>) -> Result<Vec<String>, CliUserError> {
+    let Some(Opened { store, _keep }) = open_db(at.into(), false)? else {
         return Ok(Vec::new());
     };
     Ok(store
@@ -119,12 +158,16 @@ pub fn user_list(data_dir: &Path) -> Result<Vec<String>, CliUserError> {
 
 /// Replaces the HA1s of the user `xui` with ones over `password`; realm, roles and creation time
 /// stay.
-pub fn user_passwd(data_dir: &Path, xui: &str, password: &str) -> Result<String, CliUserError> {
+pub fn user_passwd<'a>(
+    at: impl Into<Place<'a>>,
+    xui: &str,
+    password: &str,
+) -> Result<String, CliUserError> {
     if password.is_empty() {
         return Err(CliUserError::EmptyPassword);
     }
     let xui = parse_xui(xui)?;
-    let Some((_db, store)) = open_db(data_dir, false)? else {
+    let Some(Opened { store, _keep }) = open_db(at.into(), false)? else {
         return Err(CliUserError::NotFound(xui.to_string()));
     };
     let old = store
@@ -184,11 +227,15 @@ fn store_checked(store: &Creds, cred: &Credential) -> Result<(), CliUserError> {
     Ok(())
 }
 
-/// The credentials of a data directory, in the document database opened as `xcapd serve`
-/// opens it (journal replayed, format checked). Without `create`, a store that was never
-/// created is `None` (and nothing is created on disk). The [`SledStore`] is returned too: it
-/// must outlive the credential writes.
-fn open_db(data_dir: &Path, create: bool) -> Result<Option<(SledStore, Creds)>, CliUserError> {
+/// The credentials at `at`. A data directory's are in the document database opened as `xcapd
+/// serve` opens it (journal replayed, format checked); without `create`, one that was never
+/// created is `None` (and nothing is created on disk). A PostgreSQL database is migrated to
+/// this binary's schema as a node would.
+fn open_db(at: Place<'_>, create: bool) -> Result<Option<Opened>, CliUserError> {
+    let data_dir = match at {
+        Place::Data(dir) => dir,
+        Place::Postgres(url) => return open_postgres(url).map(Some),
+    };
     if !create && !SledStore::exists_in_data_dir(data_dir) {
         return Ok(None);
     }
@@ -197,23 +244,48 @@ fn open_db(data_dir: &Path, create: bool) -> Result<Option<(SledStore, Creds)>, 
         ..SledOptions::default()
     };
     match SledStore::open_in_data_dir(data_dir, opts) {
-        Ok(store) => {
-            let creds = Blocking::new(SledCredentials::new(store.db())?);
-            Ok(Some((store, creds)))
+        Ok(db) => {
+            let store: Creds = Blocking(std::sync::Arc::new(SledCredentials::new(db.db())?));
+            Ok(Some(Opened {
+                store,
+                _keep: Box::new(db),
+            }))
         }
         Err(StorageError::Backend(e)) if e.contains(SLED_LOCK_MESSAGE) => {
             Err(CliUserError::InUse(data_dir.to_owned()))
         }
         Err(e) => Err(CliUserError::Open {
-            path: data_dir.join("sled"),
+            place: at.to_string(),
             message: e.to_string(),
         }),
     }
 }
 
-fn missing_db(data_dir: &Path) -> CliUserError {
+fn open_postgres(url: &str) -> Result<Opened, CliUserError> {
+    let failed = |message: String| CliUserError::Open {
+        place: Place::Postgres(url).to_string(),
+        message,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| failed(e.to_string()))?;
+    let db = runtime
+        .block_on(crate::storage::pg_db::PgDb::open(url))
+        .map_err(|e| failed(e.to_string()))?;
+    let store: Creds = Blocking(std::sync::Arc::new(
+        crate::storage::pg_credentials::PgCredentials::new(db),
+    ));
+    Ok(Opened {
+        store,
+        _keep: Box::new(runtime),
+    })
+}
+
+fn missing_db(at: Place<'_>) -> CliUserError {
     CliUserError::Open {
-        path: data_dir.join("sled"),
+        place: at.to_string(),
         message: "store not created".into(),
     }
 }
@@ -234,7 +306,7 @@ mod tests {
 
     const ALICE: &str = "sip:alice@example.com";
 
-    fn store_at(dir: &Path) -> (sled::Db, Creds) {
+    fn store_at(dir: &Path) -> (sled::Db, Blocking<SledCredentials>) {
         // sled releases the previous opener's file lock from a background thread: wait for it.
         let config = sled::Config::new().path(dir.join("sled"));
         let db = crate::storage::sled_common::open_waiting(&config).unwrap();

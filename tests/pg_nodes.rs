@@ -52,6 +52,11 @@ impl Drop for Node {
 }
 
 async fn node(dir: &std::path::Path, name: &str, database: &str) -> Node {
+    node_with(dir, name, database, "none").await
+}
+
+/// [`node`] with the authentication mode `auth` (`XCAPD_AUTH`).
+async fn node_with(dir: &std::path::Path, name: &str, database: &str, auth: &str) -> Node {
     let (port, sip_port) = (free_port(), free_port());
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(
@@ -62,6 +67,7 @@ async fn node(dir: &std::path::Path, name: &str, database: &str) -> Node {
     )
     .unwrap();
     let child = xcapd_serve()
+        .env("XCAPD_AUTH", auth)
         .arg("--config")
         .arg(&config)
         .args(["--http", &format!("127.0.0.1:{port}")])
@@ -71,7 +77,11 @@ async fn node(dir: &std::path::Path, name: &str, database: &str) -> Node {
         .spawn()
         .unwrap();
     let root = format!("http://127.0.0.1:{port}/xcap-root");
-    wait_ready(&reqwest::Client::new(), &root).await;
+    if auth == "none" {
+        wait_ready(&reqwest::Client::new(), &root).await;
+    } else {
+        wait_listening(&reqwest::Client::new(), &root).await;
+    }
     Node {
         child,
         root,
@@ -286,4 +296,43 @@ async fn a_message_stored_on_one_node_is_delivered_once_from_the_other() {
         live.iter().any(|m| m.body().contains("allowed again")),
         "{live:?}"
     );
+}
+
+/// `xcapd <args>` on the PostgreSQL database `database`: its standard output.
+fn xcapd_on(database: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xcapd"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("XCAPD_STORAGE", "postgres")
+        .env("XCAPD_POSTGRES_URL", database)
+        .env("XCAPD_LOG", "warn")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+// Issue #15 scopes 1 and 6: `xcapd migrate` brings a new database to the binary's schema
+// (then finds it up to date); a user added with `xcapd user add` while a node serves is
+// authenticated by that node at once (users live in the database, not in a node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_and_users_added_while_nodes_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = fresh_database().await;
+    assert!(xcapd_on(&database, &["migrate"]).contains("from version 0 to"));
+    assert!(xcapd_on(&database, &["migrate"]).contains("up to date"));
+    let a = node_with(dir.path(), "a", &database, "required").await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/{DOC}", a.root);
+    let mut alice = digest_client("alice@example.com", "secret 1");
+    let body = buddy_list(&[]);
+    assert_eq!(alice.send(&http, "PUT", &url, Some(&body)).await.0, 401);
+    xcapd_on(&database, &["user", "add", ALICE, "--password", "secret 1"]);
+    assert_eq!(alice.send(&http, "PUT", &url, Some(&body)).await.0, 201);
+    assert!(xcapd_on(&database, &["user", "list"]).starts_with(ALICE));
 }
