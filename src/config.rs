@@ -146,6 +146,9 @@ pub struct StorageConfig {
     /// `backend = "postgres"`: the database (libpq URL or key=value string; env
     /// `XCAPD_POSTGRES_URL`).
     pub postgres_url: String,
+    /// `backend = "postgres"`: a node not heard of for this long is taken for dead; another
+    /// node ends its SIP subscriptions (`deactivated`: subscribers subscribe again).
+    pub node_lease_secs: u64,
 }
 
 impl StorageConfig {
@@ -168,6 +171,7 @@ impl Default for StorageConfig {
             change_log_max_entries: 1_000_000,
             change_log_max_age_hours: 168,
             postgres_url: String::new(),
+            node_lease_secs: 30,
         }
     }
 }
@@ -720,6 +724,11 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "storage.backend = \"postgres\" needs storage.postgres_url (or XCAPD_POSTGRES_URL)"
                     .into(),
+            ));
+        }
+        if self.storage.node_lease_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "storage.node_lease_secs must be at least 1".into(),
             ));
         }
         if !["block", "polite-block", "allow"].contains(&self.policy.im_default.as_str()) {

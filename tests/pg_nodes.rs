@@ -52,17 +52,24 @@ impl Drop for Node {
 }
 
 async fn node(dir: &std::path::Path, name: &str, database: &str) -> Node {
-    node_with(dir, name, database, "none").await
+    node_with(dir, name, database, "none", "").await
 }
 
-/// [`node`] with the authentication mode `auth` (`XCAPD_AUTH`).
-async fn node_with(dir: &std::path::Path, name: &str, database: &str, auth: &str) -> Node {
+/// [`node`] with the authentication mode `auth` (`XCAPD_AUTH`) and more lines of its
+/// `[storage]` section.
+async fn node_with(
+    dir: &std::path::Path,
+    name: &str,
+    database: &str,
+    auth: &str,
+    storage: &str,
+) -> Node {
     let (port, sip_port) = (free_port(), free_port());
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(
         &config,
         format!(
-            "[storage]\nbackend = \"postgres\"\npostgres_url = \"{database}\"\n[sip]\nnotify_interval_ms = 0\n"
+            "[storage]\nbackend = \"postgres\"\npostgres_url = \"{database}\"\n{storage}\n[sip]\nnotify_interval_ms = 0\n"
         ),
     )
     .unwrap();
@@ -326,7 +333,7 @@ async fn migrate_and_users_added_while_nodes_serve() {
     let database = fresh_database().await;
     assert!(xcapd_on(&database, &["migrate"]).contains("from version 0 to"));
     assert!(xcapd_on(&database, &["migrate"]).contains("up to date"));
-    let a = node_with(dir.path(), "a", &database, "required").await;
+    let a = node_with(dir.path(), "a", &database, "required", "").await;
     let http = reqwest::Client::new();
     let url = format!("{}/{DOC}", a.root);
     let mut alice = digest_client("alice@example.com", "secret 1");
@@ -335,4 +342,60 @@ async fn migrate_and_users_added_while_nodes_serve() {
     xcapd_on(&database, &["user", "add", ALICE, "--password", "secret 1"]);
     assert_eq!(alice.send(&http, "PUT", &url, Some(&body)).await.0, 201);
     assert!(xcapd_on(&database, &["user", "list"]).starts_with(ALICE));
+}
+
+// Issue #15 scope 3 (RFC 6665 §4.2.2): node A, serving Alice's subscription, is killed; node B
+// notices that A is no longer heard of (lease 3 s) and ends the subscription with a final
+// NOTIFY, `terminated;reason=deactivated`, carrying the change made through B meanwhile, so
+// Alice subscribes again, at a live node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subscriptions_of_a_dead_node_are_ended_by_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = fresh_database().await;
+    let lease = "node_lease_secs = 3";
+    let a = node_with(dir.path(), "a", &database, "none", lease).await;
+    let b = node_with(dir.path(), "b", &database, "none", lease).await;
+    let http = reqwest::Client::new();
+    let rl = "application/resource-lists+xml";
+    assert_eq!(put(&http, &b.root, DOC, rl, buddy_list(&[])).await, 201);
+    let mut ua = Ua::new(a.sip, ALICE).await;
+    ua.subscribed("xcap-diff", "", &[DOC]).await;
+
+    drop(a); // kill -9
+    let uri = "sip:while-a-was-dead@example.com";
+    let el = "application/xcap-el+xml";
+    let body = format!("<entry uri=\"{uri}\"/>");
+    assert_eq!(
+        put(&http, &b.root, &entry_selector(uri), el, body).await,
+        201
+    );
+    let etag = http
+        .get(format!("{}/{DOC}", b.root))
+        .send()
+        .await
+        .unwrap()
+        .headers()
+        .get("etag")
+        .map(|v| v.to_str().unwrap().trim_matches('"').to_string())
+        .unwrap();
+
+    let last = ua
+        .next_notify(Duration::from_secs(20))
+        .await
+        .expect("a final NOTIFY from node B");
+    ua.answer(&last, 200).await;
+    assert_eq!(last.from.port(), b.sip.port(), "sent by node B");
+    assert_eq!(
+        last.header("Subscription-State"),
+        Some("terminated;reason=deactivated")
+    );
+    assert!(
+        last.body().contains(&format!("new-etag=\"{etag}\"")),
+        "{}",
+        last.body()
+    );
+    // Subscribing again at node B works.
+    let mut again = Ua::new(b.sip, ALICE).await;
+    let (_, first) = again.subscribed("xcap-diff", "", &[DOC]).await;
+    assert!(first.body().contains(&etag), "{}", first.body());
 }

@@ -303,6 +303,7 @@ pub(super) async fn notifier(
         contact: format!("sip:{host}"),
         max_subscriptions: s.max_subscriptions,
         max_subscriptions_per_user: s.max_subscriptions_per_user,
+        node_lease: std::time::Duration::from_secs(config.storage.node_lease_secs),
     };
     let mut nodes = Vec::new();
     for t in &config.routing.targets {

@@ -125,7 +125,7 @@ impl Actor {
                 Msg::Remote(change) => self.on_change(&change, false),
                 Msg::Refresh(r) => refresh = Some(r),
                 Msg::Resync => self.resync().await,
-                Msg::Start(_) | Msg::Tick => {}
+                Msg::Start(_) | Msg::Tick | Msg::Deactivate => {}
             }
         }
         match refresh {
@@ -186,6 +186,16 @@ impl Actor {
             Msg::Resync => {
                 self.resync().await;
                 true
+            }
+            Msg::Deactivate => {
+                // What the stopped node may not have reported: compared with the documents.
+                self.resync().await;
+                let body = self.change_body().await;
+                let state = State::Terminated {
+                    reason: "deactivated",
+                };
+                let _ = self.send(state, body).await;
+                false
             }
             Msg::Start(_) | Msg::Tick => true,
         }

@@ -33,6 +33,9 @@ pub(super) enum Msg {
     Resync,
     /// A time it asked to be woken at came (a coalescing deadline or its expiry).
     Tick,
+    /// The node that served it stopped: the changes since its last NOTIFY, then its end
+    /// (`deactivated`).
+    Deactivate,
 }
 
 pub(super) struct Refresh {

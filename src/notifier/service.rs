@@ -54,6 +54,8 @@ pub struct NotifierConfig {
     /// Live subscriptions at most, in all and per subscriber (503 beyond).
     pub max_subscriptions: usize,
     pub max_subscriptions_per_user: usize,
+    /// A store several nodes share: a node not heard of for this long is taken for dead.
+    pub node_lease: Duration,
 }
 
 /// What every subscription task shares: the parts it was built from and the live registry.
@@ -95,6 +97,13 @@ impl Notifier {
             registry: Mutex::new(Registry::default()),
             timers: Arc::default(),
         });
+        // This node is heard of before it serves (its subscriptions are not orphans).
+        let orphans = shared
+            .parts
+            .store
+            .orphaned(now_ms(), lease_ms(&shared))
+            .await?;
+        deactivate(&shared, orphans);
         let stored = shared.parts.store.all().await?;
         let mut from = shared.parts.feed.head();
         for sub in stored {
@@ -118,6 +127,7 @@ impl Notifier {
         for node in shared.parts.nodes.all() {
             tokio::spawn(follow(Arc::clone(&shared), Arc::clone(node)));
         }
+        tokio::spawn(adopt_orphans(Arc::clone(&shared)));
         let task = tokio::spawn(dispatch(Arc::clone(&shared), from));
         Ok((Arc::new(Notifier { shared, auth }), task))
     }
@@ -475,6 +485,48 @@ fn restore(shared: &Arc<Shared>, sub: Subscription) -> Option<(Actor, DialogId, 
     actor.dialog.local_cseq = actor.dialog.local_cseq.saturating_add(CSEQ_MARGIN);
     let entries = actor.entries.clone();
     Some((actor, dialog, entries))
+}
+
+fn lease_ms(shared: &Shared) -> u64 {
+    shared.parts.config.node_lease.as_millis() as u64
+}
+
+/// Several nodes on one store: this node says it is alive three times per lease, and ends
+/// the subscriptions of nodes that stopped ([`deactivate`]), until shutdown.
+async fn adopt_orphans(shared: Arc<Shared>) {
+    let period = (shared.parts.config.node_lease / 3).max(Duration::from_millis(100));
+    let mut shutdown = shared.parts.shutdown.clone();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(period) => {}
+            _ = shutdown.changed() => return,
+        }
+        match shared
+            .parts
+            .store
+            .orphaned(now_ms(), lease_ms(&shared))
+            .await
+        {
+            Ok(orphans) => deactivate(&shared, orphans),
+            Err(e) => {
+                tracing::warn!(target: "xcapd::notifier", error = %e, "cannot look for the subscriptions of stopped nodes")
+            }
+        }
+    }
+}
+
+/// Subscriptions a stopped node served end here: each gets a final NOTIFY with what changed
+/// since its last one, `terminated;reason=deactivated` (RFC 6665 §4.2.2: subscribe again at
+/// once, which reaches a live node), and is removed.
+fn deactivate(shared: &Arc<Shared>, orphans: Vec<Subscription>) {
+    if !orphans.is_empty() {
+        tracing::info!(target: "xcapd::notifier", subscriptions = orphans.len(), "ending the subscriptions of a stopped node");
+    }
+    for sub in orphans {
+        if let Some((actor, dialog, entries)) = restore(shared, sub) {
+            spawn(shared, actor, dialog, &entries, Msg::Deactivate);
+        }
+    }
 }
 
 /// How far a restored dialog's CSeq jumps.

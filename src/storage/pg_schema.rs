@@ -90,6 +90,13 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX charging_by_day ON charging (day, id);
     "#,
+    // 3: the nodes serving subscriptions, and when each was last heard of.
+    r#"
+    CREATE TABLE nodes (
+        node text COLLATE "C" PRIMARY KEY,
+        seen_ms bigint NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -152,6 +152,49 @@ impl SubscriptionStore for PgSubscriptions {
         ))
     }
 
+    /// Marks this node alive; hands it the subscriptions of nodes not heard of for `lease_ms`
+    /// (and of nodes never heard of: each node is heard of before it serves). One statement
+    /// removes the dead nodes and moves their subscriptions, so two live nodes never both
+    /// take one.
+    fn orphaned(&self, now_ms: u64, lease_ms: u64) -> StoreFuture<'_, Vec<Subscription>> {
+        let node = self.node.clone();
+        let (now, lease) = (clamped_i64(now_ms), clamped_i64(lease_ms));
+        Box::pin(async move {
+            let adopted = self
+                .db
+                .transaction(move |tx| {
+                    Box::pin(async move {
+                        tx.execute(
+                            "INSERT INTO nodes (node, seen_ms) VALUES ($1, $2) \
+                             ON CONFLICT (node) DO UPDATE SET seen_ms = EXCLUDED.seen_ms",
+                            &[&&*node, &now],
+                        )
+                        .await
+                        .map_err(backend)?;
+                        let rows = tx
+                            .query(
+                                "WITH dead AS (DELETE FROM nodes \
+                                     WHERE seen_ms < $2::bigint - $3::bigint AND node <> $1 RETURNING node) \
+                                 UPDATE subscriptions SET node = $1 \
+                                 WHERE node IN (SELECT node FROM dead) \
+                                    OR node NOT IN (SELECT node FROM nodes) \
+                                 RETURNING record",
+                                &[&&*node, &now, &lease],
+                            )
+                            .await
+                            .map_err(backend)?;
+                        rows.iter()
+                            .map(|r| Subscription::from_bytes(r.get::<_, &[u8]>(0)))
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                })
+                .await?;
+            let mut adopted = adopted;
+            adopted.sort_by(|a, b| a.dialog.cmp(&b.dialog));
+            Ok(adopted)
+        })
+    }
+
     /// The subscriptions this node serves that expired.
     fn expire(&self, now_ms: u64) -> StoreFuture<'_, Vec<Subscription>> {
         Box::pin(async move {

@@ -252,6 +252,32 @@ mod tests {
         assert_eq!(b.all().await.unwrap(), vec![one]);
     }
 
+    // Issue #15 scope 3: a node not heard of for a lease has its subscriptions handed to one
+    // live node (once), not before; a node never heard of counts as stopped.
+    #[tokio::test]
+    async fn a_stopped_nodes_subscriptions_go_to_one_live_node() {
+        use crate::storage::pg_subscriptions::PgSubscriptions;
+        use crate::storage::subscriptions::{sample, SubscriptionStore};
+        let config = fresh_schema();
+        let node = |name: &str| PgSubscriptions::new(open_db(&config).unwrap(), name);
+        let (a, b, c, ghost) = (node("a"), node("b"), node("c"), node("ghost"));
+        assert!(a.orphaned(1_000, 500).await.unwrap().is_empty());
+        a.put(sample("one", 1)).await.unwrap();
+        ghost.put(sample("never-heard-of", 1)).await.unwrap();
+        let taken = b.orphaned(1_400, 500).await.unwrap();
+        assert_eq!(
+            taken,
+            vec![sample("never-heard-of", 1)],
+            "a is within its lease"
+        );
+        assert!(c.orphaned(1_400, 500).await.unwrap().is_empty());
+        let (b_took, c_took) = tokio::join!(b.orphaned(1_600, 500), c.orphaned(1_600, 500));
+        let mut took = b_took.unwrap();
+        took.extend(c_took.unwrap());
+        assert_eq!(took, vec![sample("one", 1)], "taken once");
+        assert!(a.all().await.unwrap().is_empty());
+    }
+
     // Issue #15 scope 3: deliverers on two nodes claim one recipient's messages at once:
     // every message is claimed by exactly one of them.
     #[tokio::test]

@@ -191,6 +191,13 @@ pub trait SubscriptionStore: Send + Sync + 'static {
     fn all(&self) -> StoreFuture<'_, Vec<Subscription>>;
     /// Removes and returns the subscriptions expired at `now_ms` (they get a final NOTIFY).
     fn expire(&self, now_ms: u64) -> StoreFuture<'_, Vec<Subscription>>;
+    /// A store several nodes share: marks this node alive at `now_ms`, and hands it the
+    /// subscriptions of nodes not heard of for `lease_ms` (it ends them: their NOTIFYs and
+    /// refreshes went through the node that stopped). A store of one node has none.
+    fn orphaned(&self, now_ms: u64, lease_ms: u64) -> StoreFuture<'_, Vec<Subscription>> {
+        let _ = (now_ms, lease_ms);
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
 }
 
 /// Subscriptions in memory (tests, ephemeral deployments).
