@@ -2,8 +2,10 @@
 //! ETags, RFC 5875): writers split over the nodes never lose an update (8 clients × 15 element
 //! inserts → 120 of 120), and the xcap-diff notifier of one node reports a write made through
 //! the other (each node's change feed wakes on every commit: NOTIFY, then the log); a message
-//! stored through one node reaches its recipient once when it registers on the other, and
-//! one node's decisions follow a rule written through the other at once.
+//! stored through one node reaches its recipient once when it registers on the other, one
+//! node delivers to a user registered at the other, and one node's decisions follow a rule
+//! written through the other at once; the subscriptions of a killed node are ended by a live
+//! one; users added with the command line are known to every node.
 //! Built when the tests have a database (`XCAPD_TEST_POSTGRES_URL`, cfg `xcapd_pg`).
 #![cfg(xcapd_pg)]
 
@@ -213,14 +215,14 @@ async fn a_notifier_reports_a_write_made_on_another_node() {
 async fn messages_within(ua: &Ua, early: Vec<Msg>, wait: Duration) -> Vec<Msg> {
     let mut got = Vec::new();
     for m in early {
-        ua.send(&answer_text(&m, 200)).await;
+        ua.answer(&m, 200).await;
         got.push(m);
     }
     let end = tokio::time::Instant::now() + wait;
     while let Some(left) = end.checked_duration_since(tokio::time::Instant::now()) {
         let Some(m) = ua.recv(left).await else { break };
         if m.status().is_none() {
-            ua.send(&answer_text(&m, 200)).await;
+            ua.answer(&m, 200).await;
             got.push(m);
         }
     }
@@ -303,6 +305,19 @@ async fn a_message_stored_on_one_node_is_delivered_once_from_the_other() {
         live.iter().any(|m| m.body().contains("allowed again")),
         "{live:?}"
     );
+
+    // Node A knows Bob is registered (at node B): its MESSAGE is delivered at once, not
+    // stored for later.
+    let message = alice.message(4, BOB, "text/plain", "", "live through node A");
+    alice.send(&message).await;
+    let live = messages_within(&bob, Vec::new(), Duration::from_secs(2)).await;
+    assert!(
+        live.iter()
+            .any(|m| m.body().contains("live through node A") && m.from.port() == a.sip.port()),
+        "{live:?}"
+    );
+    let answer = alice.recv(Duration::from_secs(5)).await.expect("an answer");
+    assert_eq!(answer.status(), Some(200), "{}", answer.text);
 }
 
 /// `xcapd <args>` on the PostgreSQL database `database`: its standard output.

@@ -78,6 +78,7 @@ pub(super) async fn registrations(
     let views: Vec<BindingView> = handles(&state)?
         .registrar
         .bindings(&aor)
+        .await
         .into_iter()
         .map(|b| BindingView {
             contact: b.uri,

@@ -358,6 +358,7 @@ pub(super) fn registrar(
         durations,
         settings_default_domain(config),
         registrations.clone(),
+        config.storage.backend == crate::config::StorageBackend::Postgres,
     )))
 }
 

@@ -150,6 +150,12 @@ impl Location {
         }
     }
 
+    /// Replaces `aor`'s bindings with `bindings` (another node's registrar wrote them).
+    pub fn replace(&mut self, aor: &str, bindings: Vec<Binding>, now_ms: u64) {
+        self.by_aor.remove(aor);
+        self.restore(aor, bindings, now_ms);
+    }
+
     /// `aor`'s bindings that have not expired at `now_ms`.
     pub fn current(&self, aor: &str, now_ms: u64) -> Vec<Binding> {
         self.by_aor

@@ -174,7 +174,7 @@ impl Deferred {
             )
             .await?;
         self.listed(recipient);
-        if hold == 0 && self.router.registered(recipient) {
+        if hold == 0 && self.router.registered(recipient).await {
             // Stored although registered (every contact failed): that attempt ended (the next
             // is a new transaction), retried with backoff.
             if let Err(e) = self.store.release(vec![stored], true).await {
@@ -234,7 +234,7 @@ impl Deferred {
             let mut pause = Duration::from_millis(me.limits.lease_ms.min(5_000));
             loop {
                 let waiting = me.deliver(&recipient).await;
-                if !waiting || !me.router.registered(&recipient) {
+                if !waiting || !me.router.registered(&recipient).await {
                     break;
                 }
                 tokio::select! {

@@ -27,6 +27,8 @@ pub struct Registrar {
     location: Mutex<Location>,
     /// Where bindings are kept across restarts.
     store: Arc<dyn RegistrationStore>,
+    /// Other nodes share the store (and take REGISTERs too): it is read before every use.
+    shared: bool,
     /// Told of every address of record that has bindings after a REGISTER (deferred delivery).
     on_binding: std::sync::OnceLock<BindingHook>,
 }
@@ -40,6 +42,7 @@ impl Registrar {
         durations: Durations,
         default_domain: Option<String>,
         store: Arc<dyn RegistrationStore>,
+        shared: bool,
     ) -> Registrar {
         Registrar {
             auth,
@@ -47,6 +50,7 @@ impl Registrar {
             default_domain,
             location: Mutex::new(Location::default()),
             store,
+            shared,
             on_binding: std::sync::OnceLock::new(),
         }
     }
@@ -79,9 +83,27 @@ impl Registrar {
         Ok(live.len())
     }
 
-    /// The live bindings of `aor` (a canonical XUI).
-    pub fn bindings(&self, aor: &str) -> Vec<Binding> {
+    /// The live bindings of `aor` (a canonical XUI). With a shared store, as stored now
+    /// (whichever node took the REGISTER); what this node knows when the store cannot be read.
+    pub async fn bindings(&self, aor: &str) -> Vec<Binding> {
+        self.catch_up(aor).await;
         self.location.lock().current(aor, now_ms())
+    }
+
+    /// With a shared store: this node's view of `aor` becomes the stored one.
+    async fn catch_up(&self, aor: &str) {
+        if !self.shared {
+            return;
+        }
+        match self.store.get(aor.to_string()).await {
+            Ok(stored) => {
+                let bindings = stored.into_iter().map(from_stored).collect();
+                self.location.lock().replace(aor, bindings, now_ms());
+            }
+            Err(e) => {
+                tracing::warn!(target: "xcapd::im", error = %e, "cannot read a registration")
+            }
+        }
     }
 
     /// Forgets expired bindings (called now and then).
@@ -120,6 +142,8 @@ impl Registrar {
             Ok(req) => req,
             Err(why) => return Reply::new(400, why),
         };
+        // The bindings other nodes registered count too (§10.3 step 7 updates them all).
+        self.catch_up(&aor).await;
         let result = self
             .location
             .lock()

@@ -58,8 +58,8 @@ impl Router {
     }
 
     /// Whether `aor` has a registration (here, or third-party from the core).
-    pub fn registered(&self, aor: &str) -> bool {
-        !self.registrar.bindings(aor).is_empty()
+    pub async fn registered(&self, aor: &str) -> bool {
+        !self.registrar.bindings(aor).await.is_empty()
     }
 
     /// Delivers the request `make(request_uri)` builds to `aor`: to each registered contact,
@@ -71,7 +71,7 @@ impl Router {
         attempt: u32,
         make: impl Fn(&str) -> Message,
     ) -> Delivery {
-        let bindings = self.registrar.bindings(aor);
+        let bindings = self.registrar.bindings(aor).await;
         if bindings.is_empty() {
             return Delivery::Unreachable;
         }

@@ -61,6 +61,20 @@ impl RegistrationStore for PgRegistrations {
                 .collect()
         }))
     }
+
+    fn get(&self, aor: String) -> StoreFuture<'_, Vec<StoredBinding>> {
+        Box::pin(self.db.with(move |client| async move {
+            let row = client
+                .query_opt("SELECT bindings FROM registrations WHERE aor = $1", &[&aor])
+                .await
+                .map_err(backend)?;
+            match row {
+                None => Ok(Vec::new()),
+                Some(r) => serde_json::from_str(r.get::<_, &str>(0))
+                    .map_err(|_| StorageError::Corrupt("bad registration record".into())),
+            }
+        }))
+    }
 }
 
 pub struct PgCharging {

@@ -30,6 +30,9 @@ pub trait RegistrationStore: Send + Sync + 'static {
     fn put(&self, aor: String, bindings: Vec<StoredBinding>) -> StoreFuture<'_, ()>;
     /// Every address of record with its bindings (at start).
     fn all(&self) -> StoreFuture<'_, Vec<(String, Vec<StoredBinding>)>>;
+    /// The bindings of `aor` (none: not registered). A registrar whose store other nodes
+    /// share reads them here (another node may have taken the REGISTER).
+    fn get(&self, aor: String) -> StoreFuture<'_, Vec<StoredBinding>>;
 }
 
 /// Bindings in memory (tests, ephemeral deployments).
@@ -56,6 +59,10 @@ impl RegistrationStore for MemoryRegistrations {
             let map = self.by_aor.lock();
             Ok(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         })
+    }
+
+    fn get(&self, aor: String) -> StoreFuture<'_, Vec<StoredBinding>> {
+        Box::pin(async move { Ok(self.by_aor.lock().get(&aor).cloned().unwrap_or_default()) })
     }
 }
 
@@ -112,6 +119,16 @@ impl RegistrationStore for SledRegistrations {
             .map_err(|e| StorageError::Backend(e.to_string()))?
         })
     }
+
+    fn get(&self, aor: String) -> StoreFuture<'_, Vec<StoredBinding>> {
+        Box::pin(async move {
+            match self.tree.get(aor.as_bytes()).map_err(from_sled)? {
+                None => Ok(Vec::new()),
+                Some(v) => serde_json::from_slice(&v)
+                    .map_err(|_| StorageError::Corrupt("bad registration record".into())),
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -145,10 +162,15 @@ mod tests {
         s.put(bob.clone(), vec![binding("sip:b@9.9.9.9")])
             .await
             .unwrap();
+        assert_eq!(
+            s.get(bob.clone()).await.unwrap(),
+            vec![binding("sip:b@9.9.9.9")]
+        );
         let all = s.all().await.unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[0], (bob.clone(), vec![binding("sip:b@9.9.9.9")]));
-        s.put(bob, Vec::new()).await.unwrap();
+        s.put(bob.clone(), Vec::new()).await.unwrap();
+        assert!(s.get(bob).await.unwrap().is_empty());
         let all = s.all().await.unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].0, "sip:carol@example.com");
