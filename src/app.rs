@@ -158,6 +158,19 @@ fn settings_default_domain(config: &Config) -> Option<String> {
     (!config.server.default_domain.is_empty()).then(|| config.server.default_domain.clone())
 }
 
+/// The XDMS of `config` on `store`, serving nothing (offline tools such as `xcapd import`
+/// write documents through it, validated as a client's PUT would be).
+pub async fn offline_xdms(
+    config: &Config,
+    store: Arc<dyn DocumentStore>,
+) -> Result<Arc<Xdms>, AppError> {
+    let (registry, validator) = load_usages(config)?;
+    let settings = build::xdms_settings(config, config.server.http);
+    Ok(Arc::new(
+        Xdms::new(settings, registry, store, validator).await?,
+    ))
+}
+
 /// Builds everything and starts serving; returns once the listener is bound.
 pub async fn start(config: Config) -> Result<Running, AppError> {
     config.validate()?;

@@ -52,12 +52,37 @@ enum Command {
     },
     /// Bring the PostgreSQL database to this binary's schema (nodes also do it at start).
     Migrate(ConfigArgs),
+    /// Import users and documents of another XCAP server into the configured store.
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Validate a document offline against an application usage; errors carry line numbers.
     Validate {
         auid: String,
         file: PathBuf,
         #[command(flatten)]
         config: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImportFrom {
+    /// OpenXCAP / OpenSIPS: the `xcap` table (documents) and the `subscriber` table (HA1s),
+    /// from a SQLite file or a PostgreSQL database.
+    Openxcap {
+        /// The SQLite database file.
+        #[arg(
+            long,
+            conflicts_with = "postgres",
+            required_unless_present = "postgres"
+        )]
+        sqlite: Option<PathBuf>,
+        /// The PostgreSQL database (libpq URL).
+        #[arg(long)]
+        postgres: Option<String>,
     },
 }
 
@@ -154,6 +179,25 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Migrate(args) => {
             let config = load_config(&args)?;
             migrate(&config)
+        }
+        Command::Import { from, config } => {
+            let config = load_config(&config)?;
+            let ImportFrom::Openxcap { sqlite, postgres } = from;
+            let from = match (sqlite, postgres) {
+                (Some(path), _) => crate::cli_import::From::Sqlite(path),
+                (None, Some(url)) => crate::cli_import::From::Postgres(url),
+                (None, None) => return Err("give --sqlite FILE or --postgres URL".into()),
+            };
+            let summary = crate::cli_import::import_openxcap(&config, &from)?;
+            for line in summary.lines() {
+                println!("{line}");
+            }
+            let refused = summary.refused_documents.len() + summary.refused_users.len();
+            Ok(if refused == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::User { action, config } => {
             let config = load_config(&config)?;

@@ -414,3 +414,71 @@ async fn the_subscriptions_of_a_dead_node_are_ended_by_another() {
     let (_, first) = again.subscribed("xcap-diff", "", &[DOC]).await;
     assert!(first.body().contains(&etag), "{}", first.body());
 }
+
+// Issue #15 scope 5: `xcapd import openxcap --postgres` reads the incumbent's PostgreSQL tables
+// (OpenSIPS layout: `doc` as bytea) into the nodes' database while a node serves; the node
+// serves the document to its owner at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openxcap_postgres_database_is_imported_while_a_node_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = fresh_database().await;
+    let (client, connection) = tokio_postgres::connect(&source, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let running = tokio::spawn(connection);
+    client
+        .batch_execute(
+            "CREATE TABLE subscriber (id SERIAL PRIMARY KEY,
+                 username VARCHAR(64) NOT NULL DEFAULT '', domain VARCHAR(64) NOT NULL DEFAULT '',
+                 password VARCHAR(25) NOT NULL DEFAULT '', ha1 VARCHAR(64) NOT NULL DEFAULT '',
+                 ha1b VARCHAR(64) NOT NULL DEFAULT '');
+             CREATE TABLE xcap (id SERIAL PRIMARY KEY, username VARCHAR(64) NOT NULL,
+                 domain VARCHAR(64) NOT NULL, doc BYTEA NOT NULL, doc_type INTEGER NOT NULL,
+                 etag VARCHAR(64) NOT NULL, source INTEGER NOT NULL DEFAULT 0,
+                 doc_uri VARCHAR(255) NOT NULL, port INTEGER NOT NULL DEFAULT 0);
+             INSERT INTO subscriber (username, domain, password) VALUES ('bob', 'example.com', 'pw');",
+        )
+        .await
+        .unwrap();
+    let doc = buddy_list(&[ALICE]);
+    client
+        .execute(
+            "INSERT INTO xcap (username, domain, doc, doc_type, etag, doc_uri) \
+             VALUES ('bob', 'example.com', $1, 4, 'x', 'index')",
+            &[&doc.as_bytes()],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let _ = running.await;
+
+    let database = fresh_database().await;
+    let a = node(dir.path(), "a", &database).await;
+    let data = dir.path().join("import-data");
+    let out = xcapd_on(
+        &database,
+        &[
+            "import",
+            "openxcap",
+            "--postgres",
+            &source,
+            "--data",
+            data.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.starts_with("imported 1 documents and 1 users; refused 0 documents and 0 users"),
+        "{out}"
+    );
+    let got = reqwest::get(format!(
+        "{}/resource-lists/users/sip:bob@example.com/index",
+        a.root
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert_eq!(got, doc);
+    assert!(xcapd_on(&database, &["user", "list"]).contains("sip:bob@example.com"));
+}

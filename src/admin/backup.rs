@@ -8,13 +8,9 @@
 
 use super::api::{read_json, xui_param};
 use super::{json, AdminError, AdminState};
-use crate::authz::Principal;
 use crate::storage::now_ms;
-use crate::xcap::error::{render_conflict, XcapError};
-use crate::xcap::etag::Preconditions;
-use crate::xcap::pct::encode_path_segment;
 use crate::xdms::generated::rfc3339;
-use crate::xdms::{Method, XcapRequest};
+use crate::xdms::operator::{describe, put_document};
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -128,7 +124,15 @@ pub(super) async fn import(
     let root = state.root_path.trim_end_matches('/');
     let mut results = Vec::with_capacity(import.documents.len());
     for doc in import.documents {
-        let outcome = put_document(&state, root, xui.as_str(), &doc).await;
+        let outcome = put_document(
+            &state.xdms,
+            root,
+            xui.as_str(),
+            &doc.auid,
+            &doc.path,
+            doc.body.clone(),
+        )
+        .await;
         results.push(match outcome {
             Ok((status, etag)) => DocumentResult {
                 auid: doc.auid,
@@ -166,95 +170,4 @@ pub(super) async fn import(
         StatusCode::UNPROCESSABLE_ENTITY
     };
     Ok(json(status, &report))
-}
-
-/// One document PUT through the XDMS; (status, ETag) on success.
-async fn put_document(
-    state: &AdminState,
-    root: &str,
-    xui: &str,
-    doc: &ImportedDocument,
-) -> Result<(u16, Option<String>), XcapError> {
-    let usage = state
-        .xdms
-        .registry()
-        .get(&doc.auid)
-        .ok_or(XcapError::NotFound("unknown application usage"))?;
-    let path = document_path(&doc.path)?;
-    let request = XcapRequest {
-        method: Method::Put,
-        path_and_query: format!(
-            "{root}/{}/users/{}/{path}",
-            encode_path_segment(&doc.auid),
-            encode_path_segment(xui)
-        ),
-        principal: Principal::Admin,
-        preconditions: Preconditions::default(),
-        content_type: Some(usage.descriptor.mime_type.clone()),
-        body: bytes::Bytes::from(doc.body.clone()),
-    };
-    let response = state.xdms.handle(request).await?;
-    Ok((response.status, response.etag))
-}
-
-/// Encodes a document path (URI-07: '/'-separated names) for an XCAP URI. Refuses what would
-/// name something else than one document: empty, `.` and `..` segments, and `~~`, which would
-/// start a node selector (RFC 4825 §6, URI-09).
-fn document_path(path: &str) -> Result<String, XcapError> {
-    let mut out = Vec::new();
-    for segment in path.split('/') {
-        if segment.is_empty() || segment == "." || segment == ".." || segment == "~~" {
-            return Err(XcapError::BadRequest(format!(
-                "invalid document path {path:?}"
-            )));
-        }
-        out.push(encode_path_segment(segment));
-    }
-    Ok(out.join("/"))
-}
-
-/// The error text of one refused document: the xcap-error body for 409s (what the operator
-/// needs to fix the document), the reason otherwise, never internal detail.
-fn describe(e: &XcapError) -> String {
-    match e {
-        XcapError::Conflict { conflict, phrase } => render_conflict(conflict, phrase.as_deref()),
-        XcapError::Internal(detail) => {
-            tracing::error!(target: "xcapd::admin", %detail, "import: internal error");
-            "internal error".to_string()
-        }
-        other => other.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    // URI-07, URI-09: a document path maps to exactly one document URI.
-    #[test]
-    fn document_paths_are_encoded_and_unsafe_ones_refused() {
-        assert_eq!(document_path("index").unwrap(), "index");
-        assert_eq!(
-            document_path("oma_status-icon/rcs status").unwrap(),
-            "oma_status-icon/rcs%20status"
-        );
-        assert_eq!(document_path("a?b#c").unwrap(), "a%3Fb%23c");
-        assert_eq!(document_path("100%").unwrap(), "100%25");
-        for bad in ["", "/index", "a//b", "a/", ".", "a/..", "index/~~/x", "~~"] {
-            assert!(
-                matches!(document_path(bad), Err(XcapError::BadRequest(_))),
-                "{bad:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn internal_errors_are_not_described() {
-        let text = describe(&XcapError::Internal("sled: disk on fire".into()));
-        assert_eq!(text, "internal error");
-        let text = describe(&XcapError::conflict(
-            crate::xcap::error::Conflict::SchemaValidation,
-        ));
-        assert!(text.contains("schema-validation-error"), "{text}");
-    }
 }

@@ -7,6 +7,7 @@ pub mod changes;
 pub mod generated;
 pub mod http;
 pub mod locks;
+pub mod operator;
 pub mod respond;
 pub mod service;
 pub mod target;
