@@ -7,6 +7,8 @@
 //!              [--content-type T] [--header 'K: V']... [--connections N]
 //!              [--duration SECS | --requests N] [--expect 200,201]
 //! `{n}` in the URL or body is replaced by a request counter unique across connections;
+//! `{n%M}` by that counter scattered over 0..M (a multiplicative hash: requests in a row read
+//! keys far apart, as many users would);
 //! `{c}` by the connection number. `--digest user:password` answers Digest challenges
 //! (SHA-256, qop=auth) and then reuses the nonce with increasing nc, as real clients do.
 
@@ -204,7 +206,8 @@ async fn connection(c: usize, spec: Spec, shared: Arc<Shared>) -> std::io::Resul
             break;
         }
         let subst = |s: &str| {
-            s.replace("{n}", &n.to_string())
+            spread(s, n)
+                .replace("{n}", &n.to_string())
                 .replace("{c}", &c.to_string())
         };
         let path = subst(&spec.path);
@@ -376,4 +379,26 @@ async fn main() {
     if unexpected > 0 || failed > 0 {
         std::process::exit(1);
     }
+}
+
+/// Replaces each `{n%M}` in `s` with request `n` scattered over `0..M`.
+fn spread(s: &str, n: u64) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find("{n%") {
+        let Some(end) = rest[at..].find('}') else {
+            break;
+        };
+        match rest[at + 3..at + end].parse::<u64>() {
+            Ok(m) if m > 0 => {
+                out.push_str(&rest[..at]);
+                let scattered = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16;
+                out.push_str(&(scattered % m).to_string());
+            }
+            _ => out.push_str(&rest[..at + end + 1]),
+        }
+        rest = &rest[at + end + 1..];
+    }
+    out.push_str(rest);
+    out
 }

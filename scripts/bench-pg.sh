@@ -2,7 +2,9 @@
 # PostgreSQL against sled (issue #15; BENCHMARKS.md "PostgreSQL"): the same release xcapd on
 # sled and on a scratch PostgreSQL cluster (scripts/pg-scratch.sh, loopback, fsync on), then
 # two nodes on that database with the load split between them, in one run: durable PUT
-# document, PUT element, GET document. Loopback only.
+# document, PUT element, GET document; then write → xcap-diff NOTIFY latency through one node
+# and across the nodes (written through A, notified by B: the change fan-out), with
+# benches/notify.rs. Loopback only.
 #
 #   scripts/bench-pg.sh [seconds-per-scenario]        (default 10)
 set -euo pipefail
@@ -13,9 +15,11 @@ PORT=${BENCH_PORT:-18380}
 PGPORT=${BENCH_PG_PORT:-55440}
 WORK=$(mktemp -d /tmp/xcapd-bench-pg.XXXXXX)
 chmod 755 "$WORK"
-cargo build --release --bin xcapd --bin xcapd-load >/dev/null
+cargo build --release --bin xcapd --bin xcapd-load --bin xcapd-bench-notify >/dev/null
 BIN=target/release/xcapd
 LOAD=target/release/xcapd-load
+NOTIFY=target/release/xcapd-bench-notify
+SIP=${BENCH_SIP_PORT:-15540}
 RL=application/resource-lists+xml
 PIDS=()
 
@@ -78,7 +82,13 @@ echo "== xcapd $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) c
 serve $PORT "$WORK/sled"
 scenarios "sled" "http://127.0.0.1:$PORT/xcap-root"
 kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
-serve $((PORT + 1)) "$WORK/pg-a" XCAPD_STORAGE=postgres XCAPD_POSTGRES_URL="$URL"
-scenarios "postgres, one node" "http://127.0.0.1:$((PORT + 1))/xcap-root"
-serve $((PORT + 2)) "$WORK/pg-b" XCAPD_STORAGE=postgres XCAPD_POSTGRES_URL="$URL"
-scenarios "postgres, two nodes" "http://127.0.0.1:$((PORT + 1))/xcap-root" "http://127.0.0.1:$((PORT + 2))/xcap-root"
+A=http://127.0.0.1:$((PORT + 1))/xcap-root
+B=http://127.0.0.1:$((PORT + 2))/xcap-root
+serve $((PORT + 1)) "$WORK/pg-a" XCAPD_STORAGE=postgres XCAPD_POSTGRES_URL="$URL" XCAPD_SIP=127.0.0.1:$((SIP + 1))
+scenarios "postgres, one node" "$A"
+echo "-- write → NOTIFY, one node (1,000 subscriptions, 100 writes/s; written and notified by A)"
+$NOTIFY --sip 127.0.0.1:$((SIP + 1)) --http "$A" --subscribers 1000 --rate 100 --duration "$SECS" --settle 1
+serve $((PORT + 2)) "$WORK/pg-b" XCAPD_STORAGE=postgres XCAPD_POSTGRES_URL="$URL" XCAPD_SIP=127.0.0.1:$((SIP + 2))
+scenarios "postgres, two nodes" "$A" "$B"
+echo "-- write → NOTIFY across nodes (1,000 subscriptions at B, 100 writes/s through A)"
+$NOTIFY --sip 127.0.0.1:$((SIP + 2)) --http "$A" --subscribers 1000 --rate 100 --duration "$SECS" --settle 1

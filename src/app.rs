@@ -189,8 +189,20 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         charging,
         registrations,
         shared,
+        database,
     } = open_stores(&config).await?;
     let metrics = Arc::new(Metrics::new(registry.iter().map(|u| u.auid().to_string())));
+    if let Some(db) = database {
+        metrics.cluster.set_pool_probe(move || {
+            let s = db.pool_status();
+            crate::metrics::PoolUse {
+                open: s.size as u64,
+                idle: s.available as u64,
+                waiting: s.waiting as u64,
+                max: s.max_size as u64,
+            }
+        });
+    }
     // Counted before serving, so no write races with the count.
     metrics
         .set_documents(count_documents(store.as_ref(), registry.iter().map(|u| u.auid())).await?);

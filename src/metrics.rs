@@ -11,8 +11,10 @@
 //! [`DocumentStore`] decorator that times every storage call, and [`track_requests`], the HTTP
 //! middleware that records each XCAP request.
 
+mod cluster;
 mod im;
 mod sip;
+pub use cluster::{ClusterMetrics, PoolUse};
 pub use im::ImMetrics;
 pub use sip::SipMetrics;
 
@@ -135,6 +137,8 @@ pub struct Metrics {
     pub sip: SipMetrics,
     /// The IM Server's.
     pub im: ImMetrics,
+    /// A node's among several (fan-out lag, database pool).
+    pub cluster: ClusterMetrics,
 }
 
 impl Metrics {
@@ -168,6 +172,7 @@ impl Metrics {
             writes_refused: AtomicU64::new(0),
             sip: SipMetrics::default(),
             im: ImMetrics::default(),
+            cluster: ClusterMetrics::default(),
         }
     }
 
@@ -349,6 +354,7 @@ impl Metrics {
         }
         self.sip.render(&mut out);
         self.im.render(&mut out);
+        self.cluster.render(&mut out);
         out
     }
 }

@@ -44,6 +44,25 @@ struct Node {
     child: std::process::Child,
     root: String,
     sip: SocketAddr,
+    /// The admin API (metrics) and its token's file.
+    admin: String,
+    token: std::path::PathBuf,
+}
+
+impl Node {
+    /// The node's Prometheus metrics.
+    async fn metrics(&self) -> String {
+        let token = std::fs::read_to_string(&self.token).unwrap();
+        reqwest::Client::new()
+            .get(format!("{}/metrics", self.admin))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
 }
 
 impl Drop for Node {
@@ -66,7 +85,7 @@ async fn node_with(
     auth: &str,
     storage: &str,
 ) -> Node {
-    let (port, sip_port) = (free_port(), free_port());
+    let (port, sip_port, admin_port) = (free_port(), free_port(), free_port());
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(
         &config,
@@ -77,6 +96,7 @@ async fn node_with(
     .unwrap();
     let child = xcapd_serve()
         .env("XCAPD_AUTH", auth)
+        .env("XCAPD_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
         .arg("--config")
         .arg(&config)
         .args(["--http", &format!("127.0.0.1:{port}")])
@@ -95,6 +115,8 @@ async fn node_with(
         child,
         root,
         sip: format!("127.0.0.1:{sip_port}").parse().unwrap(),
+        admin: format!("http://127.0.0.1:{admin_port}"),
+        token: dir.join(format!("{name}-data")).join("admin-token"),
     }
 }
 
@@ -208,6 +230,22 @@ async fn a_notifier_reports_a_write_made_on_another_node() {
         notify.body().contains(&format!("new-etag=\"{etag}\"")),
         "{}",
         notify.body()
+    );
+    // Issue #15 scope 6: node B measured how long the change took to reach it, and shows its
+    // database pool.
+    let metrics = b.metrics().await;
+    let lag = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("xcapd_change_feed_lag_seconds_count{feed=\"local\"} "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(lag.is_some_and(|n| n >= 1), "{metrics}");
+    assert!(
+        metrics.contains("xcapd_storage_pool_connections{state=\"in_use\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("xcapd_storage_pool_max_connections 16"),
+        "{metrics}"
     );
 }
 

@@ -32,6 +32,8 @@ pub struct Stores {
     /// Whether other nodes use these stores too (PostgreSQL): then claims held at start may
     /// be another node's, not this process's last run's.
     pub shared: bool,
+    /// The database the stores share (PostgreSQL; its pool's use is a metric).
+    pub database: Option<crate::storage::pg_db::PgDb>,
 }
 
 /// This node's name among the nodes sharing a database: made once at random and kept in the
@@ -80,8 +82,9 @@ pub async fn open_stores(config: &Config) -> Result<Stores, AppError> {
                 )),
                 messages: Arc::new(crate::storage::pg_messages::PgMessages::new(db.clone())),
                 charging: Arc::new(PgCharging::new(db.clone())),
-                registrations: Arc::new(PgRegistrations::new(db)),
+                registrations: Arc::new(PgRegistrations::new(db.clone())),
                 shared: true,
+                database: Some(db),
             }
         }
         StorageBackend::Memory => Stores {
@@ -94,6 +97,7 @@ pub async fn open_stores(config: &Config) -> Result<Stores, AppError> {
             charging: Arc::new(crate::storage::charging::MemoryCharging::default()),
             registrations: Arc::new(crate::storage::registrations::MemoryRegistrations::default()),
             shared: false,
+            database: None,
         },
         StorageBackend::Sled => {
             let store = SledStore::open_in_data_dir(
@@ -117,6 +121,7 @@ pub async fn open_stores(config: &Config) -> Result<Stores, AppError> {
                 )?),
                 documents: Arc::new(store),
                 shared: false,
+                database: None,
             }
         }
     })

@@ -188,6 +188,8 @@ pub(super) async fn dispatch(shared: Arc<Shared>, after: u64) {
         };
         match next {
             Ok(change) => {
+                let lag = &shared.parts.metrics.cluster;
+                lag.observe_feed_lag(false, change.at_ms, crate::storage::now_ms());
                 let change = Arc::new(change);
                 for mailbox in shared.registry.lock().watching(&change.key) {
                     mailbox.send(Msg::Change(Arc::clone(&change)));
@@ -216,6 +218,8 @@ pub(super) async fn dispatch(shared: Arc<Shared>, after: u64) {
 /// log) the subscriptions on the node compare with the documents themselves.
 pub(super) async fn follow(shared: Arc<Shared>, node: Arc<RemoteNode>) {
     let deliver = |change: crate::event::ChangeRecord| {
+        let lag = &shared.parts.metrics.cluster;
+        lag.observe_feed_lag(true, change.at_ms, crate::storage::now_ms());
         let change = Arc::new(change);
         for mailbox in shared.registry.lock().watching(&change.key) {
             mailbox.send(Msg::Remote(Arc::clone(&change)));

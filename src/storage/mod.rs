@@ -31,6 +31,7 @@ pub mod pg_store;
 pub mod pg_subscriptions;
 #[cfg(all(test, xcapd_pg))]
 mod pg_test;
+mod pg_writer;
 pub mod registrations;
 mod sled_apply;
 mod sled_changes;

@@ -70,6 +70,11 @@ impl PgDb {
         &self.runtime
     }
 
+    /// The pool's use now (metrics).
+    pub fn pool_status(&self) -> deadpool_postgres::Status {
+        self.pool.status()
+    }
+
     /// A pool of its own on the same database (e.g. for connections held long).
     pub fn new_pool(&self) -> Result<Pool, StorageError> {
         pool_of(self.config.clone())

@@ -1,14 +1,14 @@
-//! PostgreSQL backend of [`DocumentStore`] (issue #15, first step; RFC 4825 §7.10–§7.11
-//! compare-and-swap, design.md §2 change log): documents and their change records in one
-//! database, each write one transaction that commits both (`synchronous_commit = on`: durable
-//! when the commit returns, so before the 2xx).
+//! PostgreSQL backend of [`DocumentStore`] (issue #15; RFC 4825 §7.10–§7.11 compare-and-swap,
+//! design.md §2 change log): documents and their change records in one database, written
+//! together (`synchronous_commit = on`: durable when the commit returns, so before the 2xx)
+//! by the node's writer ([`super::pg_writer`]), which commits the writes waiting at once.
 //!
-//! Every writer first takes the row lock of `feed_head` and draws the next sequence number
-//! there: changes therefore commit in sequence order, so a reader of `seq > n` never misses a
-//! change committed later with a smaller number (the trap of a plain serial column), and a
-//! refused write rolls its number back (no gap). The precondition is checked under that lock.
-//! This serializes writers (one commit at a time); a later step may relax it. Work runs on the
-//! runtime the store was opened on, so the store is usable from any thread.
+//! Every write transaction first takes the row lock of `feed_head` and draws the next
+//! sequence numbers there: changes therefore commit in sequence order, so a reader of
+//! `seq > n` never misses a change committed later with a smaller number (the trap of a plain
+//! serial column), and a refused write takes no number (no gap). The precondition is checked
+//! under that lock. Work runs on the runtime the store was opened on, so the store is usable
+//! from any thread.
 //!
 //! Several nodes on one database: each commit also sends a notice with its number on the
 //! channel of its schema (`xcapd_changes_<schema>`: notices are database-wide, and two
@@ -33,21 +33,20 @@ use tokio_postgres::NoTls;
 use super::feed::{check_window, ChangeRetention};
 use super::pg_db::{to_i64, unavailable, PgDb};
 use super::pg_schema::backend;
-use super::sled_changes::{decode, encode};
+use super::pg_writer::{Write, Writer};
+use super::sled_changes::decode;
 use super::{
-    check_expect, directory_prefix, now_ms, validate_auid, validate_tree, validate_xui,
-    ChangeOrigin, ChangeRecord, Committed, DocKey, DocMeta, DocumentLock, DocumentStore, Expect,
-    StorageError, StoreFuture, StoredDocument, TreeKey, WriteOutcome,
+    directory_prefix, validate_auid, validate_tree, validate_xui, ChangeOrigin, ChangeRecord,
+    Committed, DocKey, DocMeta, DocumentLock, DocumentStore, Expect, StorageError, StoreFuture,
+    StoredDocument, TreeKey,
 };
-
-/// Changes the age bound removes per write at most (the rest with the next writes).
-const TRIM_BATCH: i64 = 1000;
 
 pub struct PgStore {
     db: PgDb,
+    /// Commits the writes (batched).
+    writer: Writer,
     /// Connections holding document locks.
     locks: Pool,
-    retention: ChangeRetention,
     changed: Arc<watch::Sender<u64>>,
     /// The listening connection's task (ends with the store).
     listener: tokio::task::AbortHandle,
@@ -75,7 +74,7 @@ fn quoted(name: &str) -> String {
 const RELISTEN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Raises the head the feed readers watch to `seq` (never lowers it).
-fn raise(changed: &watch::Sender<u64>, seq: u64) {
+pub(super) fn raise(changed: &watch::Sender<u64>, seq: u64) {
     changed.send_if_modified(|head| {
         let newer = seq > *head;
         if newer {
@@ -128,7 +127,7 @@ async fn listen(
 }
 
 /// The `tree` column of a tree: '' for the global tree, else the XUI (never empty).
-fn tree_column(tree: &TreeKey) -> &str {
+pub(super) fn tree_column(tree: &TreeKey) -> &str {
     match tree {
         TreeKey::Global => "",
         TreeKey::User(xui) => xui,
@@ -167,8 +166,8 @@ impl PgStore {
             .abort_handle();
         Ok(PgStore {
             locks: db.new_pool()?,
+            writer: Writer::start(db.clone(), retention, channel.clone(), changed.clone()),
             db: db.clone(),
-            retention,
             changed,
             listener,
             channel,
@@ -199,8 +198,7 @@ impl PgStore {
         .await
     }
 
-    /// One write: takes the feed lock and the next number, checks `expect`, applies `change`
-    /// (`None`: delete) and logs it, trims the log, commits.
+    /// One write, committed by the writer with whatever else waits.
     async fn write(
         &self,
         key: &DocKey,
@@ -209,125 +207,15 @@ impl PgStore {
         origin: &ChangeOrigin,
     ) -> Result<Option<Committed>, StorageError> {
         key.validate()?;
-        let (key, expect, origin) = (key.clone(), expect.clone(), origin.clone());
-        let (retention, channel) = (self.retention, self.channel.clone());
-        let committed = self
-            .with(move |mut client| async move {
-                let tx = client.transaction().await.map_err(backend)?;
-                let seq: i64 = tx
-                    .query_one(
-                        "UPDATE feed_head SET seq = seq + 1 WHERE id = 1 RETURNING seq",
-                        &[],
-                    )
-                    .await
-                    .map_err(backend)?
-                    .get(0);
-                let tree = tree_column(&key.tree);
-                let previous: Option<String> = tx
-                    .query_opt(
-                        "SELECT etag FROM documents WHERE auid = $1 AND tree = $2 AND path = $3",
-                        &[&key.auid, &tree, &key.path],
-                    )
-                    .await
-                    .map_err(backend)?
-                    .map(|row| row.get(0));
-                // A refused write rolls back with the transaction, its number included.
-                check_expect(&expect, previous.as_deref())?;
-                let now = now_ms();
-                let outcome =
-                    match &change {
-                        None if previous.is_none() => return Ok(None),
-                        None => {
-                            tx.execute(
-                                "DELETE FROM documents WHERE auid = $1 AND tree = $2 AND path = $3",
-                                &[&key.auid, &tree, &key.path],
-                            )
-                            .await
-                            .map_err(backend)?;
-                            WriteOutcome::Deleted
-                        }
-                        Some((body, etag, modified_ms)) => {
-                            tx.execute(
-                            "INSERT INTO documents (auid, tree, path, body, etag, modified_ms) \
-                             VALUES ($1, $2, $3, $4, $5, $6) \
-                             ON CONFLICT (auid, tree, path) DO UPDATE \
-                             SET body = EXCLUDED.body, etag = EXCLUDED.etag, \
-                                 modified_ms = EXCLUDED.modified_ms",
-                            &[&key.auid, &tree, &key.path, body, etag, &to_i64(*modified_ms)?],
-                        )
-                        .await
-                        .map_err(backend)?;
-                            if previous.is_some() {
-                                WriteOutcome::Replaced
-                            } else {
-                                WriteOutcome::Created
-                            }
-                        }
-                    };
-                let new_etag = change.as_ref().map(|(_, etag, _)| etag.as_str());
-                let record = encode(&key, previous.as_deref(), new_etag, now, &origin)?;
-                tx.execute(
-                    "INSERT INTO changes (seq, at_ms, record) VALUES ($1, $2, $3)",
-                    &[&seq, &to_i64(now)?, &record],
-                )
-                .await
-                .map_err(backend)?;
-                trim(&tx, seq, now, &retention).await?;
-                // Delivered at commit, to every node listening (this one included).
-                tx.execute("SELECT pg_notify($1, $2)", &[&&*channel, &seq.to_string()])
-                    .await
-                    .map_err(backend)?;
-                tx.commit().await.map_err(backend)?;
-                Ok(Some(Committed {
-                    outcome,
-                    previous_etag: previous,
-                    seq: seq as u64,
-                }))
+        self.writer
+            .write(Write {
+                key: key.clone(),
+                expect: expect.clone(),
+                change,
+                origin: origin.clone(),
             })
-            .await?;
-        if let Some(c) = &committed {
-            raise(&self.changed, c.seq);
-        }
-        Ok(committed)
+            .await
     }
-}
-
-/// Retention (within the writer's transaction): changes beyond `max_entries` behind `seq`,
-/// and the oldest past `max_age` (a prefix: commit times follow the sequence), are removed;
-/// `trimmed_through` follows. Every write runs this: each part reads by the primary key from
-/// the oldest change only, and the age part looks further only when the oldest is expired
-/// (a filter on commit times alone would read the whole log when nothing is to go).
-async fn trim(
-    tx: &tokio_postgres::Transaction<'_>,
-    seq: i64,
-    now: u64,
-    retention: &ChangeRetention,
-) -> Result<(), StorageError> {
-    let by_count = seq.saturating_sub(to_i64(retention.max_entries)?);
-    let cutoff = to_i64(now.saturating_sub(retention.max_age.as_millis() as u64))?;
-    let gone: Option<i64> = tx
-        .query_one(
-            "WITH gone AS (DELETE FROM changes WHERE seq IN ( \
-                 SELECT seq FROM changes WHERE seq <= $1 \
-                 UNION ALL \
-                 SELECT seq FROM (SELECT seq, at_ms FROM changes ORDER BY seq LIMIT $3) oldest \
-                 WHERE at_ms < $2 AND (SELECT at_ms FROM changes ORDER BY seq LIMIT 1) < $2) \
-               RETURNING seq) \
-             SELECT max(seq) FROM gone",
-            &[&by_count, &cutoff, &TRIM_BATCH],
-        )
-        .await
-        .map_err(backend)?
-        .get(0);
-    if let Some(through) = gone {
-        tx.execute(
-            "UPDATE feed_head SET trimmed_through = greatest(trimmed_through, $1) WHERE id = 1",
-            &[&through],
-        )
-        .await
-        .map_err(backend)?;
-    }
-    Ok(())
 }
 
 /// A held advisory lock: its connection goes back to the pool once unlocked (or is closed,

@@ -327,4 +327,47 @@ mod tests {
         all.dedup();
         assert_eq!((claimed, all.len()), (40, 40));
     }
+
+    // Writes committed together (one transaction per batch): refused ones take no number,
+    // the others get consecutive ones, gap-free, in the log in the same order.
+    #[tokio::test]
+    async fn concurrent_writes_batch_without_gaps() {
+        let store = Arc::new(store(ChangeRetention::default()));
+        let mut writers = tokio::task::JoinSet::new();
+        for n in 0..64u32 {
+            let store = store.clone();
+            writers.spawn(async move {
+                let key = DocKey::new(
+                    "resource-lists",
+                    TreeKey::User(format!("sip:u{}@example.com", n % 32)),
+                    "index",
+                );
+                store
+                    .put(
+                        &key,
+                        &Expect::Absent,
+                        "<a/>",
+                        &format!("e{n}"),
+                        1,
+                        &Default::default(),
+                    )
+                    .await
+            });
+        }
+        let (mut seqs, mut refused) = (Vec::new(), 0);
+        while let Some(done) = writers.join_next().await {
+            match done.unwrap() {
+                Ok(c) => seqs.push(c.seq),
+                Err(StorageError::PreconditionFailed) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        seqs.sort_unstable();
+        assert_eq!(refused, 32);
+        assert_eq!(seqs, (1..=32).collect::<Vec<u64>>());
+        let log = store.changes_since(0, 100).await.unwrap();
+        let logged: Vec<u64> = log.iter().map(|c| c.seq).collect();
+        assert_eq!(logged, seqs);
+        assert_eq!(store.last_seq().await.unwrap(), 32);
+    }
 }
