@@ -86,9 +86,9 @@ A=http://127.0.0.1:$((PORT + 1))/xcap-root
 B=http://127.0.0.1:$((PORT + 2))/xcap-root
 serve $((PORT + 1)) "$WORK/pg-a" XCAPD_STORAGE=postgres XCAPD_POSTGRES_URL="$URL" XCAPD_SIP=127.0.0.1:$((SIP + 1))
 scenarios "postgres, one node" "$A"
-echo "-- write → NOTIFY, one node (1,000 subscriptions, 100 writes/s; written and notified by A)"
-$NOTIFY --sip 127.0.0.1:$((SIP + 1)) --http "$A" --subscribers 1000 --rate 100 --duration "$SECS" --settle 1
+echo "-- write → NOTIFY, one node (1,000 subscriptions, 100 writes/s; written and notified by A; 6 s after subscribing, past the 5 s notify interval)"
+$NOTIFY --sip 127.0.0.1:$((SIP + 1)) --http "$A" --subscribers 1000 --rate 100 --duration "$SECS" --settle 6
 serve $((PORT + 2)) "$WORK/pg-b" XCAPD_STORAGE=postgres XCAPD_POSTGRES_URL="$URL" XCAPD_SIP=127.0.0.1:$((SIP + 2))
 scenarios "postgres, two nodes" "$A" "$B"
 echo "-- write → NOTIFY across nodes (1,000 subscriptions at B, 100 writes/s through A)"
-$NOTIFY --sip 127.0.0.1:$((SIP + 2)) --http "$A" --subscribers 1000 --rate 100 --duration "$SECS" --settle 1
+$NOTIFY --sip 127.0.0.1:$((SIP + 2)) --http "$A" --subscribers 1000 --rate 100 --duration "$SECS" --settle 6

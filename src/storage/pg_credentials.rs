@@ -45,7 +45,12 @@ impl CredentialStore for PgCredentials {
                 .with(move |client| async move {
                     let row = client
                         .query_opt(
-                            "SELECT xui, record FROM credential_users WHERE xui = $1",
+                            &client
+                                .prepare_cached(
+                                    "SELECT xui, record FROM credential_users WHERE xui = $1",
+                                )
+                                .await
+                                .map_err(backend)?,
                             &[&xui],
                         )
                         .await
@@ -71,8 +76,13 @@ impl CredentialStore for PgCredentials {
                 .with(move |client| async move {
                     let row = client
                         .query_opt(
-                            "SELECT xui, ha1_hex FROM credential_usernames \
+                            &client
+                                .prepare_cached(
+                                    "SELECT xui, ha1_hex FROM credential_usernames \
                              WHERE username = $1 AND realm = $2 AND algorithm = $3",
+                                )
+                                .await
+                                .map_err(backend)?,
                             &[&key.0, &key.1, &key.2],
                         )
                         .await
@@ -160,7 +170,13 @@ impl CredentialStore for PgCredentials {
     fn list_users(&self) -> StoreFuture<'_, Vec<Credential>> {
         Box::pin(self.db.with(|client| async move {
             let rows = client
-                .query("SELECT xui, record FROM credential_users ORDER BY xui", &[])
+                .query(
+                    &client
+                        .prepare_cached("SELECT xui, record FROM credential_users ORDER BY xui")
+                        .await
+                        .map_err(backend)?,
+                    &[],
+                )
                 .await
                 .map_err(backend)?;
             rows.iter().map(user_of).collect()

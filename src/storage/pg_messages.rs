@@ -70,9 +70,14 @@ impl MessageStore for PgMessages {
                 .with(move |client| async move {
                     let row = client
                         .query_one(
-                            "INSERT INTO messages \
+                            &client
+                                .prepare_cached(
+                                    "INSERT INTO messages \
                              (mailbox, owner, expires_ms, claimed_until_ms, attempts, record) \
                              VALUES ($1, $2, $3, $4, 0, $5) RETURNING id",
+                                )
+                                .await
+                                .map_err(backend)?,
                             &[&mailbox, &owner, &expires, &held, &record],
                         )
                         .await
@@ -124,7 +129,13 @@ impl MessageStore for PgMessages {
             self.db
                 .with(move |client| async move {
                     let gone = client
-                        .execute("DELETE FROM messages WHERE id = $1", &[&id])
+                        .execute(
+                            &client
+                                .prepare_cached("DELETE FROM messages WHERE id = $1")
+                                .await
+                                .map_err(backend)?,
+                            &[&id],
+                        )
                         .await
                         .map_err(backend)?;
                     Ok(gone > 0)
@@ -144,9 +155,14 @@ impl MessageStore for PgMessages {
                 .with(move |client| async move {
                     client
                         .execute(
-                            "UPDATE messages SET claimed_until_ms = 0, \
+                            &client
+                                .prepare_cached(
+                                    "UPDATE messages SET claimed_until_ms = 0, \
                              attempts = LEAST(attempts::bigint + $2, 2147483647)::int \
                              WHERE id = ANY($1)",
+                                )
+                                .await
+                                .map_err(backend)?,
                             &[&ids, &i64::from(more)],
                         )
                         .await
@@ -213,7 +229,10 @@ impl MessageStore for PgMessages {
                 .with(move |client| async move {
                     let row = client
                         .query_one(
-                            "SELECT count(*) FROM messages WHERE mailbox = $1",
+                            &client
+                                .prepare_cached("SELECT count(*) FROM messages WHERE mailbox = $1")
+                                .await
+                                .map_err(backend)?,
                             &[&mailbox],
                         )
                         .await
@@ -236,9 +255,14 @@ impl MessageStore for PgMessages {
                 .with(move |client| async move {
                     let rows = client
                         .query(
-                            "SELECT DISTINCT owner FROM messages \
+                            &client
+                                .prepare_cached(
+                                    "SELECT DISTINCT owner FROM messages \
                              WHERE mailbox = $1 AND ($2::text IS NULL OR owner > $2) \
                              ORDER BY owner LIMIT $3",
+                                )
+                                .await
+                                .map_err(backend)?,
                             &[&mailbox, &after, &limit],
                         )
                         .await

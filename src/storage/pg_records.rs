@@ -28,13 +28,14 @@ impl RegistrationStore for PgRegistrations {
                 .with(move |client| async move {
                     if bindings.is_empty() {
                         client
-                            .execute("DELETE FROM registrations WHERE aor = $1", &[&aor])
+                            .execute(
+                &client.prepare_cached("DELETE FROM registrations WHERE aor = $1").await.map_err(backend)?, &[&aor])
                             .await
                     } else {
                         client
                             .execute(
-                                "INSERT INTO registrations (aor, bindings) VALUES ($1, $2) \
-                                 ON CONFLICT (aor) DO UPDATE SET bindings = EXCLUDED.bindings",
+                &client.prepare_cached("INSERT INTO registrations (aor, bindings) VALUES ($1, $2) \
+                                 ON CONFLICT (aor) DO UPDATE SET bindings = EXCLUDED.bindings").await.map_err(backend)?,
                                 &[&aor, &value],
                             )
                             .await
@@ -49,7 +50,13 @@ impl RegistrationStore for PgRegistrations {
     fn all(&self) -> StoreFuture<'_, Vec<(String, Vec<StoredBinding>)>> {
         Box::pin(self.db.with(|client| async move {
             let rows = client
-                .query("SELECT aor, bindings FROM registrations ORDER BY aor", &[])
+                .query(
+                    &client
+                        .prepare_cached("SELECT aor, bindings FROM registrations ORDER BY aor")
+                        .await
+                        .map_err(backend)?,
+                    &[],
+                )
                 .await
                 .map_err(backend)?;
             rows.iter()
@@ -65,7 +72,13 @@ impl RegistrationStore for PgRegistrations {
     fn get(&self, aor: String) -> StoreFuture<'_, Vec<StoredBinding>> {
         Box::pin(self.db.with(move |client| async move {
             let row = client
-                .query_opt("SELECT bindings FROM registrations WHERE aor = $1", &[&aor])
+                .query_opt(
+                    &client
+                        .prepare_cached("SELECT bindings FROM registrations WHERE aor = $1")
+                        .await
+                        .map_err(backend)?,
+                    &[&aor],
+                )
                 .await
                 .map_err(backend)?;
             match row {
@@ -95,7 +108,10 @@ impl ChargingLog for PgCharging {
                 .with(move |client| async move {
                     client
                         .execute(
-                            "INSERT INTO charging (day, line) VALUES ($1, $2)",
+                            &client
+                                .prepare_cached("INSERT INTO charging (day, line) VALUES ($1, $2)")
+                                .await
+                                .map_err(backend)?,
                             &[&day, &line],
                         )
                         .await
@@ -116,8 +132,13 @@ impl ChargingLog for PgCharging {
                 .with(move |client| async move {
                     let rows = client
                         .query(
-                            "SELECT line FROM charging WHERE day = $1 ORDER BY id \
+                            &client
+                                .prepare_cached(
+                                    "SELECT line FROM charging WHERE day = $1 ORDER BY id \
                              OFFSET $2 LIMIT $3",
+                                )
+                                .await
+                                .map_err(backend)?,
                             &[&day, &skip, &limit],
                         )
                         .await

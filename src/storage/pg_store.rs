@@ -148,7 +148,13 @@ impl PgStore {
         let head: i64 = db
             .with(|client| async move {
                 let row = client
-                    .query_one("SELECT seq FROM feed_head WHERE id = 1", &[])
+                    .query_one(
+                        &client
+                            .prepare_cached("SELECT seq FROM feed_head WHERE id = 1")
+                            .await
+                            .map_err(backend)?,
+                        &[],
+                    )
                     .await
                     .map_err(backend)?;
                 Ok(row.get(0))
@@ -192,7 +198,8 @@ impl PgStore {
         meta: impl Fn(&tokio_postgres::Row) -> DocMeta + Send + 'static,
     ) -> Result<Vec<DocMeta>, StorageError> {
         self.with(move |client| async move {
-            let rows = client.query(sql, &[&value]).await.map_err(backend)?;
+            let sql = client.prepare_cached(sql).await.map_err(backend)?;
+            let rows = client.query(&sql, &[&value]).await.map_err(backend)?;
             Ok(rows.iter().map(meta).collect())
         })
         .await
@@ -232,11 +239,11 @@ impl Drop for AdvisoryLock {
             return;
         };
         self.runtime.spawn(async move {
-            if client
-                .execute("SELECT pg_advisory_unlock($1)", &[&id])
-                .await
-                .is_err()
-            {
+            let unlocked = match client.prepare_cached("SELECT pg_advisory_unlock($1)").await {
+                Ok(unlock) => client.execute(&unlock, &[&id]).await.is_ok(),
+                Err(_) => false,
+            };
+            if !unlocked {
                 drop(deadpool_postgres::Object::take(client));
             }
         });
@@ -276,8 +283,13 @@ impl DocumentStore for PgStore {
             self.with(move |client| async move {
                 let row = client
                     .query_opt(
-                        "SELECT body, etag, modified_ms FROM documents \
+                        &client
+                            .prepare_cached(
+                                "SELECT body, etag, modified_ms FROM documents \
                          WHERE auid = $1 AND tree = $2 AND path = $3",
+                            )
+                            .await
+                            .map_err(backend)?,
                         &[&key.auid, &tree_column(&key.tree), &key.path],
                     )
                     .await
@@ -358,8 +370,13 @@ impl DocumentStore for PgStore {
             self.with(move |client| async move {
                 let row = client
                     .query_opt(
-                        "SELECT 1 FROM documents WHERE auid = $1 AND tree = $2 \
+                        &client
+                            .prepare_cached(
+                                "SELECT 1 FROM documents WHERE auid = $1 AND tree = $2 \
                          AND starts_with(path, $3) LIMIT 1",
+                            )
+                            .await
+                            .map_err(backend)?,
                         &[&auid, &tree, &prefix],
                     )
                     .await
@@ -373,7 +390,13 @@ impl DocumentStore for PgStore {
     fn last_seq(&self) -> StoreFuture<'_, u64> {
         Box::pin(self.with(|client| async move {
             let row = client
-                .query_one("SELECT seq FROM feed_head WHERE id = 1", &[])
+                .query_one(
+                    &client
+                        .prepare_cached("SELECT seq FROM feed_head WHERE id = 1")
+                        .await
+                        .map_err(backend)?,
+                    &[],
+                )
                 .await
                 .map_err(backend)?;
             Ok(row.get::<_, i64>(0) as u64)
@@ -393,14 +416,23 @@ impl DocumentStore for PgStore {
                     .await
                     .map_err(backend)?;
                 let trimmed: i64 = tx
-                    .query_one("SELECT trimmed_through FROM feed_head WHERE id = 1", &[])
+                    .query_one(
+                        &tx.prepare_cached("SELECT trimmed_through FROM feed_head WHERE id = 1")
+                            .await
+                            .map_err(backend)?,
+                        &[],
+                    )
                     .await
                     .map_err(backend)?
                     .get(0);
                 check_window(after, trimmed as u64)?;
                 let rows = tx
                     .query(
-                        "SELECT seq, record FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+                        &tx.prepare_cached(
+                            "SELECT seq, record FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+                        )
+                        .await
+                        .map_err(backend)?,
                         &[&from, &limit],
                     )
                     .await
@@ -436,7 +468,13 @@ impl DocumentStore for PgStore {
                 .spawn(async move {
                     let client = locks.get().await.map_err(unavailable)?;
                     client
-                        .execute("SELECT pg_advisory_lock($1)", &[&id])
+                        .execute(
+                            &client
+                                .prepare_cached("SELECT pg_advisory_lock($1)")
+                                .await
+                                .map_err(backend)?,
+                            &[&id],
+                        )
                         .await
                         .map_err(backend)?;
                     Ok::<_, StorageError>(AdvisoryLock {

@@ -112,8 +112,13 @@ impl SubscriptionStore for PgSubscriptions {
         Box::pin(self.db.with(move |client| async move {
             let row = client
                 .query_opt(
-                    "SELECT record FROM subscriptions \
+                    &client
+                        .prepare_cached(
+                            "SELECT record FROM subscriptions \
                      WHERE call_id = $1 AND local_tag = $2 AND remote_tag = $3",
+                        )
+                        .await
+                        .map_err(backend)?,
                     &[&dialog.call_id, &dialog.local_tag, &dialog.remote_tag],
                 )
                 .await
@@ -127,8 +132,13 @@ impl SubscriptionStore for PgSubscriptions {
         Box::pin(self.db.with(move |client| async move {
             let gone = client
                 .execute(
-                    "DELETE FROM subscriptions \
+                    &client
+                        .prepare_cached(
+                            "DELETE FROM subscriptions \
                      WHERE call_id = $1 AND local_tag = $2 AND remote_tag = $3",
+                        )
+                        .await
+                        .map_err(backend)?,
                     &[&dialog.call_id, &dialog.local_tag, &dialog.remote_tag],
                 )
                 .await

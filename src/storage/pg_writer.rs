@@ -140,7 +140,9 @@ async fn commit(context: &Context, writes: Vec<Write>) -> Result<(Vec<Answer>, u
             let tx = client.transaction().await.map_err(backend)?;
             let head: i64 = tx
                 .query_one(
-                    "UPDATE feed_head SET seq = seq WHERE id = 1 RETURNING seq",
+                    &tx.prepare_cached("UPDATE feed_head SET seq = seq WHERE id = 1 RETURNING seq")
+                        .await
+                        .map_err(backend)?,
                     &[],
                 )
                 .await
@@ -157,14 +159,24 @@ async fn commit(context: &Context, writes: Vec<Write>) -> Result<(Vec<Answer>, u
                 answers.push(answer);
             }
             if seq > head {
-                tx.execute("UPDATE feed_head SET seq = $1 WHERE id = 1", &[&seq])
-                    .await
-                    .map_err(backend)?;
+                tx.execute(
+                    &tx.prepare_cached("UPDATE feed_head SET seq = $1 WHERE id = 1")
+                        .await
+                        .map_err(backend)?,
+                    &[&seq],
+                )
+                .await
+                .map_err(backend)?;
                 trim(&tx, seq, now, &retention).await?;
                 // Delivered at commit, to every node listening (this one included).
-                tx.execute("SELECT pg_notify($1, $2)", &[&&*channel, &seq.to_string()])
-                    .await
-                    .map_err(backend)?;
+                tx.execute(
+                    &tx.prepare_cached("SELECT pg_notify($1, $2)")
+                        .await
+                        .map_err(backend)?,
+                    &[&&*channel, &seq.to_string()],
+                )
+                .await
+                .map_err(backend)?;
             }
             tx.commit().await.map_err(backend)?;
             Ok((answers, seq as u64))
@@ -175,7 +187,7 @@ async fn commit(context: &Context, writes: Vec<Write>) -> Result<(Vec<Answer>, u
 /// One write inside the batch's transaction as change number `seq`. The outer error fails
 /// the batch (the database failed); the inner one refuses this write only.
 async fn apply(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     w: &Write,
     seq: i64,
     now: u64,
@@ -183,7 +195,11 @@ async fn apply(
     let (key, tree) = (&w.key, tree_column(&w.key.tree));
     let previous: Option<String> = tx
         .query_opt(
-            "SELECT etag FROM documents WHERE auid = $1 AND tree = $2 AND path = $3",
+            &tx.prepare_cached(
+                "SELECT etag FROM documents WHERE auid = $1 AND tree = $2 AND path = $3",
+            )
+            .await
+            .map_err(backend)?,
             &[&key.auid, &tree, &key.path],
         )
         .await
@@ -196,7 +212,11 @@ async fn apply(
         None if previous.is_none() => return Ok(Ok(None)),
         None => {
             tx.execute(
-                "DELETE FROM documents WHERE auid = $1 AND tree = $2 AND path = $3",
+                &tx.prepare_cached(
+                    "DELETE FROM documents WHERE auid = $1 AND tree = $2 AND path = $3",
+                )
+                .await
+                .map_err(backend)?,
                 &[&key.auid, &tree, &key.path],
             )
             .await
@@ -205,11 +225,15 @@ async fn apply(
         }
         Some((body, etag, modified_ms)) => {
             tx.execute(
-                "INSERT INTO documents (auid, tree, path, body, etag, modified_ms) \
+                &tx.prepare_cached(
+                    "INSERT INTO documents (auid, tree, path, body, etag, modified_ms) \
                  VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (auid, tree, path) DO UPDATE \
                  SET body = EXCLUDED.body, etag = EXCLUDED.etag, \
                      modified_ms = EXCLUDED.modified_ms",
+                )
+                .await
+                .map_err(backend)?,
                 &[
                     &key.auid,
                     &tree,
@@ -231,7 +255,9 @@ async fn apply(
     let new_etag = w.change.as_ref().map(|(_, etag, _)| etag.as_str());
     let record = encode(key, previous.as_deref(), new_etag, now, &w.origin)?;
     tx.execute(
-        "INSERT INTO changes (seq, at_ms, record) VALUES ($1, $2, $3)",
+        &tx.prepare_cached("INSERT INTO changes (seq, at_ms, record) VALUES ($1, $2, $3)")
+            .await
+            .map_err(backend)?,
         &[&seq, &to_i64(now)?, &record],
     )
     .await
@@ -249,7 +275,7 @@ async fn apply(
 /// the oldest change only, and the age part looks further only when the oldest is expired
 /// (a filter on commit times alone would read the whole log when nothing is to go).
 async fn trim(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     seq: i64,
     now: u64,
     retention: &ChangeRetention,
@@ -258,13 +284,17 @@ async fn trim(
     let cutoff = to_i64(now.saturating_sub(retention.max_age.as_millis() as u64))?;
     let gone: Option<i64> = tx
         .query_one(
-            "WITH gone AS (DELETE FROM changes WHERE seq IN ( \
+            &tx.prepare_cached(
+                "WITH gone AS (DELETE FROM changes WHERE seq IN ( \
                  SELECT seq FROM changes WHERE seq <= $1 \
                  UNION ALL \
                  SELECT seq FROM (SELECT seq, at_ms FROM changes ORDER BY seq LIMIT $3) oldest \
                  WHERE at_ms < $2 AND (SELECT at_ms FROM changes ORDER BY seq LIMIT 1) < $2) \
                RETURNING seq) \
              SELECT max(seq) FROM gone",
+            )
+            .await
+            .map_err(backend)?,
             &[&by_count, &cutoff, &TRIM_BATCH],
         )
         .await
@@ -272,7 +302,11 @@ async fn trim(
         .get(0);
     if let Some(through) = gone {
         tx.execute(
-            "UPDATE feed_head SET trimmed_through = greatest(trimmed_through, $1) WHERE id = 1",
+            &tx.prepare_cached(
+                "UPDATE feed_head SET trimmed_through = greatest(trimmed_through, $1) WHERE id = 1",
+            )
+            .await
+            .map_err(backend)?,
             &[&through],
         )
         .await
