@@ -4,13 +4,15 @@
 //! transaction per write paid one each, one at a time, behind the `feed_head` lock).
 //!
 //! The transaction takes the row lock of `feed_head` first (so the nodes' batches commit one
-//! after another, in sequence order), then checks each write's ETag precondition and applies
-//! it in arrival order, drawing consecutive change numbers for the ones that hold; a refused
-//! write is answered as refused and the others go on. `feed_head`, the retention trim and the
+//! after another, in sequence order), then checks each write's ETag precondition in arrival
+//! order against the stored ETags and the batch's earlier writes, drawing consecutive change
+//! numbers for the ones that hold; a refused write is answered as refused and the others go
+//! on. `feed_head`, the retention trim and the
 //! notice to the other nodes follow, then one commit: every write of the batch is durable
 //! (`synchronous_commit = on`) before any is answered, and a failed commit answers every write
 //! of the batch with its error (none of them visible).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -21,7 +23,8 @@ use super::pg_schema::backend;
 use super::pg_store::{raise, tree_column};
 use super::sled_changes::encode;
 use super::{
-    check_expect, now_ms, ChangeOrigin, Committed, DocKey, Expect, StorageError, WriteOutcome,
+    check_expect, now_ms, ChangeOrigin, Committed, DocKey, Expect, StorageError, TreeKey,
+    WriteOutcome,
 };
 
 /// Writes committed in one transaction at most.
@@ -131,142 +134,203 @@ async fn run(context: Context, mut queue: mpsc::Receiver<(Write, oneshot::Sender
     }
 }
 
-/// One transaction for `writes`: each one's answer, and the feed head after it.
+/// One transaction for `writes`: each one's answer, and the feed head after it. The round
+/// trips do not grow with the batch: the current ETags are read in one statement, the
+/// preconditions checked here in arrival order, and the documents' final states and the
+/// change records written with one statement each (arrays).
 async fn commit(context: &Context, writes: Vec<Write>) -> Result<(Vec<Answer>, u64), StorageError> {
     let (retention, channel) = (context.retention, context.channel.clone());
     context
         .db
         .with(move |mut client| async move {
             let tx = client.transaction().await.map_err(backend)?;
+            let lock = "UPDATE feed_head SET seq = seq WHERE id = 1 RETURNING seq";
             let head: i64 = tx
-                .query_one(
-                    &tx.prepare_cached("UPDATE feed_head SET seq = seq WHERE id = 1 RETURNING seq")
-                        .await
-                        .map_err(backend)?,
-                    &[],
-                )
+                .query_one(&tx.prepare_cached(lock).await.map_err(backend)?, &[])
                 .await
                 .map_err(backend)?
                 .get(0);
-            let now = now_ms();
-            let mut seq = head;
-            let mut answers = Vec::with_capacity(writes.len());
-            for w in &writes {
-                let answer = apply(&tx, w, seq + 1, now).await?;
-                if let Ok(Some(c)) = &answer {
-                    seq = c.seq as i64;
-                }
-                answers.push(answer);
-            }
-            if seq > head {
-                tx.execute(
-                    &tx.prepare_cached("UPDATE feed_head SET seq = $1 WHERE id = 1")
-                        .await
-                        .map_err(backend)?,
-                    &[&seq],
-                )
-                .await
-                .map_err(backend)?;
-                trim(&tx, seq, now, &retention).await?;
+            let mut current = current_etags(&tx, &writes).await?;
+            let plan = plan(&writes, &mut current, head, now_ms())?;
+            if plan.last_seq > head {
+                store(&tx, &plan).await?;
+                let seq = plan.last_seq;
+                let update = "UPDATE feed_head SET seq = $1 WHERE id = 1";
+                tx.execute(&tx.prepare_cached(update).await.map_err(backend)?, &[&seq])
+                    .await
+                    .map_err(backend)?;
+                trim(&tx, seq, plan.now, &retention).await?;
                 // Delivered at commit, to every node listening (this one included).
+                let notify = "SELECT pg_notify($1, $2)";
                 tx.execute(
-                    &tx.prepare_cached("SELECT pg_notify($1, $2)")
-                        .await
-                        .map_err(backend)?,
+                    &tx.prepare_cached(notify).await.map_err(backend)?,
                     &[&&*channel, &seq.to_string()],
                 )
                 .await
                 .map_err(backend)?;
             }
             tx.commit().await.map_err(backend)?;
-            Ok((answers, seq as u64))
+            Ok((plan.answers, plan.last_seq as u64))
         })
         .await
 }
 
-/// One write inside the batch's transaction as change number `seq`. The outer error fails
-/// the batch (the database failed); the inner one refuses this write only.
-async fn apply(
-    tx: &deadpool_postgres::Transaction<'_>,
-    w: &Write,
-    seq: i64,
+/// What a batch does: each write's answer, the documents' states after it (by key: the last
+/// write of a key wins), the change records, in number order.
+struct Plan {
+    answers: Vec<Answer>,
+    /// `Some((body, etag, modified_ms))` to store, `None` to delete.
+    documents: HashMap<DocKey, Option<(String, String, u64)>>,
+    changes: Vec<(i64, Vec<u8>)>,
+    last_seq: i64,
     now: u64,
-) -> Result<Answer, StorageError> {
-    let (key, tree) = (&w.key, tree_column(&w.key.tree));
-    let previous: Option<String> = tx
-        .query_opt(
-            &tx.prepare_cached(
-                "SELECT etag FROM documents WHERE auid = $1 AND tree = $2 AND path = $3",
-            )
-            .await
-            .map_err(backend)?,
-            &[&key.auid, &tree, &key.path],
+}
+
+/// The stored ETags of the documents `writes` touch (absent: not stored).
+async fn current_etags(
+    tx: &deadpool_postgres::Transaction<'_>,
+    writes: &[Write],
+) -> Result<HashMap<DocKey, Option<String>>, StorageError> {
+    let mut columns: [Vec<&str>; 3] = Default::default();
+    for w in writes {
+        columns[0].push(&w.key.auid);
+        columns[1].push(tree_column(&w.key.tree));
+        columns[2].push(&w.key.path);
+    }
+    let sql = "SELECT d.auid, d.tree, d.path, d.etag FROM documents d \
+               JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(auid, tree, path) \
+               ON d.auid = k.auid AND d.tree = k.tree AND d.path = k.path";
+    let rows = tx
+        .query(
+            &tx.prepare_cached(sql).await.map_err(backend)?,
+            &[&columns[0], &columns[1], &columns[2]],
         )
         .await
-        .map_err(backend)?
-        .map(|row| row.get(0));
-    if let Err(refused) = check_expect(&w.expect, previous.as_deref()) {
-        return Ok(Err(refused));
+        .map_err(backend)?;
+    let mut current: HashMap<DocKey, Option<String>> =
+        writes.iter().map(|w| (w.key.clone(), None)).collect();
+    for row in rows {
+        let tree: String = row.get(1);
+        let tree = if tree.is_empty() {
+            TreeKey::Global
+        } else {
+            TreeKey::User(tree)
+        };
+        let key = DocKey::new(row.get::<_, String>(0), tree, row.get::<_, String>(2));
+        current.insert(key, Some(row.get(3)));
     }
-    let outcome = match &w.change {
-        None if previous.is_none() => return Ok(Ok(None)),
-        None => {
-            tx.execute(
-                &tx.prepare_cached(
-                    "DELETE FROM documents WHERE auid = $1 AND tree = $2 AND path = $3",
-                )
-                .await
-                .map_err(backend)?,
-                &[&key.auid, &tree, &key.path],
-            )
-            .await
-            .map_err(backend)?;
-            WriteOutcome::Deleted
+    Ok(current)
+}
+
+/// Checks each write's precondition against the state the earlier writes of the batch left
+/// (`current`, updated), numbering the ones that hold from `head + 1`.
+fn plan(
+    writes: &[Write],
+    current: &mut HashMap<DocKey, Option<String>>,
+    head: i64,
+    now: u64,
+) -> Result<Plan, StorageError> {
+    let mut plan = Plan {
+        answers: Vec::with_capacity(writes.len()),
+        documents: HashMap::new(),
+        changes: Vec::new(),
+        last_seq: head,
+        now,
+    };
+    for w in writes {
+        let previous = current.get(&w.key).cloned().flatten();
+        if let Err(refused) = check_expect(&w.expect, previous.as_deref()) {
+            plan.answers.push(Err(refused));
+            continue;
         }
-        Some((body, etag, modified_ms)) => {
-            tx.execute(
-                &tx.prepare_cached(
-                    "INSERT INTO documents (auid, tree, path, body, etag, modified_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (auid, tree, path) DO UPDATE \
-                 SET body = EXCLUDED.body, etag = EXCLUDED.etag, \
-                     modified_ms = EXCLUDED.modified_ms",
-                )
-                .await
-                .map_err(backend)?,
-                &[
-                    &key.auid,
-                    &tree,
-                    &key.path,
-                    body,
-                    etag,
-                    &to_i64(*modified_ms)?,
-                ],
-            )
-            .await
-            .map_err(backend)?;
-            if previous.is_some() {
-                WriteOutcome::Replaced
-            } else {
-                WriteOutcome::Created
+        let outcome = match (&w.change, &previous) {
+            (None, None) => {
+                plan.answers.push(Ok(None));
+                continue;
+            }
+            (None, Some(_)) => WriteOutcome::Deleted,
+            (Some(_), Some(_)) => WriteOutcome::Replaced,
+            (Some(_), None) => WriteOutcome::Created,
+        };
+        let new_etag = w.change.as_ref().map(|(_, etag, _)| etag.clone());
+        let record = encode(
+            &w.key,
+            previous.as_deref(),
+            new_etag.as_deref(),
+            now,
+            &w.origin,
+        )?;
+        plan.last_seq += 1;
+        plan.changes.push((plan.last_seq, record));
+        plan.documents.insert(w.key.clone(), w.change.clone());
+        current.insert(w.key.clone(), new_etag);
+        plan.answers.push(Ok(Some(Committed {
+            outcome,
+            previous_etag: previous,
+            seq: plan.last_seq as u64,
+        })));
+    }
+    Ok(plan)
+}
+
+/// Writes the plan's documents (stored and deleted) and change records.
+async fn store(tx: &deadpool_postgres::Transaction<'_>, plan: &Plan) -> Result<(), StorageError> {
+    let (mut put, mut gone): ([Vec<&str>; 5], [Vec<&str>; 3]) = Default::default();
+    let mut modified: Vec<i64> = Vec::new();
+    for (key, state) in &plan.documents {
+        let tree = tree_column(&key.tree);
+        match state {
+            Some((body, etag, modified_ms)) => {
+                for (column, value) in put.iter_mut().zip([&key.auid, tree, &key.path, body, etag])
+                {
+                    column.push(value);
+                }
+                modified.push(to_i64(*modified_ms)?);
+            }
+            None => {
+                for (column, value) in gone.iter_mut().zip([&key.auid, tree, &key.path]) {
+                    column.push(value);
+                }
             }
         }
-    };
-    let new_etag = w.change.as_ref().map(|(_, etag, _)| etag.as_str());
-    let record = encode(key, previous.as_deref(), new_etag, now, &w.origin)?;
+    }
+    if !modified.is_empty() {
+        let sql = "INSERT INTO documents (auid, tree, path, body, etag, modified_ms) \
+                   SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
+                                        $5::text[], $6::bigint[]) \
+                   ON CONFLICT (auid, tree, path) DO UPDATE \
+                   SET body = EXCLUDED.body, etag = EXCLUDED.etag, \
+                       modified_ms = EXCLUDED.modified_ms";
+        tx.execute(
+            &tx.prepare_cached(sql).await.map_err(backend)?,
+            &[&put[0], &put[1], &put[2], &put[3], &put[4], &modified],
+        )
+        .await
+        .map_err(backend)?;
+    }
+    if !gone[0].is_empty() {
+        let sql = "DELETE FROM documents d \
+                   USING unnest($1::text[], $2::text[], $3::text[]) AS k(auid, tree, path) \
+                   WHERE d.auid = k.auid AND d.tree = k.tree AND d.path = k.path";
+        tx.execute(
+            &tx.prepare_cached(sql).await.map_err(backend)?,
+            &[&gone[0], &gone[1], &gone[2]],
+        )
+        .await
+        .map_err(backend)?;
+    }
+    let (seqs, records): (Vec<i64>, Vec<&[u8]>) =
+        plan.changes.iter().map(|(s, r)| (*s, r.as_slice())).unzip();
+    let at = vec![to_i64(plan.now)?; seqs.len()];
+    let sql = "INSERT INTO changes (seq, at_ms, record) \
+               SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])";
     tx.execute(
-        &tx.prepare_cached("INSERT INTO changes (seq, at_ms, record) VALUES ($1, $2, $3)")
-            .await
-            .map_err(backend)?,
-        &[&seq, &to_i64(now)?, &record],
+        &tx.prepare_cached(sql).await.map_err(backend)?,
+        &[&seqs, &at, &records],
     )
     .await
     .map_err(backend)?;
-    Ok(Ok(Some(Committed {
-        outcome,
-        previous_etag: previous,
-        seq: seq as u64,
-    })))
+    Ok(())
 }
 
 /// Retention (within the writer's transaction): changes beyond `max_entries` behind `seq`,
@@ -313,4 +377,63 @@ async fn trim(
         .map_err(backend)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &str, expect: Expect, change: Option<&str>) -> Write {
+        Write {
+            key: DocKey::new(
+                "resource-lists",
+                TreeKey::User("sip:a@example.com".into()),
+                path,
+            ),
+            expect,
+            change: change.map(|etag| (format!("<{etag}/>"), etag.to_string(), 1)),
+            origin: ChangeOrigin::default(),
+        }
+    }
+
+    // RFC 4825 §7.11 within one batch: each write's precondition sees the earlier writes of
+    // the batch; refused ones take no number; the last write of a key is its stored state.
+    #[test]
+    fn a_batch_checks_each_write_against_the_earlier_ones() {
+        let writes = vec![
+            write("index", Expect::Absent, Some("e1")),
+            write("index", Expect::Absent, Some("lost")),
+            write("index", Expect::Etag("e1".into()), Some("e2")),
+            write("other", Expect::Any, None),
+            write("old", Expect::Etag("s1".into()), None),
+            write("old", Expect::Any, Some("s2")),
+        ];
+        let mut current: HashMap<DocKey, Option<String>> =
+            writes.iter().map(|w| (w.key.clone(), None)).collect();
+        current.insert(writes[4].key.clone(), Some("s1".into()));
+        let plan = plan(&writes, &mut current, 10, 5).unwrap();
+        let outcomes: Vec<Option<(WriteOutcome, u64)>> = plan
+            .answers
+            .iter()
+            .map(|a| a.as_ref().ok().cloned().flatten().map(|c| (c.outcome, c.seq)))
+            .collect();
+        assert_eq!(
+            outcomes,
+            vec![
+                Some((WriteOutcome::Created, 11)),
+                None,
+                Some((WriteOutcome::Replaced, 12)),
+                None,
+                Some((WriteOutcome::Deleted, 13)),
+                Some((WriteOutcome::Created, 14)),
+            ]
+        );
+        assert_eq!(plan.answers[1], Err(StorageError::PreconditionFailed));
+        assert_eq!(plan.answers[3], Ok(None), "a delete of nothing");
+        assert_eq!(plan.last_seq, 14);
+        assert_eq!(plan.changes.len(), 4);
+        assert_eq!(plan.documents[&writes[0].key].as_ref().unwrap().1, "e2");
+        assert_eq!(plan.documents[&writes[4].key].as_ref().unwrap().1, "s2");
+        assert!(!plan.documents.contains_key(&writes[3].key));
+    }
 }
