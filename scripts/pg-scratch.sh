@@ -29,7 +29,7 @@ start)
     fresh=1
   fi
   as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -o \
-    "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300" start >/dev/null
+    "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 ${PG_SCRATCH_OPTIONS:-}" start >/dev/null
   if [ -n "$fresh" ]; then as_owner "$bin/createdb" -h 127.0.0.1 -p "$port" -U xcapd xcapd; fi
   echo "postgres://xcapd@127.0.0.1:$port/xcapd"
   ;;
