@@ -141,6 +141,18 @@ async fn two_nodes() -> (tempfile::TempDir, Node, Node) {
     (dir, a, b)
 }
 
+/// The ETag (unquoted) of Alice's list at the node under `root`.
+async fn etag_of(http: &reqwest::Client, root: &str) -> String {
+    http.get(format!("{root}/{DOC}"))
+        .send()
+        .await
+        .unwrap()
+        .headers()
+        .get("etag")
+        .map(|v| v.to_str().unwrap().trim_matches('"').to_string())
+        .unwrap()
+}
+
 fn entry_selector(uri: &str) -> String {
     format!("{DOC}/~~/resource-lists/list%5B@name=%22friends%22%5D/entry%5B@uri=%22{uri}%22%5D")
 }
@@ -217,15 +229,7 @@ async fn a_notifier_reports_a_write_made_on_another_node() {
     assert_eq!(status, 201);
     let notify = ua.next_notify(WAIT).await.expect("a NOTIFY from node B");
     ua.answer(&notify, 200).await;
-    let etag = http
-        .get(format!("{}/{DOC}", a.root))
-        .send()
-        .await
-        .unwrap()
-        .headers()
-        .get("etag")
-        .map(|v| v.to_str().unwrap().trim_matches('"').to_string())
-        .unwrap();
+    let etag = etag_of(&http, &a.root).await;
     assert!(
         notify.body().contains(&format!("new-etag=\"{etag}\"")),
         "{}",
@@ -422,15 +426,7 @@ async fn the_subscriptions_of_a_dead_node_are_ended_by_another() {
         put(&http, &b.root, &entry_selector(uri), el, body).await,
         201
     );
-    let etag = http
-        .get(format!("{}/{DOC}", b.root))
-        .send()
-        .await
-        .unwrap()
-        .headers()
-        .get("etag")
-        .map(|v| v.to_str().unwrap().trim_matches('"').to_string())
-        .unwrap();
+    let etag = etag_of(&http, &b.root).await;
 
     let last = ua
         .next_notify(Duration::from_secs(20))

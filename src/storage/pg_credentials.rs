@@ -32,6 +32,21 @@ fn valid_xui(xui: &str) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Within a transaction: waits for the other writers of `xui` (on any node) and drops its
+/// Digest lookup entries (a put writes the new ones, a delete none).
+async fn take_user(tx: &tokio_postgres::Transaction<'_>, xui: &str) -> Result<(), StorageError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('xcapd user ' || $1, 0))",
+        &[&xui],
+    )
+    .await
+    .map_err(backend)?;
+    tx.execute("DELETE FROM credential_usernames WHERE xui = $1", &[&xui])
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
 fn user_of(row: &tokio_postgres::Row) -> Result<Credential, StorageError> {
     decode_user(row.get::<_, &str>(0).as_bytes(), row.get::<_, &[u8]>(1))
 }
@@ -101,22 +116,20 @@ impl CredentialStore for PgCredentials {
             self.db
                 .transaction(move |tx| {
                     Box::pin(async move {
-                        tx.execute(
-                            "SELECT pg_advisory_xact_lock(hashtextextended('xcapd user ' || $1, 0))",
-                            &[&cred.xui],
-                        )
-                        .await
-                        .map_err(backend)?;
-                        tx.execute("DELETE FROM credential_usernames WHERE xui = $1", &[&cred.xui])
-                            .await
-                            .map_err(backend)?;
+                        take_user(tx, &cred.xui).await?;
                         for e in &cred.ha1 {
                             let inserted = tx
                                 .execute(
                                     "INSERT INTO credential_usernames \
                                      (username, realm, algorithm, xui, ha1_hex) \
                                      VALUES ($1, $2, $3, $4, $5)",
-                                    &[&e.username, &cred.realm, &e.algorithm, &cred.xui, &e.ha1_hex],
+                                    &[
+                                        &e.username,
+                                        &cred.realm,
+                                        &e.algorithm,
+                                        &cred.xui,
+                                        &e.ha1_hex,
+                                    ],
                                 )
                                 .await;
                             match inserted {
@@ -147,15 +160,7 @@ impl CredentialStore for PgCredentials {
             self.db
                 .transaction(move |tx| {
                     Box::pin(async move {
-                        tx.execute(
-                            "SELECT pg_advisory_xact_lock(hashtextextended('xcapd user ' || $1, 0))",
-                            &[&xui],
-                        )
-                        .await
-                        .map_err(backend)?;
-                        tx.execute("DELETE FROM credential_usernames WHERE xui = $1", &[&xui])
-                            .await
-                            .map_err(backend)?;
+                        take_user(tx, &xui).await?;
                         let gone = tx
                             .execute("DELETE FROM credential_users WHERE xui = $1", &[&xui])
                             .await

@@ -142,26 +142,25 @@ fn tree_of(column: String) -> TreeKey {
     }
 }
 
+/// The last change's number.
+async fn feed_head(db: &PgDb) -> Result<u64, StorageError> {
+    db.with(|client| async move {
+        let sql = "SELECT seq FROM feed_head WHERE id = 1";
+        let row = client
+            .query_one(&client.prepare_cached(sql).await.map_err(backend)?, &[])
+            .await
+            .map_err(backend)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    })
+    .await
+}
+
 impl PgStore {
     /// The document store of `db`, listening for other nodes' commits from now on.
     pub async fn open(db: &PgDb, retention: ChangeRetention) -> Result<PgStore, StorageError> {
-        let head: i64 = db
-            .with(|client| async move {
-                let row = client
-                    .query_one(
-                        &client
-                            .prepare_cached("SELECT seq FROM feed_head WHERE id = 1")
-                            .await
-                            .map_err(backend)?,
-                        &[],
-                    )
-                    .await
-                    .map_err(backend)?;
-                Ok(row.get(0))
-            })
-            .await?;
+        let head = feed_head(db).await?;
         let channel: Arc<str> = Arc::from(channel_of(db.schema()));
-        let changed = Arc::new(watch::channel(head as u64).0);
+        let changed = Arc::new(watch::channel(head).0);
         let listener = db
             .runtime()
             .spawn(listen(
@@ -388,19 +387,7 @@ impl DocumentStore for PgStore {
     }
 
     fn last_seq(&self) -> StoreFuture<'_, u64> {
-        Box::pin(self.with(|client| async move {
-            let row = client
-                .query_one(
-                    &client
-                        .prepare_cached("SELECT seq FROM feed_head WHERE id = 1")
-                        .await
-                        .map_err(backend)?,
-                    &[],
-                )
-                .await
-                .map_err(backend)?;
-            Ok(row.get::<_, i64>(0) as u64)
-        }))
+        Box::pin(feed_head(&self.db))
     }
 
     fn changes_since(&self, after: u64, limit: usize) -> StoreFuture<'_, Vec<ChangeRecord>> {

@@ -415,7 +415,13 @@ mod tests {
         let outcomes: Vec<Option<(WriteOutcome, u64)>> = plan
             .answers
             .iter()
-            .map(|a| a.as_ref().ok().cloned().flatten().map(|c| (c.outcome, c.seq)))
+            .map(|a| {
+                a.as_ref()
+                    .ok()
+                    .cloned()
+                    .flatten()
+                    .map(|c| (c.outcome, c.seq))
+            })
             .collect();
         assert_eq!(
             outcomes,
