@@ -3,12 +3,12 @@
 //! together (`synchronous_commit = on`: durable when the commit returns, so before the 2xx)
 //! by the node's writer ([`super::pg_writer`]), which commits the writes waiting at once.
 //!
-//! Every write transaction first takes the row lock of `feed_head` and draws the next
-//! sequence numbers there: changes therefore commit in sequence order, so a reader of
+//! Every write transaction draws its change numbers under the row lock of `feed_head` and
+//! holds it through its commit: changes therefore commit in sequence order, so a reader of
 //! `seq > n` never misses a change committed later with a smaller number (the trap of a plain
-//! serial column), and a refused write takes no number (no gap). The precondition is checked
-//! under that lock. Work runs on the runtime the store was opened on, so the store is usable
-//! from any thread.
+//! serial column), and a refused write takes no number (no gap). Preconditions are checked
+//! under transaction advisory locks of the documents. Work runs on the runtime the store was
+//! opened on, so the store is usable from any thread.
 //!
 //! Several nodes on one database: each commit also sends a notice with its number on the
 //! channel of its schema (`xcapd_changes_<schema>`: notices are database-wide, and two
@@ -251,7 +251,7 @@ impl Drop for AdvisoryLock {
 
 /// The advisory lock number of `key` in the schema whose notice channel is `channel`
 /// (advisory locks are database-wide): 64 bits of a SHA-256.
-fn lock_id(channel: &str, key: &DocKey) -> i64 {
+pub(super) fn lock_id(channel: &str, key: &DocKey) -> i64 {
     use sha2::{Digest, Sha256};
     let mut hash = Sha256::new();
     for part in [channel, &key.auid, tree_column(&key.tree), &key.path] {

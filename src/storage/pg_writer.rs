@@ -1,14 +1,16 @@
 //! The document writer of a PostgreSQL node (issue #15 throughput; RFC 4825 §7.10–§7.11
-//! compare-and-swap, design.md §2 change log): the writes waiting when a commit ends are
+//! compare-and-swap, design.md §2 change log): the writes waiting when a writer is free are
 //! committed together, in one transaction (group commit: one WAL flush for the batch, where a
-//! transaction per write paid one each, one at a time, behind the `feed_head` lock).
+//! transaction per write paid one each, one at a time).
 //!
-//! The transaction takes the row lock of `feed_head` first (so the nodes' batches commit one
-//! after another, in sequence order), then checks each write's ETag precondition in arrival
-//! order against the stored ETags and the batch's earlier writes, drawing consecutive change
-//! numbers for the ones that hold; a refused write is answered as refused and the others go
-//! on. `feed_head`, the retention trim and the
-//! notice to the other nodes follow, then one commit: every write of the batch is durable
+//! A batch first takes transaction advisory locks of its documents (in key order: batches of
+//! several writers and nodes never wait on each other in a cycle), reads their ETags, checks
+//! each write's precondition in arrival order against them and the batch's earlier writes, and
+//! stores the documents' final states; a refused write is answered as refused and the others
+//! go on. Only then does it take the row lock of `feed_head`, draw consecutive change numbers,
+//! log the changes, trim the log, notify the other nodes and commit, holding that lock to the
+//! end: changes commit in number order, with no gaps. Two writers per node overlap one batch's
+//! preparation with the other's commit. Every write of a batch is durable
 //! (`synchronous_commit = on`) before any is answered, and a failed commit answers every write
 //! of the batch with its error (none of them visible).
 
@@ -20,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::feed::ChangeRetention;
 use super::pg_db::{to_i64, PgDb};
 use super::pg_schema::backend;
-use super::pg_store::{raise, tree_column};
+use super::pg_store::{lock_id, raise, tree_column};
 use super::sled_changes::encode;
 use super::{
     check_expect, now_ms, ChangeOrigin, Committed, DocKey, Expect, StorageError, TreeKey,
@@ -29,6 +31,10 @@ use super::{
 
 /// Writes committed in one transaction at most.
 const MAX_BATCH: usize = 64;
+
+/// Batches in flight at once: one prepares (document locks, reads, writes) while another
+/// holds the change-number lock through its commit.
+const WRITERS: usize = 2;
 
 /// Writes waiting for the writer at most (then writers wait for room).
 const QUEUE: usize = 4096;
@@ -48,13 +54,17 @@ type Answer = Result<Option<Committed>, StorageError>;
 
 /// The writer task's queue.
 pub(super) struct Writer {
-    queue: mpsc::Sender<(Write, oneshot::Sender<Answer>)>,
-    task: tokio::task::AbortHandle,
+    queue: mpsc::Sender<Queued>,
+    tasks: Vec<tokio::task::AbortHandle>,
 }
+
+type Queued = (Write, oneshot::Sender<Answer>);
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -75,14 +85,21 @@ impl Writer {
         changed: Arc<watch::Sender<u64>>,
     ) -> Writer {
         let (queue, received) = mpsc::channel(QUEUE);
-        let context = Context {
+        let received = Arc::new(tokio::sync::Mutex::new(received));
+        let context = Arc::new(Context {
             db: db.clone(),
             retention,
             channel,
             changed,
-        };
-        let task = db.runtime().spawn(run(context, received)).abort_handle();
-        Writer { queue, task }
+        });
+        let tasks = (0..WRITERS)
+            .map(|_| {
+                db.runtime()
+                    .spawn(run(context.clone(), received.clone()))
+                    .abort_handle()
+            })
+            .collect();
+        Writer { queue, tasks }
     }
 
     /// Commits `write` (with whatever else waits); its outcome once durable. `None`: a delete
@@ -107,15 +124,23 @@ impl Writer {
     }
 }
 
-async fn run(context: Context, mut queue: mpsc::Receiver<(Write, oneshot::Sender<Answer>)>) {
-    while let Some(first) = queue.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+/// One writer: takes what waits (up to [`MAX_BATCH`]) and commits it, until the queue closes.
+async fn run(context: Arc<Context>, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Queued>>>) {
+    loop {
+        let batch = {
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
             }
-        }
+            batch
+        };
         let (writes, waiting): (Vec<Write>, Vec<oneshot::Sender<Answer>>) =
             batch.into_iter().unzip();
         match commit(&context, writes).await {
@@ -134,56 +159,74 @@ async fn run(context: Context, mut queue: mpsc::Receiver<(Write, oneshot::Sender
     }
 }
 
-/// One transaction for `writes`: each one's answer, and the feed head after it. The round
-/// trips do not grow with the batch: the current ETags are read in one statement, the
-/// preconditions checked here in arrival order, and the documents' final states and the
-/// change records written with one statement each (arrays).
+/// One transaction for `writes`: each one's answer, and the feed head after it (0 when none
+/// was stored). The round trips do not grow with the batch: the documents' locks are taken in
+/// one statement (in key order, so batches never wait on each other in a cycle), the current
+/// ETags read in one, the preconditions checked here in arrival order, the documents' final
+/// states written with one statement; only then is the change-number lock taken, held for
+/// the change records, the trim, the notice and the commit.
 async fn commit(context: &Context, writes: Vec<Write>) -> Result<(Vec<Answer>, u64), StorageError> {
     let (retention, channel) = (context.retention, context.channel.clone());
     context
         .db
         .with(move |mut client| async move {
             let tx = client.transaction().await.map_err(backend)?;
-            let lock = "UPDATE feed_head SET seq = seq WHERE id = 1 RETURNING seq";
-            let head: i64 = tx
-                .query_one(&tx.prepare_cached(lock).await.map_err(backend)?, &[])
+            let mut ids: Vec<i64> = writes
+                .iter()
+                .map(|w| lock_id(&format!("{channel} batch"), &w.key))
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let lock = "SELECT pg_advisory_xact_lock(id) FROM unnest($1::bigint[]) AS id";
+            tx.execute(&tx.prepare_cached(lock).await.map_err(backend)?, &[&ids])
+                .await
+                .map_err(backend)?;
+            let mut current = current_etags(&tx, &writes).await?;
+            let mut plan = plan(&writes, &mut current);
+            if plan.changes.is_empty() {
+                tx.commit().await.map_err(backend)?;
+                return Ok((plan.answers, 0));
+            }
+            store(&tx, &plan).await?;
+            let count = plan.changes.len() as i64;
+            let draw = "UPDATE feed_head SET seq = seq + $1 WHERE id = 1 RETURNING seq";
+            let last: i64 = tx
+                .query_one(&tx.prepare_cached(draw).await.map_err(backend)?, &[&count])
                 .await
                 .map_err(backend)?
                 .get(0);
-            let mut current = current_etags(&tx, &writes).await?;
-            let plan = plan(&writes, &mut current, head, now_ms())?;
-            if plan.last_seq > head {
-                store(&tx, &plan).await?;
-                let seq = plan.last_seq;
-                let update = "UPDATE feed_head SET seq = $1 WHERE id = 1";
-                tx.execute(&tx.prepare_cached(update).await.map_err(backend)?, &[&seq])
-                    .await
-                    .map_err(backend)?;
-                trim(&tx, seq, plan.now, &retention).await?;
-                // Delivered at commit, to every node listening (this one included).
-                let notify = "SELECT pg_notify($1, $2)";
-                tx.execute(
-                    &tx.prepare_cached(notify).await.map_err(backend)?,
-                    &[&&*channel, &seq.to_string()],
-                )
-                .await
-                .map_err(backend)?;
+            let base = last - count;
+            // Commit times follow the numbers: read under the lock.
+            let now = now_ms();
+            log_changes(&tx, &writes, &plan, base, now).await?;
+            for answer in &mut plan.answers {
+                if let Ok(Some(c)) = answer {
+                    c.seq += base as u64;
+                }
             }
+            trim(&tx, last, now, &retention).await?;
+            // Delivered at commit, to every node listening (this one included).
+            let notify = "SELECT pg_notify($1, $2)";
+            tx.execute(
+                &tx.prepare_cached(notify).await.map_err(backend)?,
+                &[&&*channel, &last.to_string()],
+            )
+            .await
+            .map_err(backend)?;
             tx.commit().await.map_err(backend)?;
-            Ok((plan.answers, plan.last_seq as u64))
+            Ok((plan.answers, last as u64))
         })
         .await
 }
 
-/// What a batch does: each write's answer, the documents' states after it (by key: the last
-/// write of a key wins), the change records, in number order.
+/// What a batch does: each write's answer (change numbers counted from 1 within the batch),
+/// the documents' states after it (by key: the last write of a key wins), and its changes in
+/// number order: (index of the write, previous ETag, new ETag).
 struct Plan {
     answers: Vec<Answer>,
     /// `Some((body, etag, modified_ms))` to store, `None` to delete.
     documents: HashMap<DocKey, Option<(String, String, u64)>>,
-    changes: Vec<(i64, Vec<u8>)>,
-    last_seq: i64,
-    now: u64,
+    changes: Vec<(usize, Option<String>, Option<String>)>,
 }
 
 /// The stored ETags of the documents `writes` touch (absent: not stored).
@@ -223,21 +266,14 @@ async fn current_etags(
 }
 
 /// Checks each write's precondition against the state the earlier writes of the batch left
-/// (`current`, updated), numbering the ones that hold from `head + 1`.
-fn plan(
-    writes: &[Write],
-    current: &mut HashMap<DocKey, Option<String>>,
-    head: i64,
-    now: u64,
-) -> Result<Plan, StorageError> {
+/// (`current`, updated), numbering the ones that hold from 1.
+fn plan(writes: &[Write], current: &mut HashMap<DocKey, Option<String>>) -> Plan {
     let mut plan = Plan {
         answers: Vec::with_capacity(writes.len()),
         documents: HashMap::new(),
         changes: Vec::new(),
-        last_seq: head,
-        now,
     };
-    for w in writes {
+    for (i, w) in writes.iter().enumerate() {
         let previous = current.get(&w.key).cloned().flatten();
         if let Err(refused) = check_expect(&w.expect, previous.as_deref()) {
             plan.answers.push(Err(refused));
@@ -253,24 +289,16 @@ fn plan(
             (Some(_), None) => WriteOutcome::Created,
         };
         let new_etag = w.change.as_ref().map(|(_, etag, _)| etag.clone());
-        let record = encode(
-            &w.key,
-            previous.as_deref(),
-            new_etag.as_deref(),
-            now,
-            &w.origin,
-        )?;
-        plan.last_seq += 1;
-        plan.changes.push((plan.last_seq, record));
+        plan.changes.push((i, previous.clone(), new_etag.clone()));
         plan.documents.insert(w.key.clone(), w.change.clone());
         current.insert(w.key.clone(), new_etag);
         plan.answers.push(Ok(Some(Committed {
             outcome,
             previous_etag: previous,
-            seq: plan.last_seq as u64,
+            seq: plan.changes.len() as u64,
         })));
     }
-    Ok(plan)
+    plan
 }
 
 /// Writes the plan's documents (stored and deleted) and change records.
@@ -319,9 +347,31 @@ async fn store(tx: &deadpool_postgres::Transaction<'_>, plan: &Plan) -> Result<(
         .await
         .map_err(backend)?;
     }
-    let (seqs, records): (Vec<i64>, Vec<&[u8]>) =
-        plan.changes.iter().map(|(s, r)| (*s, r.as_slice())).unzip();
-    let at = vec![to_i64(plan.now)?; seqs.len()];
+    Ok(())
+}
+
+/// The change records of the plan, numbered from `base + 1`, committed at `now`.
+async fn log_changes(
+    tx: &deadpool_postgres::Transaction<'_>,
+    writes: &[Write],
+    plan: &Plan,
+    base: i64,
+    now: u64,
+) -> Result<(), StorageError> {
+    let mut seqs: Vec<i64> = Vec::with_capacity(plan.changes.len());
+    let mut records: Vec<Vec<u8>> = Vec::with_capacity(plan.changes.len());
+    for (n, (i, previous, new_etag)) in plan.changes.iter().enumerate() {
+        let w = &writes[*i];
+        seqs.push(base + n as i64 + 1);
+        records.push(encode(
+            &w.key,
+            previous.as_deref(),
+            new_etag.as_deref(),
+            now,
+            &w.origin,
+        )?);
+    }
+    let at = vec![to_i64(now)?; seqs.len()];
     let sql = "INSERT INTO changes (seq, at_ms, record) \
                SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])";
     tx.execute(
@@ -397,7 +447,8 @@ mod tests {
     }
 
     // RFC 4825 §7.11 within one batch: each write's precondition sees the earlier writes of
-    // the batch; refused ones take no number; the last write of a key is its stored state.
+    // the batch; refused ones take no number (numbered from 1 within the batch, offset by the
+    // change-number lock later); the last write of a key is its stored state.
     #[test]
     fn a_batch_checks_each_write_against_the_earlier_ones() {
         let writes = vec![
@@ -411,7 +462,7 @@ mod tests {
         let mut current: HashMap<DocKey, Option<String>> =
             writes.iter().map(|w| (w.key.clone(), None)).collect();
         current.insert(writes[4].key.clone(), Some("s1".into()));
-        let plan = plan(&writes, &mut current, 10, 5).unwrap();
+        let plan = plan(&writes, &mut current);
         let outcomes: Vec<Option<(WriteOutcome, u64)>> = plan
             .answers
             .iter()
@@ -426,18 +477,18 @@ mod tests {
         assert_eq!(
             outcomes,
             vec![
-                Some((WriteOutcome::Created, 11)),
+                Some((WriteOutcome::Created, 1)),
                 None,
-                Some((WriteOutcome::Replaced, 12)),
+                Some((WriteOutcome::Replaced, 2)),
                 None,
-                Some((WriteOutcome::Deleted, 13)),
-                Some((WriteOutcome::Created, 14)),
+                Some((WriteOutcome::Deleted, 3)),
+                Some((WriteOutcome::Created, 4)),
             ]
         );
         assert_eq!(plan.answers[1], Err(StorageError::PreconditionFailed));
         assert_eq!(plan.answers[3], Ok(None), "a delete of nothing");
-        assert_eq!(plan.last_seq, 14);
         assert_eq!(plan.changes.len(), 4);
+        assert_eq!(plan.changes[2], (4, Some("s1".into()), None));
         assert_eq!(plan.documents[&writes[0].key].as_ref().unwrap().1, "e2");
         assert_eq!(plan.documents[&writes[4].key].as_ref().unwrap().1, "s2");
         assert!(!plan.documents.contains_key(&writes[3].key));
