@@ -405,6 +405,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
                     registrar,
                     deferred,
                     history.clone(),
+                    shared,
                     shutdown_rx.clone(),
                 ));
             }

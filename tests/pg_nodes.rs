@@ -76,21 +76,21 @@ async fn node(dir: &std::path::Path, name: &str, database: &str) -> Node {
     node_with(dir, name, database, "none", "").await
 }
 
-/// [`node`] with the authentication mode `auth` (`XCAPD_AUTH`) and more lines of its
-/// `[storage]` section.
+/// [`node`] with the authentication mode `auth` (`XCAPD_AUTH`) and `extra` configuration
+/// lines (after the `[storage]` lines: more of them, or other sections).
 async fn node_with(
     dir: &std::path::Path,
     name: &str,
     database: &str,
     auth: &str,
-    storage: &str,
+    extra: &str,
 ) -> Node {
     let (port, sip_port, admin_port) = (free_port(), free_port(), free_port());
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(
         &config,
         format!(
-            "[storage]\nbackend = \"postgres\"\npostgres_url = \"{database}\"\n{storage}\n[sip]\nnotify_interval_ms = 0\n"
+            "[storage]\nbackend = \"postgres\"\npostgres_url = \"{database}\"\n{extra}\n[sip]\nnotify_interval_ms = 0\n"
         ),
     )
     .unwrap();
@@ -515,4 +515,56 @@ async fn an_openxcap_postgres_database_is_imported_while_a_node_serves() {
     .unwrap();
     assert_eq!(got, doc);
     assert!(xcapd_on(&database, &["user", "list"]).contains("sip:bob@example.com"));
+}
+
+// Issue #15 scope 3: node A dies in the middle of a delivery it claimed (Bob's UA has not
+// answered yet); once the claim's lease lapses (2 s here), node B offers the message again and
+// Bob gets it from B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_a_dead_node_claimed_is_made_by_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = fresh_database().await;
+    let lease = "[im]\ndelivery_lease_secs = 2";
+    let a = node_with(dir.path(), "a", &database, "none", lease).await;
+    let b = node_with(dir.path(), "b", &database, "none", lease).await;
+    let http = reqwest::Client::new();
+    put_im_rules(&http, &a.root, BOB, &allow_only(&[ALICE])).await;
+    let mut alice = Ua::new(a.sip, ALICE).await;
+    let text = "claimed by A";
+    let r = alice
+        .request(&alice.message(1, BOB, "text/plain", "", text))
+        .await
+        .0;
+    assert_eq!(r.status(), Some(202), "{}", r.text);
+
+    // Bob registers at A with a UA that does not answer yet: A claims the message, sends it.
+    let mut bob = Ua::new(a.sip, BOB).await;
+    let contact = format!("sip:bob@{}", bob.local());
+    let register = bob.register(&[&contact], Some(600), "");
+    let (resp, early) = bob.request(&register).await;
+    assert_eq!(resp.status(), Some(200), "{}", resp.text);
+    let mut first = early.into_iter().find(|m| m.status().is_none());
+    while first.is_none() {
+        let m = bob
+            .recv(Duration::from_secs(5))
+            .await
+            .expect("A's delivery");
+        first = m.status().is_none().then_some(m);
+    }
+    assert_eq!(first.map(|m| m.from.port()), Some(a.sip.port()));
+    drop(a); // kill -9, the claim held
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let from_b = loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let m = bob
+            .recv(left)
+            .await
+            .expect("the message again, from node B");
+        if m.status().is_none() && m.from.port() == b.sip.port() {
+            bob.answer(&m, 200).await;
+            break m;
+        }
+    };
+    assert!(from_b.body().contains(text), "{}", from_b.body());
 }

@@ -74,7 +74,8 @@ async fn bob_list(s: &TestServer, want: usize) -> (Vec<String>, Vec<String>) {
     let mut ids = Vec::new();
     for _ in 0..100 {
         let r = s.get(&doc).await;
-        assert_eq!(r.status, 200, "{}", r.body);
+        // Written shortly after the store changes: not there yet right after the first one.
+        assert!(r.status == 200 || r.status == 404, "{}", r.body);
         ids = r
             .body
             .split("<history id=\"")

@@ -214,6 +214,25 @@ impl Deferred {
         Ok(released)
     }
 
+    /// Offers again what waits for every registered recipient (a store other nodes share: a
+    /// node that stopped mid-delivery left its claims to lapse, and nothing else would wake
+    /// those deliveries before the recipient registers again). Messages another node still
+    /// holds are not claimed, so nothing is delivered twice.
+    pub async fn retry_registered(self: &Arc<Self>) {
+        let owners = match all_owners(self.store.as_ref(), Mailbox::Deferred).await {
+            Ok(owners) => owners,
+            Err(e) => {
+                tracing::warn!(target: "xcapd::im", error = %e, "cannot list deferred messages");
+                return;
+            }
+        };
+        for owner in owners {
+            if self.router.registered(&owner).await {
+                self.wake(&owner);
+            }
+        }
+    }
+
     /// `recipient` may be reachable now (it registered): delivers what waits for it (or cuts
     /// the running delivery's wait short). While messages wait and the recipient has
     /// bindings, attempts repeat with a doubling pause (IM-16: retried with backoff).
@@ -541,20 +560,30 @@ pub(super) fn stripe(recipient: &str) -> usize {
 
 /// Forgets expired registrations, removes expired stored messages and recounts the queue
 /// depth now and then, until shutdown (IM-05, IM-15: a stored message lives min(Expires,
-/// `im.deferred_ttl_secs`)).
+/// `im.deferred_ttl_secs`)). `shared`: other nodes use the store too, and a node that stops
+/// leaves its claims to lapse; every delivery lease, the messages of registered recipients
+/// are offered again ([`Deferred::retry_registered`]).
 pub async fn maintain(
     registrar: Arc<super::Registrar>,
     deferred: Arc<Deferred>,
     history: Option<Arc<super::history::History>>,
+    shared: bool,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let mut period = Duration::from_secs(60);
+    if shared {
+        period = period.min(Duration::from_millis(deferred.limits.lease_ms.max(1000)));
+    }
     loop {
         if let Ok(n) = deferred.store.count(Mailbox::Deferred).await {
             deferred.charging.set_deferred(n);
         }
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+            () = tokio::time::sleep(period) => {}
             _ = shutdown.changed() => return,
+        }
+        if shared {
+            deferred.retry_registered().await;
         }
         registrar.sweep();
         match deferred.expire(now_ms()).await {
