@@ -551,7 +551,8 @@ async fn a_delivery_a_dead_node_claimed_is_made_by_another() {
             .expect("A's delivery");
         first = m.status().is_none().then_some(m);
     }
-    assert_eq!(first.map(|m| m.from.port()), Some(a.sip.port()));
+    // Almost always from A (whose REGISTER woke the delivery); B's periodic pass may win the
+    // claim in the instant between, and then it is B's retransmission that is answered below.
     drop(a); // kill -9, the claim held
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
