@@ -569,3 +569,37 @@ async fn a_delivery_a_dead_node_claimed_is_made_by_another() {
     };
     assert!(from_b.body().contains(text), "{}", from_b.body());
 }
+
+// Issue #15 scope 3 (RFC 3261 §10.3): REGISTERs of one address of record at two nodes at once
+// keep every contact: each node's registrar reads, updates and writes the bindings under a
+// lock of the address of record in the database (without it, the later write dropped the
+// other node's contact).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_at_two_nodes_at_once_keep_every_contact() {
+    let (_dir, a, b) = two_nodes().await;
+    let mut uas = Vec::new();
+    for _ in 0..8 {
+        let (mut at_a, mut at_b) = (Ua::new(a.sip, BOB).await, Ua::new(b.sip, BOB).await);
+        let register_a = at_a.register(&[&format!("sip:bob@{}", at_a.local())], Some(600), "");
+        let register_b = at_b.register(&[&format!("sip:bob@{}", at_b.local())], Some(600), "");
+        let (x, y) = tokio::join!(at_a.request(&register_a), at_b.request(&register_b));
+        assert_eq!((x.0.status(), y.0.status()), (Some(200), Some(200)));
+        uas.push(at_a);
+        uas.push(at_b);
+    }
+    // A query (no Contact) at either node lists every contact registered at both.
+    for node in [&a, &b] {
+        let mut asker = Ua::new(node.sip, BOB).await;
+        let query = asker.register(&[], None, "");
+        let (answer, _) = asker.request(&query).await;
+        assert_eq!(answer.status(), Some(200), "{}", answer.text);
+        for ua in &uas {
+            let contact = format!("sip:bob@{}", ua.local());
+            assert!(
+                answer.text.contains(&contact),
+                "{contact} lost: {}",
+                answer.text
+            );
+        }
+    }
+}

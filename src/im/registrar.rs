@@ -142,7 +142,17 @@ impl Registrar {
             Ok(req) => req,
             Err(why) => return Reply::new(400, why),
         };
-        // The bindings other nodes registered count too (§10.3 step 7 updates them all).
+        // The bindings other nodes registered count too (§10.3 step 7 updates them all), read,
+        // updated and written while no other node's registrar does the same for this AOR.
+        let _held = match self.store.lock(aor.clone()).await {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(target: "xcapd::im", error = %e, "cannot lock a registration");
+                let mut r = Reply::new(503, "Service Unavailable");
+                r.headers.push("Retry-After", "5");
+                return r;
+            }
+        };
         self.catch_up(&aor).await;
         let result = self
             .location

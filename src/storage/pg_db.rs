@@ -11,7 +11,7 @@ use tokio::runtime::Handle;
 use tokio_postgres::NoTls;
 
 use super::pg_schema::{backend, migrate};
-use super::StorageError;
+use super::{DocumentLock, StorageError};
 
 /// Connections per pool.
 const POOL_SIZE: usize = 16;
@@ -23,6 +23,9 @@ const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 #[derive(Clone)]
 pub struct PgDb {
     pool: Pool,
+    /// Connections holding session advisory locks (so lock holders never starve the pool
+    /// their writes need).
+    locks: Pool,
     /// How to connect (for pools and connections of a store's own).
     config: tokio_postgres::Config,
     runtime: Handle,
@@ -51,6 +54,7 @@ impl PgDb {
         drop(client);
         Ok(PgDb {
             pool,
+            locks: pool_of(config.clone())?,
             config,
             runtime: Handle::current(),
             schema: Arc::from(schema),
@@ -75,9 +79,29 @@ impl PgDb {
         self.pool.status()
     }
 
-    /// A pool of its own on the same database (e.g. for connections held long).
-    pub fn new_pool(&self) -> Result<Pool, StorageError> {
-        pool_of(self.config.clone())
+    /// Holds the session advisory lock `id` (waiting for it) until the guard is dropped:
+    /// another node's holder of `id` waits meanwhile. The guard is made in a task of the
+    /// database's runtime, so a caller dropped while waiting still releases what it got.
+    pub async fn advisory_lock(&self, id: i64) -> Result<DocumentLock, StorageError> {
+        let locks = self.locks.clone();
+        let held = self
+            .runtime
+            .spawn(async move {
+                let client = locks.get().await.map_err(unavailable)?;
+                let lock = client
+                    .prepare_cached("SELECT pg_advisory_lock($1)")
+                    .await
+                    .map_err(backend)?;
+                client.execute(&lock, &[&id]).await.map_err(backend)?;
+                Ok::<_, StorageError>(AdvisoryLock {
+                    client: Some(client),
+                    id,
+                    runtime: Handle::current(),
+                })
+            })
+            .await
+            .map_err(|e| StorageError::Backend(format!("database task: {e}")))??;
+        Ok(DocumentLock::new(held))
     }
 
     /// Runs `work` with a pooled connection on the database's runtime.
@@ -110,6 +134,31 @@ impl PgDb {
             Ok(out)
         })
         .await
+    }
+}
+
+/// A held advisory lock: its connection goes back to the pool once unlocked (or is closed,
+/// which releases it, when unlocking fails).
+struct AdvisoryLock {
+    client: Option<deadpool_postgres::Object>,
+    id: i64,
+    runtime: Handle,
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        let (Some(client), id) = (self.client.take(), self.id) else {
+            return;
+        };
+        self.runtime.spawn(async move {
+            let unlocked = match client.prepare_cached("SELECT pg_advisory_unlock($1)").await {
+                Ok(unlock) => client.execute(&unlock, &[&id]).await.is_ok(),
+                Err(_) => false,
+            };
+            if !unlocked {
+                drop(deadpool_postgres::Object::take(client));
+            }
+        });
     }
 }
 

@@ -7,7 +7,7 @@ use super::charging::{day_of, line_of, valid_day, ChargingLog, ChargingRecord};
 use super::pg_db::{clamped_i64, PgDb};
 use super::pg_schema::backend;
 use super::registrations::{RegistrationStore, StoredBinding};
-use super::{StorageError, StoreFuture};
+use super::{DocumentLock, StorageError, StoreFuture};
 
 pub struct PgRegistrations {
     db: PgDb,
@@ -67,6 +67,23 @@ impl RegistrationStore for PgRegistrations {
                 })
                 .collect()
         }))
+    }
+
+    /// A session advisory lock of the address of record in this schema (advisory locks are
+    /// database-wide): 64 bits of a SHA-256.
+    fn lock(&self, aor: String) -> StoreFuture<'_, Option<DocumentLock>> {
+        Box::pin(async move {
+            use sha2::{Digest, Sha256};
+            let mut hash = Sha256::new();
+            for part in ["xcapd registration", self.db.schema(), &aor] {
+                hash.update(part.as_bytes());
+                hash.update([0]);
+            }
+            let mut id = [0u8; 8];
+            id.copy_from_slice(&hash.finalize()[..8]);
+            let held = self.db.advisory_lock(i64::from_be_bytes(id)).await?;
+            Ok(Some(held))
+        })
     }
 
     fn get(&self, aor: String) -> StoreFuture<'_, Vec<StoredBinding>> {

@@ -25,13 +25,11 @@
 
 use std::sync::Arc;
 
-use deadpool_postgres::Pool;
-use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio_postgres::NoTls;
 
 use super::feed::{check_window, ChangeRetention};
-use super::pg_db::{to_i64, unavailable, PgDb};
+use super::pg_db::{to_i64, PgDb};
 use super::pg_schema::backend;
 use super::pg_writer::{Write, Writer};
 use super::sled_changes::decode;
@@ -45,8 +43,6 @@ pub struct PgStore {
     db: PgDb,
     /// Commits the writes (batched).
     writer: Writer,
-    /// Connections holding document locks.
-    locks: Pool,
     changed: Arc<watch::Sender<u64>>,
     /// The listening connection's task (ends with the store).
     listener: tokio::task::AbortHandle,
@@ -170,7 +166,6 @@ impl PgStore {
             ))
             .abort_handle();
         Ok(PgStore {
-            locks: db.new_pool()?,
             writer: Writer::start(db.clone(), retention, channel.clone(), changed.clone()),
             db: db.clone(),
             changed,
@@ -221,31 +216,6 @@ impl PgStore {
                 origin: origin.clone(),
             })
             .await
-    }
-}
-
-/// A held advisory lock: its connection goes back to the pool once unlocked (or is closed,
-/// which releases it, when unlocking fails).
-struct AdvisoryLock {
-    client: Option<deadpool_postgres::Object>,
-    id: i64,
-    runtime: Handle,
-}
-
-impl Drop for AdvisoryLock {
-    fn drop(&mut self) {
-        let (Some(client), id) = (self.client.take(), self.id) else {
-            return;
-        };
-        self.runtime.spawn(async move {
-            let unlocked = match client.prepare_cached("SELECT pg_advisory_unlock($1)").await {
-                Ok(unlock) => client.execute(&unlock, &[&id]).await.is_ok(),
-                Err(_) => false,
-            };
-            if !unlocked {
-                drop(deadpool_postgres::Object::take(client));
-            }
-        });
     }
 }
 
@@ -445,33 +415,7 @@ impl DocumentStore for PgStore {
     fn lock_document<'a>(&'a self, key: &'a DocKey) -> StoreFuture<'a, Option<DocumentLock>> {
         Box::pin(async move {
             key.validate()?;
-            let id = lock_id(&self.channel, key);
-            let locks = self.locks.clone();
-            // The guard is made in the task: if this request is dropped meanwhile, the lock
-            // it got is still released.
-            let held = self
-                .db
-                .runtime()
-                .spawn(async move {
-                    let client = locks.get().await.map_err(unavailable)?;
-                    client
-                        .execute(
-                            &client
-                                .prepare_cached("SELECT pg_advisory_lock($1)")
-                                .await
-                                .map_err(backend)?,
-                            &[&id],
-                        )
-                        .await
-                        .map_err(backend)?;
-                    Ok::<_, StorageError>(AdvisoryLock {
-                        client: Some(client),
-                        id,
-                        runtime: Handle::current(),
-                    })
-                })
-                .await
-                .map_err(|e| StorageError::Backend(format!("database task: {e}")))??;
+            let held = self.db.advisory_lock(lock_id(&self.channel, key)).await?;
             Ok(Some(DocumentLock::new(held)))
         })
     }

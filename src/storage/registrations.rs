@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::sled_common::from_sled;
 use super::sled_writer::SledWriter;
 use super::subscriptions::StoreFuture;
-use super::StorageError;
+use super::{DocumentLock, StorageError};
 
 /// One contact bound to an address of record (the registrar's `Binding`, stored).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +33,10 @@ pub trait RegistrationStore: Send + Sync + 'static {
     /// The bindings of `aor` (none: not registered). A registrar whose store other nodes
     /// share reads them here (another node may have taken the REGISTER).
     fn get(&self, aor: String) -> StoreFuture<'_, Vec<StoredBinding>>;
+    /// Holds `aor` against the registrars of the other nodes sharing the store until the
+    /// guard drops (a REGISTER reads, computes and writes the bindings under it); `None` where
+    /// no other node writes.
+    fn lock(&self, aor: String) -> StoreFuture<'_, Option<DocumentLock>>;
 }
 
 /// Bindings in memory (tests, ephemeral deployments).
@@ -63,6 +67,10 @@ impl RegistrationStore for MemoryRegistrations {
 
     fn get(&self, aor: String) -> StoreFuture<'_, Vec<StoredBinding>> {
         Box::pin(async move { Ok(self.by_aor.lock().get(&aor).cloned().unwrap_or_default()) })
+    }
+
+    fn lock(&self, _aor: String) -> StoreFuture<'_, Option<DocumentLock>> {
+        Box::pin(std::future::ready(Ok(None)))
     }
 }
 
@@ -129,6 +137,10 @@ impl RegistrationStore for SledRegistrations {
             }
         })
     }
+
+    fn lock(&self, _aor: String) -> StoreFuture<'_, Option<DocumentLock>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
 }
 
 #[cfg(test)]
@@ -180,7 +192,10 @@ mod tests {
     /// forgets it; both backends, and sled's are in its tree for the next process.
     #[tokio::test]
     async fn bindings_are_replaced_forgotten_and_kept() {
-        replaced_and_forgotten(&MemoryRegistrations::default()).await;
+        let memory = MemoryRegistrations::default();
+        let lock = memory.lock("sip:bob@example.com".into()).await.unwrap();
+        assert!(lock.is_none(), "one node: nothing to hold");
+        replaced_and_forgotten(&memory).await;
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         replaced_and_forgotten(&SledRegistrations::new(&db).unwrap()).await;
@@ -195,7 +210,27 @@ mod tests {
         use crate::storage::pg_records::PgRegistrations;
         let db = crate::storage::pg_test::db();
         replaced_and_forgotten(&PgRegistrations::new(db.clone())).await;
-        let again = PgRegistrations::new(db).all().await.unwrap();
+        let again = PgRegistrations::new(db.clone()).all().await.unwrap();
         assert_eq!(again.len(), 1, "read back by a new instance");
+        // Another registrar waits for the holder of an address of record, not of another.
+        let (one, other) = (PgRegistrations::new(db.clone()), PgRegistrations::new(db));
+        let held = one.lock("sip:bob@example.com".into()).await.unwrap();
+        assert!(held.is_some());
+        let other = std::sync::Arc::new(other);
+        let elsewhere = other.lock("sip:carol@example.com".into());
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), elsewhere).await;
+        assert!(matches!(got, Ok(Ok(Some(_)))), "another AOR is free");
+        let waiter = other.clone();
+        let waiting = tokio::spawn(async move {
+            waiter
+                .lock("sip:bob@example.com".into())
+                .await
+                .map(|l| l.is_some())
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "held by the other registrar");
+        drop(held);
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await;
+        assert!(matches!(got, Ok(Ok(Ok(true)))), "released: {got:?}");
     }
 }
