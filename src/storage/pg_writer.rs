@@ -171,10 +171,9 @@ async fn commit(context: &Context, writes: Vec<Write>) -> Result<(Vec<Answer>, u
         .db
         .with(move |mut client| async move {
             let tx = client.transaction().await.map_err(backend)?;
-            let mut ids: Vec<i64> = writes
-                .iter()
-                .map(|w| lock_id(&format!("{channel} batch"), &w.key))
-                .collect();
+            // Apart from the session locks of `lock_document` (same documents, other holders).
+            let space = format!("{channel} batch");
+            let mut ids: Vec<i64> = writes.iter().map(|w| lock_id(&space, &w.key)).collect();
             ids.sort_unstable();
             ids.dedup();
             let lock = "SELECT pg_advisory_xact_lock(id) FROM unnest($1::bigint[]) AS id";
