@@ -3,12 +3,14 @@
 //! store's change log from a sequence number on. The log is the record, written in the same
 //! commit as the document; the store's watch channel is only the wake-up. A consumer that
 //! falls behind reads on from the log; one that asks for changes retention already trimmed
-//! gets [`StorageError::ChangesTrimmed`] and resyncs from the current documents.
+//! gets [`StorageError::ChangesTrimmed`] and resyncs from the current documents. Consumers
+//! that keep up share one read of the log per commit ([`super::feed_tail`]).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::feed_tail::{read_page, Slice, Tail};
 use super::{ChangeRecord, DocumentStore, StorageError};
 
 /// Changes read from the log per page.
@@ -52,11 +54,15 @@ pub(crate) fn check_window(after: u64, trimmed_through: u64) -> Result<(), Stora
 #[derive(Clone)]
 pub struct ChangeFeed {
     store: Arc<dyn DocumentStore>,
+    tail: Arc<Tail>,
 }
 
 impl ChangeFeed {
     pub fn new(store: Arc<dyn DocumentStore>) -> ChangeFeed {
-        ChangeFeed { store }
+        ChangeFeed {
+            store,
+            tail: Arc::default(),
+        }
     }
 
     /// A cursor yielding every committed change with a sequence number above `seq`, in order
@@ -89,10 +95,28 @@ impl ChangeFeed {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             // Marked seen before the read, so a commit after it ends the wait below.
-            wake.borrow_and_update();
-            let page = checked(after, self.store.changes_since(after, limit).await?)?;
-            if !page.is_empty() || tokio::time::Instant::now() >= deadline {
-                return Ok(page);
+            let head = *wake.borrow_and_update();
+            match self.tail.slice(after, limit) {
+                Slice::Records(page) => return Ok(page),
+                Slice::Behind => {
+                    let page = read_page(&*self.store, after, limit).await?;
+                    if !page.is_empty() {
+                        return Ok(page);
+                    }
+                }
+                // The head is the newest change the log can give: read only when it is past
+                // `after`, once for every consumer waiting there.
+                Slice::NotYet if head > after => {
+                    let store = &*self.store;
+                    self.tail
+                        .extend(after, |from| read_page(store, from, PAGE))
+                        .await?;
+                    continue;
+                }
+                Slice::NotYet => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Vec::new());
             }
             match tokio::time::timeout_at(deadline, wake.changed()).await {
                 Ok(Ok(())) => {}
@@ -155,7 +179,10 @@ impl FeedCursor {
 }
 
 /// A page must continue exactly at `after + 1` and be gap-free: anything else is a broken log.
-fn checked(after: u64, page: Vec<ChangeRecord>) -> Result<Vec<ChangeRecord>, StorageError> {
+pub(super) fn checked(
+    after: u64,
+    page: Vec<ChangeRecord>,
+) -> Result<Vec<ChangeRecord>, StorageError> {
     for (want, record) in (after + 1..).zip(&page) {
         if record.seq != want {
             return Err(StorageError::Corrupt(format!(

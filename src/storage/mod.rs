@@ -19,6 +19,7 @@ pub mod charging;
 pub mod credentials;
 mod durability;
 pub mod feed;
+mod feed_tail;
 pub(crate) mod journal;
 pub mod memory;
 pub mod messages;
