@@ -130,6 +130,7 @@ impl Default for ServerConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     pub backend: StorageBackend,
+    /// sled: its page cache; PostgreSQL: the node's cache of documents read.
     pub cache_capacity_mb: u64,
     /// Write-ahead journal segment size (sled backend), see `SledOptions`.
     pub journal_segment_mb: u64,

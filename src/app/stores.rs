@@ -70,8 +70,12 @@ pub async fn open_stores(config: &Config) -> Result<Stores, AppError> {
             tracing::info!(node = %node, schema = db.schema(), "storage: PostgreSQL");
             Stores {
                 documents: Arc::new(
-                    crate::storage::pg_store::PgStore::open(&db, config.storage.change_retention())
-                        .await?,
+                    crate::storage::pg_store::PgStore::open(
+                        &db,
+                        config.storage.change_retention(),
+                        (config.storage.cache_capacity_mb as usize) << 20,
+                    )
+                    .await?,
                 ),
                 credentials: Arc::new(crate::storage::pg_credentials::PgCredentials::new(
                     db.clone(),

@@ -26,6 +26,7 @@ pub mod messages;
 pub mod pg_credentials;
 pub mod pg_db;
 pub mod pg_messages;
+mod pg_read_cache;
 pub mod pg_records;
 pub mod pg_schema;
 pub mod pg_store;

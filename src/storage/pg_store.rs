@@ -22,6 +22,11 @@
 //! lock holders never starve the pool their writes need), so writers on several nodes take
 //! turns on a document instead of losing their compare-and-swap. Pool waits are bounded: no
 //! connection within the pool wait (`pg_db`) is `Unavailable` (503), never a hang.
+//!
+//! Reads are served from the node's cache ([`super::pg_read_cache`]) once the node applied
+//! the log through a change head read after the read arrived: a task of the store follows the
+//! log (each change evicts its document), and this node's own writes keep the version they
+//! wrote.
 
 use std::sync::Arc;
 
@@ -30,6 +35,7 @@ use tokio_postgres::NoTls;
 
 use super::feed::{check_window, ChangeRetention};
 use super::pg_db::{to_i64, PgDb};
+use super::pg_read_cache::{Barrier, ReadCache};
 use super::pg_schema::backend;
 use super::pg_writer::{Write, Writer};
 use super::sled_changes::decode;
@@ -48,12 +54,84 @@ pub struct PgStore {
     listener: tokio::task::AbortHandle,
     /// The notice channel of the store's schema.
     channel: Arc<str>,
+    /// Documents read, kept while no change of theirs is applied ([`super::pg_read_cache`]).
+    cache: Arc<ReadCache>,
+    barrier: Barrier,
+    /// The task applying the change log to the cache (ends with the store).
+    follower: tokio::task::AbortHandle,
 }
 
 impl Drop for PgStore {
     fn drop(&mut self) {
         self.listener.abort();
+        self.follower.abort();
     }
+}
+
+/// How long a read waits for this node to apply the change log through the head it read
+/// before it reads the table instead (the log is read again after a failure).
+const APPLY_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Changes the cache's follower reads per page.
+const FOLLOW_PAGE: usize = 512;
+
+/// Applies the change log to `cache` (each change evicts its document) whenever the head
+/// rises, until the store ends.
+async fn follow(db: PgDb, cache: Arc<ReadCache>, changed: Arc<watch::Sender<u64>>) {
+    let mut wake = changed.subscribe();
+    loop {
+        let target = *wake.borrow_and_update();
+        while cache.applied() < target {
+            match read_changes(&db, cache.applied(), FOLLOW_PAGE).await {
+                Ok(page) if !page.is_empty() => {
+                    let last = page.last().map_or(0, |r| r.seq);
+                    cache.apply(page.iter().map(|r| (&r.key, r.seq)), last);
+                }
+                Err(StorageError::ChangesTrimmed { .. }) => match feed_head(&db).await {
+                    Ok(head) => cache.reset(head),
+                    Err(_) => tokio::time::sleep(RELISTEN / 10).await,
+                },
+                // Not readable yet, or the database is away: look again shortly.
+                Ok(_) | Err(_) => tokio::time::sleep(RELISTEN / 10).await,
+            }
+        }
+        if wake.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Up to `limit` changes after `after`, in order; refused when retention trimmed some.
+async fn read_changes(
+    db: &PgDb,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<ChangeRecord>, StorageError> {
+    let (from, limit) = (to_i64(after)?, to_i64(limit as u64)?);
+    db.with(move |client| async move {
+        // One statement, so one snapshot for the window and the rows; the window comes
+        // with every row (and alone when there is none).
+        let sql = "SELECT f.trimmed_through, c.seq, c.record FROM feed_head f \
+                   LEFT JOIN LATERAL (SELECT seq, record FROM changes WHERE seq > $1 \
+                                      ORDER BY seq LIMIT $2) c ON true \
+                   WHERE f.id = 1 ORDER BY c.seq";
+        let rows = client
+            .query(
+                &client.prepare_cached(sql).await.map_err(backend)?,
+                &[&from, &limit],
+            )
+            .await
+            .map_err(backend)?;
+        let trimmed = rows.first().map_or(0, |r| r.get::<_, i64>(0));
+        check_window(after, trimmed as u64)?;
+        rows.iter()
+            .filter_map(|r| {
+                let seq = r.get::<_, Option<i64>>(1)?;
+                Some(decode(seq as u64, r.get::<_, &[u8]>(2)))
+            })
+            .collect()
+    })
+    .await
 }
 
 /// The change notice channel of `schema`.
@@ -153,8 +231,14 @@ async fn feed_head(db: &PgDb) -> Result<u64, StorageError> {
 
 impl PgStore {
     /// The document store of `db`, listening for other nodes' commits from now on.
-    pub async fn open(db: &PgDb, retention: ChangeRetention) -> Result<PgStore, StorageError> {
+    /// `cache_bytes` bounds the documents kept for reads.
+    pub async fn open(
+        db: &PgDb,
+        retention: ChangeRetention,
+        cache_bytes: usize,
+    ) -> Result<PgStore, StorageError> {
         let head = feed_head(db).await?;
+        let cache = Arc::new(ReadCache::new(cache_bytes, head));
         let channel: Arc<str> = Arc::from(channel_of(db.schema()));
         let changed = Arc::new(watch::channel(head).0);
         let listener = db
@@ -165,12 +249,19 @@ impl PgStore {
                 changed.clone(),
             ))
             .abort_handle();
+        let follower = db
+            .runtime()
+            .spawn(follow(db.clone(), cache.clone(), changed.clone()))
+            .abort_handle();
         Ok(PgStore {
             writer: Writer::start(db.clone(), retention, channel.clone(), changed.clone()),
             db: db.clone(),
             changed,
             listener,
             channel,
+            cache,
+            barrier: Barrier::default(),
+            follower,
         })
     }
 
@@ -195,6 +286,28 @@ impl PgStore {
             let sql = client.prepare_cached(sql).await.map_err(backend)?;
             let rows = client.query(&sql, &[&value]).await.map_err(backend)?;
             Ok(rows.iter().map(meta).collect())
+        })
+        .await
+    }
+
+    /// `key`'s stored version, read from the table.
+    async fn read(&self, key: &DocKey) -> Result<Option<StoredDocument>, StorageError> {
+        let key = key.clone();
+        self.with(move |client| async move {
+            let sql = "SELECT body, etag, modified_ms FROM documents \
+                       WHERE auid = $1 AND tree = $2 AND path = $3";
+            let row = client
+                .query_opt(
+                    &client.prepare_cached(sql).await.map_err(backend)?,
+                    &[&key.auid, &tree_column(&key.tree), &key.path],
+                )
+                .await
+                .map_err(backend)?;
+            Ok(row.map(|row| StoredDocument {
+                body: Arc::from(row.get::<_, &str>(0)),
+                etag: row.get(1),
+                modified_ms: row.get::<_, i64>(2) as u64,
+            }))
         })
         .await
     }
@@ -248,28 +361,24 @@ impl DocumentStore for PgStore {
     fn get<'a>(&'a self, key: &'a DocKey) -> StoreFuture<'a, Option<StoredDocument>> {
         Box::pin(async move {
             key.validate()?;
-            let key = key.clone();
-            self.with(move |client| async move {
-                let row = client
-                    .query_opt(
-                        &client
-                            .prepare_cached(
-                                "SELECT body, etag, modified_ms FROM documents \
-                         WHERE auid = $1 AND tree = $2 AND path = $3",
-                            )
-                            .await
-                            .map_err(backend)?,
-                        &[&key.auid, &tree_column(&key.tree), &key.path],
-                    )
-                    .await
-                    .map_err(backend)?;
-                Ok(row.map(|row| StoredDocument {
-                    body: Arc::from(row.get::<_, &str>(0)),
-                    etag: row.get(1),
-                    modified_ms: row.get::<_, i64>(2) as u64,
-                }))
-            })
-            .await
+            let head = self.barrier.head(|| feed_head(&self.db)).await?;
+            // The notice of that head may not have arrived yet: wake the follower now.
+            raise(&self.changed, head);
+            if self.cache.applied() < head {
+                // Timed on the database's runtime: the caller may run on any.
+                let cache = self.cache.clone();
+                let wait = async move { cache.wait_applied(head, APPLY_PATIENCE).await };
+                if !self.db.runtime().spawn(wait).await.unwrap_or(false) {
+                    return self.read(key).await;
+                }
+            }
+            if let Some(doc) = self.cache.lookup(key) {
+                return Ok(Some(doc));
+            }
+            let ticket = self.cache.start_fill(key);
+            let doc = self.read(key).await?;
+            self.cache.fill(key, ticket, head, doc.as_ref());
+            Ok(doc)
         })
     }
 
@@ -284,9 +393,17 @@ impl DocumentStore for PgStore {
     ) -> StoreFuture<'a, Committed> {
         Box::pin(async move {
             let change = Some((body.to_string(), etag.to_string(), modified_ms));
-            self.write(key, expect, change, origin)
+            let committed = self
+                .write(key, expect, change, origin)
                 .await?
-                .ok_or_else(|| StorageError::Backend("a put committed nothing".into()))
+                .ok_or_else(|| StorageError::Backend("a put committed nothing".into()))?;
+            let stored = StoredDocument {
+                body: Arc::from(body),
+                etag: etag.to_string(),
+                modified_ms,
+            };
+            self.cache.committed(key, committed.seq, Some(&stored));
+            Ok(committed)
         })
     }
 
@@ -296,7 +413,13 @@ impl DocumentStore for PgStore {
         expect: &'a Expect,
         origin: &'a ChangeOrigin,
     ) -> StoreFuture<'a, Option<Committed>> {
-        Box::pin(self.write(key, expect, None, origin))
+        Box::pin(async move {
+            let committed = self.write(key, expect, None, origin).await?;
+            if let Some(c) = &committed {
+                self.cache.committed(key, c.seq, None);
+            }
+            Ok(committed)
+        })
     }
 
     fn list_user<'a>(&'a self, xui: &'a str) -> StoreFuture<'a, Vec<DocMeta>> {
@@ -361,46 +484,7 @@ impl DocumentStore for PgStore {
     }
 
     fn changes_since(&self, after: u64, limit: usize) -> StoreFuture<'_, Vec<ChangeRecord>> {
-        Box::pin(async move {
-            let (from, limit) = (to_i64(after)?, to_i64(limit as u64)?);
-            self.with(move |mut client| async move {
-                // One snapshot for the window and the rows.
-                let tx = client
-                    .build_transaction()
-                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                    .read_only(true)
-                    .start()
-                    .await
-                    .map_err(backend)?;
-                let trimmed: i64 = tx
-                    .query_one(
-                        &tx.prepare_cached("SELECT trimmed_through FROM feed_head WHERE id = 1")
-                            .await
-                            .map_err(backend)?,
-                        &[],
-                    )
-                    .await
-                    .map_err(backend)?
-                    .get(0);
-                check_window(after, trimmed as u64)?;
-                let rows = tx
-                    .query(
-                        &tx.prepare_cached(
-                            "SELECT seq, record FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
-                        )
-                        .await
-                        .map_err(backend)?,
-                        &[&from, &limit],
-                    )
-                    .await
-                    .map_err(backend)?;
-                tx.commit().await.map_err(backend)?;
-                rows.iter()
-                    .map(|r| decode(r.get::<_, i64>(0) as u64, r.get::<_, &[u8]>(1)))
-                    .collect()
-            })
-            .await
-        })
+        Box::pin(async move { read_changes(&self.db, after, limit).await })
     }
 
     fn watch_changes(&self) -> watch::Receiver<u64> {

@@ -67,7 +67,7 @@ fn open(
     retention: ChangeRetention,
 ) -> Result<PgStore, StorageError> {
     let db = open_db(config)?;
-    block_on(async move { PgStore::open(&db, retention).await })
+    block_on(async move { PgStore::open(&db, retention, 8 << 20).await })
 }
 
 /// A store on an empty schema of its own.
@@ -111,6 +111,40 @@ mod tests {
         assert_eq!(again.last_seq().unwrap(), 2);
         let c = again.delete(&key, &Expect::Any).unwrap().unwrap();
         assert_eq!(c.seq, 3);
+    }
+
+    // Issue #15 (node cache, ET-01): a read on node B right after a write acknowledged by
+    // node A returns that write, though B holds the previous version in its cache and A's
+    // notice may not have reached B yet; and a read of B's own write likewise.
+    #[test]
+    fn a_read_on_another_node_sees_the_write_just_acknowledged() {
+        let config = fresh_schema();
+        let node = || {
+            Blocking(Arc::new(open(&config, ChangeRetention::default()).unwrap())
+                as Arc<dyn DocumentStore>)
+        };
+        let (a, b) = (node(), node());
+        let key = DocKey::new(
+            "resource-lists",
+            TreeKey::User("sip:a@example.com".into()),
+            "index",
+        );
+        a.put(&key, &Expect::Absent, "<v0/>", "e0", 1).unwrap();
+        for i in 1..=200 {
+            // B caches the current version...
+            assert_eq!(b.get(&key).unwrap().unwrap().etag, format!("e{}", i - 1));
+            let (writer, reader) = if i % 4 == 0 { (&b, &a) } else { (&a, &b) };
+            let expect = Expect::Etag(format!("e{}", i - 1));
+            writer
+                .put(&key, &expect, &format!("<v{i}/>"), &format!("e{i}"), 1)
+                .unwrap();
+            // ...and must not serve it once the write is acknowledged.
+            let read = reader.get(&key).unwrap().unwrap();
+            assert_eq!(read.etag, format!("e{i}"), "write {i}: a stale read");
+            assert_eq!(&*read.body, format!("<v{i}/>"));
+        }
+        a.delete(&key, &Expect::Any).unwrap();
+        assert!(b.get(&key).unwrap().is_none(), "a deleted document is gone");
     }
 
     // Issue #15 scope 1: a database whose schema is newer than the binary is refused, and

@@ -160,62 +160,69 @@ async fn run(context: Arc<Context>, queue: Arc<tokio::sync::Mutex<mpsc::Receiver
 }
 
 /// One transaction for `writes`: each one's answer, and the feed head after it (0 when none
-/// was stored). The round trips do not grow with the batch: the documents' locks are taken in
-/// one statement (in key order, so batches never wait on each other in a cycle), the current
-/// ETags read in one, the preconditions checked here in arrival order, the documents' final
-/// states written with one statement; only then is the change-number lock taken, held for
-/// the change records, the trim, the notice and the commit.
+/// was stored). Three round trips whatever the batch's size, the statements of a step sent
+/// together (pipelined): (1) `BEGIN`, the documents' locks (in key order, so batches never
+/// wait on each other in a cycle) and their current ETags, after which the preconditions are
+/// checked here in arrival order; (2) the documents' final states and the change numbers,
+/// whose lock is held from there to the commit; (3) the change records, the trim, the notice
+/// and `COMMIT`. A statement that fails aborts the transaction (its `COMMIT` then rolls back)
+/// and fails the batch.
 async fn commit(context: &Context, writes: Vec<Write>) -> Result<(Vec<Answer>, u64), StorageError> {
     let (retention, channel) = (context.retention, context.channel.clone());
     context
         .db
-        .with(move |mut client| async move {
-            let tx = client.transaction().await.map_err(backend)?;
-            // Apart from the session locks of `lock_document` (same documents, other holders).
-            let space = format!("{channel} batch");
-            let mut ids: Vec<i64> = writes.iter().map(|w| lock_id(&space, &w.key)).collect();
-            ids.sort_unstable();
-            ids.dedup();
-            let lock = "SELECT pg_advisory_xact_lock(id) FROM unnest($1::bigint[]) AS id";
-            tx.execute(&tx.prepare_cached(lock).await.map_err(backend)?, &[&ids])
-                .await
-                .map_err(backend)?;
-            let mut current = current_etags(&tx, &writes).await?;
-            let mut plan = plan(&writes, &mut current);
-            if plan.changes.is_empty() {
-                tx.commit().await.map_err(backend)?;
-                return Ok((plan.answers, 0));
-            }
-            store(&tx, &plan).await?;
-            let count = plan.changes.len() as i64;
-            let draw = "UPDATE feed_head SET seq = seq + $1 WHERE id = 1 RETURNING seq";
-            let last: i64 = tx
-                .query_one(&tx.prepare_cached(draw).await.map_err(backend)?, &[&count])
-                .await
-                .map_err(backend)?
-                .get(0);
-            let base = last - count;
-            // Commit times follow the numbers: read under the lock.
-            let now = now_ms();
-            log_changes(&tx, &writes, &plan, base, now).await?;
-            for answer in &mut plan.answers {
-                if let Ok(Some(c)) = answer {
-                    c.seq += base as u64;
+        .with(move |client| async move {
+            let outcome = transact(&client, &writes, &retention, &channel).await;
+            if outcome.is_err() && !client.is_closed() {
+                // The transaction may still be open: end it before the connection goes back
+                // to the pool, or keep the connection out of the pool.
+                if client.batch_execute("ROLLBACK").await.is_err() {
+                    drop(deadpool_postgres::Object::take(client));
                 }
             }
-            trim(&tx, last, now, &retention).await?;
-            // Delivered at commit, to every node listening (this one included).
-            let notify = "SELECT pg_notify($1, $2)";
-            tx.execute(
-                &tx.prepare_cached(notify).await.map_err(backend)?,
-                &[&&*channel, &last.to_string()],
-            )
-            .await
-            .map_err(backend)?;
-            tx.commit().await.map_err(backend)?;
-            Ok((plan.answers, last as u64))
+            outcome
         })
         .await
+}
+
+/// The statements of [`commit`] on `client`.
+async fn transact(
+    client: &Client,
+    writes: &[Write],
+    retention: &ChangeRetention,
+    channel: &str,
+) -> Result<(Vec<Answer>, u64), StorageError> {
+    // Apart from the session locks of `lock_document` (same documents, other holders).
+    let space = format!("{channel} batch");
+    let mut ids: Vec<i64> = writes.iter().map(|w| lock_id(&space, &w.key)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut current = current_etags(client, writes, &ids).await?;
+    let mut plan = plan(writes, &mut current);
+    if plan.changes.is_empty() {
+        client.batch_execute("COMMIT").await.map_err(backend)?;
+        return Ok((plan.answers, 0));
+    }
+    let count = plan.changes.len() as i64;
+    let last = store_and_draw(client, &plan, count).await?;
+    let base = last - count;
+    // Commit times follow the numbers: read under the lock.
+    let now = now_ms();
+    let records = change_records(writes, &plan, base, now)?;
+    log_and_commit(client, records, last, now, retention, channel).await?;
+    for answer in &mut plan.answers {
+        if let Ok(Some(c)) = answer {
+            c.seq += base as u64;
+        }
+    }
+    Ok((plan.answers, last as u64))
+}
+
+type Client = deadpool_postgres::Object;
+
+/// `sql`, prepared once per connection (a round trip only the first time).
+async fn prepared(client: &Client, sql: &str) -> Result<tokio_postgres::Statement, StorageError> {
+    client.prepare_cached(sql).await.map_err(backend)
 }
 
 /// What a batch does: each write's answer (change numbers counted from 1 within the batch),
@@ -228,10 +235,12 @@ struct Plan {
     changes: Vec<(usize, Option<String>, Option<String>)>,
 }
 
-/// The stored ETags of the documents `writes` touch (absent: not stored).
+/// Begins the transaction, takes the transaction advisory locks `ids` of the documents
+/// `writes` touch and reads their stored ETags (absent: not stored), in one round trip.
 async fn current_etags(
-    tx: &deadpool_postgres::Transaction<'_>,
+    client: &Client,
     writes: &[Write],
+    ids: &[i64],
 ) -> Result<HashMap<DocKey, Option<String>>, StorageError> {
     let mut columns: [Vec<&str>; 3] = Default::default();
     for w in writes {
@@ -239,16 +248,29 @@ async fn current_etags(
         columns[1].push(tree_column(&w.key.tree));
         columns[2].push(&w.key.path);
     }
-    let sql = "SELECT d.auid, d.tree, d.path, d.etag FROM documents d \
-               JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(auid, tree, path) \
-               ON d.auid = k.auid AND d.tree = k.tree AND d.path = k.path";
-    let rows = tx
-        .query(
-            &tx.prepare_cached(sql).await.map_err(backend)?,
-            &[&columns[0], &columns[1], &columns[2]],
-        )
-        .await
-        .map_err(backend)?;
+    let lock = prepared(
+        client,
+        "SELECT pg_advisory_xact_lock(id) FROM unnest($1::bigint[]) AS id",
+    )
+    .await?;
+    let read = prepared(
+        client,
+        "SELECT d.auid, d.tree, d.path, d.etag FROM documents d \
+         JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(auid, tree, path) \
+         ON d.auid = k.auid AND d.tree = k.tree AND d.path = k.path",
+    )
+    .await?;
+    // Statements prepared first: each query below is sent when first polled, in this order.
+    let (_, _, rows) = tokio::try_join!(
+        client.batch_execute("BEGIN"),
+        async { client.execute(&lock, &[&ids]).await },
+        async {
+            client
+                .query(&read, &[&columns[0], &columns[1], &columns[2]])
+                .await
+        },
+    )
+    .map_err(backend)?;
     let mut current: HashMap<DocKey, Option<String>> =
         writes.iter().map(|w| (w.key.clone(), None)).collect();
     for row in rows {
@@ -300,8 +322,9 @@ fn plan(writes: &[Write], current: &mut HashMap<DocKey, Option<String>>) -> Plan
     plan
 }
 
-/// Writes the plan's documents (stored and deleted) and change records.
-async fn store(tx: &deadpool_postgres::Transaction<'_>, plan: &Plan) -> Result<(), StorageError> {
+/// Writes the plan's documents (stored and deleted), then takes the change-number lock and
+/// draws `count` numbers, in one round trip: the last number drawn.
+async fn store_and_draw(client: &Client, plan: &Plan, count: i64) -> Result<i64, StorageError> {
     let (mut put, mut gone): ([Vec<&str>; 5], [Vec<&str>; 3]) = Default::default();
     let mut modified: Vec<i64> = Vec::new();
     for (key, state) in &plan.documents {
@@ -321,42 +344,61 @@ async fn store(tx: &deadpool_postgres::Transaction<'_>, plan: &Plan) -> Result<(
             }
         }
     }
-    if !modified.is_empty() {
-        let sql = "INSERT INTO documents (auid, tree, path, body, etag, modified_ms) \
-                   SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
-                                        $5::text[], $6::bigint[]) \
-                   ON CONFLICT (auid, tree, path) DO UPDATE \
-                   SET body = EXCLUDED.body, etag = EXCLUDED.etag, \
-                       modified_ms = EXCLUDED.modified_ms";
-        tx.execute(
-            &tx.prepare_cached(sql).await.map_err(backend)?,
-            &[&put[0], &put[1], &put[2], &put[3], &put[4], &modified],
-        )
-        .await
-        .map_err(backend)?;
-    }
-    if !gone[0].is_empty() {
-        let sql = "DELETE FROM documents d \
-                   USING unnest($1::text[], $2::text[], $3::text[]) AS k(auid, tree, path) \
-                   WHERE d.auid = k.auid AND d.tree = k.tree AND d.path = k.path";
-        tx.execute(
-            &tx.prepare_cached(sql).await.map_err(backend)?,
-            &[&gone[0], &gone[1], &gone[2]],
-        )
-        .await
-        .map_err(backend)?;
-    }
-    Ok(())
+    let upsert = prepared(
+        client,
+        "INSERT INTO documents (auid, tree, path, body, etag, modified_ms) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
+                              $5::text[], $6::bigint[]) \
+         ON CONFLICT (auid, tree, path) DO UPDATE \
+         SET body = EXCLUDED.body, etag = EXCLUDED.etag, modified_ms = EXCLUDED.modified_ms",
+    )
+    .await?;
+    let delete = prepared(
+        client,
+        "DELETE FROM documents d \
+         USING unnest($1::text[], $2::text[], $3::text[]) AS k(auid, tree, path) \
+         WHERE d.auid = k.auid AND d.tree = k.tree AND d.path = k.path",
+    )
+    .await?;
+    let draw = prepared(
+        client,
+        "UPDATE feed_head SET seq = seq + $1 WHERE id = 1 RETURNING seq",
+    )
+    .await?;
+    let stored = async {
+        if modified.is_empty() {
+            return Ok(0);
+        }
+        client
+            .execute(
+                &upsert,
+                &[&put[0], &put[1], &put[2], &put[3], &put[4], &modified],
+            )
+            .await
+    };
+    let deleted = async {
+        if gone[0].is_empty() {
+            return Ok(0);
+        }
+        client
+            .execute(&delete, &[&gone[0], &gone[1], &gone[2]])
+            .await
+    };
+    let (_, _, last) = tokio::try_join!(stored, deleted, async {
+        client.query_one(&draw, &[&count]).await
+    })
+    .map_err(backend)?;
+    Ok(last.get(0))
 }
 
-/// The change records of the plan, numbered from `base + 1`, committed at `now`.
-async fn log_changes(
-    tx: &deadpool_postgres::Transaction<'_>,
+/// The change records of the plan, numbered from `base + 1`, committed at `now`: their
+/// numbers and encodings.
+fn change_records(
     writes: &[Write],
     plan: &Plan,
     base: i64,
     now: u64,
-) -> Result<(), StorageError> {
+) -> Result<(Vec<i64>, Vec<Vec<u8>>), StorageError> {
     let mut seqs: Vec<i64> = Vec::with_capacity(plan.changes.len());
     let mut records: Vec<Vec<u8>> = Vec::with_capacity(plan.changes.len());
     for (n, (i, previous, new_etag)) in plan.changes.iter().enumerate() {
@@ -370,61 +412,60 @@ async fn log_changes(
             &w.origin,
         )?);
     }
-    let at = vec![to_i64(now)?; seqs.len()];
-    let sql = "INSERT INTO changes (seq, at_ms, record) \
-               SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])";
-    tx.execute(
-        &tx.prepare_cached(sql).await.map_err(backend)?,
-        &[&seqs, &at, &records],
-    )
-    .await
-    .map_err(backend)?;
-    Ok(())
+    Ok((seqs, records))
 }
 
-/// Retention (within the writer's transaction): changes beyond `max_entries` behind `seq`,
-/// and the oldest past `max_age` (a prefix: commit times follow the sequence), are removed;
-/// `trimmed_through` follows. Every write runs this: each part reads by the primary key from
-/// the oldest change only, and the age part looks further only when the oldest is expired
-/// (a filter on commit times alone would read the whole log when nothing is to go).
-async fn trim(
-    tx: &deadpool_postgres::Transaction<'_>,
-    seq: i64,
+/// Logs the change records, applies retention, sends the notice of change `last` to every
+/// node listening (delivered at commit, this one included) and commits, in one round trip.
+///
+/// Retention: changes beyond `max_entries` behind `last`, and the oldest past `max_age` (a
+/// prefix: commit times follow the sequence), are removed and `trimmed_through` follows.
+/// Every batch runs this: each part reads by the primary key from the oldest change only, and
+/// the age part looks further only when the oldest is expired (a filter on commit times alone
+/// would read the whole log when nothing is to go).
+async fn log_and_commit(
+    client: &Client,
+    (seqs, records): (Vec<i64>, Vec<Vec<u8>>),
+    last: i64,
     now: u64,
     retention: &ChangeRetention,
+    channel: &str,
 ) -> Result<(), StorageError> {
-    let by_count = seq.saturating_sub(to_i64(retention.max_entries)?);
+    let at = vec![to_i64(now)?; seqs.len()];
+    let by_count = last.saturating_sub(to_i64(retention.max_entries)?);
     let cutoff = to_i64(now.saturating_sub(retention.max_age.as_millis() as u64))?;
-    let gone: Option<i64> = tx
-        .query_one(
-            &tx.prepare_cached(
-                "WITH gone AS (DELETE FROM changes WHERE seq IN ( \
-                 SELECT seq FROM changes WHERE seq <= $1 \
-                 UNION ALL \
-                 SELECT seq FROM (SELECT seq, at_ms FROM changes ORDER BY seq LIMIT $3) oldest \
-                 WHERE at_ms < $2 AND (SELECT at_ms FROM changes ORDER BY seq LIMIT 1) < $2) \
-               RETURNING seq) \
-             SELECT max(seq) FROM gone",
-            )
-            .await
-            .map_err(backend)?,
-            &[&by_count, &cutoff, &TRIM_BATCH],
-        )
-        .await
-        .map_err(backend)?
-        .get(0);
-    if let Some(through) = gone {
-        tx.execute(
-            &tx.prepare_cached(
-                "UPDATE feed_head SET trimmed_through = greatest(trimmed_through, $1) WHERE id = 1",
-            )
-            .await
-            .map_err(backend)?,
-            &[&through],
-        )
-        .await
-        .map_err(backend)?;
-    }
+    let log = prepared(
+        client,
+        "INSERT INTO changes (seq, at_ms, record) \
+         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])",
+    )
+    .await?;
+    let trim = prepared(
+        client,
+        "WITH gone AS (DELETE FROM changes WHERE seq IN ( \
+             SELECT seq FROM changes WHERE seq <= $1 \
+             UNION ALL \
+             SELECT seq FROM (SELECT seq, at_ms FROM changes ORDER BY seq LIMIT $3) oldest \
+             WHERE at_ms < $2 AND (SELECT at_ms FROM changes ORDER BY seq LIMIT 1) < $2) \
+           RETURNING seq) \
+         UPDATE feed_head SET trimmed_through = greatest(trimmed_through, \
+                                                         (SELECT max(seq) FROM gone)) \
+         WHERE id = 1 AND EXISTS (SELECT 1 FROM gone)",
+    )
+    .await?;
+    let notify = prepared(client, "SELECT pg_notify($1, $2)").await?;
+    let last = last.to_string();
+    tokio::try_join!(
+        async { client.execute(&log, &[&seqs, &at, &records]).await },
+        async {
+            client
+                .execute(&trim, &[&by_count, &cutoff, &TRIM_BATCH])
+                .await
+        },
+        async { client.execute(&notify, &[&channel, &last]).await },
+        client.batch_execute("COMMIT"),
+    )
+    .map_err(backend)?;
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use crate::xcap_diff::tree::{self, tree_patch};
 const CAS_RETRIES: usize = 16;
 
 /// The pause before attempt `attempt` (from 1) of a write that lost its compare-and-swap.
-async fn after_lost(attempt: usize) {
+async fn pause_after_lost(attempt: usize) {
     let mut bytes = [0u8; 2];
     let _ = getrandom::getrandom(&mut bytes);
     let ceiling = 1u64 << attempt.min(5);
@@ -22,22 +22,43 @@ async fn after_lost(attempt: usize) {
     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
 }
 
+/// What a writer of a document holds: this process's lock of the document and, once it lost a
+/// compare-and-swap to a writer in another process sharing the store (nodes on one database),
+/// the store's lock across those processes.
+pub(super) struct WriterHold<'a> {
+    _local: tokio::sync::MutexGuard<'a, ()>,
+    across: Option<crate::storage::DocumentLock>,
+}
+
 impl Xdms {
-    /// What a writer of `key` holds: this process's per-document lock, then the store's hold
-    /// across the processes sharing it (nodes on one database), in that order on every node.
-    async fn hold_writer(
+    /// The writer's hold of `key`: first this process's lock only. Writers on one node take
+    /// turns there; a write on another node at the same moment is rare, so the first attempt
+    /// is optimistic (the commit's compare-and-swap catches it) and spares the two round trips
+    /// of the database lock.
+    async fn hold_writer(&self, key: &DocKey) -> WriterHold<'_> {
+        WriterHold {
+            _local: self.locks.lock(key).await,
+            across: None,
+        }
+    }
+
+    /// Before attempt `attempt` of a write that lost its compare-and-swap: the first time, take
+    /// turns with the other processes' writers of `key` from now on (their lock, held to the
+    /// end of the write; at once, as the winner committed already); else a random pause.
+    async fn after_lost(
         &self,
         key: &DocKey,
-    ) -> Result<
-        (
-            tokio::sync::MutexGuard<'_, ()>,
-            Option<crate::storage::DocumentLock>,
-        ),
-        XcapError,
-    > {
-        let local = self.locks.lock(key).await;
-        let across = self.store.lock_document(key).await.map_err(storage_error)?;
-        Ok((local, across))
+        hold: &mut WriterHold<'_>,
+        attempt: usize,
+    ) -> Result<(), XcapError> {
+        if hold.across.is_none() {
+            hold.across = self.store.lock_document(key).await.map_err(storage_error)?;
+            if hold.across.is_some() {
+                return Ok(());
+            }
+        }
+        pause_after_lost(attempt).await;
+        Ok(())
     }
 
     pub(super) async fn put(
@@ -48,12 +69,15 @@ impl Xdms {
         self.refuse_write(target)?;
         self.authorize(target, &req.principal, Operation::Write)?;
         self.check_document_name(target).await?;
-        let _held = self.hold_writer(&target.key).await?;
+        let mut held = self.hold_writer(&target.key).await;
         for attempt in 0..CAS_RETRIES {
             if attempt > 0 {
-                after_lost(attempt).await;
+                self.after_lost(&target.key, &mut held, attempt).await?;
             }
             let current = self.read_stored(&target.key).await?;
+            if current.is_none() {
+                self.check_no_directory(target).await?;
+            }
             let current_etag = current.as_ref().map(|d| d.etag.clone());
             // ET-08: preconditions before any body check.
             if req.preconditions.evaluate(current_etag.as_deref(), false)
@@ -211,7 +235,12 @@ impl Xdms {
                 }
             }
         }
-        // URI-07: a directory and a document of the same name cannot both exist.
+        Ok(())
+    }
+
+    /// URI-07: a directory and a document of the same name cannot both exist. Asked only
+    /// while the document is absent (a stored document was checked when it was created).
+    async fn check_no_directory(&self, target: &Target) -> Result<(), XcapError> {
         if self
             .store
             .directory_exists(&target.key.auid, &target.key.tree, &target.key.path)
@@ -276,10 +305,10 @@ impl Xdms {
     ) -> Result<XcapResponse, XcapError> {
         self.refuse_write(target)?;
         self.authorize(target, &req.principal, Operation::Delete)?;
-        let _held = self.hold_writer(&target.key).await?;
+        let mut held = self.hold_writer(&target.key).await;
         for attempt in 0..CAS_RETRIES {
             if attempt > 0 {
-                after_lost(attempt).await;
+                self.after_lost(&target.key, &mut held, attempt).await?;
             }
             let current = self
                 .read_stored(&target.key)
