@@ -69,7 +69,8 @@ impl ChangeFeed {
     /// and without gaps, then live changes as they commit. When retention already trimmed
     /// change `seq + 1` (also for `subscribe_from(0)` once anything was trimmed), the cursor
     /// answers [`StorageError::ChangesTrimmed`]: resync from the documents and go on from
-    /// [`ChangeFeed::head`].
+    /// [`ChangeFeed::head`]. (Changes the node's shared tail still holds are handed out even
+    /// when retention trimmed them since: nothing was missed.)
     pub fn subscribe_from(&self, seq: u64) -> FeedCursor {
         FeedCursor {
             feed: self.clone(),
@@ -83,20 +84,38 @@ impl ChangeFeed {
         *self.store.watch_changes().borrow()
     }
 
-    /// One page of changes after `after` (at most `limit`), waiting up to `wait` for the first
-    /// one when there is none yet (long polling by remote readers).
+    /// One page of changes after `after` (at most `limit`), read from the log (so trimmed
+    /// changes are refused exactly), waiting up to `wait` for the first one when there is
+    /// none yet (long polling by remote readers).
     pub async fn page(
         &self,
         after: u64,
         limit: usize,
         wait: Duration,
     ) -> Result<Vec<ChangeRecord>, StorageError> {
+        self.read(after, limit, wait, false).await
+    }
+
+    /// [`ChangeFeed::page`], served from the shared tail when `shared` and it holds the
+    /// changes after `after` (the in-process cursors).
+    async fn read(
+        &self,
+        after: u64,
+        limit: usize,
+        wait: Duration,
+        shared: bool,
+    ) -> Result<Vec<ChangeRecord>, StorageError> {
         let mut wake = self.store.watch_changes();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             // Marked seen before the read, so a commit after it ends the wait below.
             let head = *wake.borrow_and_update();
-            match self.tail.slice(after, limit) {
+            let held = if shared {
+                self.tail.slice(after, limit)
+            } else {
+                Slice::Behind
+            };
+            match held {
                 Slice::Records(page) => return Ok(page),
                 Slice::Behind => {
                     let page = read_page(&*self.store, after, limit).await?;
@@ -156,7 +175,7 @@ impl FeedCursor {
             if let Some(record) = self.take_buffered() {
                 return Ok(record);
             }
-            let page = self.feed.page(self.after, PAGE, IDLE_WAIT).await?;
+            let page = self.feed.read(self.after, PAGE, IDLE_WAIT, true).await?;
             self.buffer.extend(page);
         }
     }
@@ -165,7 +184,10 @@ impl FeedCursor {
     /// log read).
     pub async fn try_next(&mut self) -> Result<Option<ChangeRecord>, StorageError> {
         if self.buffer.is_empty() {
-            let page = self.feed.page(self.after, PAGE, Duration::ZERO).await?;
+            let page = self
+                .feed
+                .read(self.after, PAGE, Duration::ZERO, true)
+                .await?;
             self.buffer.extend(page);
         }
         Ok(self.take_buffered())
