@@ -71,9 +71,8 @@ impl<'de> Deserialize<'de> for HistoryMode {
 pub enum StorageBackend {
     Sled,
     Memory,
-    /// Documents and the change log in PostgreSQL (`storage.postgres_url`), shared by every
-    /// node on that database; the other stores stay in the node's sled database for now
-    /// (issue #15 in progress).
+    /// Every store in PostgreSQL (`storage.postgres_url`), shared by every node on that
+    /// database (issue #15; README "Running several nodes").
     Postgres,
 }
 

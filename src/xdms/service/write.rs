@@ -31,33 +31,42 @@ pub(super) struct WriterHold<'a> {
 }
 
 impl Xdms {
-    /// The writer's hold of `key`: first this process's lock only. Writers on one node take
-    /// turns there; a write on another node at the same moment is rare, so the first attempt
-    /// is optimistic (the commit's compare-and-swap catches it) and spares the two round trips
+    /// The writer's hold of `key`: this process's lock, and the store's lock across the
+    /// processes sharing it only while `key` is contended. Writers on one node take turns
+    /// locally; a write on another node at the same moment is rare, so a first attempt is
+    /// optimistic (the commit's compare-and-swap catches it) and spares the two round trips
     /// of the database lock.
-    async fn hold_writer(&self, key: &DocKey) -> WriterHold<'_> {
-        WriterHold {
-            _local: self.locks.lock(key).await,
-            across: None,
-        }
+    async fn hold_writer(&self, key: &DocKey) -> Result<WriterHold<'_>, XcapError> {
+        let local = self.locks.lock(key).await;
+        let across = if self.locks.is_contended(key) {
+            self.store.lock_document(key).await.map_err(storage_error)?
+        } else {
+            None
+        };
+        Ok(WriterHold {
+            _local: local,
+            across,
+        })
     }
 
-    /// Before attempt `attempt` of a write that lost its compare-and-swap: the first time, take
-    /// turns with the other processes' writers of `key` from now on (their lock, held to the
-    /// end of the write; at once, as the winner committed already); else a random pause.
+    /// Before attempt `attempt` of a write that lost its compare-and-swap: the document is
+    /// contended; the first time, the writer takes turns with the other processes' writers
+    /// from now on (their lock, held to the end of the write) and tries again at once (the
+    /// winner committed already; holders of the lock retry at once: a pause would only hand
+    /// the document to optimistic writers elsewhere); without such a lock, a random pause.
     async fn after_lost(
         &self,
         key: &DocKey,
         hold: &mut WriterHold<'_>,
         attempt: usize,
     ) -> Result<(), XcapError> {
+        self.locks.mark_contended(key);
         if hold.across.is_none() {
             hold.across = self.store.lock_document(key).await.map_err(storage_error)?;
-            if hold.across.is_some() {
-                return Ok(());
-            }
         }
-        pause_after_lost(attempt).await;
+        if hold.across.is_none() {
+            pause_after_lost(attempt).await;
+        }
         Ok(())
     }
 
@@ -69,7 +78,7 @@ impl Xdms {
         self.refuse_write(target)?;
         self.authorize(target, &req.principal, Operation::Write)?;
         self.check_document_name(target).await?;
-        let mut held = self.hold_writer(&target.key).await;
+        let mut held = self.hold_writer(&target.key).await?;
         for attempt in 0..CAS_RETRIES {
             if attempt > 0 {
                 self.after_lost(&target.key, &mut held, attempt).await?;
@@ -305,7 +314,7 @@ impl Xdms {
     ) -> Result<XcapResponse, XcapError> {
         self.refuse_write(target)?;
         self.authorize(target, &req.principal, Operation::Delete)?;
-        let mut held = self.hold_writer(&target.key).await;
+        let mut held = self.hold_writer(&target.key).await?;
         for attempt in 0..CAS_RETRIES {
             if attempt > 0 {
                 self.after_lost(&target.key, &mut held, attempt).await?;
