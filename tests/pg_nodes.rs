@@ -53,15 +53,7 @@ impl Node {
     /// The node's Prometheus metrics.
     async fn metrics(&self) -> String {
         let token = std::fs::read_to_string(&self.token).unwrap();
-        reqwest::Client::new()
-            .get(format!("{}/metrics", self.admin))
-            .bearer_auth(token.trim())
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        common::admin_metrics(&reqwest::Client::new(), &self.admin, &token).await
     }
 }
 
@@ -253,6 +245,27 @@ async fn a_notifier_reports_a_write_made_on_another_node() {
     );
 }
 
+/// Alice's UA at `node`, having sent `text` to Bob, who is not registered (stored: 202).
+async fn alice_stores(node: &Node, text: &str) -> Ua {
+    let mut alice = Ua::new(node.sip, ALICE).await;
+    let r = alice
+        .request(&alice.message(1, BOB, "text/plain", "", text))
+        .await
+        .0;
+    assert_eq!(r.status(), Some(202), "{}", r.text);
+    alice
+}
+
+/// Bob's UA registered at `node` for 600 s, and the requests that came before the 200.
+async fn bob_registers(node: &Node) -> (Ua, Vec<Msg>) {
+    let mut bob = Ua::new(node.sip, BOB).await;
+    let contact = format!("sip:bob@{}", bob.local());
+    let register = bob.register(&[&contact], Some(600), "");
+    let (resp, early) = bob.request(&register).await;
+    assert_eq!(resp.status(), Some(200), "{}", resp.text);
+    (bob, early)
+}
+
 /// The MESSAGE requests `ua` receives within `wait` (each answered 200), with `early` first.
 async fn messages_within(ua: &Ua, early: Vec<Msg>, wait: Duration) -> Vec<Msg> {
     let mut got = Vec::new();
@@ -293,19 +306,10 @@ async fn a_message_stored_on_one_node_is_delivered_once_from_the_other() {
     let http = reqwest::Client::new();
     put_im_rules(&http, &a.root, BOB, &allow_only(&[ALICE])).await;
 
-    let mut alice = Ua::new(a.sip, ALICE).await;
     let text = "stored on node A";
-    let r = alice
-        .request(&alice.message(1, BOB, "text/plain", "", text))
-        .await
-        .0;
-    assert_eq!(r.status(), Some(202), "{}", r.text);
+    let alice = alice_stores(&a, text).await;
 
-    let mut bob = Ua::new(b.sip, BOB).await;
-    let contact = format!("sip:bob@{}", bob.local());
-    let register = bob.register(&[&contact], Some(600), "");
-    let (resp, early) = bob.request(&register).await;
-    assert_eq!(resp.status(), Some(200), "{}", resp.text);
+    let (bob, early) = bob_registers(&b).await;
     let got = messages_within(&bob, early, Duration::from_secs(4)).await;
     let mut branches: Vec<String> = got.iter().map(branch).collect();
     branches.dedup();
@@ -529,20 +533,11 @@ async fn a_delivery_a_dead_node_claimed_is_made_by_another() {
     let b = node_with(dir.path(), "b", &database, "none", lease).await;
     let http = reqwest::Client::new();
     put_im_rules(&http, &a.root, BOB, &allow_only(&[ALICE])).await;
-    let mut alice = Ua::new(a.sip, ALICE).await;
     let text = "claimed by A";
-    let r = alice
-        .request(&alice.message(1, BOB, "text/plain", "", text))
-        .await
-        .0;
-    assert_eq!(r.status(), Some(202), "{}", r.text);
+    alice_stores(&a, text).await;
 
     // Bob registers at A with a UA that does not answer yet: A claims the message, sends it.
-    let mut bob = Ua::new(a.sip, BOB).await;
-    let contact = format!("sip:bob@{}", bob.local());
-    let register = bob.register(&[&contact], Some(600), "");
-    let (resp, early) = bob.request(&register).await;
-    assert_eq!(resp.status(), Some(200), "{}", resp.text);
+    let (bob, early) = bob_registers(&a).await;
     let mut first = early.into_iter().find(|m| m.status().is_none());
     while first.is_none() {
         let m = bob

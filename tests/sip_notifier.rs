@@ -391,16 +391,7 @@ async fn scope9_admin_lists_subscriptions() {
     let bob = list("?user=sip:bob@example.com").await;
     assert!(bob.as_array().unwrap().is_empty());
     assert_eq!(get("?who=x").await.unwrap().status().as_u16(), 400);
-    let metrics = s
-        .client
-        .get(format!("{admin}/metrics"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::admin_metrics(&s.client, &admin, ADMIN_TOKEN).await;
     assert!(metrics.contains("xcapd_sip_subscriptions 1"), "{metrics}");
     assert!(
         metrics.contains("xcapd_sip_notify_total{outcome=\"delivered\"} 1"),

@@ -307,15 +307,12 @@ async fn offline_rules_quota_duplicates_and_notices() {
     assert_eq!(first["sender"], ALICE);
 
     // Scope 9: the same outcomes counted in the metrics (Carol's 480 included).
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", s.admin.as_ref().unwrap()))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::admin_metrics(
+        &reqwest::Client::new(),
+        s.admin.as_ref().unwrap(),
+        ADMIN_TOKEN,
+    )
+    .await;
     for line in [
         "xcapd_im_messages_total{outcome=\"stored\"} 2",
         "xcapd_im_messages_total{outcome=\"failed\"} 3",

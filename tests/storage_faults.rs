@@ -177,15 +177,7 @@ async fn full_disk_refuses_cleanly_keeps_reads_and_recovers_by_itself() {
     // Defect 3: readiness and the metric tell; writes resume once space is freed.
     assert_eq!(status_of(&c, &format!("{}/ready", s.admin)).await, 503);
     let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
-    let metrics = c
-        .get(format!("{}/metrics", s.admin))
-        .bearer_auth(token.trim())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::admin_metrics(&c, &s.admin, &token).await;
     let refusals: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("xcapd_storage_writes_refused_total "))

@@ -87,6 +87,19 @@ pub async fn wait_ready(client: &reqwest::Client, base: &str) {
     }
 }
 
+/// The Prometheus text of the admin API at `admin` (its base URL), read with `token`.
+pub async fn admin_metrics(client: &reqwest::Client, admin: &str, token: &str) -> String {
+    client
+        .get(format!("{admin}/metrics"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// The real binary serving with the configuration text `config`, on `port`, with its data in
 /// `dir/<name>-data` (SIP and admin on free loopback ports).
 pub fn spawn_configured(
