@@ -317,7 +317,7 @@ impl PgStore {
         &self,
         key: &DocKey,
         expect: &Expect,
-        change: Option<(String, String, u64)>,
+        change: Option<(Arc<str>, String, u64)>,
         origin: &ChangeOrigin,
     ) -> Result<Option<Committed>, StorageError> {
         key.validate()?;
@@ -392,13 +392,14 @@ impl DocumentStore for PgStore {
         origin: &'a ChangeOrigin,
     ) -> StoreFuture<'a, Committed> {
         Box::pin(async move {
-            let change = Some((body.to_string(), etag.to_string(), modified_ms));
+            let body: Arc<str> = Arc::from(body);
+            let change = Some((body.clone(), etag.to_string(), modified_ms));
             let committed = self
                 .write(key, expect, change, origin)
                 .await?
                 .ok_or_else(|| StorageError::Backend("a put committed nothing".into()))?;
             let stored = StoredDocument {
-                body: Arc::from(body),
+                body,
                 etag: etag.to_string(),
                 modified_ms,
             };

@@ -44,11 +44,12 @@ const QUEUE: usize = 4096;
 /// Changes the age bound removes per batch at most (the rest with the next batches).
 const TRIM_BATCH: i64 = 1000;
 
-/// One write: a new body (`Some((body, etag, modified_ms))`) or a delete (`None`).
+/// One write: a new body (`Some((body, etag, modified_ms))`; shared with the node's read
+/// cache, so a PUT copies its body once) or a delete (`None`).
 pub(super) struct Write {
     pub key: DocKey,
     pub expect: Expect,
-    pub change: Option<(String, String, u64)>,
+    pub change: Option<(Arc<str>, String, u64)>,
     pub origin: ChangeOrigin,
 }
 
@@ -233,7 +234,7 @@ async fn prepared(client: &Client, sql: &str) -> Result<tokio_postgres::Statemen
 struct Plan {
     answers: Vec<Answer>,
     /// `Some((body, etag, modified_ms))` to store, `None` to delete.
-    documents: HashMap<DocKey, Option<(String, String, u64)>>,
+    documents: HashMap<DocKey, Option<(Arc<str>, String, u64)>>,
     changes: Vec<(usize, Option<String>, Option<String>)>,
 }
 
@@ -333,7 +334,9 @@ async fn store_and_draw(client: &Client, plan: &Plan, count: i64) -> Result<i64,
         let tree = tree_column(&key.tree);
         match state {
             Some((body, etag, modified_ms)) => {
-                for (column, value) in put.iter_mut().zip([&key.auid, tree, &key.path, body, etag])
+                for (column, value) in put
+                    .iter_mut()
+                    .zip([&key.auid, tree, &key.path, &**body, etag])
                 {
                     column.push(value);
                 }
@@ -483,7 +486,7 @@ mod tests {
                 path,
             ),
             expect,
-            change: change.map(|etag| (format!("<{etag}/>"), etag.to_string(), 1)),
+            change: change.map(|etag| (Arc::from(format!("<{etag}/>")), etag.to_string(), 1)),
             origin: ChangeOrigin::default(),
         }
     }
