@@ -19,8 +19,8 @@ pub use im::ImMetrics;
 pub use sip::SipMetrics;
 
 use crate::storage::{
-    ChangeOrigin, ChangeRecord, Committed, DocKey, DocMeta, DocumentStore, Expect, StorageError,
-    StoreFuture, StoredDocument, TreeKey, WriteOutcome,
+    ChangeOrigin, ChangeRecord, Committed, DocKey, DocMeta, DocumentStore, Expect, SpeculativeRead,
+    StorageError, StoreFuture, StoredDocument, TreeKey, WriteOutcome,
 };
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -449,6 +449,10 @@ impl InstrumentedStore {
 impl DocumentStore for InstrumentedStore {
     fn get<'a>(&'a self, key: &'a DocKey) -> StoreFuture<'a, Option<StoredDocument>> {
         self.timed("get", |s| s.get(key))
+    }
+
+    fn get_speculative<'a>(&'a self, key: &'a DocKey) -> StoreFuture<'a, SpeculativeRead> {
+        self.timed("get", |s| s.get_speculative(key))
     }
 
     /// Timed until durable (the journal's group sync included).

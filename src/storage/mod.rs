@@ -163,7 +163,20 @@ pub type StoreFuture<'a, T> =
 /// (issue #11); `Unavailable` says writes may succeed again later. No method blocks the
 /// calling thread on I/O: a backend that must wait does so in its future.
 pub trait DocumentStore: Send + Sync + 'static {
+    /// The current version of `key`: a read that starts after a write was acknowledged (by
+    /// any process sharing the store) sees that write or a later one.
     fn get<'a>(&'a self, key: &'a DocKey) -> StoreFuture<'a, Option<StoredDocument>>;
+    /// A version of `key` for a read-modify-write whose commit compares and swaps on it: it
+    /// may lag a write acknowledged by another process (a stale version only loses the
+    /// compare-and-swap), which spares a store shared by several processes the round trip
+    /// that makes [`get`](Self::get) current. [`SpeculativeRead::current`] says whether it can
+    /// lag: a caller must not answer an error from a version that can.
+    fn get_speculative<'a>(&'a self, key: &'a DocKey) -> StoreFuture<'a, SpeculativeRead> {
+        Box::pin(async move {
+            let doc = self.get(key).await?;
+            Ok(SpeculativeRead { doc, current: true })
+        })
+    }
     /// Atomic: fails with [`StorageError::PreconditionFailed`] (storing nothing) when `expect`
     /// does not hold. The change record (with `origin`) is written in the same commit as the
     /// document.
@@ -224,6 +237,14 @@ pub trait DocumentStore: Send + Sync + 'static {
     fn fatal(&self) -> Option<String> {
         None
     }
+}
+
+/// What [`DocumentStore::get_speculative`] read.
+#[derive(Debug, Clone)]
+pub struct SpeculativeRead {
+    pub doc: Option<StoredDocument>,
+    /// True when `doc` is as current as [`DocumentStore::get`]'s answer would be.
+    pub current: bool,
 }
 
 /// A held [`DocumentStore::lock_document`]; released when dropped.

@@ -41,8 +41,8 @@ use super::pg_writer::{Write, Writer};
 use super::sled_changes::decode;
 use super::{
     directory_prefix, validate_auid, validate_tree, validate_xui, ChangeOrigin, ChangeRecord,
-    Committed, DocKey, DocMeta, DocumentLock, DocumentStore, Expect, StorageError, StoreFuture,
-    StoredDocument, TreeKey,
+    Committed, DocKey, DocMeta, DocumentLock, DocumentStore, Expect, SpeculativeRead, StorageError,
+    StoreFuture, StoredDocument, TreeKey,
 };
 
 pub struct PgStore {
@@ -379,6 +379,27 @@ impl DocumentStore for PgStore {
             let doc = self.read(key).await?;
             self.cache.fill(key, ticket, head, doc.as_ref());
             Ok(doc)
+        })
+    }
+
+    /// The cached version without the head read (a version another node replaced may still
+    /// be held for the moment its change takes to reach this node); else the table's, which
+    /// is current.
+    fn get_speculative<'a>(&'a self, key: &'a DocKey) -> StoreFuture<'a, SpeculativeRead> {
+        Box::pin(async move {
+            key.validate()?;
+            if let Some(doc) = self.cache.lookup(key) {
+                return Ok(SpeculativeRead {
+                    doc: Some(doc),
+                    current: false,
+                });
+            }
+            // Changes applied from here on make the fill stale (its ticket is dropped).
+            let applied = self.cache.applied();
+            let ticket = self.cache.start_fill(key);
+            let doc = self.read(key).await?;
+            self.cache.fill(key, ticket, applied, doc.as_ref());
+            Ok(SpeculativeRead { doc, current: true })
         })
     }
 

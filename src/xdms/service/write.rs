@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::event::Placement;
+use crate::storage::SpeculativeRead;
 use crate::xcap_diff::tree::{self, tree_patch};
 
 /// How often a write is retried when another writer committed between our read and our
@@ -78,63 +79,104 @@ impl Xdms {
         self.refuse_write(target)?;
         self.authorize(target, &req.principal, Operation::Write)?;
         self.check_document_name(target).await?;
-        let mut held = self.hold_writer(&target.key).await?;
-        for attempt in 0..CAS_RETRIES {
-            if attempt > 0 {
-                self.after_lost(&target.key, &mut held, attempt).await?;
-            }
-            let current = self.read_stored(&target.key).await?;
-            if current.is_none() {
-                self.check_no_directory(target).await?;
-            }
-            let current_etag = current.as_ref().map(|d| d.etag.clone());
-            // ET-08: preconditions before any body check.
-            if req.preconditions.evaluate(current_etag.as_deref(), false)
-                != PreconditionOutcome::Proceed
-            {
-                return Err(XcapError::PreconditionFailed);
-            }
-            // Parsing a large body takes milliseconds: hand this worker's other tasks to
-            // another thread meanwhile (issue #11 item 5).
-            let tentative = if req.body.len() > OFF_RUNTIME_BYTES {
-                off_runtime(|| self.apply_put(target, req, current.as_ref()))?
+        self.read_modify_write(&target.key, |current| {
+            self.put_attempt(target, req, current)
+        })
+        .await
+    }
+
+    /// Runs `attempt` on the stored version of `key` until its compare-and-swap holds (at
+    /// most [`CAS_RETRIES`] lost ones). The first version read may lag another process's
+    /// write (no round trip to learn the store's head): a loss or an error answered from it
+    /// is tried again on the current version, so only a current version decides an error.
+    async fn read_modify_write<F, Fut>(
+        &self,
+        key: &DocKey,
+        mut attempt: F,
+    ) -> Result<XcapResponse, XcapError>
+    where
+        F: FnMut(Option<StoredDocument>) -> Fut,
+        Fut: std::future::Future<Output = Result<XcapResponse, CommitError>>,
+    {
+        let mut held = self.hold_writer(key).await?;
+        let mut speculative = true;
+        let mut lost = 0;
+        loop {
+            let read = if speculative {
+                self.store.get_speculative(key).await
             } else {
-                self.apply_put(target, req, current.as_ref())?
-            };
-            let (new_doc, created) = self.finish(target, tentative).await?;
-            let expect = match &current_etag {
-                Some(e) => Expect::Etag(e.clone()),
-                None => Expect::Absent,
-            };
-            let edit = match (&target.node, &current) {
-                (Some(node), _) => put_edit(node, &new_doc, created),
-                (None, Some(old))
-                    if req.body.len() <= OFF_RUNTIME_BYTES && self.watched(&target.key) =>
-                {
-                    // The parse kept from the last write of a watched document, else a new one.
-                    let previous = self.cache.get(&target.key, &old.etag);
-                    replace_edit(old, previous, &new_doc, &self.settings.limits)
+                self.store
+                    .get(key)
+                    .await
+                    .map(|doc| SpeculativeRead { doc, current: true })
+            }
+            .map_err(storage_error)?;
+            match attempt(read.doc).await {
+                Ok(response) => return Ok(response),
+                Err(e) if !read.current && e.may_follow_from_the_version() => speculative = false,
+                Err(CommitError::Lost) => {
+                    lost += 1;
+                    if lost >= CAS_RETRIES {
+                        return Err(XcapError::Unavailable);
+                    }
+                    self.after_lost(key, &mut held, lost).await?;
                 }
-                (None, _) => None,
-            };
-            let origin = ChangeOrigin {
-                principal: req.principal.audit_name(),
-                edit,
-            };
-            match self.commit(target, expect, new_doc, &origin).await {
-                Ok((etag, _)) => {
-                    return Ok(XcapResponse {
-                        status: if created { 201 } else { 200 },
-                        content_type: None,
-                        etag: Some(etag),
-                        body: None,
-                    })
-                }
-                Err(CommitError::Lost) => continue,
                 Err(CommitError::Xcap(e)) => return Err(e),
             }
         }
-        Err(XcapError::Unavailable)
+    }
+
+    /// One PUT on `current`, the stored version read for it.
+    async fn put_attempt(
+        &self,
+        target: &Target,
+        req: &XcapRequest,
+        current: Option<StoredDocument>,
+    ) -> Result<XcapResponse, CommitError> {
+        if current.is_none() {
+            self.check_no_directory(target).await?;
+        }
+        let current_etag = current.as_ref().map(|d| d.etag.clone());
+        // ET-08: preconditions before any body check.
+        if req.preconditions.evaluate(current_etag.as_deref(), false)
+            != PreconditionOutcome::Proceed
+        {
+            return Err(XcapError::PreconditionFailed.into());
+        }
+        // Parsing a large body takes milliseconds: hand this worker's other tasks to
+        // another thread meanwhile (issue #11 item 5).
+        let tentative = if req.body.len() > OFF_RUNTIME_BYTES {
+            off_runtime(|| self.apply_put(target, req, current.as_ref()))?
+        } else {
+            self.apply_put(target, req, current.as_ref())?
+        };
+        let (new_doc, created) = self.finish(target, tentative).await?;
+        let expect = match &current_etag {
+            Some(e) => Expect::Etag(e.clone()),
+            None => Expect::Absent,
+        };
+        let edit = match (&target.node, &current) {
+            (Some(node), _) => put_edit(node, &new_doc, created),
+            (None, Some(old))
+                if req.body.len() <= OFF_RUNTIME_BYTES && self.watched(&target.key) =>
+            {
+                // The parse kept from the last write of a watched document, else a new one.
+                let previous = self.cache.get(&target.key, &old.etag);
+                replace_edit(old, previous, &new_doc, &self.settings.limits)
+            }
+            (None, _) => None,
+        };
+        let origin = ChangeOrigin {
+            principal: req.principal.audit_name(),
+            edit,
+        };
+        let (etag, _) = self.commit(target, expect, new_doc, &origin).await?;
+        Ok(XcapResponse {
+            status: if created { 201 } else { 200 },
+            content_type: None,
+            etag: Some(etag),
+            body: None,
+        })
     }
 
     /// Computes the new document text for a PUT; `created` tells 201 from 200 (OP-26).
@@ -314,57 +356,50 @@ impl Xdms {
     ) -> Result<XcapResponse, XcapError> {
         self.refuse_write(target)?;
         self.authorize(target, &req.principal, Operation::Delete)?;
-        let mut held = self.hold_writer(&target.key).await?;
-        for attempt in 0..CAS_RETRIES {
-            if attempt > 0 {
-                self.after_lost(&target.key, &mut held, attempt).await?;
-            }
-            let current = self
-                .read_stored(&target.key)
-                .await?
-                .ok_or(XcapError::NotFound("no such document"))?;
-            if req.preconditions.evaluate(Some(&current.etag), false)
-                != PreconditionOutcome::Proceed
-            {
-                return Err(XcapError::PreconditionFailed);
-            }
-            let expect = Expect::Etag(current.etag.clone());
-            let mut origin = ChangeOrigin {
-                principal: req.principal.audit_name(),
-                edit: None,
-            };
-            let result = match &target.node {
-                None => self
-                    .commit_delete(target, expect, &origin)
-                    .await
-                    .map(|_| None),
-                Some(node) => {
-                    let parsed = self.parsed(&target.key, &current)?;
-                    let pending =
-                        xml::delete_node_pending(parsed.text(), parsed.doc(), &node.selector)
-                            .map_err(get_error)?;
-                    origin.edit = delete_edit(node, &parsed);
-                    let (new_doc, _) = self.finish(target, Tentative::Pending(pending)).await?;
-                    self.commit(target, expect, new_doc, &origin)
-                        .await
-                        .map(|(etag, _)| Some(etag))
-                }
-            };
-            match result {
-                // OP-05 / OP-36: no ETag once the document is gone; the new one otherwise.
-                Ok(etag) => {
-                    return Ok(XcapResponse {
-                        status: 200,
-                        content_type: None,
-                        etag,
-                        body: None,
-                    })
-                }
-                Err(CommitError::Lost) => continue,
-                Err(CommitError::Xcap(e)) => return Err(e),
-            }
+        self.read_modify_write(&target.key, |current| {
+            self.delete_attempt(target, req, current)
+        })
+        .await
+    }
+
+    /// One DELETE on `current`, the stored version read for it.
+    async fn delete_attempt(
+        &self,
+        target: &Target,
+        req: &XcapRequest,
+        current: Option<StoredDocument>,
+    ) -> Result<XcapResponse, CommitError> {
+        let current = current.ok_or(XcapError::NotFound("no such document"))?;
+        if req.preconditions.evaluate(Some(&current.etag), false) != PreconditionOutcome::Proceed {
+            return Err(XcapError::PreconditionFailed.into());
         }
-        Err(XcapError::Unavailable)
+        let expect = Expect::Etag(current.etag.clone());
+        let mut origin = ChangeOrigin {
+            principal: req.principal.audit_name(),
+            edit: None,
+        };
+        // OP-05 / OP-36: no ETag once the document is gone; the new one otherwise.
+        let etag = match &target.node {
+            None => {
+                self.commit_delete(target, expect, &origin).await?;
+                None
+            }
+            Some(node) => {
+                let parsed = self.parsed(&target.key, &current)?;
+                let pending = xml::delete_node_pending(parsed.text(), parsed.doc(), &node.selector)
+                    .map_err(get_error)?;
+                origin.edit = delete_edit(node, &parsed);
+                let (new_doc, _) = self.finish(target, Tentative::Pending(pending)).await?;
+                let (etag, _) = self.commit(target, expect, new_doc, &origin).await?;
+                Some(etag)
+            }
+        };
+        Ok(XcapResponse {
+            status: 200,
+            content_type: None,
+            etag,
+            body: None,
+        })
     }
 
     fn next_etag(&self) -> Etag {
@@ -537,6 +572,20 @@ enum CommitError {
     /// Another writer committed first; re-read and retry.
     Lost,
     Xcap(XcapError),
+}
+
+impl CommitError {
+    /// Whether the outcome may come from the version the attempt was given (a lost
+    /// compare-and-swap, an answer to the request about that version), not from the store
+    /// refusing the write.
+    fn may_follow_from_the_version(&self) -> bool {
+        !matches!(
+            self,
+            CommitError::Xcap(
+                XcapError::Unavailable | XcapError::WritesPaused { .. } | XcapError::Internal(_)
+            )
+        )
+    }
 }
 
 impl From<XcapError> for CommitError {
