@@ -109,7 +109,29 @@ const MIGRATIONS: &[&str] = &[
     END
     $$;
     "#,
+    // 5: a writer's check that documents are still in the versions its batch assumed (ETag,
+    // NULL: absent), so a batch can send its checks and its writes in one round trip; a
+    // difference aborts the transaction with SQLSTATE XC412 (the batch then reads first).
+    r#"
+    CREATE FUNCTION xcapd_expect_versions(auids text[], trees text[], paths text[],
+                                          etags text[]) RETURNS void
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        IF EXISTS (SELECT 1
+                   FROM unnest(auids, trees, paths, etags) AS k(auid, tree, path, etag)
+                   LEFT JOIN documents d
+                          ON d.auid = k.auid AND d.tree = k.tree AND d.path = k.path
+                   WHERE d.etag IS DISTINCT FROM k.etag) THEN
+            RAISE EXCEPTION 'a document is not in the version the batch assumed'
+                USING ERRCODE = 'XC412';
+        END IF;
+    END
+    $$;
+    "#,
 ];
+
+/// The SQLSTATE of `xcapd_expect_versions` finding a document in another version.
+pub(super) const STALE_VERSION: &str = "XC412";
 
 /// The schema version this binary writes.
 pub const CURRENT: i32 = MIGRATIONS.len() as i32;

@@ -7,9 +7,11 @@
 //! several writers and nodes never wait on each other in a cycle), reads their ETags, checks
 //! each write's precondition in arrival order against them and the batch's earlier writes, and
 //! stores the documents' final states; a refused write is answered as refused and the others
-//! go on. Only then does it take the row lock of `feed_head`, draw consecutive change numbers,
-//! log the changes, trim the log, notify the other nodes and commit, holding that lock to the
-//! end: changes commit in number order, with no gaps. One batch per node is in flight: the
+//! go on. Then, in one round trip, it stores the documents' final states, takes the row lock of
+//! `feed_head` (last, so it is held only for the rest of that round trip), draws consecutive
+//! change numbers and logs the changes with them (numbered by the database, one statement),
+//! trims the log, notifies the other nodes and commits, holding that lock to the end: changes
+//! commit in number order, with no gaps. One batch per node is in flight: the
 //! writes arriving meanwhile make the next one larger. Every write of a batch is durable
 //! (`synchronous_commit = on`) before any is answered, and a failed commit answers every write
 //! of the batch with its error (none of them visible).
@@ -21,18 +23,19 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::feed::ChangeRetention;
 use super::pg_db::{to_i64, PgDb};
-use super::pg_schema::backend;
+use super::pg_schema::{backend, STALE_VERSION};
 use super::pg_store::{lock_id, raise, tree_column};
 use super::sled_changes::encode;
 use super::{
     check_expect, now_ms, ChangeOrigin, Committed, DocKey, Expect, StorageError, TreeKey,
     WriteOutcome,
 };
+use tokio_postgres::types::ToSql;
 
 /// Writes committed in one transaction at most.
 const MAX_BATCH: usize = 64;
 
-/// Batches in flight at once. With the statements of a batch pipelined (three round trips),
+/// Batches in flight at once. With the statements of a batch pipelined (then three round trips),
 /// a second batch in flight made the batches smaller and cost more database CPU per write
 /// than it gained in overlap (4 clients: 0.75 ms of PostgreSQL CPU per PUT with one,
 /// 0.93–1.04 ms with two; 16 clients: 1,869/s vs 1,596/s on the 2-core bench machine).
@@ -163,13 +166,13 @@ async fn run(context: Arc<Context>, queue: Arc<tokio::sync::Mutex<mpsc::Receiver
 }
 
 /// One transaction for `writes`: each one's answer, and the feed head after it (0 when none
-/// was stored). Three round trips whatever the batch's size, the statements of a step sent
+/// was stored). Two round trips whatever the batch's size, the statements of a step sent
 /// together (pipelined): (1) `BEGIN`, the documents' locks (in key order, so batches never
 /// wait on each other in a cycle) and their current ETags, after which the preconditions are
-/// checked here in arrival order; (2) the documents' final states and the change numbers,
-/// whose lock is held from there to the commit; (3) the change records, the trim, the notice
-/// and `COMMIT`. A statement that fails aborts the transaction (its `COMMIT` then rolls back)
-/// and fails the batch.
+/// checked here in arrival order; (2) the documents' final states, the change numbers (whose
+/// lock is held from there to the commit) with the change records, the trim, the notice and
+/// `COMMIT`. A statement that fails aborts the transaction (its `COMMIT` then rolls back) and
+/// fails the batch.
 async fn commit(context: &Context, writes: Vec<Write>) -> Result<(Vec<Answer>, u64), StorageError> {
     let (retention, channel) = (context.retention, context.channel.clone());
     context
@@ -200,25 +203,89 @@ async fn transact(
     let mut ids: Vec<i64> = writes.iter().map(|w| lock_id(&space, &w.key)).collect();
     ids.sort_unstable();
     ids.dedup();
+    // Commit times follow the numbers on a node (one batch in flight); across nodes, as
+    // closely as their clocks agree (retention by age tolerates the difference).
+    let now = now_ms();
+    // Optimistic: every write names the version it replaces, so the batch can be planned on
+    // those and checked by the database in the same round trip as its writes.
+    if let Some(mut assumed) = assumed_versions(writes) {
+        let expected = Expected::of(&assumed);
+        let plan = plan(writes, &mut assumed);
+        if !plan.changes.is_empty() {
+            let records = change_records(writes, &plan, now)?;
+            let opening = Some((&ids[..], &expected));
+            match store_log_and_commit(client, opening, &plan, records, now, retention, channel)
+                .await
+            {
+                Ok(last) => return Ok(numbered(plan, last)),
+                // Rolled back (its COMMIT ended the aborted transaction): read, then plan.
+                Err(StorageError::PreconditionFailed) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
     let mut current = current_etags(client, writes, &ids).await?;
-    let mut plan = plan(writes, &mut current);
+    let plan = plan(writes, &mut current);
     if plan.changes.is_empty() {
         client.batch_execute("COMMIT").await.map_err(backend)?;
         return Ok((plan.answers, 0));
     }
-    let count = plan.changes.len() as i64;
-    let last = store_and_draw(client, &plan, count).await?;
-    let base = last - count;
-    // Commit times follow the numbers: read under the lock.
-    let now = now_ms();
-    let records = change_records(writes, &plan, base, now)?;
-    log_and_commit(client, records, last, now, retention, channel).await?;
+    let records = change_records(writes, &plan, now)?;
+    let last = store_log_and_commit(client, None, &plan, records, now, retention, channel).await?;
+    Ok(numbered(plan, last))
+}
+
+/// The answers of `plan`, committed with `last` as the last change number drawn.
+fn numbered(mut plan: Plan, last: i64) -> (Vec<Answer>, u64) {
+    let base = last - plan.changes.len() as i64;
     for answer in &mut plan.answers {
         if let Ok(Some(c)) = answer {
             c.seq += base as u64;
         }
     }
-    Ok((plan.answers, last as u64))
+    (plan.answers, last as u64)
+}
+
+/// The version of each document a batch assumes when every write names the one it replaces
+/// (an ETag, or absence): the one its first write of the document names. `None` when a write
+/// takes any version (its previous version must be read).
+fn assumed_versions(writes: &[Write]) -> Option<HashMap<DocKey, Option<String>>> {
+    let mut versions = HashMap::new();
+    for w in writes {
+        let version = match &w.expect {
+            Expect::Etag(etag) => Some(etag.clone()),
+            Expect::Absent => None,
+            Expect::Any => return None,
+        };
+        versions.entry(w.key.clone()).or_insert(version);
+    }
+    Some(versions)
+}
+
+/// Assumed versions as the columns of `xcapd_expect_versions` (pg_schema migration 5).
+struct Expected {
+    auids: Vec<String>,
+    trees: Vec<String>,
+    paths: Vec<String>,
+    etags: Vec<Option<String>>,
+}
+
+impl Expected {
+    fn of(versions: &HashMap<DocKey, Option<String>>) -> Expected {
+        let mut expected = Expected {
+            auids: Vec::with_capacity(versions.len()),
+            trees: Vec::with_capacity(versions.len()),
+            paths: Vec::with_capacity(versions.len()),
+            etags: Vec::with_capacity(versions.len()),
+        };
+        for (key, etag) in versions {
+            expected.auids.push(key.auid.clone());
+            expected.trees.push(tree_column(&key.tree).to_string());
+            expected.paths.push(key.path.clone());
+            expected.etags.push(etag.clone());
+        }
+        expected
+    }
 }
 
 type Client = deadpool_postgres::Object;
@@ -325,9 +392,47 @@ fn plan(writes: &[Write], current: &mut HashMap<DocKey, Option<String>>) -> Plan
     plan
 }
 
-/// Writes the plan's documents (stored and deleted), then takes the change-number lock and
-/// draws `count` numbers, in one round trip: the last number drawn.
-async fn store_and_draw(client: &Client, plan: &Plan, count: i64) -> Result<i64, StorageError> {
+/// The change records of the plan in number order, committed at `now`: their encodings.
+fn change_records(writes: &[Write], plan: &Plan, now: u64) -> Result<Vec<Vec<u8>>, StorageError> {
+    plan.changes
+        .iter()
+        .map(|(i, previous, new_etag)| {
+            let w = &writes[*i];
+            encode(
+                &w.key,
+                previous.as_deref(),
+                new_etag.as_deref(),
+                now,
+                &w.origin,
+            )
+        })
+        .collect()
+}
+
+/// In one round trip: with `opening` (document locks, versions assumed), begins the
+/// transaction, takes those locks and has the database check the versions (a difference:
+/// `PreconditionFailed`, nothing stored, the transaction rolled back); writes the plan's
+/// documents (stored and deleted), takes the
+/// change-number lock, draws one number per record and logs the records with them (one
+/// statement: the numbers never travel), applies retention, sends the notice of the new head
+/// to every node listening (delivered at commit, this one included) and commits. The last
+/// number drawn.
+///
+/// Retention: changes beyond `max_entries` behind the head, and the oldest past `max_age` (a
+/// prefix: commit times follow the sequence), are removed and `trimmed_through` follows.
+/// Every batch runs this: each part reads by the primary key from the oldest change only, and
+/// the age part looks further only when the oldest is expired (a filter on commit times alone
+/// would read the whole log when nothing is to go).
+#[allow(clippy::too_many_arguments)] // one batch's plan, records and settings
+async fn store_log_and_commit(
+    client: &Client,
+    opening: Option<(&[i64], &Expected)>,
+    plan: &Plan,
+    records: Vec<Vec<u8>>,
+    now: u64,
+    retention: &ChangeRetention,
+    channel: &str,
+) -> Result<i64, StorageError> {
     let (mut put, mut gone): ([Vec<&str>; 5], [Vec<&str>; 3]) = Default::default();
     let mut modified: Vec<i64> = Vec::new();
     for (key, state) in &plan.documents {
@@ -365,11 +470,75 @@ async fn store_and_draw(client: &Client, plan: &Plan, count: i64) -> Result<i64,
          WHERE d.auid = k.auid AND d.tree = k.tree AND d.path = k.path",
     )
     .await?;
-    let draw = prepared(
+    // The records are numbered head + 1 … head + n in their order (WITH ORDINALITY).
+    let log = prepared(
         client,
-        "UPDATE feed_head SET seq = seq + $1 WHERE id = 1 RETURNING seq",
+        "WITH head AS (UPDATE feed_head SET seq = seq + cardinality($1::bytea[]) \
+                       WHERE id = 1 RETURNING seq), \
+              logged AS (INSERT INTO changes (seq, at_ms, record) \
+                         SELECT head.seq - cardinality($1::bytea[]) + r.n, $2, r.record \
+                         FROM head, unnest($1::bytea[]) WITH ORDINALITY AS r(record, n)) \
+         SELECT seq FROM head",
     )
     .await?;
+    let trim = prepared(
+        client,
+        "WITH gone AS (DELETE FROM changes WHERE seq IN ( \
+             SELECT seq FROM changes \
+             WHERE seq <= (SELECT seq FROM feed_head WHERE id = 1) - $1 \
+             UNION ALL \
+             SELECT seq FROM (SELECT seq, at_ms FROM changes ORDER BY seq LIMIT $3) oldest \
+             WHERE at_ms < $2 AND (SELECT at_ms FROM changes ORDER BY seq LIMIT 1) < $2) \
+           RETURNING seq) \
+         UPDATE feed_head SET trimmed_through = greatest(trimmed_through, \
+                                                         (SELECT max(seq) FROM gone)) \
+         WHERE id = 1 AND EXISTS (SELECT 1 FROM gone)",
+    )
+    .await?;
+    let notify = prepared(
+        client,
+        "SELECT pg_notify($1, (SELECT seq::text FROM feed_head WHERE id = 1))",
+    )
+    .await?;
+    let lock = prepared(
+        client,
+        "SELECT pg_advisory_xact_lock(id) FROM unnest($1::bigint[]) AS id",
+    )
+    .await?;
+    let check = prepared(
+        client,
+        "SELECT xcapd_expect_versions($1::text[], $2::text[], $3::text[], $4::text[])",
+    )
+    .await?;
+    let begin = async {
+        match opening {
+            Some(_) => client.batch_execute("BEGIN").await,
+            None => Ok(()),
+        }
+    };
+    let locked = async {
+        match opening {
+            Some((ids, _)) => client.execute(&lock, &[&ids]).await,
+            None => Ok(0),
+        }
+    };
+    let checked = async {
+        match opening {
+            Some((_, e)) => {
+                let columns = [
+                    &e.auids as &(dyn ToSql + Sync),
+                    &e.trees,
+                    &e.paths,
+                    &e.etags,
+                ];
+                client.execute(&check, &columns).await
+            }
+            None => Ok(0),
+        }
+    };
+    let at = to_i64(now)?;
+    let max_entries = to_i64(retention.max_entries)?;
+    let cutoff = to_i64(now.saturating_sub(retention.max_age.as_millis() as u64))?;
     let stored = async {
         if modified.is_empty() {
             return Ok(0);
@@ -389,89 +558,40 @@ async fn store_and_draw(client: &Client, plan: &Plan, count: i64) -> Result<i64,
             .execute(&delete, &[&gone[0], &gone[1], &gone[2]])
             .await
     };
-    let (_, _, last) = tokio::try_join!(stored, deleted, async {
-        client.query_one(&draw, &[&count]).await
-    })
-    .map_err(backend)?;
-    Ok(last.get(0))
-}
-
-/// The change records of the plan, numbered from `base + 1`, committed at `now`: their
-/// numbers and encodings.
-fn change_records(
-    writes: &[Write],
-    plan: &Plan,
-    base: i64,
-    now: u64,
-) -> Result<(Vec<i64>, Vec<Vec<u8>>), StorageError> {
-    let mut seqs: Vec<i64> = Vec::with_capacity(plan.changes.len());
-    let mut records: Vec<Vec<u8>> = Vec::with_capacity(plan.changes.len());
-    for (n, (i, previous, new_etag)) in plan.changes.iter().enumerate() {
-        let w = &writes[*i];
-        seqs.push(base + n as i64 + 1);
-        records.push(encode(
-            &w.key,
-            previous.as_deref(),
-            new_etag.as_deref(),
-            now,
-            &w.origin,
-        )?);
-    }
-    Ok((seqs, records))
-}
-
-/// Logs the change records, applies retention, sends the notice of change `last` to every
-/// node listening (delivered at commit, this one included) and commits, in one round trip.
-///
-/// Retention: changes beyond `max_entries` behind `last`, and the oldest past `max_age` (a
-/// prefix: commit times follow the sequence), are removed and `trimmed_through` follows.
-/// Every batch runs this: each part reads by the primary key from the oldest change only, and
-/// the age part looks further only when the oldest is expired (a filter on commit times alone
-/// would read the whole log when nothing is to go).
-async fn log_and_commit(
-    client: &Client,
-    (seqs, records): (Vec<i64>, Vec<Vec<u8>>),
-    last: i64,
-    now: u64,
-    retention: &ChangeRetention,
-    channel: &str,
-) -> Result<(), StorageError> {
-    let at = vec![to_i64(now)?; seqs.len()];
-    let by_count = last.saturating_sub(to_i64(retention.max_entries)?);
-    let cutoff = to_i64(now.saturating_sub(retention.max_age.as_millis() as u64))?;
-    let log = prepared(
-        client,
-        "INSERT INTO changes (seq, at_ms, record) \
-         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])",
-    )
-    .await?;
-    let trim = prepared(
-        client,
-        "WITH gone AS (DELETE FROM changes WHERE seq IN ( \
-             SELECT seq FROM changes WHERE seq <= $1 \
-             UNION ALL \
-             SELECT seq FROM (SELECT seq, at_ms FROM changes ORDER BY seq LIMIT $3) oldest \
-             WHERE at_ms < $2 AND (SELECT at_ms FROM changes ORDER BY seq LIMIT 1) < $2) \
-           RETURNING seq) \
-         UPDATE feed_head SET trimmed_through = greatest(trimmed_through, \
-                                                         (SELECT max(seq) FROM gone)) \
-         WHERE id = 1 AND EXISTS (SELECT 1 FROM gone)",
-    )
-    .await?;
-    let notify = prepared(client, "SELECT pg_notify($1, $2)").await?;
-    let last = last.to_string();
-    tokio::try_join!(
-        async { client.execute(&log, &[&seqs, &at, &records]).await },
+    // Each query is sent when first polled, in this order (statements prepared above).
+    // Every answer is awaited (`join!`, not `try_join!`, which may see a later statement's
+    // "transaction aborted" first): the first failure in statement order is the cause.
+    let (begun, locked, checked, stored, deleted, logged, trimmed, notified, committed) = tokio::join!(
+        begin,
+        locked,
+        checked,
+        stored,
+        deleted,
+        async { client.query_one(&log, &[&records, &at]).await },
         async {
             client
-                .execute(&trim, &[&by_count, &cutoff, &TRIM_BATCH])
+                .execute(&trim, &[&max_entries, &cutoff, &TRIM_BATCH])
                 .await
         },
-        async { client.execute(&notify, &[&channel, &last]).await },
+        async { client.execute(&notify, &[&channel]).await },
         client.batch_execute("COMMIT"),
-    )
-    .map_err(backend)?;
-    Ok(())
+    );
+    let in_order = || -> Result<i64, tokio_postgres::Error> {
+        begun?;
+        locked?;
+        checked?;
+        stored?;
+        deleted?;
+        let last = logged?.get(0);
+        trimmed?;
+        notified?;
+        committed?;
+        Ok(last)
+    };
+    in_order().map_err(|e| match e.code() {
+        Some(code) if code.code() == STALE_VERSION => StorageError::PreconditionFailed,
+        _ => backend(e),
+    })
 }
 
 #[cfg(test)]
