@@ -6,8 +6,13 @@
 # and across the nodes (written through A, notified by B: the change fan-out), with
 # benches/notify.rs. Loopback only.
 #
-#   scripts/bench-pg.sh [seconds-per-scenario]        (default 10)
+#   scripts/bench-pg.sh [--quick] [seconds-per-scenario]        (default 10)
+#
+# --quick: sled and one PostgreSQL node only (the three load scenarios, no notify, no second
+# node), for an A/B of a change in a few minutes.
 set -euo pipefail
+QUICK=0
+if [ "${1:-}" = "--quick" ]; then QUICK=1; shift; fi
 export XCAPD_SIP=127.0.0.1:0 XCAPD_ADMIN_LISTEN=127.0.0.1:0
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
@@ -16,7 +21,7 @@ PGPORT=${BENCH_PG_PORT:-55440}
 WORK=$(mktemp -d /tmp/xcapd-bench-pg.XXXXXX)
 chmod 755 "$WORK"
 cargo build --release --bin xcapd --bin xcapd-load --bin xcapd-bench-notify >/dev/null
-BIN=target/release/xcapd
+BIN=${BENCH_BIN:-target/release/xcapd}   # BENCH_BIN: another build to compare
 LOAD=target/release/xcapd-load
 NOTIFY=target/release/xcapd-bench-notify
 SIP=${BENCH_SIP_PORT:-15540}
@@ -86,6 +91,7 @@ A=http://127.0.0.1:$((PORT + 1))/xcap-root
 B=http://127.0.0.1:$((PORT + 2))/xcap-root
 serve $((PORT + 1)) "$WORK/pg-a" XCAPD_STORAGE=postgres XCAPD_POSTGRES_URL="$URL" XCAPD_SIP=127.0.0.1:$((SIP + 1))
 scenarios "postgres, one node" "$A"
+[ "$QUICK" = 1 ] && exit 0
 echo "-- write → NOTIFY, one node (1,000 subscriptions, 100 writes/s; written and notified by A; 6 s after subscribing, past the 5 s notify interval)"
 $NOTIFY --sip 127.0.0.1:$((SIP + 1)) --http "$A" --subscribers 1000 --rate 100 --duration "$SECS" --settle 6
 serve $((PORT + 2)) "$WORK/pg-b" XCAPD_STORAGE=postgres XCAPD_POSTGRES_URL="$URL" XCAPD_SIP=127.0.0.1:$((SIP + 2))
