@@ -4,6 +4,10 @@
 //! On PostgreSQL a log read is a transaction of four statements, and with four consumers those
 //! reads were most of the database's work per write.
 //!
+//! A PostgreSQL node keeps one more below its change feed (`pg_store`): its writer appends each
+//! committed batch and its follower what it reads of other nodes' commits, dropping what
+//! retention removed, so on one node the log is never read back at all.
+//!
 //! The tail is a cache of the log, never the record: it holds a gap-free run of changes
 //! (checked as read), reads at most one page at a time (one reader; who waits gets what it
 //! read), and a consumer behind its start reads the log itself, as before.
@@ -111,6 +115,37 @@ impl Tail {
         Slice::Records(ring.records.range(from..).take(limit).cloned().collect())
     }
 
+    /// Appends `records`, the changes following `after` already known to be committed (a
+    /// node's own), when they continue what the tail holds or it holds nothing yet;
+    /// otherwise the tail stays as it is (a reader fills the gap from the log).
+    pub(super) fn offer(&self, after: u64, records: Vec<ChangeRecord>) {
+        let mut ring = self.ring.lock();
+        if ring.last().is_none_or(|last| last == after) {
+            ring.append(after, records);
+        }
+    }
+
+    /// Appends `page`, read from the log after `after` (restarting the tail there when it
+    /// does not continue what is held).
+    pub(super) fn append(&self, after: u64, page: Vec<ChangeRecord>) {
+        self.ring.lock().append(after, page);
+    }
+
+    /// Forgets what retention removed from the log: the changes through `through` and the
+    /// oldest ones committed before `cutoff_ms`.
+    pub(super) fn forget(&self, through: u64, cutoff_ms: u64) {
+        let mut ring = self.ring.lock();
+        while let Some(old) = ring.records.front() {
+            if old.seq > through && old.at_ms >= cutoff_ms {
+                break;
+            }
+            if let Some(old) = ring.records.pop_front() {
+                ring.bytes -= approx_bytes(&old);
+                ring.base = Some(old.seq);
+            }
+        }
+    }
+
     /// Reads the log after the tail's end into the tail (after `after` when the tail does not
     /// reach it), unless another reader brought changes after `after` meanwhile. `page` is the
     /// checked read of the log: gap-free from its argument on.
@@ -204,6 +239,50 @@ mod tests {
         .unwrap();
         assert_eq!(asked, Some(2));
         assert_eq!(seqs(tail.slice(0, 10)), vec![1, 2, 3]);
+    }
+
+    // design.md §2 (gap-free): a node's own commits join the tail only where they continue it.
+    #[test]
+    fn an_offer_joins_only_where_it_continues_the_tail() {
+        let tail = Tail::default();
+        tail.offer(4, vec![record(5), record(6)]);
+        assert_eq!(
+            seqs(tail.slice(4, 10)),
+            vec![5, 6],
+            "an empty tail takes it"
+        );
+        tail.offer(8, vec![record(9)]);
+        assert_eq!(
+            tail.slice(6, 10),
+            Slice::NotYet,
+            "7 and 8 are missing: not taken"
+        );
+        tail.offer(6, vec![record(7)]);
+        assert_eq!(seqs(tail.slice(4, 10)), vec![5, 6, 7]);
+    }
+
+    // Retention (design.md §2): what the log no longer holds, the tail does not serve.
+    #[test]
+    fn forgets_what_retention_removed() {
+        let tail = Tail::default();
+        let aged = |seq: u64, at_ms: u64| ChangeRecord {
+            at_ms,
+            ..record(seq)
+        };
+        tail.append(0, vec![aged(1, 10), aged(2, 20), aged(3, 30), aged(4, 40)]);
+        tail.forget(1, 0);
+        assert_eq!(tail.slice(0, 10), Slice::Behind, "change 1 is gone");
+        assert_eq!(seqs(tail.slice(1, 10)), vec![2, 3, 4]);
+        tail.forget(0, 35);
+        assert_eq!(
+            tail.slice(2, 10),
+            Slice::Behind,
+            "committed before the cutoff"
+        );
+        assert_eq!(seqs(tail.slice(3, 10)), vec![4]);
+        tail.forget(9, 0);
+        assert_eq!(tail.slice(3, 10), Slice::Behind);
+        assert_eq!(tail.slice(4, 10), Slice::NotYet);
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod feed_tail;
 pub(crate) mod journal;
 pub mod memory;
 pub mod messages;
+mod pg_batch;
 pub mod pg_credentials;
 pub mod pg_db;
 pub mod pg_messages;

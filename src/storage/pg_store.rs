@@ -34,15 +34,17 @@ use tokio::sync::watch;
 use tokio_postgres::NoTls;
 
 use super::feed::{check_window, ChangeRetention};
+use super::feed_tail::{Slice, Tail};
+use super::pg_batch::Write;
 use super::pg_db::{to_i64, PgDb};
 use super::pg_read_cache::{Barrier, ReadCache};
 use super::pg_schema::backend;
-use super::pg_writer::{Write, Writer};
+use super::pg_writer::{forget_trimmed, Writer};
 use super::sled_changes::decode;
 use super::{
-    directory_prefix, validate_auid, validate_tree, validate_xui, ChangeOrigin, ChangeRecord,
-    Committed, DocKey, DocMeta, DocumentLock, DocumentStore, Expect, SpeculativeRead, StorageError,
-    StoreFuture, StoredDocument, TreeKey,
+    directory_prefix, now_ms, validate_auid, validate_tree, validate_xui, ChangeOrigin,
+    ChangeRecord, Committed, DocKey, DocMeta, DocumentLock, DocumentStore, Expect, SpeculativeRead,
+    StorageError, StoreFuture, StoredDocument, TreeKey,
 };
 
 pub struct PgStore {
@@ -59,6 +61,7 @@ pub struct PgStore {
     barrier: Barrier,
     /// The task applying the change log to the cache (ends with the store).
     follower: tokio::task::AbortHandle,
+    log: NodeLog,
 }
 
 impl Drop for PgStore {
@@ -77,18 +80,21 @@ const FOLLOW_PAGE: usize = 512;
 
 /// Applies the change log to `cache` (each change evicts its document) whenever the head
 /// rises, until the store ends.
-async fn follow(db: PgDb, cache: Arc<ReadCache>, changed: Arc<watch::Sender<u64>>) {
-    let mut wake = changed.subscribe();
+async fn follow(db: PgDb, cache: Arc<ReadCache>, log: NodeLog) {
+    let mut wake = log.changed.subscribe();
     loop {
         let target = *wake.borrow_and_update();
         while cache.applied() < target {
-            match read_changes(&db, cache.applied(), FOLLOW_PAGE).await {
+            match log.read(&db, cache.applied(), FOLLOW_PAGE).await {
                 Ok(page) if !page.is_empty() => {
                     let last = page.last().map_or(0, |r| r.seq);
                     cache.apply(page.iter().map(|r| (&r.key, r.seq)), last);
                 }
                 Err(StorageError::ChangesTrimmed { .. }) => match feed_head(&db).await {
-                    Ok(head) => cache.reset(head),
+                    Ok(head) => {
+                        log.recent.forget(head, 0);
+                        cache.reset(head);
+                    }
                     Err(_) => tokio::time::sleep(RELISTEN / 10).await,
                 },
                 // Not readable yet, or the database is away: look again shortly.
@@ -101,12 +107,46 @@ async fn follow(db: PgDb, cache: Arc<ReadCache>, changed: Arc<watch::Sender<u64>
     }
 }
 
-/// Up to `limit` changes after `after`, in order; refused when retention trimmed some.
+/// The change log as this node sees it: its tail of the log in memory (what its writer
+/// committed and what it read, with what retention removed dropped as the database drops it)
+/// before the table, and the wake-up of its readers.
+#[derive(Clone)]
+struct NodeLog {
+    recent: Arc<Tail>,
+    retention: ChangeRetention,
+    changed: Arc<watch::Sender<u64>>,
+}
+
+impl NodeLog {
+    /// Up to `limit` changes after `after`, in order: from the tail when it holds the next
+    /// one (a change another node committed is read from the table, then kept).
+    async fn read(
+        &self,
+        db: &PgDb,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<ChangeRecord>, StorageError> {
+        if let Slice::Records(page) = self.recent.slice(after, limit) {
+            return Ok(page);
+        }
+        let (trimmed, page) = read_changes(db, after, limit).await?;
+        if let Some(last) = page.last() {
+            let (head, now) = (last.seq, now_ms());
+            self.recent.append(after, page.clone());
+            forget_trimmed(&self.recent, &self.retention, head, now);
+            self.recent.forget(trimmed, 0);
+        }
+        Ok(page)
+    }
+}
+
+/// Up to `limit` changes after `after`, in order, and how far retention trimmed the log;
+/// refused when retention trimmed some of them.
 async fn read_changes(
     db: &PgDb,
     after: u64,
     limit: usize,
-) -> Result<Vec<ChangeRecord>, StorageError> {
+) -> Result<(u64, Vec<ChangeRecord>), StorageError> {
     let (from, limit) = (to_i64(after)?, to_i64(limit as u64)?);
     db.with(move |client| async move {
         // One statement, so one snapshot for the window and the rows; the window comes
@@ -124,12 +164,14 @@ async fn read_changes(
             .map_err(backend)?;
         let trimmed = rows.first().map_or(0, |r| r.get::<_, i64>(0));
         check_window(after, trimmed as u64)?;
-        rows.iter()
+        let page = rows
+            .iter()
             .filter_map(|r| {
                 let seq = r.get::<_, Option<i64>>(1)?;
                 Some(decode(seq as u64, r.get::<_, &[u8]>(2)))
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok((trimmed as u64, page))
     })
     .await
 }
@@ -164,8 +206,10 @@ async fn listen(
     config: tokio_postgres::Config,
     channel: Arc<str>,
     changed: Arc<watch::Sender<u64>>,
+    writer: Arc<str>,
 ) {
     loop {
+        let own = writer.clone();
         if let Ok((client, mut connection)) = config.connect(NoTls).await {
             let (notices, mut received) = tokio::sync::mpsc::unbounded_channel();
             let driver = tokio::spawn(async move {
@@ -173,7 +217,15 @@ async fn listen(
                     std::future::poll_fn(|cx| connection.poll_message(cx)).await
                 {
                     if let tokio_postgres::AsyncMessage::Notification(n) = message {
-                        if notices.send(n.payload().parse::<u64>().ok()).is_err() {
+                        // "<head> <writer>": this node's writer raises its own heads itself,
+                        // once its cache and tail hold the batch (so its readers need not
+                        // read the batch back from the log).
+                        let mut parts = n.payload().split(' ');
+                        let head = parts.next().and_then(|h| h.parse::<u64>().ok());
+                        if parts.next() == Some(&*own) {
+                            continue;
+                        }
+                        if notices.send(head).is_err() {
                             break;
                         }
                     }
@@ -241,20 +293,40 @@ impl PgStore {
         let cache = Arc::new(ReadCache::new(cache_bytes, head));
         let channel: Arc<str> = Arc::from(channel_of(db.schema()));
         let changed = Arc::new(watch::channel(head).0);
+        // Names this store's writer in its notices.
+        let mut id = [0u8; 8];
+        getrandom::getrandom(&mut id)
+            .map_err(|e| StorageError::Backend(format!("no random writer id: {e}")))?;
+        let writer_id: Arc<str> = Arc::from(format!("{:016x}", u64::from_be_bytes(id)));
         let listener = db
             .runtime()
             .spawn(listen(
                 db.config().clone(),
                 channel.clone(),
                 changed.clone(),
+                writer_id.clone(),
             ))
             .abort_handle();
+        let log = NodeLog {
+            recent: Arc::default(),
+            retention,
+            changed: changed.clone(),
+        };
         let follower = db
             .runtime()
-            .spawn(follow(db.clone(), cache.clone(), changed.clone()))
+            .spawn(follow(db.clone(), cache.clone(), log.clone()))
             .abort_handle();
+        let writer = Writer::start(
+            db.clone(),
+            retention,
+            channel.clone(),
+            changed.clone(),
+            log.recent.clone(),
+            cache.clone(),
+            writer_id,
+        );
         Ok(PgStore {
-            writer: Writer::start(db.clone(), retention, channel.clone(), changed.clone()),
+            writer,
             db: db.clone(),
             changed,
             listener,
@@ -262,6 +334,7 @@ impl PgStore {
             cache,
             barrier: Barrier::default(),
             follower,
+            log,
         })
     }
 
@@ -413,19 +486,12 @@ impl DocumentStore for PgStore {
         origin: &'a ChangeOrigin,
     ) -> StoreFuture<'a, Committed> {
         Box::pin(async move {
-            let body: Arc<str> = Arc::from(body);
-            let change = Some((body.clone(), etag.to_string(), modified_ms));
-            let committed = self
-                .write(key, expect, change, origin)
+            // One copy of the body, shared by the batch and the node's cache (the writer
+            // holds the new version there).
+            let change = Some((Arc::from(body), etag.to_string(), modified_ms));
+            self.write(key, expect, change, origin)
                 .await?
-                .ok_or_else(|| StorageError::Backend("a put committed nothing".into()))?;
-            let stored = StoredDocument {
-                body,
-                etag: etag.to_string(),
-                modified_ms,
-            };
-            self.cache.committed(key, committed.seq, Some(&stored));
-            Ok(committed)
+                .ok_or_else(|| StorageError::Backend("a put committed nothing".into()))
         })
     }
 
@@ -435,13 +501,7 @@ impl DocumentStore for PgStore {
         expect: &'a Expect,
         origin: &'a ChangeOrigin,
     ) -> StoreFuture<'a, Option<Committed>> {
-        Box::pin(async move {
-            let committed = self.write(key, expect, None, origin).await?;
-            if let Some(c) = &committed {
-                self.cache.committed(key, c.seq, None);
-            }
-            Ok(committed)
-        })
+        Box::pin(async move { self.write(key, expect, None, origin).await })
     }
 
     fn list_user<'a>(&'a self, xui: &'a str) -> StoreFuture<'a, Vec<DocMeta>> {
@@ -506,7 +566,7 @@ impl DocumentStore for PgStore {
     }
 
     fn changes_since(&self, after: u64, limit: usize) -> StoreFuture<'_, Vec<ChangeRecord>> {
-        Box::pin(async move { read_changes(&self.db, after, limit).await })
+        Box::pin(self.log.read(&self.db, after, limit))
     }
 
     fn watch_changes(&self) -> watch::Receiver<u64> {

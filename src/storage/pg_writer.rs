@@ -20,17 +20,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::types::ToSql;
 
 use super::feed::ChangeRetention;
+use super::feed_tail::Tail;
+use super::pg_batch::{
+    assumed_versions, change_records, numbered, plan, Answer, Done, Expected, Plan, Write,
+};
 use super::pg_db::{to_i64, PgDb};
+use super::pg_read_cache::ReadCache;
 use super::pg_schema::{backend, STALE_VERSION};
 use super::pg_store::{lock_id, raise, tree_column};
-use super::sled_changes::encode;
-use super::{
-    check_expect, now_ms, ChangeOrigin, Committed, DocKey, Expect, StorageError, TreeKey,
-    WriteOutcome,
-};
-use tokio_postgres::types::ToSql;
+use super::{now_ms, DocKey, StorageError, TreeKey};
 
 /// Writes committed in one transaction at most.
 const MAX_BATCH: usize = 64;
@@ -46,17 +47,6 @@ const QUEUE: usize = 4096;
 
 /// Changes the age bound removes per batch at most (the rest with the next batches).
 const TRIM_BATCH: i64 = 1000;
-
-/// One write: a new body (`Some((body, etag, modified_ms))`; shared with the node's read
-/// cache, so a PUT copies its body once) or a delete (`None`).
-pub(super) struct Write {
-    pub key: DocKey,
-    pub expect: Expect,
-    pub change: Option<(Arc<str>, String, u64)>,
-    pub origin: ChangeOrigin,
-}
-
-type Answer = Result<Option<Committed>, StorageError>;
 
 /// The writer task's queue.
 pub(super) struct Writer {
@@ -74,12 +64,32 @@ impl Drop for Writer {
     }
 }
 
+/// Drops from `recent` what the retention applied with the commit of change `head` at `now`
+/// removed from the log (the same bounds as the trim statement of [`store_log_and_commit`]).
+pub(super) fn forget_trimmed(recent: &Tail, retention: &ChangeRetention, head: u64, now: u64) {
+    let cutoff = now.saturating_sub(retention.max_age.as_millis() as u64);
+    recent.forget(head.saturating_sub(retention.max_entries), cutoff);
+}
+
 /// What the writer task works with.
 struct Context {
     db: PgDb,
     retention: ChangeRetention,
-    channel: Arc<str>,
+    notice: Notice,
     changed: Arc<watch::Sender<u64>>,
+    /// The node's tail of the log: each batch's records go there as committed, so this
+    /// node's readers of the log need not read them back.
+    recent: Arc<Tail>,
+    /// The node's read cache: each batch's versions go there as committed.
+    cache: Arc<ReadCache>,
+}
+
+/// The notice of a commit to every node listening: on the schema's channel, naming the
+/// new head and the writer (its node's listener skips its own).
+#[derive(Clone)]
+struct Notice {
+    channel: Arc<str>,
+    writer: Arc<str>,
 }
 
 impl Writer {
@@ -89,14 +99,22 @@ impl Writer {
         retention: ChangeRetention,
         channel: Arc<str>,
         changed: Arc<watch::Sender<u64>>,
+        recent: Arc<Tail>,
+        cache: Arc<ReadCache>,
+        id: Arc<str>,
     ) -> Writer {
         let (queue, received) = mpsc::channel(QUEUE);
         let received = Arc::new(tokio::sync::Mutex::new(received));
         let context = Arc::new(Context {
             db: db.clone(),
             retention,
-            channel,
+            notice: Notice {
+                channel,
+                writer: id,
+            },
             changed,
+            recent,
+            cache,
         });
         let tasks = (0..WRITERS)
             .map(|_| {
@@ -150,9 +168,21 @@ async fn run(context: Arc<Context>, queue: Arc<tokio::sync::Mutex<mpsc::Receiver
         let (writes, waiting): (Vec<Write>, Vec<oneshot::Sender<Answer>>) =
             batch.into_iter().unzip();
         match commit(&context, writes).await {
-            Ok((answers, head)) => {
-                raise(&context.changed, head);
-                for (done, answer) in waiting.into_iter().zip(answers) {
+            Ok(done) => {
+                // The node's cache and tail learn the batch before its follower is woken
+                // (a version applied first could not be held: see ReadCache::committed).
+                for (record, version) in done.records.iter().zip(&done.versions) {
+                    context
+                        .cache
+                        .committed(&record.key, record.seq, version.as_ref());
+                }
+                if let Some(first) = done.records.first() {
+                    let (after, now) = (first.seq - 1, first.at_ms);
+                    context.recent.offer(after, done.records);
+                    forget_trimmed(&context.recent, &context.retention, done.head, now);
+                }
+                raise(&context.changed, done.head);
+                for (done, answer) in waiting.into_iter().zip(done.answers) {
                     let _ = done.send(answer);
                 }
             }
@@ -173,12 +203,12 @@ async fn run(context: Arc<Context>, queue: Arc<tokio::sync::Mutex<mpsc::Receiver
 /// lock is held from there to the commit) with the change records, the trim, the notice and
 /// `COMMIT`. A statement that fails aborts the transaction (its `COMMIT` then rolls back) and
 /// fails the batch.
-async fn commit(context: &Context, writes: Vec<Write>) -> Result<(Vec<Answer>, u64), StorageError> {
-    let (retention, channel) = (context.retention, context.channel.clone());
+async fn commit(context: &Context, writes: Vec<Write>) -> Result<Done, StorageError> {
+    let (retention, notice) = (context.retention, context.notice.clone());
     context
         .db
         .with(move |client| async move {
-            let outcome = transact(&client, &writes, &retention, &channel).await;
+            let outcome = transact(&client, &writes, &retention, &notice).await;
             if outcome.is_err() && !client.is_closed() {
                 // The transaction may still be open: end it before the connection goes back
                 // to the pool, or keep the connection out of the pool.
@@ -196,10 +226,10 @@ async fn transact(
     client: &Client,
     writes: &[Write],
     retention: &ChangeRetention,
-    channel: &str,
-) -> Result<(Vec<Answer>, u64), StorageError> {
+    notice: &Notice,
+) -> Result<Done, StorageError> {
     // Apart from the session locks of `lock_document` (same documents, other holders).
-    let space = format!("{channel} batch");
+    let space = format!("{} batch", notice.channel);
     let mut ids: Vec<i64> = writes.iter().map(|w| lock_id(&space, &w.key)).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -214,10 +244,10 @@ async fn transact(
         if !plan.changes.is_empty() {
             let records = change_records(writes, &plan, now)?;
             let opening = Some((&ids[..], &expected));
-            match store_log_and_commit(client, opening, &plan, records, now, retention, channel)
+            match store_log_and_commit(client, opening, &plan, records, now, retention, notice)
                 .await
             {
-                Ok(last) => return Ok(numbered(plan, last)),
+                Ok(last) => return Ok(numbered(plan, last, writes, now)),
                 // Rolled back (its COMMIT ended the aborted transaction): read, then plan.
                 Err(StorageError::PreconditionFailed) => {}
                 Err(e) => return Err(e),
@@ -228,64 +258,11 @@ async fn transact(
     let plan = plan(writes, &mut current);
     if plan.changes.is_empty() {
         client.batch_execute("COMMIT").await.map_err(backend)?;
-        return Ok((plan.answers, 0));
+        return Ok(Done::nothing(plan));
     }
     let records = change_records(writes, &plan, now)?;
-    let last = store_log_and_commit(client, None, &plan, records, now, retention, channel).await?;
-    Ok(numbered(plan, last))
-}
-
-/// The answers of `plan`, committed with `last` as the last change number drawn.
-fn numbered(mut plan: Plan, last: i64) -> (Vec<Answer>, u64) {
-    let base = last - plan.changes.len() as i64;
-    for answer in &mut plan.answers {
-        if let Ok(Some(c)) = answer {
-            c.seq += base as u64;
-        }
-    }
-    (plan.answers, last as u64)
-}
-
-/// The version of each document a batch assumes when every write names the one it replaces
-/// (an ETag, or absence): the one its first write of the document names. `None` when a write
-/// takes any version (its previous version must be read).
-fn assumed_versions(writes: &[Write]) -> Option<HashMap<DocKey, Option<String>>> {
-    let mut versions = HashMap::new();
-    for w in writes {
-        let version = match &w.expect {
-            Expect::Etag(etag) => Some(etag.clone()),
-            Expect::Absent => None,
-            Expect::Any => return None,
-        };
-        versions.entry(w.key.clone()).or_insert(version);
-    }
-    Some(versions)
-}
-
-/// Assumed versions as the columns of `xcapd_expect_versions` (pg_schema migration 5).
-struct Expected {
-    auids: Vec<String>,
-    trees: Vec<String>,
-    paths: Vec<String>,
-    etags: Vec<Option<String>>,
-}
-
-impl Expected {
-    fn of(versions: &HashMap<DocKey, Option<String>>) -> Expected {
-        let mut expected = Expected {
-            auids: Vec::with_capacity(versions.len()),
-            trees: Vec::with_capacity(versions.len()),
-            paths: Vec::with_capacity(versions.len()),
-            etags: Vec::with_capacity(versions.len()),
-        };
-        for (key, etag) in versions {
-            expected.auids.push(key.auid.clone());
-            expected.trees.push(tree_column(&key.tree).to_string());
-            expected.paths.push(key.path.clone());
-            expected.etags.push(etag.clone());
-        }
-        expected
-    }
+    let last = store_log_and_commit(client, None, &plan, records, now, retention, notice).await?;
+    Ok(numbered(plan, last, writes, now))
 }
 
 type Client = deadpool_postgres::Object;
@@ -293,16 +270,6 @@ type Client = deadpool_postgres::Object;
 /// `sql`, prepared once per connection (a round trip only the first time).
 async fn prepared(client: &Client, sql: &str) -> Result<tokio_postgres::Statement, StorageError> {
     client.prepare_cached(sql).await.map_err(backend)
-}
-
-/// What a batch does: each write's answer (change numbers counted from 1 within the batch),
-/// the documents' states after it (by key: the last write of a key wins), and its changes in
-/// number order: (index of the write, previous ETag, new ETag).
-struct Plan {
-    answers: Vec<Answer>,
-    /// `Some((body, etag, modified_ms))` to store, `None` to delete.
-    documents: HashMap<DocKey, Option<(Arc<str>, String, u64)>>,
-    changes: Vec<(usize, Option<String>, Option<String>)>,
 }
 
 /// Begins the transaction, takes the transaction advisory locks `ids` of the documents
@@ -356,59 +323,6 @@ async fn current_etags(
     Ok(current)
 }
 
-/// Checks each write's precondition against the state the earlier writes of the batch left
-/// (`current`, updated), numbering the ones that hold from 1.
-fn plan(writes: &[Write], current: &mut HashMap<DocKey, Option<String>>) -> Plan {
-    let mut plan = Plan {
-        answers: Vec::with_capacity(writes.len()),
-        documents: HashMap::new(),
-        changes: Vec::new(),
-    };
-    for (i, w) in writes.iter().enumerate() {
-        let previous = current.get(&w.key).cloned().flatten();
-        if let Err(refused) = check_expect(&w.expect, previous.as_deref()) {
-            plan.answers.push(Err(refused));
-            continue;
-        }
-        let outcome = match (&w.change, &previous) {
-            (None, None) => {
-                plan.answers.push(Ok(None));
-                continue;
-            }
-            (None, Some(_)) => WriteOutcome::Deleted,
-            (Some(_), Some(_)) => WriteOutcome::Replaced,
-            (Some(_), None) => WriteOutcome::Created,
-        };
-        let new_etag = w.change.as_ref().map(|(_, etag, _)| etag.clone());
-        plan.changes.push((i, previous.clone(), new_etag.clone()));
-        plan.documents.insert(w.key.clone(), w.change.clone());
-        current.insert(w.key.clone(), new_etag);
-        plan.answers.push(Ok(Some(Committed {
-            outcome,
-            previous_etag: previous,
-            seq: plan.changes.len() as u64,
-        })));
-    }
-    plan
-}
-
-/// The change records of the plan in number order, committed at `now`: their encodings.
-fn change_records(writes: &[Write], plan: &Plan, now: u64) -> Result<Vec<Vec<u8>>, StorageError> {
-    plan.changes
-        .iter()
-        .map(|(i, previous, new_etag)| {
-            let w = &writes[*i];
-            encode(
-                &w.key,
-                previous.as_deref(),
-                new_etag.as_deref(),
-                now,
-                &w.origin,
-            )
-        })
-        .collect()
-}
-
 /// In one round trip: with `opening` (document locks, versions assumed), begins the
 /// transaction, takes those locks and has the database check the versions (a difference:
 /// `PreconditionFailed`, nothing stored, the transaction rolled back); writes the plan's
@@ -431,7 +345,7 @@ async fn store_log_and_commit(
     records: Vec<Vec<u8>>,
     now: u64,
     retention: &ChangeRetention,
-    channel: &str,
+    notice: &Notice,
 ) -> Result<i64, StorageError> {
     let (mut put, mut gone): ([Vec<&str>; 5], [Vec<&str>; 3]) = Default::default();
     let mut modified: Vec<i64> = Vec::new();
@@ -497,7 +411,7 @@ async fn store_log_and_commit(
     .await?;
     let notify = prepared(
         client,
-        "SELECT pg_notify($1, (SELECT seq::text FROM feed_head WHERE id = 1))",
+        "SELECT pg_notify($1, (SELECT seq::text FROM feed_head WHERE id = 1) || ' ' || $2)",
     )
     .await?;
     let lock = prepared(
@@ -573,7 +487,10 @@ async fn store_log_and_commit(
                 .execute(&trim, &[&max_entries, &cutoff, &TRIM_BATCH])
                 .await
         },
-        async { client.execute(&notify, &[&channel]).await },
+        async {
+            let (channel, writer) = (&*notice.channel, &*notice.writer);
+            client.execute(&notify, &[&channel, &writer]).await
+        },
         client.batch_execute("COMMIT"),
     );
     let in_order = || -> Result<i64, tokio_postgres::Error> {
@@ -592,70 +509,4 @@ async fn store_log_and_commit(
         Some(code) if code.code() == STALE_VERSION => StorageError::PreconditionFailed,
         _ => backend(e),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn write(path: &str, expect: Expect, change: Option<&str>) -> Write {
-        Write {
-            key: DocKey::new(
-                "resource-lists",
-                TreeKey::User("sip:a@example.com".into()),
-                path,
-            ),
-            expect,
-            change: change.map(|etag| (Arc::from(format!("<{etag}/>")), etag.to_string(), 1)),
-            origin: ChangeOrigin::default(),
-        }
-    }
-
-    // RFC 4825 §7.11 within one batch: each write's precondition sees the earlier writes of
-    // the batch; refused ones take no number (numbered from 1 within the batch, offset by the
-    // change-number lock later); the last write of a key is its stored state.
-    #[test]
-    fn a_batch_checks_each_write_against_the_earlier_ones() {
-        let writes = vec![
-            write("index", Expect::Absent, Some("e1")),
-            write("index", Expect::Absent, Some("lost")),
-            write("index", Expect::Etag("e1".into()), Some("e2")),
-            write("other", Expect::Any, None),
-            write("old", Expect::Etag("s1".into()), None),
-            write("old", Expect::Any, Some("s2")),
-        ];
-        let mut current: HashMap<DocKey, Option<String>> =
-            writes.iter().map(|w| (w.key.clone(), None)).collect();
-        current.insert(writes[4].key.clone(), Some("s1".into()));
-        let plan = plan(&writes, &mut current);
-        let outcomes: Vec<Option<(WriteOutcome, u64)>> = plan
-            .answers
-            .iter()
-            .map(|a| {
-                a.as_ref()
-                    .ok()
-                    .cloned()
-                    .flatten()
-                    .map(|c| (c.outcome, c.seq))
-            })
-            .collect();
-        assert_eq!(
-            outcomes,
-            vec![
-                Some((WriteOutcome::Created, 1)),
-                None,
-                Some((WriteOutcome::Replaced, 2)),
-                None,
-                Some((WriteOutcome::Deleted, 3)),
-                Some((WriteOutcome::Created, 4)),
-            ]
-        );
-        assert_eq!(plan.answers[1], Err(StorageError::PreconditionFailed));
-        assert_eq!(plan.answers[3], Ok(None), "a delete of nothing");
-        assert_eq!(plan.changes.len(), 4);
-        assert_eq!(plan.changes[2], (4, Some("s1".into()), None));
-        assert_eq!(plan.documents[&writes[0].key].as_ref().unwrap().1, "e2");
-        assert_eq!(plan.documents[&writes[4].key].as_ref().unwrap().1, "s2");
-        assert!(!plan.documents.contains_key(&writes[3].key));
-    }
 }
