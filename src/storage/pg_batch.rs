@@ -155,6 +155,34 @@ pub(super) fn numbered(mut plan: Plan, last: i64, writes: &[Write], now: u64) ->
     }
 }
 
+/// The version a batch counts a document in while another node's writer holds its turn
+/// (`DocumentStore::lock_document`): no precondition names it (an ETag never holds NUL), so
+/// every write of the document that names a version loses its compare-and-swap, and its
+/// writer takes turns too instead of overtaking the holder again and again.
+pub(super) const TURN_ELSEWHERE: &str = "\0turn held elsewhere";
+
+/// The documents of `writes` whose turn the database is asked about (`held`: this node's
+/// writers hold it): those whose every write names a version (a write that replaces
+/// whatever is stored never loses), with their turn locks.
+pub(super) fn turns_to_check(
+    writes: &[Write],
+    held: impl Fn(&DocKey) -> bool,
+    lock_of: impl Fn(&DocKey) -> i64,
+) -> Vec<(i64, DocKey)> {
+    let any: std::collections::HashSet<&DocKey> = writes
+        .iter()
+        .filter(|w| w.expect == Expect::Any)
+        .map(|w| &w.key)
+        .collect();
+    let mut turns: Vec<(i64, DocKey)> = Vec::new();
+    for w in writes {
+        if !any.contains(&w.key) && !held(&w.key) && !turns.iter().any(|(_, k)| *k == w.key) {
+            turns.push((lock_of(&w.key), w.key.clone()));
+        }
+    }
+    turns
+}
+
 /// The version of each document a batch assumes when every write names the one it replaces
 /// (an ETag, or absence): the one its first write of the document names. `None` when a write
 /// takes any version (its previous version must be read).
@@ -171,17 +199,20 @@ pub(super) fn assumed_versions(writes: &[Write]) -> Option<HashMap<DocKey, Optio
     Some(versions)
 }
 
-/// Assumed versions as the columns of `xcapd_expect_versions` (pg_schema migration 5).
+/// Assumed versions as the columns of `xcapd_expect_versions` (pg_schema migration 5), with
+/// the turn locks no other node's writer may hold.
 pub(super) struct Expected {
     pub auids: Vec<String>,
     pub trees: Vec<String>,
     pub paths: Vec<String>,
     pub etags: Vec<Option<String>>,
+    pub turns: Vec<i64>,
 }
 
 impl Expected {
-    pub(super) fn of(versions: &HashMap<DocKey, Option<String>>) -> Expected {
+    pub(super) fn of(versions: &HashMap<DocKey, Option<String>>, turns: Vec<i64>) -> Expected {
         let mut expected = Expected {
+            turns,
             auids: Vec::with_capacity(versions.len()),
             trees: Vec::with_capacity(versions.len()),
             paths: Vec::with_capacity(versions.len()),
@@ -213,6 +244,21 @@ mod tests {
             change: change.map(|etag| (Arc::from(format!("<{etag}/>")), etag.to_string(), 1)),
             origin: ChangeOrigin::default(),
         }
+    }
+
+    // Turns (issue #15, writers on several nodes take turns): only documents whose every
+    // write names a version, and whose turn this node does not hold, are asked about.
+    #[test]
+    fn turns_are_checked_only_where_a_write_could_lose() {
+        let writes = vec![
+            write("a", Expect::Absent, Some("e1")),
+            write("a", Expect::Etag("e1".into()), Some("e2")),
+            write("any", Expect::Etag("x".into()), Some("e3")),
+            write("any", Expect::Any, None),
+            write("held", Expect::Etag("y".into()), Some("e4")),
+        ];
+        let turns = turns_to_check(&writes, |k| k.path == "held", |k| k.path.len() as i64);
+        assert_eq!(turns, vec![(1, writes[0].key.clone())]);
     }
 
     // RFC 4825 §7.11 within one batch: each write's precondition sees the earlier writes of

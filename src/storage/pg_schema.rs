@@ -109,19 +109,23 @@ const MIGRATIONS: &[&str] = &[
     END
     $$;
     "#,
-    // 5: a writer's check that documents are still in the versions its batch assumed (ETag,
-    // NULL: absent), so a batch can send its checks and its writes in one round trip; a
-    // difference aborts the transaction with SQLSTATE XC412 (the batch then reads first).
+    // 5: a writer's check, in the transaction of its batch, that documents are still in the
+    // versions the batch assumed (ETag, NULL: absent) and that no other node's writer holds
+    // the turn of one (`turns`: the session advisory locks of `lock_document`), so a batch
+    // sends its checks and its writes in one round trip; either failing aborts the
+    // transaction with SQLSTATE XC412 (the batch then reads first).
     r#"
     CREATE FUNCTION xcapd_expect_versions(auids text[], trees text[], paths text[],
-                                          etags text[]) RETURNS void
+                                          etags text[], turns bigint[]) RETURNS void
     LANGUAGE plpgsql AS $$
     BEGIN
         IF EXISTS (SELECT 1
                    FROM unnest(auids, trees, paths, etags) AS k(auid, tree, path, etag)
                    LEFT JOIN documents d
                           ON d.auid = k.auid AND d.tree = k.tree AND d.path = k.path
-                   WHERE d.etag IS DISTINCT FROM k.etag) THEN
+                   WHERE d.etag IS DISTINCT FROM k.etag)
+           OR EXISTS (SELECT 1 FROM unnest(turns) AS id
+                      WHERE NOT pg_try_advisory_xact_lock_shared(id)) THEN
             RAISE EXCEPTION 'a document is not in the version the batch assumed'
                 USING ERRCODE = 'XC412';
         END IF;

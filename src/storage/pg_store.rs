@@ -39,7 +39,7 @@ use super::pg_batch::Write;
 use super::pg_db::{to_i64, PgDb};
 use super::pg_read_cache::{Barrier, ReadCache};
 use super::pg_schema::backend;
-use super::pg_writer::{forget_trimmed, Writer};
+use super::pg_writer::{forget_trimmed, NodeParts, Turns, Writer};
 use super::sled_changes::decode;
 use super::{
     directory_prefix, now_ms, validate_auid, validate_tree, validate_xui, ChangeOrigin,
@@ -62,6 +62,9 @@ pub struct PgStore {
     /// The task applying the change log to the cache (ends with the store).
     follower: tokio::task::AbortHandle,
     log: NodeLog,
+    /// The documents whose turn this node's writers hold (their writes skip the check that
+    /// no other node's writer holds it).
+    turns: Arc<Turns>,
 }
 
 impl Drop for PgStore {
@@ -316,14 +319,18 @@ impl PgStore {
             .runtime()
             .spawn(follow(db.clone(), cache.clone(), log.clone()))
             .abort_handle();
+        let turns: Arc<Turns> = Arc::default();
         let writer = Writer::start(
             db.clone(),
             retention,
             channel.clone(),
             changed.clone(),
-            log.recent.clone(),
-            cache.clone(),
-            writer_id,
+            NodeParts {
+                recent: log.recent.clone(),
+                cache: cache.clone(),
+                turns: turns.clone(),
+                id: writer_id,
+            },
         );
         Ok(PgStore {
             writer,
@@ -335,6 +342,7 @@ impl PgStore {
             barrier: Barrier::default(),
             follower,
             log,
+            turns,
         })
     }
 
@@ -456,8 +464,10 @@ impl DocumentStore for PgStore {
     }
 
     /// The cached version without the head read (a version another node replaced may still
-    /// be held for the moment its change takes to reach this node); else the table's, which
-    /// is current.
+    /// be held for the moment its change takes to reach this node); else [`Self::get`]'s.
+    /// A miss does not read the table at once: a writer here racing writers of the document
+    /// on other nodes (whose turn lock it may hold) would then be slower than them and lose
+    /// its compare-and-swap to them again and again.
     fn get_speculative<'a>(&'a self, key: &'a DocKey) -> StoreFuture<'a, SpeculativeRead> {
         Box::pin(async move {
             key.validate()?;
@@ -467,11 +477,7 @@ impl DocumentStore for PgStore {
                     current: false,
                 });
             }
-            // Changes applied from here on make the fill stale (its ticket is dropped).
-            let applied = self.cache.applied();
-            let ticket = self.cache.start_fill(key);
-            let doc = self.read(key).await?;
-            self.cache.fill(key, ticket, applied, doc.as_ref());
+            let doc = self.get(key).await?;
             Ok(SpeculativeRead { doc, current: true })
         })
     }
@@ -582,7 +588,9 @@ impl DocumentStore for PgStore {
         Box::pin(async move {
             key.validate()?;
             let held = self.db.advisory_lock(lock_id(&self.channel, key)).await?;
-            Ok(Some(DocumentLock::new(held)))
+            // Counted after the lock is held, and dropped before it is released.
+            let counted = self.turns.hold(key);
+            Ok(Some(DocumentLock::new((counted, held))))
         })
     }
 

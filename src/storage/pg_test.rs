@@ -83,7 +83,9 @@ pub fn db() -> PgDb {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{Blocking, DocKey, DocumentStore, Expect, TreeKey};
+    use crate::storage::{
+        Blocking, ChangeOrigin, DocKey, DocumentStore, Expect, StorageError, TreeKey,
+    };
     use std::sync::Arc;
 
     // Committed documents and the change sequence outlive the process that wrote them
@@ -238,6 +240,41 @@ mod tests {
             drop(held);
             let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await;
             assert!(matches!(got, Ok(Ok(Ok(true)))), "released: {got:?}");
+        });
+    }
+
+    // Issue #15 scope 3 (no writer starves): while a node's writer holds a document's turn, a
+    // write of it from another node that names a version loses its compare-and-swap (so that
+    // writer takes turns too instead of overtaking the holder again and again); the holder's
+    // own write, and a write naming no version, commit.
+    #[test]
+    fn a_write_naming_a_version_loses_while_another_node_holds_the_turn() {
+        let config = fresh_schema();
+        let a = Arc::new(open(&config, ChangeRetention::default()).unwrap());
+        let b = Arc::new(open(&config, ChangeRetention::default()).unwrap());
+        let key = DocKey::new(
+            "resource-lists",
+            TreeKey::User("sip:a@example.com".into()),
+            "index",
+        );
+        let origin = ChangeOrigin::default();
+        runtime().block_on(async {
+            let put = |store: &Arc<PgStore>, expect: Expect, etag: &'static str| {
+                let (store, key, origin) = (store.clone(), key.clone(), origin.clone());
+                async move { store.put(&key, &expect, "<v/>", etag, 1, &origin).await }
+            };
+            put(&a, Expect::Absent, "e0").await.unwrap();
+            let turn = a.lock_document(&key).await.unwrap().expect("a turn");
+            let refused = put(&b, Expect::Etag("e0".into()), "b1").await;
+            assert_eq!(
+                refused,
+                Err(StorageError::PreconditionFailed),
+                "A holds the turn"
+            );
+            put(&a, Expect::Etag("e0".into()), "e1").await.unwrap();
+            put(&b, Expect::Any, "b2").await.unwrap();
+            drop(turn);
+            put(&b, Expect::Etag("b2".into()), "b3").await.unwrap();
         });
     }
 

@@ -25,7 +25,8 @@ use tokio_postgres::types::ToSql;
 use super::feed::ChangeRetention;
 use super::feed_tail::Tail;
 use super::pg_batch::{
-    assumed_versions, change_records, numbered, plan, Answer, Done, Expected, Plan, Write,
+    assumed_versions, change_records, numbered, plan, turns_to_check, Answer, Done, Expected, Plan,
+    Write, TURN_ELSEWHERE,
 };
 use super::pg_db::{to_i64, PgDb};
 use super::pg_read_cache::ReadCache;
@@ -82,6 +83,51 @@ struct Context {
     recent: Arc<Tail>,
     /// The node's read cache: each batch's versions go there as committed.
     cache: Arc<ReadCache>,
+    turns: Arc<Turns>,
+}
+
+/// What a writer shares with the rest of its node's store.
+pub(super) struct NodeParts {
+    /// The node's tail of the log: each batch's records go there as committed.
+    pub recent: Arc<Tail>,
+    /// The node's read cache: each batch's new versions go there as committed.
+    pub cache: Arc<ReadCache>,
+    /// The documents whose turn this node's writers hold.
+    pub turns: Arc<Turns>,
+    /// The writer's name in its notices (its node's listener skips them).
+    pub id: Arc<str>,
+}
+
+/// The documents whose turn (`DocumentStore::lock_document`) this node's writers hold, with
+/// how many holds each.
+#[derive(Default)]
+pub(super) struct Turns(parking_lot::Mutex<HashMap<DocKey, usize>>);
+
+impl Turns {
+    /// Counts a hold of `key`'s turn until the guard drops.
+    pub(super) fn hold(self: &Arc<Self>, key: &DocKey) -> TurnHeld {
+        *self.0.lock().entry(key.clone()).or_default() += 1;
+        TurnHeld(self.clone(), key.clone())
+    }
+
+    fn held(&self, key: &DocKey) -> bool {
+        self.0.lock().contains_key(key)
+    }
+}
+
+/// One hold counted in [`Turns`].
+pub(super) struct TurnHeld(Arc<Turns>, DocKey);
+
+impl Drop for TurnHeld {
+    fn drop(&mut self) {
+        let mut held = self.0 .0.lock();
+        if let Some(n) = held.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.1);
+            }
+        }
+    }
 }
 
 /// The notice of a commit to every node listening: on the schema's channel, naming the
@@ -99,9 +145,7 @@ impl Writer {
         retention: ChangeRetention,
         channel: Arc<str>,
         changed: Arc<watch::Sender<u64>>,
-        recent: Arc<Tail>,
-        cache: Arc<ReadCache>,
-        id: Arc<str>,
+        node: NodeParts,
     ) -> Writer {
         let (queue, received) = mpsc::channel(QUEUE);
         let received = Arc::new(tokio::sync::Mutex::new(received));
@@ -110,11 +154,12 @@ impl Writer {
             retention,
             notice: Notice {
                 channel,
-                writer: id,
+                writer: node.id,
             },
             changed,
-            recent,
-            cache,
+            recent: node.recent,
+            cache: node.cache,
+            turns: node.turns,
         });
         let tasks = (0..WRITERS)
             .map(|_| {
@@ -205,10 +250,15 @@ async fn run(context: Arc<Context>, queue: Arc<tokio::sync::Mutex<mpsc::Receiver
 /// fails the batch.
 async fn commit(context: &Context, writes: Vec<Write>) -> Result<Done, StorageError> {
     let (retention, notice) = (context.retention, context.notice.clone());
+    let turns = turns_to_check(
+        &writes,
+        |key| context.turns.held(key),
+        |key| lock_id(&notice.channel, key),
+    );
     context
         .db
         .with(move |client| async move {
-            let outcome = transact(&client, &writes, &retention, &notice).await;
+            let outcome = transact(&client, &writes, &turns, &retention, &notice).await;
             if outcome.is_err() && !client.is_closed() {
                 // The transaction may still be open: end it before the connection goes back
                 // to the pool, or keep the connection out of the pool.
@@ -225,6 +275,7 @@ async fn commit(context: &Context, writes: Vec<Write>) -> Result<Done, StorageEr
 async fn transact(
     client: &Client,
     writes: &[Write],
+    turns: &[(i64, DocKey)],
     retention: &ChangeRetention,
     notice: &Notice,
 ) -> Result<Done, StorageError> {
@@ -239,7 +290,7 @@ async fn transact(
     // Optimistic: every write names the version it replaces, so the batch can be planned on
     // those and checked by the database in the same round trip as its writes.
     if let Some(mut assumed) = assumed_versions(writes) {
-        let expected = Expected::of(&assumed);
+        let expected = Expected::of(&assumed, turns.iter().map(|(id, _)| *id).collect());
         let plan = plan(writes, &mut assumed);
         if !plan.changes.is_empty() {
             let records = change_records(writes, &plan, now)?;
@@ -254,7 +305,7 @@ async fn transact(
             }
         }
     }
-    let mut current = current_etags(client, writes, &ids).await?;
+    let mut current = current_etags(client, writes, &ids, turns).await?;
     let plan = plan(writes, &mut current);
     if plan.changes.is_empty() {
         client.batch_execute("COMMIT").await.map_err(backend)?;
@@ -273,11 +324,13 @@ async fn prepared(client: &Client, sql: &str) -> Result<tokio_postgres::Statemen
 }
 
 /// Begins the transaction, takes the transaction advisory locks `ids` of the documents
-/// `writes` touch and reads their stored ETags (absent: not stored), in one round trip.
+/// `writes` touch and reads their stored ETags (absent: not stored; [`TURN_ELSEWHERE`]: one
+/// of `turns` another node's writer holds), in one round trip.
 async fn current_etags(
     client: &Client,
     writes: &[Write],
     ids: &[i64],
+    turns: &[(i64, DocKey)],
 ) -> Result<HashMap<DocKey, Option<String>>, StorageError> {
     let mut columns: [Vec<&str>; 3] = Default::default();
     for w in writes {
@@ -297,8 +350,14 @@ async fn current_etags(
          ON d.auid = k.auid AND d.tree = k.tree AND d.path = k.path",
     )
     .await?;
+    let taken = prepared(
+        client,
+        "SELECT id FROM unnest($1::bigint[]) AS id WHERE NOT pg_try_advisory_xact_lock_shared(id)",
+    )
+    .await?;
+    let turn_ids: Vec<i64> = turns.iter().map(|(id, _)| *id).collect();
     // Statements prepared first: each query below is sent when first polled, in this order.
-    let (_, _, rows) = tokio::try_join!(
+    let (_, _, rows, taken) = tokio::try_join!(
         client.batch_execute("BEGIN"),
         async { client.execute(&lock, &[&ids]).await },
         async {
@@ -306,6 +365,7 @@ async fn current_etags(
                 .query(&read, &[&columns[0], &columns[1], &columns[2]])
                 .await
         },
+        async { client.query(&taken, &[&turn_ids]).await },
     )
     .map_err(backend)?;
     let mut current: HashMap<DocKey, Option<String>> =
@@ -319,6 +379,12 @@ async fn current_etags(
         };
         let key = DocKey::new(row.get::<_, String>(0), tree, row.get::<_, String>(2));
         current.insert(key, Some(row.get(3)));
+    }
+    for row in taken {
+        let id: i64 = row.get(0);
+        for (_, key) in turns.iter().filter(|(turn, _)| *turn == id) {
+            current.insert(key.clone(), Some(TURN_ELSEWHERE.to_string()));
+        }
     }
     Ok(current)
 }
@@ -421,7 +487,8 @@ async fn store_log_and_commit(
     .await?;
     let check = prepared(
         client,
-        "SELECT xcapd_expect_versions($1::text[], $2::text[], $3::text[], $4::text[])",
+        "SELECT xcapd_expect_versions($1::text[], $2::text[], $3::text[], $4::text[], \
+                                      $5::bigint[])",
     )
     .await?;
     let begin = async {
@@ -444,6 +511,7 @@ async fn store_log_and_commit(
                     &e.trees,
                     &e.paths,
                     &e.etags,
+                    &e.turns,
                 ];
                 client.execute(&check, &columns).await
             }

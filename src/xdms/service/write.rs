@@ -87,8 +87,9 @@ impl Xdms {
 
     /// Runs `attempt` on the stored version of `key` until its compare-and-swap holds (at
     /// most [`CAS_RETRIES`] lost ones). The first version read may lag another process's
-    /// write (no round trip to learn the store's head): a loss or an error answered from it
-    /// is tried again on the current version, so only a current version decides an error.
+    /// write (no round trip to learn the store's head) unless the document is contended: an
+    /// error answered from such a version is tried again on the current version, so only a
+    /// current version decides an error; a loss counts as any loss.
     async fn read_modify_write<F, Fut>(
         &self,
         key: &DocKey,
@@ -99,7 +100,8 @@ impl Xdms {
         Fut: std::future::Future<Output = Result<XcapResponse, CommitError>>,
     {
         let mut held = self.hold_writer(key).await?;
-        let mut speculative = true;
+        // A contended document was just written elsewhere: the cache likely lags it.
+        let mut speculative = held.across.is_none();
         let mut lost = 0;
         loop {
             let read = if speculative {
@@ -113,8 +115,14 @@ impl Xdms {
             .map_err(storage_error)?;
             match attempt(read.doc).await {
                 Ok(response) => return Ok(response),
-                Err(e) if !read.current && e.may_follow_from_the_version() => speculative = false,
+                // A loss is a loss (another node wrote the document moments ago: its
+                // writers here take turns with that node's from now on, see `after_lost`);
+                // any other answer from a version that may lag is not answered.
+                Err(CommitError::Xcap(e)) if !read.current && about_the_version(&e) => {
+                    speculative = false
+                }
                 Err(CommitError::Lost) => {
+                    speculative = false;
                     lost += 1;
                     if lost >= CAS_RETRIES {
                         return Err(XcapError::Unavailable);
@@ -574,18 +582,13 @@ enum CommitError {
     Xcap(XcapError),
 }
 
-impl CommitError {
-    /// Whether the outcome may come from the version the attempt was given (a lost
-    /// compare-and-swap, an answer to the request about that version), not from the store
-    /// refusing the write.
-    fn may_follow_from_the_version(&self) -> bool {
-        !matches!(
-            self,
-            CommitError::Xcap(
-                XcapError::Unavailable | XcapError::WritesPaused { .. } | XcapError::Internal(_)
-            )
-        )
-    }
+/// Whether `e` may answer the request about the version the attempt was given, rather than
+/// be the store refusing the write.
+fn about_the_version(e: &XcapError) -> bool {
+    !matches!(
+        e,
+        XcapError::Unavailable | XcapError::WritesPaused { .. } | XcapError::Internal(_)
+    )
 }
 
 impl From<XcapError> for CommitError {
