@@ -20,15 +20,7 @@ export XCAPD_ADMIN_LISTEN=""
 cleanup() { [ -n "${SRV:-}" ] && kill "$SRV" 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-python3 - > "$WORK/l100.xml" <<'PY'
-print('<?xml version="1.0" encoding="UTF-8"?>')
-print('<resource-lists xmlns="urn:ietf:params:xml:ns:resource-lists">')
-print('  <list name="friends">')
-for i in range(100):
-    print(f'    <entry uri="sip:user{i}@example.com"><display-name>User {i}</display-name></entry>')
-print('  </list>')
-print('</resource-lists>')
-PY
+python3 scripts/resource-list.py 100 --display-names > "$WORK/l100.xml"
 SEL='~~/resource-lists/list%5B@name=%22friends%22%5D/entry%5B@uri=%22sip:user50@example.com%22%5D'
 NEWSEL='~~/resource-lists/list%5B@name=%22friends%22%5D/entry%5B@uri=%22sip:new{n}@example.com%22%5D'
 

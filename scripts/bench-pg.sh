@@ -44,15 +44,7 @@ serve() { # port, data dir, extra env...
   for _ in $(seq 1 100); do curl -sf http://127.0.0.1:$port/xcap-root/xcap-caps/global/index >/dev/null && break; sleep 0.1; done
 }
 
-python3 - > "$WORK/l100.xml" <<'PY'
-print('<?xml version="1.0" encoding="UTF-8"?>')
-print('<resource-lists xmlns="urn:ietf:params:xml:ns:resource-lists">')
-print('  <list name="friends">')
-for i in range(100):
-    print(f'    <entry uri="sip:user{i}@example.com"/>')
-print('  </list>')
-print('</resource-lists>')
-PY
+python3 scripts/resource-list.py 100 > "$WORK/l100.xml"
 
 scenarios() { # label, root URL(s)...
   local label=$1; shift

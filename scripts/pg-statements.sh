@@ -41,15 +41,7 @@ env XCAPD_AUTH=none XCAPD_LOG=error XCAPD_STORAGE=postgres XCAPD_POSTGRES_URL="$
 SERVER=$!
 for _ in $(seq 1 100); do curl -sf "$ROOT/xcap-caps/global/index" >/dev/null && break; sleep 0.1; done
 
-python3 - > "$WORK/l100.xml" <<'PY'
-print('<?xml version="1.0" encoding="UTF-8"?>')
-print('<resource-lists xmlns="urn:ietf:params:xml:ns:resource-lists">')
-print('  <list name="friends">')
-for i in range(100):
-    print(f'    <entry uri="sip:user{i}@example.com"/>')
-print('  </list>')
-print('</resource-lists>')
-PY
+python3 scripts/resource-list.py 100 > "$WORK/l100.xml"
 SMALL="$ROOT/resource-lists/users/sip:small@example.com/index"
 curl -sf -X PUT -H "Content-Type: $RL" --data-binary @"$WORK/l100.xml" "$SMALL" >/dev/null
 case "$SCENARIO" in
