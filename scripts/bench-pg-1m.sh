@@ -8,6 +8,8 @@
 # 1 GB. Loopback only.
 #
 #   scripts/bench-pg-1m.sh [seconds] [documents]         (defaults: 10, 1000000)
+#   BENCH_CACHE_MB=N scripts/bench-pg-1m.sh ...           the node's read cache bound
+#                                                         (storage.cache_capacity_mb; default 32)
 set -euo pipefail
 export XCAPD_SIP=127.0.0.1:0 XCAPD_ADMIN_LISTEN=127.0.0.1:0
 cd "$(dirname "$0")/.."
@@ -60,7 +62,9 @@ measure() { # label, users
   local label=$1 users=$2
   [ -n "$SRV" ] && { kill "$SRV"; wait "$SRV" 2>/dev/null || true; }
   local t0=$(date +%s.%N)
-  XCAPD_AUTH=none XCAPD_LOG=warn $BIN serve --http 127.0.0.1:$PORT --data "$WORK/data" &
+  printf '[storage]\ncache_capacity_mb = %s\n' "${BENCH_CACHE_MB:-32}" > "$WORK/xcapd.toml"
+  XCAPD_AUTH=none XCAPD_LOG=warn $BIN serve --config "$WORK/xcapd.toml" --http 127.0.0.1:$PORT \
+    --data "$WORK/data" &
   SRV=$!
   for _ in $(seq 1 1200); do curl -sf $X/xcap-caps/global/index >/dev/null && break; sleep 0.1; done
   local t1=$(date +%s.%N)
@@ -71,7 +75,7 @@ measure() { # label, users
   echo " RSS $(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$SRV/status)"
 }
 
-echo "== xcapd $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, ${SECS}s per run, $("$(ls -d /usr/lib/postgresql/*/bin | tail -1)/postgres" --version)"
+echo "== xcapd $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, ${SECS}s per run, read cache ${BENCH_CACHE_MB:-32} MB, $("$(ls -d /usr/lib/postgresql/*/bin | tail -1)/postgres" --version)"
 users=$(seed 1000)
 measure "1,000 documents" "$users"
 users=$(seed "$BIG")

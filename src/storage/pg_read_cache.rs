@@ -45,8 +45,16 @@ pub(super) struct ReadCache {
     applied: watch::Sender<u64>,
 }
 
+/// The memory a held version takes, near enough that the bound holds for the process: its
+/// text plus the map's slot and the allocations of its key and version (measured: a million
+/// documents of ~400 bytes filled a 32 MB budget with 38 MiB while only the text and 64 bytes
+/// were counted).
 fn size_of(key: &DocKey, doc: &StoredDocument) -> usize {
-    64 + key.auid.len() + key.path.len() + doc.body.len() + doc.etag.len()
+    let tree = match &key.tree {
+        super::TreeKey::Global => 0,
+        super::TreeKey::User(xui) => xui.len(),
+    };
+    256 + key.auid.len() + tree + key.path.len() + doc.body.len() + doc.etag.len()
 }
 
 impl ReadCache {
@@ -74,6 +82,11 @@ impl ReadCache {
             }
             Slot::Filling(_) => None,
         }
+    }
+
+    /// Whether a version of `key` is held (it may still need the log applied to be current).
+    pub(super) fn holds(&self, key: &DocKey) -> bool {
+        matches!(self.inner.lock().map.get(key), Some(Slot::Held { .. }))
     }
 
     /// Marks a read of `key` from the table as started: its ticket for [`ReadCache::fill`].

@@ -393,6 +393,17 @@ impl PgStore {
         .await
     }
 
+    /// `key`'s version read from the table (current), kept in the cache unless a change of it
+    /// is applied meanwhile; held as of the change applied when the read began, so any later
+    /// change evicts it.
+    async fn fill(&self, key: &DocKey) -> Result<Option<StoredDocument>, StorageError> {
+        let applied = self.cache.applied();
+        let ticket = self.cache.start_fill(key);
+        let doc = self.read(key).await?;
+        self.cache.fill(key, ticket, applied, doc.as_ref());
+        Ok(doc)
+    }
+
     /// One write, committed by the writer with whatever else waits.
     async fn write(
         &self,
@@ -439,9 +450,15 @@ fn meta_of(row: &tokio_postgres::Row, auid: String, tree: TreeKey) -> DocMeta {
 }
 
 impl DocumentStore for PgStore {
+    /// A held version is served once the log is applied through the change head read after
+    /// the call; a miss reads the table, which is current without that head read (one round
+    /// trip, as without the cache).
     fn get<'a>(&'a self, key: &'a DocKey) -> StoreFuture<'a, Option<StoredDocument>> {
         Box::pin(async move {
             key.validate()?;
+            if !self.cache.holds(key) {
+                return self.fill(key).await;
+            }
             let head = self.barrier.head(|| feed_head(&self.db)).await?;
             // The notice of that head may not have arrived yet: wake the follower now.
             raise(&self.changed, head);
@@ -456,18 +473,12 @@ impl DocumentStore for PgStore {
             if let Some(doc) = self.cache.lookup(key) {
                 return Ok(Some(doc));
             }
-            let ticket = self.cache.start_fill(key);
-            let doc = self.read(key).await?;
-            self.cache.fill(key, ticket, head, doc.as_ref());
-            Ok(doc)
+            self.fill(key).await
         })
     }
 
     /// The cached version without the head read (a version another node replaced may still
-    /// be held for the moment its change takes to reach this node); else [`Self::get`]'s.
-    /// A miss does not read the table at once: a writer here racing writers of the document
-    /// on other nodes (whose turn lock it may hold) would then be slower than them and lose
-    /// its compare-and-swap to them again and again.
+    /// be held for the moment its change takes to reach this node); else the table's.
     fn get_speculative<'a>(&'a self, key: &'a DocKey) -> StoreFuture<'a, SpeculativeRead> {
         Box::pin(async move {
             key.validate()?;
