@@ -39,12 +39,12 @@ use super::pg_batch::Write;
 use super::pg_db::{to_i64, PgDb};
 use super::pg_read_cache::{Barrier, ReadCache};
 use super::pg_schema::backend;
-use super::pg_writer::{forget_trimmed, NodeParts, Turns, Writer};
+use super::pg_writer::{NodeParts, Turns, Writer};
 use super::sled_changes::decode;
 use super::{
-    directory_prefix, now_ms, validate_auid, validate_tree, validate_xui, ChangeOrigin,
-    ChangeRecord, Committed, DocKey, DocMeta, DocumentLock, DocumentStore, Expect, SpeculativeRead,
-    StorageError, StoreFuture, StoredDocument, TreeKey,
+    directory_prefix, validate_auid, validate_tree, validate_xui, ChangeOrigin, ChangeRecord,
+    Committed, DocKey, DocMeta, DocumentLock, DocumentStore, Expect, SpeculativeRead, StorageError,
+    StoreFuture, StoredDocument, TreeKey,
 };
 
 pub struct PgStore {
@@ -116,7 +116,6 @@ async fn follow(db: PgDb, cache: Arc<ReadCache>, log: NodeLog) {
 #[derive(Clone)]
 struct NodeLog {
     recent: Arc<Tail>,
-    retention: ChangeRetention,
     changed: Arc<watch::Sender<u64>>,
 }
 
@@ -133,10 +132,9 @@ impl NodeLog {
             return Ok(page);
         }
         let (trimmed, page) = read_changes(db, after, limit).await?;
-        if let Some(last) = page.last() {
-            let (head, now) = (last.seq, now_ms());
+        if !page.is_empty() {
             self.recent.append(after, page.clone());
-            forget_trimmed(&self.recent, &self.retention, head, now);
+            // The log's own word on what retention removed, as of this read.
             self.recent.forget(trimmed, 0);
         }
         Ok(page)
@@ -312,7 +310,6 @@ impl PgStore {
             .abort_handle();
         let log = NodeLog {
             recent: Arc::default(),
-            retention,
             changed: changed.clone(),
         };
         let follower = db

@@ -67,7 +67,7 @@ impl Drop for Writer {
 
 /// Drops from `recent` what the retention applied with the commit of change `head` at `now`
 /// removed from the log (the same bounds as the trim statement of [`store_log_and_commit`]).
-pub(super) fn forget_trimmed(recent: &Tail, retention: &ChangeRetention, head: u64, now: u64) {
+fn forget_trimmed(recent: &Tail, retention: &ChangeRetention, head: u64, now: u64) {
     let cutoff = now.saturating_sub(retention.max_age.as_millis() as u64);
     recent.forget(head.saturating_sub(retention.max_entries), cutoff);
 }
@@ -318,6 +318,9 @@ async fn transact(
 
 type Client = deadpool_postgres::Object;
 
+/// Takes the transaction advisory locks of a batch's documents (`$1`, in key order).
+const LOCK_DOCUMENTS: &str = "SELECT pg_advisory_xact_lock(id) FROM unnest($1::bigint[]) AS id";
+
 /// `sql`, prepared once per connection (a round trip only the first time).
 async fn prepared(client: &Client, sql: &str) -> Result<tokio_postgres::Statement, StorageError> {
     client.prepare_cached(sql).await.map_err(backend)
@@ -338,11 +341,7 @@ async fn current_etags(
         columns[1].push(tree_column(&w.key.tree));
         columns[2].push(&w.key.path);
     }
-    let lock = prepared(
-        client,
-        "SELECT pg_advisory_xact_lock(id) FROM unnest($1::bigint[]) AS id",
-    )
-    .await?;
+    let lock = prepared(client, LOCK_DOCUMENTS).await?;
     let read = prepared(
         client,
         "SELECT d.auid, d.tree, d.path, d.etag FROM documents d \
@@ -480,11 +479,7 @@ async fn store_log_and_commit(
         "SELECT pg_notify($1, (SELECT seq::text FROM feed_head WHERE id = 1) || ' ' || $2)",
     )
     .await?;
-    let lock = prepared(
-        client,
-        "SELECT pg_advisory_xact_lock(id) FROM unnest($1::bigint[]) AS id",
-    )
-    .await?;
+    let lock = prepared(client, LOCK_DOCUMENTS).await?;
     let check = prepared(
         client,
         "SELECT xcapd_expect_versions($1::text[], $2::text[], $3::text[], $4::text[], \
